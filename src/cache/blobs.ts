@@ -1,0 +1,104 @@
+// BlobCache: answers blob HEAD and GET for a repository of an upstream. A cached blob is
+// served only for repositories it is linked to; an unlinked one is first checked with an
+// upstream HEAD. A miss joins the download in flight for the digest or starts one.
+import type { Readable } from 'node:stream';
+import type { Logger } from '../log.js';
+import type { Digest } from '../oci/digest.js';
+import type { ByteRange, FsBlobStore } from '../store/blob-store.js';
+import type { MetadataDb } from '../store/metadata.js';
+import type { UpstreamClient } from '../upstream/client.js';
+import { Download } from './download.js';
+
+/** Where a request points: an upstream and a repository in it (already normalised). */
+export interface Target {
+  upstream: UpstreamClient;
+  repository: string;
+}
+
+/** A blob ready to be streamed: its size (when known) and a way to read it or a range of it. */
+export interface BlobHandle {
+  size?: number;
+  /** `hit` when served from the store, `miss` when it streams from a download. */
+  source: 'hit' | 'miss';
+  read(range?: ByteRange): Readable;
+}
+
+export interface BlobCacheDeps {
+  store: FsBlobStore;
+  metadata: MetadataDb;
+  log: Logger;
+}
+
+/** Blob lookups and single-flight downloads. */
+export class BlobCache {
+  readonly #deps: BlobCacheDeps;
+  readonly #downloads = new Map<Digest, Download>();
+  readonly #shutdown = new AbortController();
+
+  constructor(deps: BlobCacheDeps) {
+    this.#deps = deps;
+  }
+
+  /** Downloads in flight, for status and tests. */
+  get inFlight(): number {
+    return this.#downloads.size;
+  }
+
+  /** For HEAD: the blob's size, from the store or from the upstream; never starts a download. */
+  async stat(t: Target, digest: Digest): Promise<{ size?: number }> {
+    const { metadata, store } = this.#deps;
+    const linked = metadata.isLinked(t.upstream.name, t.repository, digest);
+    if (linked) {
+      const st = await store.stat(digest);
+      if (st) return st;
+      const dl = this.#downloads.get(digest);
+      if (dl?.size !== undefined) return { size: dl.size };
+    }
+    const head = await t.upstream.headBlob(t.repository, digest);
+    return head;
+  }
+
+  /** For GET: a handle on the blob, starting or joining a download on a miss. */
+  async get(t: Target, digest: Digest): Promise<BlobHandle> {
+    const { metadata, store } = this.#deps;
+    let linked = metadata.isLinked(t.upstream.name, t.repository, digest);
+    const st = await store.stat(digest);
+    if (st) {
+      if (!linked) {
+        // The bytes are here, but this repository may not hold them: ask before serving.
+        await t.upstream.headBlob(t.repository, digest);
+        metadata.link(t.upstream.name, t.repository, digest);
+      }
+      metadata.touch(digest);
+      return { size: st.size, source: 'hit', read: (range) => store.open(digest, range) };
+    }
+    let dl = this.#downloads.get(digest);
+    if (dl?.failed) dl = undefined;
+    if (dl && !linked && (dl.upstream !== t.upstream || dl.repository !== t.repository)) {
+      // Joining a download started through another repository is no way around the link rule.
+      await t.upstream.headBlob(t.repository, digest);
+      metadata.link(t.upstream.name, t.repository, digest);
+      linked = true;
+    }
+    dl ??= this.#start(t, digest);
+    await dl.ready;
+    const download = dl;
+    return { size: dl.size, source: 'miss', read: (range) => download.follow(range) };
+  }
+
+  #start(t: Target, digest: Digest): Download {
+    const dl = new Download({ ...this.#deps, signal: this.#shutdown.signal }, t.upstream, t.repository, digest);
+    this.#downloads.set(digest, dl);
+    dl.done.then(
+      () => this.#downloads.delete(digest),
+      () => this.#downloads.delete(digest),
+    );
+    return dl;
+  }
+
+  /** Aborts downloads in flight (their temp files are removed) and waits for them to settle. */
+  async close(): Promise<void> {
+    this.#shutdown.abort();
+    await Promise.allSettled([...this.#downloads.values()].map((d) => d.done));
+  }
+}

@@ -1,0 +1,233 @@
+// One blob download from an upstream, shared by every client that asks for the digest
+// while it runs. The upstream body is written to a temp file while it is hashed; each
+// client reads the growing file at its own pace through a FollowerStream, so the
+// upstream is read once at full speed and memory stays flat. Every response's final
+// byte is held back until the digest is verified: a mismatch, a cut or a timeout
+// destroys every client's stream (a failed transfer, never a complete wrong 200) and
+// nothing is published.
+import { open, type FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { UpstreamUnavailable } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Digest } from '../oci/digest.js';
+import { READ_CHUNK, type ByteRange, type FsBlobStore, type TempBlob } from '../store/blob-store.js';
+import type { MetadataDb } from '../store/metadata.js';
+import type { UpstreamClient } from '../upstream/client.js';
+
+/** How many times a cut upstream body is resumed with a Range request before the download fails. */
+const MAX_RESUMES = 2;
+
+export interface DownloadDeps {
+  store: FsBlobStore;
+  metadata: MetadataDb;
+  log: Logger;
+  /** Aborted at shutdown; never tied to one client's connection. */
+  signal: AbortSignal;
+}
+
+/** A running (or finished) download of one digest through one upstream repository. */
+export class Download {
+  readonly digest: Digest;
+  readonly upstream: UpstreamClient;
+  readonly repository: string;
+  /** Total size, once the upstream's headers said it. */
+  size?: number;
+  /** Resolves when the size is known and followers can start; rejects if the download fails first. */
+  readonly ready: Promise<void>;
+  /** Resolves when published, rejects when failed. */
+  readonly done: Promise<void>;
+
+  #temp?: TempBlob;
+  #state: 'running' | 'done' | 'failed' = 'running';
+  #error?: Error;
+  #tick = deferred();
+  #readyResolve!: () => void;
+  readonly #deps: DownloadDeps;
+
+  constructor(deps: DownloadDeps, upstream: UpstreamClient, repository: string, digest: Digest) {
+    this.#deps = deps;
+    this.upstream = upstream;
+    this.repository = repository;
+    this.digest = digest;
+    let readyReject!: (e: Error) => void;
+    this.ready = new Promise<void>((resolve, reject) => {
+      this.#readyResolve = resolve;
+      readyReject = reject;
+    });
+    this.done = this.#run().catch((err: Error) => {
+      readyReject(err);
+      throw err;
+    });
+    // Nobody may be waiting on these when the download fails; the error is delivered to followers.
+    this.ready.catch(() => {});
+    this.done.catch(() => {});
+  }
+
+  get failed(): Error | undefined {
+    return this.#error;
+  }
+
+  /**
+   * The exclusive end of what a reader whose response ends at `end` (inclusive) may read
+   * now: everything written, except that the response's final byte waits for verification.
+   */
+  readableUntil(end: number): number {
+    if (this.#state === 'done') return end + 1;
+    return Math.min(this.#temp?.written ?? 0, end);
+  }
+
+  /** Resolves at the next change: more bytes written, published, or failed. */
+  changed(): Promise<void> {
+    return this.#tick.promise;
+  }
+
+  /** A stream of the blob (or a range of it) that follows the download as it grows. */
+  follow(range?: ByteRange): Readable {
+    return new FollowerStream(this, this.#temp!.path, this.#deps.store.pathFor(this.digest), range);
+  }
+
+  get state(): 'running' | 'done' | 'failed' {
+    return this.#state;
+  }
+
+  #wake(): void {
+    const t = this.#tick;
+    this.#tick = deferred();
+    t.resolve();
+  }
+
+  async #run(): Promise<void> {
+    const { store, metadata, log, signal } = this.#deps;
+    const started = Date.now();
+    try {
+      await this.#fetch(signal);
+      await store.publish(this.#temp!);
+      metadata.recordBlob(this.digest, this.#temp!.written, { upstream: this.upstream.name, repository: this.repository });
+      this.#state = 'done';
+      log.info('blob downloaded', { digest: this.digest, repo: this.repository, bytes: this.#temp!.written, ms: Date.now() - started });
+    } catch (err) {
+      this.#state = 'failed';
+      this.#error = err as Error;
+      await this.#temp?.discard();
+      log.warn('blob download failed', { digest: this.digest, repo: this.repository, err: err as Error });
+      throw err;
+    } finally {
+      this.#wake();
+    }
+  }
+
+  /** Streams the upstream body into the temp file, resuming a cut body with Range when it can. */
+  async #fetch(signal: AbortSignal): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      const from = this.#temp?.written ?? 0;
+      const res = await this.upstream.getBlob(this.repository, this.digest, signal, from);
+      try {
+        if (!this.#temp) {
+          this.size = res.length;
+          this.#temp = await this.#deps.store.createTemp(this.digest, this.size);
+          this.#readyResolve();
+        }
+        for await (const chunk of res.body) {
+          await this.#temp.write(chunk as Buffer);
+          this.#wake();
+        }
+        return;
+      } catch (err) {
+        const resumable = attempt < MAX_RESUMES && !signal.aborted && this.size !== undefined && this.#temp !== undefined && this.#temp.written > from;
+        if (!resumable) throw err instanceof UpstreamUnavailable || signal.aborted ? err : new UpstreamUnavailable(`blob body cut: ${(err as Error).message}`);
+        this.#deps.log.warn('blob body cut; resuming', { digest: this.digest, at: this.#temp!.written });
+      } finally {
+        res.body.destroy();
+        res.release();
+      }
+    }
+  }
+}
+
+/** Reads a download's temp file from its own offset, waiting for bytes that are not written yet. */
+class FollowerStream extends Readable {
+  readonly #dl: Download;
+  readonly #tempPath: string;
+  readonly #finalPath: string;
+  #fh?: FileHandle;
+  #pos: number;
+  readonly #range?: ByteRange;
+  #pumping = false;
+
+  constructor(dl: Download, tempPath: string, finalPath: string, range?: ByteRange) {
+    super({ highWaterMark: READ_CHUNK });
+    this.#dl = dl;
+    this.#tempPath = tempPath;
+    this.#finalPath = finalPath;
+    this.#range = range;
+    this.#pos = range?.start ?? 0;
+  }
+
+  override _construct(callback: (err?: Error | null) => void): void {
+    // The temp file is renamed on publish; an open descriptor survives that, a late open does not.
+    open(this.#tempPath, 'r')
+      .catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT' && this.#dl.state === 'done') return open(this.#finalPath, 'r');
+        throw this.#dl.failed ?? err;
+      })
+      .then((fh) => {
+        this.#fh = fh;
+        callback();
+      }, callback);
+  }
+
+  override _read(): void {
+    if (!this.#pumping) void this.#pump();
+  }
+
+  async #pump(): Promise<void> {
+    this.#pumping = true;
+    try {
+      for (;;) {
+        if (this.destroyed) return;
+        const end = this.#range?.end ?? (this.#dl.size === undefined ? Infinity : this.#dl.size - 1);
+        if (this.#pos > end) {
+          this.push(null);
+          return;
+        }
+        const failed = this.#dl.failed;
+        if (failed) {
+          this.destroy(failed);
+          return;
+        }
+        const until = this.#dl.state === 'done' && end === Infinity ? Infinity : this.#dl.readableUntil(end);
+        if (this.#pos < until) {
+          const want = Math.min(until - this.#pos, READ_CHUNK);
+          const buf = Buffer.allocUnsafe(Number.isFinite(want) ? want : READ_CHUNK);
+          const { bytesRead } = await this.#fh!.read(buf, 0, buf.length, this.#pos);
+          if (bytesRead === 0) {
+            // Only reachable for a body of unknown size that is complete.
+            this.push(null);
+            return;
+          }
+          this.#pos += bytesRead;
+          if (!this.push(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead))) return;
+          continue;
+        }
+        await this.#dl.changed();
+      }
+    } catch (err) {
+      this.destroy(err as Error);
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    const fh = this.#fh;
+    this.#fh = undefined;
+    if (fh) fh.close().then(() => callback(err), () => callback(err));
+    else callback(err);
+  }
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}

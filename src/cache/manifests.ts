@@ -1,0 +1,158 @@
+// ManifestCache: manifests by digest (immutable, cached until evicted) and tags (a digest
+// with a time-to-live per upstream). A fresh tag costs no upstream request; a stale one
+// is revalidated with a HEAD and fetched with GET only when its digest changed.
+// Concurrent revalidations of one tag share one upstream request.
+import { LRUCache } from 'lru-cache';
+import { ManifestNotFound, UpstreamInvalid } from '../errors.js';
+import type { Logger } from '../log.js';
+import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
+import { parseManifest } from '../oci/manifest.js';
+import type { ManifestRef } from '../oci/reference.js';
+import type { FsBlobStore } from '../store/blob-store.js';
+import type { MetadataDb, TagKey } from '../store/metadata.js';
+import type { PassThroughBody } from '../upstream/client.js';
+import type { Target } from './blobs.js';
+import { SingleFlight } from './single-flight.js';
+
+/** A manifest as the API answers it. `bytes` is absent for HEAD answers. */
+export interface ManifestReply {
+  digest: string;
+  mediaType: string;
+  size: number;
+  bytes?: Buffer;
+  /** hit: from the cache with no upstream request; revalidated: HEAD confirmed it; miss: fetched. */
+  source: 'hit' | 'revalidated' | 'miss';
+}
+
+export interface ManifestCacheDeps {
+  store: FsBlobStore;
+  metadata: MetadataDb;
+  log: Logger;
+  now?: () => number;
+  /** Bytes of manifest bodies kept in memory. */
+  memoryBytes: number;
+}
+
+/** Manifest and tag cache. */
+export class ManifestCache {
+  readonly #deps: ManifestCacheDeps;
+  readonly #now: () => number;
+  readonly #bodies: LRUCache<string, Buffer>;
+  readonly #revalidations = new SingleFlight<string, ManifestReply>();
+
+  constructor(deps: ManifestCacheDeps) {
+    this.#deps = deps;
+    this.#now = deps.now ?? Date.now;
+    this.#bodies = new LRUCache<string, Buffer>({ maxSize: Math.max(1, deps.memoryBytes), sizeCalculation: (b) => Math.max(1, b.length) });
+  }
+
+  /** Answers a manifest GET (`withBody`) or HEAD by tag or digest. */
+  async get(t: Target, ref: ManifestRef, accept: number, withBody: boolean): Promise<ManifestReply> {
+    if (ref.digest !== undefined) return this.#byDigest(t, ref.digest, accept, withBody);
+    const key: TagKey = { upstream: t.upstream.name, repository: t.repository, tag: ref.tag, accept };
+    const row = this.#deps.metadata.getTag(key);
+    if (row && row.expiresAt > this.#now()) {
+      const cached = await this.#cached(row.digest, withBody);
+      if (cached) return cached;
+    }
+    const flightKey = `${key.upstream}\n${key.repository}\n${key.tag}\n${accept}`;
+    const reply = await this.#revalidations.run(flightKey, () => this.#revalidate(t, key));
+    if (withBody && !reply.bytes) return (await this.#cached(reply.digest, true)) ?? reply;
+    return reply;
+  }
+
+  /** Tag list, passed through. */
+  tags(t: Target, query: string): Promise<PassThroughBody> {
+    return t.upstream.tags(t.repository, query);
+  }
+
+  /** Referrers index, passed through. */
+  referrers(t: Target, digest: Digest, query: string): Promise<PassThroughBody> {
+    return t.upstream.referrers(t.repository, digest, query);
+  }
+
+  async #byDigest(t: Target, digest: Digest, accept: number, withBody: boolean): Promise<ManifestReply> {
+    const { metadata, log } = this.#deps;
+    if (metadata.isLinked(t.upstream.name, t.repository, digest)) {
+      const cached = await this.#cached(digest, withBody);
+      if (cached) return cached;
+    }
+    if (!withBody) {
+      // A HEAD needs no body: ask the upstream with a HEAD, which Docker Hub does not count.
+      const head = await t.upstream.headManifest(t.repository, digest, accept);
+      if (head.digest !== undefined && head.digest !== digest) throw new UpstreamInvalid(`upstream answered digest ${head.digest} for ${digest}`);
+      if (metadata.getManifest(digest)) {
+        metadata.link(t.upstream.name, t.repository, digest);
+        const cached = await this.#cached(digest, false);
+        if (cached) return cached;
+      }
+      if (head.mediaType && head.size !== undefined) return { digest, mediaType: head.mediaType, size: head.size, source: 'miss' };
+    }
+    const fetched = await this.#fetch(t, digest, accept);
+    if (fetched.digest !== digest) throw new UpstreamInvalid(`manifest fetched for ${digest} hashes to ${fetched.digest}`);
+    log.debug('manifest fetched by digest', { repo: t.repository, digest });
+    return withBody ? fetched : { ...fetched, bytes: undefined };
+  }
+
+  async #revalidate(t: Target, key: TagKey): Promise<ManifestReply> {
+    const { metadata, log } = this.#deps;
+    const ttl = t.upstream.config.tagTtlMs;
+    const row = metadata.getTag(key);
+    if (row && metadata.getManifest(row.digest)) {
+      const head = await t.upstream.headManifest(t.repository, key.tag, key.accept);
+      const known = head.digest !== undefined && isDigest(head.digest) ? metadata.getManifest(head.digest) : undefined;
+      if (head.digest !== undefined && known && (head.digest === row.digest || metadata.isLinked(key.upstream, key.repository, head.digest))) {
+        const cached = await this.#cached(head.digest, false);
+        if (cached) {
+          if (head.digest === row.digest) metadata.refreshTag(key, ttl);
+          else metadata.putTag(key, head.digest, cached.mediaType, ttl);
+          log.debug('tag revalidated', { repo: key.repository, tag: key.tag, changed: head.digest !== row.digest });
+          return { ...cached, source: 'revalidated' };
+        }
+      }
+    }
+    const fetched = await this.#fetch(t, undefined, key.accept, key.tag);
+    metadata.putTag(key, fetched.digest, fetched.mediaType, ttl);
+    return fetched;
+  }
+
+  /** GETs a manifest from the upstream, checks it, stores and links it. */
+  async #fetch(t: Target, digest: Digest | undefined, accept: number, tag?: string): Promise<ManifestReply> {
+    const { store, metadata } = this.#deps;
+    const ref = tag ?? digest!;
+    const body = await t.upstream.getManifest(t.repository, ref, accept);
+    const actual = digestOf(body.bytes);
+    if (body.digest !== undefined && body.digest !== actual) {
+      throw new UpstreamInvalid(`upstream sent Docker-Content-Digest ${body.digest} for a body that hashes to ${actual}`);
+    }
+    if (digest !== undefined && actual !== digest) throw new UpstreamInvalid(`manifest fetched for ${digest} hashes to ${actual}`);
+    const { mediaType } = parseManifest(body.bytes, body.mediaType);
+    await store.put(actual, body.bytes);
+    metadata.recordManifest(actual, mediaType, body.bytes.length, { upstream: t.upstream.name, repository: t.repository });
+    this.#bodies.set(actual, body.bytes);
+    return { digest: actual, mediaType, size: body.bytes.length, bytes: body.bytes, source: 'miss' };
+  }
+
+  /** A manifest from memory or the store, or undefined when its row or file is gone. */
+  async #cached(digestText: string, withBody: boolean): Promise<ManifestReply | undefined> {
+    const { metadata, store } = this.#deps;
+    const row = metadata.getManifest(digestText);
+    if (!row) return undefined;
+    const digest = parseDigest(digestText);
+    let bytes = this.#bodies.get(digest);
+    if (!bytes && withBody) {
+      try {
+        bytes = await store.read(digest);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        metadata.forgetBlob(digest);
+        return undefined;
+      }
+      // Manifests are small and verified when stored; a wrong size means the file is damaged.
+      if (bytes.length !== row.size) throw new ManifestNotFound(digest);
+      this.#bodies.set(digest, bytes);
+    }
+    metadata.touch(digest);
+    return { digest, mediaType: row.mediaType, size: row.size, bytes: withBody ? bytes : undefined, source: 'hit' };
+  }
+}

@@ -1,0 +1,260 @@
+// Configuration: the typed Config, the embedded default (what `regmirror serve` runs with
+// no file), YAML loading with ${ENV} and file: references, and validation whose errors
+// name the key. mirror.example.yaml documents every key and is tested to equal DEFAULTS.
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+export interface Credentials {
+  username: string;
+  password: string;
+}
+
+export interface UpstreamConfig {
+  /** The registry name clients use: `?ns=`, path prefix, image references. */
+  name: string;
+  /** Where regmirror connects to reach it. */
+  url: string;
+  /** Other names that select this upstream (ns or path prefix). */
+  aliases: string[];
+  /** How long a tag's digest is trusted before an upstream HEAD revalidates it; 0 revalidates every pull. */
+  tagTtlMs: number;
+  /** Upstream requests in flight at once. */
+  concurrency: number;
+  connectTimeoutMs: number;
+  /** Time to wait for response headers. */
+  headersTimeoutMs: number;
+  /** A body that sends no byte for this long is cut; there is no total-time limit. */
+  idleTimeoutMs: number;
+  credentials?: Credentials;
+  /** Token-realm hosts, besides the upstream's own domain, that may receive the credentials. */
+  tokenRealms: string[];
+}
+
+export interface Config {
+  listen: { host: string; port: number };
+  dataDir: string;
+  /** Upstream for requests with neither `ns` nor a path prefix (Docker's registry-mirrors). */
+  defaultUpstream?: string;
+  upstreams: UpstreamConfig[];
+  log: { level: LogLevel };
+  /** Bytes of manifest bodies kept in memory. */
+  manifestMemoryBytes: number;
+}
+
+export class ConfigError extends Error {
+  constructor(key: string, problem: string) {
+    super(`config: ${key}: ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const UPSTREAM_DEFAULTS = {
+  aliases: [] as string[],
+  tagTtlMs: 5 * 60_000,
+  concurrency: 32,
+  connectTimeoutMs: 10_000,
+  headersTimeoutMs: 30_000,
+  idleTimeoutMs: 60_000,
+  tokenRealms: [] as string[],
+};
+
+function upstream(name: string, url: string, aliases: string[] = []): UpstreamConfig {
+  return { ...UPSTREAM_DEFAULTS, name, url, aliases };
+}
+
+/** The embedded default: what runs with no config file. */
+export const DEFAULTS: Config = {
+  listen: { host: '0.0.0.0', port: 5000 },
+  dataDir: './data',
+  defaultUpstream: 'docker.io',
+  upstreams: [
+    upstream('docker.io', 'https://registry-1.docker.io', ['index.docker.io', 'registry-1.docker.io']),
+    upstream('ghcr.io', 'https://ghcr.io'),
+    upstream('quay.io', 'https://quay.io'),
+    upstream('registry.k8s.io', 'https://registry.k8s.io'),
+  ],
+  log: { level: 'info' },
+  manifestMemoryBytes: 64 * 1024 * 1024,
+};
+
+/** Reads and validates a YAML config file; no path gives the embedded default. */
+export function loadConfig(path?: string, env: NodeJS.ProcessEnv = process.env): Config {
+  if (!path) return structuredClone(DEFAULTS);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(path, `cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  return parseConfig(text, env);
+}
+
+export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env): Config {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError('(file)', `not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  const raw = obj(doc ?? {}, '(root)');
+  known(raw, '', ['listen', 'dataDir', 'defaultUpstream', 'upstreams', 'log', 'manifestMemory']);
+  const cfg: Config = {
+    listen: raw.listen === undefined ? DEFAULTS.listen : listenAddress(str(raw.listen, 'listen', env), 'listen'),
+    dataDir: raw.dataDir === undefined ? DEFAULTS.dataDir : str(raw.dataDir, 'dataDir', env),
+    defaultUpstream: raw.defaultUpstream === undefined ? DEFAULTS.defaultUpstream : optStr(raw.defaultUpstream, 'defaultUpstream', env),
+    upstreams: raw.upstreams === undefined ? structuredClone(DEFAULTS.upstreams) : upstreams(raw.upstreams, env),
+    log: { level: DEFAULTS.log.level },
+    manifestMemoryBytes: raw.manifestMemory === undefined ? DEFAULTS.manifestMemoryBytes : size(raw.manifestMemory, 'manifestMemory'),
+  };
+  if (raw.log !== undefined) {
+    const log = obj(raw.log, 'log');
+    known(log, 'log.', ['level']);
+    if (log.level !== undefined) cfg.log.level = oneOf(log.level, 'log.level', ['debug', 'info', 'warn', 'error'] as const);
+  }
+  checkNames(cfg);
+  return cfg;
+}
+
+function upstreams(value: unknown, env: NodeJS.ProcessEnv): UpstreamConfig[] {
+  const map = obj(value, 'upstreams');
+  return Object.entries(map).map(([name, v]) => upstreamEntry(name, obj(v ?? {}, `upstreams.${name}`), env));
+}
+
+function upstreamEntry(name: string, u: Record<string, unknown>, env: NodeJS.ProcessEnv): UpstreamConfig {
+  const k = `upstreams.${name}`;
+  known(u, `${k}.`, ['url', 'aliases', 'tagTtl', 'concurrency', 'timeouts', 'credentials', 'tokenRealms']);
+  if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?$/.test(name)) throw new ConfigError(k, 'an upstream name must be a registry host name such as ghcr.io');
+  const url = str(u.url, `${k}.url`, env);
+  checkUrl(url, `${k}.url`);
+  const t = u.timeouts === undefined ? {} : obj(u.timeouts, `${k}.timeouts`);
+  known(t, `${k}.timeouts.`, ['connect', 'headers', 'idle']);
+  const d = UPSTREAM_DEFAULTS;
+  return {
+    name,
+    url: url.replace(/\/+$/, ''),
+    aliases: u.aliases === undefined ? [] : strList(u.aliases, `${k}.aliases`, env),
+    tagTtlMs: u.tagTtl === undefined ? d.tagTtlMs : duration(u.tagTtl, `${k}.tagTtl`),
+    concurrency: u.concurrency === undefined ? d.concurrency : positiveInt(u.concurrency, `${k}.concurrency`),
+    connectTimeoutMs: t.connect === undefined ? d.connectTimeoutMs : duration(t.connect, `${k}.timeouts.connect`, true),
+    headersTimeoutMs: t.headers === undefined ? d.headersTimeoutMs : duration(t.headers, `${k}.timeouts.headers`, true),
+    idleTimeoutMs: t.idle === undefined ? d.idleTimeoutMs : duration(t.idle, `${k}.timeouts.idle`, true),
+    ...(u.credentials === undefined ? {} : { credentials: credentials(u.credentials, `${k}.credentials`, env) }),
+    tokenRealms: u.tokenRealms === undefined ? [] : strList(u.tokenRealms, `${k}.tokenRealms`, env),
+  };
+}
+
+function credentials(value: unknown, key: string, env: NodeJS.ProcessEnv): Credentials {
+  const c = obj(value, key);
+  known(c, `${key}.`, ['username', 'password']);
+  return { username: secret(c.username, `${key}.username`, env), password: secret(c.password, `${key}.password`, env) };
+}
+
+/** A secret is a string, a ${ENV} reference, or `file:/path` (a mounted Kubernetes secret). */
+function secret(value: unknown, key: string, env: NodeJS.ProcessEnv): string {
+  const s = str(value, key, env);
+  if (!s.startsWith('file:')) return s;
+  try {
+    return readFileSync(s.slice(5), 'utf8').trim();
+  } catch (err) {
+    throw new ConfigError(key, `cannot read the file it names (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
+function checkNames(cfg: Config): void {
+  const seen = new Set<string>();
+  for (const u of cfg.upstreams) {
+    for (const n of [u.name, ...u.aliases]) {
+      if (seen.has(n)) throw new ConfigError(`upstreams.${u.name}`, `the name ${n} selects more than one upstream`);
+      seen.add(n);
+    }
+  }
+  if (cfg.defaultUpstream !== undefined && !cfg.upstreams.some((u) => u.name === cfg.defaultUpstream)) {
+    throw new ConfigError('defaultUpstream', `names no configured upstream (${cfg.defaultUpstream})`);
+  }
+}
+
+// ---- value parsers; each names the key it failed on ----
+
+function obj(v: unknown, key: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(key, 'must be a mapping');
+  return v as Record<string, unknown>;
+}
+
+function known(o: Record<string, unknown>, prefix: string, keys: string[]): void {
+  for (const k of Object.keys(o)) {
+    if (!keys.includes(k)) throw new ConfigError(`${prefix}${k}`, `unknown key (expected one of ${keys.join(', ')})`);
+  }
+}
+
+/** Strings may carry ${VAR} references to the environment; an unset variable is an error. */
+function str(v: unknown, key: string, env: NodeJS.ProcessEnv): string {
+  if (typeof v === 'number') v = String(v);
+  if (typeof v !== 'string') throw new ConfigError(key, 'must be a string');
+  return v.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
+    const value = env[name];
+    if (value === undefined) throw new ConfigError(key, `environment variable ${name} is not set`);
+    return value;
+  });
+}
+
+function optStr(v: unknown, key: string, env: NodeJS.ProcessEnv): string | undefined {
+  return v === null || v === '' ? undefined : str(v, key, env);
+}
+
+function strList(v: unknown, key: string, env: NodeJS.ProcessEnv): string[] {
+  if (!Array.isArray(v)) throw new ConfigError(key, 'must be a list');
+  return v.map((item, i) => str(item, `${key}[${i}]`, env));
+}
+
+function oneOf<T extends string>(v: unknown, key: string, values: readonly T[]): T {
+  if (typeof v !== 'string' || !values.includes(v as T)) throw new ConfigError(key, `must be one of ${values.join(', ')}`);
+  return v as T;
+}
+
+function positiveInt(v: unknown, key: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new ConfigError(key, 'must be a whole number of at least 1');
+  return v;
+}
+
+function checkUrl(url: string, key: string): void {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ConfigError(key, 'not a URL');
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigError(key, 'must be an http or https URL');
+  if (u.pathname !== '/' && u.pathname !== '') throw new ConfigError(key, 'must have no path (the /v2/ API is at its root)');
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `90s`, `5m`, `168h`, `1h30m`; a bare 0 is zero. */
+export function duration(v: unknown, key: string, positive = false): number {
+  const text = typeof v === 'number' && v === 0 ? '0s' : v;
+  if (typeof text !== 'string' || !/^(\d+(ms|s|m|h|d))+$/.test(text)) {
+    throw new ConfigError(key, 'must be a duration such as 30s, 5m or 168h');
+  }
+  let ms = 0;
+  for (const [, n, unit] of text.matchAll(/(\d+)(ms|s|m|h|d)/g)) ms += Number(n) * DURATION_UNITS[unit];
+  if (positive && ms === 0) throw new ConfigError(key, 'must be longer than 0');
+  return ms;
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4 };
+
+/** Bytes with an optional unit: `64MiB`, `500GB`, `1048576`. */
+export function size(v: unknown, key: string): number {
+  const m = typeof v === 'number' ? [String(v), String(v), ''] : typeof v === 'string' ? /^(\d+)\s*([KMGT]i?B|B)?$/.exec(v) : null;
+  if (!m) throw new ConfigError(key, 'must be a size such as 64MiB or 500GB');
+  return Number(m[1]) * SIZE_UNITS[m[2] ?? ''];
+}
+
+function listenAddress(text: string, key: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]*)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new ConfigError(key, 'must be host:port or :port, e.g. :5000 or 127.0.0.1:5000');
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}

@@ -1,0 +1,182 @@
+// Errors: one OCI error type with the spec's code table, typed domain errors thrown below
+// HTTP, and the single function that maps the latter onto the former. Only http/app.ts
+// renders an OciError into a response body.
+
+/** The error codes of the OCI distribution spec, with the HTTP status each answers with. */
+export const OCI_ERROR_STATUS = {
+  BLOB_UNKNOWN: 404,
+  BLOB_UPLOAD_INVALID: 400,
+  BLOB_UPLOAD_UNKNOWN: 404,
+  DIGEST_INVALID: 400,
+  MANIFEST_BLOB_UNKNOWN: 404,
+  MANIFEST_INVALID: 400,
+  MANIFEST_UNKNOWN: 404,
+  NAME_INVALID: 400,
+  NAME_UNKNOWN: 404,
+  SIZE_INVALID: 400,
+  UNAUTHORIZED: 401,
+  DENIED: 403,
+  UNSUPPORTED: 405,
+  TOOMANYREQUESTS: 429,
+  // Not in the spec's table, but distribution answers these codes too.
+  RANGE_INVALID: 416,
+  UNAVAILABLE: 503,
+  UNKNOWN: 500,
+} as const;
+
+export type OciErrorCode = keyof typeof OCI_ERROR_STATUS;
+
+/** An error that the API answers with an OCI error body. */
+export class OciError extends Error {
+  readonly code: OciErrorCode;
+  readonly status: number;
+  readonly detail?: unknown;
+  /** Extra response headers, e.g. Retry-After on TOOMANYREQUESTS. */
+  readonly headers: Record<string, string>;
+
+  constructor(code: OciErrorCode, message: string, opts: { detail?: unknown; headers?: Record<string, string>; status?: number } = {}) {
+    super(message);
+    this.name = 'OciError';
+    this.code = code;
+    this.status = opts.status ?? OCI_ERROR_STATUS[code];
+    this.detail = opts.detail;
+    this.headers = opts.headers ?? {};
+  }
+
+  /** The `{"errors":[...]}` body of the spec. */
+  toBody(): { errors: Array<{ code: string; message: string; detail?: unknown }> } {
+    return { errors: [{ code: this.code, message: this.message, ...(this.detail === undefined ? {} : { detail: this.detail }) }] };
+  }
+}
+
+// ---- domain errors: thrown by oci/, store/, upstream/ and cache/; no HTTP in them ----
+
+/** Base of every error regmirror throws on purpose; `code` is stable for callers and tests. */
+export class RegmirrorError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+export class InvalidName extends RegmirrorError {
+  constructor(message: string) {
+    super('INVALID_NAME', message);
+  }
+}
+export class InvalidReference extends RegmirrorError {
+  constructor(message: string) {
+    super('INVALID_REFERENCE', message);
+  }
+}
+export class InvalidDigest extends RegmirrorError {
+  constructor(message: string) {
+    super('INVALID_DIGEST', message);
+  }
+}
+/** The request names an upstream that is not configured (unknown `ns` or prefix). */
+export class UnknownUpstream extends RegmirrorError {
+  constructor(message: string) {
+    super('UNKNOWN_UPSTREAM', message);
+  }
+}
+export class BlobNotFound extends RegmirrorError {
+  constructor(readonly digest: string) {
+    super('BLOB_NOT_FOUND', `blob ${digest} is not known to the upstream for this repository`);
+  }
+}
+export class ManifestNotFound extends RegmirrorError {
+  constructor(readonly reference: string) {
+    super('MANIFEST_NOT_FOUND', `manifest ${reference} is not known`);
+  }
+}
+export class RepositoryNotFound extends RegmirrorError {
+  constructor(readonly repository: string) {
+    super('REPOSITORY_NOT_FOUND', `repository ${repository} is not known to the upstream`);
+  }
+}
+/** Bytes received do not hash to the digest (or size) they were requested by. */
+export class DigestMismatch extends RegmirrorError {
+  constructor(
+    readonly expected: string,
+    readonly actual: string,
+  ) {
+    super('DIGEST_MISMATCH', `content does not match digest ${expected} (got ${actual})`);
+  }
+}
+export class SizeMismatch extends RegmirrorError {
+  constructor(
+    readonly expected: number,
+    readonly actual: number,
+  ) {
+    super('SIZE_MISMATCH', `content size ${actual} does not match the expected ${expected}`);
+  }
+}
+/** Content fetched from an upstream that breaks a limit or the protocol (too large, wrong type). */
+export class UpstreamInvalid extends RegmirrorError {
+  constructor(message: string) {
+    super('UPSTREAM_INVALID', message);
+  }
+}
+export class UpstreamUnauthorized extends RegmirrorError {
+  constructor(
+    message: string,
+    readonly status: 401 | 403,
+  ) {
+    super('UPSTREAM_UNAUTHORIZED', message);
+  }
+}
+export class UpstreamRateLimited extends RegmirrorError {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds?: number,
+  ) {
+    super('UPSTREAM_RATE_LIMITED', message);
+  }
+}
+/** Refused, timed out, reset or answered 5xx. */
+export class UpstreamUnavailable extends RegmirrorError {
+  constructor(message: string) {
+    super('UPSTREAM_UNAVAILABLE', message);
+  }
+}
+export class RangeNotSatisfiable extends RegmirrorError {
+  constructor(readonly size: number) {
+    super('RANGE_NOT_SATISFIABLE', `requested range is not satisfiable for a blob of ${size} bytes`);
+  }
+}
+export class Unsupported extends RegmirrorError {
+  constructor(message: string) {
+    super('UNSUPPORTED', message);
+  }
+}
+
+/** Maps any thrown value onto the OCI error the API answers with. Unknown errors say nothing of their internals. */
+export function toOciError(err: unknown): OciError {
+  if (err instanceof OciError) return err;
+  if (!(err instanceof RegmirrorError)) return new OciError('UNKNOWN', 'internal error');
+  const m = err.message;
+  if (err instanceof InvalidName) return new OciError('NAME_INVALID', m);
+  if (err instanceof InvalidReference) return new OciError('MANIFEST_INVALID', m, { status: 400 });
+  if (err instanceof InvalidDigest) return new OciError('DIGEST_INVALID', m);
+  if (err instanceof UnknownUpstream) return new OciError('DENIED', m);
+  if (err instanceof BlobNotFound) return new OciError('BLOB_UNKNOWN', m);
+  if (err instanceof ManifestNotFound) return new OciError('MANIFEST_UNKNOWN', m);
+  if (err instanceof RepositoryNotFound) return new OciError('NAME_UNKNOWN', m);
+  if (err instanceof RangeNotSatisfiable) return new OciError('RANGE_INVALID', m, { headers: { 'content-range': `bytes */${err.size}` } });
+  if (err instanceof Unsupported) return new OciError('UNSUPPORTED', m);
+  if (err instanceof UpstreamUnauthorized) return new OciError(err.status === 401 ? 'UNAUTHORIZED' : 'DENIED', m);
+  if (err instanceof UpstreamRateLimited) {
+    const headers: Record<string, string> = err.retryAfterSeconds === undefined ? {} : { 'retry-after': String(err.retryAfterSeconds) };
+    return new OciError('TOOMANYREQUESTS', m, { headers });
+  }
+  // A bad upstream answer is the upstream's fault, not the client's: 502 like a gateway.
+  if (err instanceof DigestMismatch || err instanceof SizeMismatch || err instanceof UpstreamInvalid) {
+    return new OciError('UNAVAILABLE', m, { status: 502 });
+  }
+  if (err instanceof UpstreamUnavailable) return new OciError('UNAVAILABLE', m, { status: 502 });
+  return new OciError('UNKNOWN', 'internal error');
+}

@@ -1,0 +1,84 @@
+// The HTTP app: GET /v2/, one `/v2/*` route that parses the path itself (OCI names
+// contain slashes) and dispatches by resource kind, the access log, and the one place
+// that renders errors as OCI error JSON.
+import { Hono, type Context } from 'hono';
+import type { BlobCache } from '../cache/blobs.js';
+import type { ManifestCache } from '../cache/manifests.js';
+import { OciError, toOciError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { parseDigest } from '../oci/digest.js';
+import { parseV2Path } from '../oci/reference.js';
+import { serveBlob } from './blobs.js';
+import { serveManifest } from './manifests.js';
+import { serveReferrers, serveTags } from './tags.js';
+import { resolveTarget, type UpstreamTable } from './target.js';
+
+export interface AppDeps {
+  upstreams: UpstreamTable;
+  blobs: BlobCache;
+  manifests: ManifestCache;
+  log: Logger;
+}
+
+export type AppEnv = { Variables: { cache: string; upstream: string; repo: string } };
+
+const API_VERSION = { 'docker-distribution-api-version': 'registry/2.0' };
+
+export function createApp(deps: AppDeps): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  const log = deps.log.child({ component: 'http' });
+
+  app.use('*', async (c, next) => {
+    const started = performance.now();
+    await next();
+    // A streamed blob wrote its own headers; RESPONSE_ALREADY_SENT is shared and left alone.
+    if (!c.res.headers.has('x-hono-already-sent')) c.res.headers.set('docker-distribution-api-version', 'registry/2.0');
+    log.info('request', {
+      method: c.req.method,
+      path: c.req.path,
+      status: c.res.status,
+      upstream: c.get('upstream'),
+      repo: c.get('repo'),
+      cache: c.get('cache'),
+      ms: Math.round((performance.now() - started) * 10) / 10,
+    });
+  });
+
+  app.on(['GET', 'HEAD'], '/v2', (c) => c.json({}, 200, API_VERSION));
+  app.on(['GET', 'HEAD'], '/v2/', (c) => c.json({}, 200, API_VERSION));
+  app.on(['GET', 'HEAD'], '/v2/*', (c) => dispatch(c, deps));
+  app.all('/v2/*', () => {
+    throw new OciError('UNSUPPORTED', 'this mirror is read-only: only pulls are supported');
+  });
+  app.notFound(() => errorResponse(new OciError('NAME_UNKNOWN', 'not a registry API endpoint', { status: 404 })));
+  app.onError((err, c) => {
+    const oci = toOciError(err);
+    if (oci.status >= 500) log.warn('request failed', { method: c.req.method, path: c.req.path, status: oci.status, err });
+    return errorResponse(oci, c.req.method === 'HEAD');
+  });
+  return app;
+}
+
+async function dispatch(c: Context<AppEnv>, deps: AppDeps): Promise<Response> {
+  const parsed = parseV2Path(c.req.path);
+  if (!parsed || parsed.kind === 'base') throw new OciError('NAME_UNKNOWN', 'not a registry API endpoint', { status: 404 });
+  const target = resolveTarget(parsed.name, c.req.query('ns'), deps.upstreams);
+  c.set('upstream', target.upstream.name);
+  c.set('repo', target.repository);
+  switch (parsed.kind) {
+    case 'blob':
+      return serveBlob(c, deps.blobs, target, parseDigest(parsed.reference));
+    case 'manifest':
+      return serveManifest(c, deps.manifests, target, parsed.reference);
+    case 'tags':
+      return serveTags(c, deps.manifests, target);
+    case 'referrers':
+      return serveReferrers(c, deps.manifests, target, parsed.reference);
+  }
+}
+
+/** The only place an OCI error body is built. HEAD answers carry no body. */
+function errorResponse(err: OciError, head = false): Response {
+  const headers = { 'content-type': 'application/json', ...API_VERSION, ...err.headers };
+  return new Response(head ? null : JSON.stringify(err.toBody()), { status: err.status, headers });
+}

@@ -1,0 +1,22 @@
+// Manifest HEAD and GET by tag or digest. The stored bytes are returned exactly as the
+// upstream sent them; HEAD carries Docker-Content-Digest and Content-Length so that
+// containerd does not follow up with a GET just to learn them.
+import type { Context } from 'hono';
+import type { ManifestCache } from '../cache/manifests.js';
+import { acceptClass } from '../oci/manifest.js';
+import { parseManifestRef } from '../oci/reference.js';
+import type { ResolvedTarget } from './target.js';
+
+export async function serveManifest(c: Context, manifests: ManifestCache, t: ResolvedTarget, reference: string): Promise<Response> {
+  const ref = parseManifestRef(reference);
+  const withBody = c.req.method !== 'HEAD';
+  const m = await manifests.get(t, ref, acceptClass(c.req.header('accept')), withBody);
+  c.set('cache', m.source);
+  const headers = {
+    'content-type': m.mediaType,
+    'content-length': String(m.size),
+    'docker-content-digest': m.digest,
+    etag: `"${m.digest}"`,
+  };
+  return withBody && m.bytes ? c.body(m.bytes as Uint8Array<ArrayBuffer>, 200, headers) : c.body(null, 200, headers);
+}

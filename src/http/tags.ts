@@ -1,0 +1,52 @@
+// Tag lists and referrers, passed through to the upstream. The upstream's pagination Link
+// names its own repository path; it is rewritten to the path the client used.
+import type { Context } from 'hono';
+import type { ManifestCache } from '../cache/manifests.js';
+import { InvalidReference } from '../errors.js';
+import { parseDigest } from '../oci/digest.js';
+import { isTag } from '../oci/reference.js';
+import type { ResolvedTarget } from './target.js';
+
+export async function serveTags(c: Context, manifests: ManifestCache, t: ResolvedTarget): Promise<Response> {
+  const params = new URLSearchParams();
+  const n = c.req.query('n');
+  const last = c.req.query('last');
+  if (n !== undefined) {
+    if (!/^\d{1,6}$/.test(n)) throw new InvalidReference('n must be a non-negative number');
+    params.set('n', n);
+  }
+  if (last !== undefined) {
+    if (!isTag(last)) throw new InvalidReference('last must be a tag');
+    params.set('last', last);
+  }
+  const query = params.size ? `?${params}` : '';
+  const body = await manifests.tags(t, query);
+  const headers: Record<string, string> = { 'content-type': body.contentType ?? 'application/json' };
+  const link = body.link && rewriteLink(body.link, t, c.req.query('ns'));
+  if (link) headers.link = link;
+  return c.body(new Uint8Array(body.bytes), 200, headers);
+}
+
+export async function serveReferrers(c: Context, manifests: ManifestCache, t: ResolvedTarget, reference: string): Promise<Response> {
+  const digest = parseDigest(reference);
+  const artifactType = c.req.query('artifactType');
+  const query = artifactType ? `?${new URLSearchParams({ artifactType })}` : '';
+  const body = await manifests.referrers(t, digest, query);
+  const headers: Record<string, string> = { 'content-type': body.contentType ?? 'application/vnd.oci.image.index.v1+json' };
+  if (artifactType) headers['oci-filters-applied'] = 'artifactType';
+  return c.body(new Uint8Array(body.bytes), 200, headers);
+}
+
+/** `</v2/library/x/tags/list?n=2&last=b>; rel="next"` → the client's own path, keeping n and last. */
+export function rewriteLink(link: string, t: ResolvedTarget, ns: string | undefined): string | undefined {
+  const m = /<([^>]*)>/.exec(link);
+  if (!m) return undefined;
+  const url = new URL(m[1], 'http://upstream.invalid');
+  const params = new URLSearchParams();
+  for (const k of ['n', 'last']) {
+    const v = url.searchParams.get(k);
+    if (v !== null) params.set(k, v);
+  }
+  if (ns !== undefined) params.set('ns', ns);
+  return `</v2/${t.prefix}${t.clientName}/tags/list?${params}>; rel="next"`;
+}

@@ -1,0 +1,157 @@
+// The content-addressed blob store. Every path under the data dir is built here, and only
+// from a parsed Digest:
+//
+//   <data>/blobs/sha256/ab/<hex>   published blobs and manifest bodies (never partial)
+//   <data>/tmp/<random>            downloads in progress; swept at start-up
+//
+// Bytes reach blobs/ only through publish(), which verifies size and digest, fsyncs and
+// renames, so a crash leaves either the whole verified file or nothing.
+import { randomBytes } from 'node:crypto';
+import { createReadStream, type ReadStream } from 'node:fs';
+import { mkdir, open, readFile, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DigestVerifier, digestHex, type Digest } from '../oci/digest.js';
+
+/** An inclusive byte range, as HTTP Range speaks of it. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+/** Read chunk for serving files: large reads cost far less per byte than 64 KiB ones. */
+export const READ_CHUNK = 1024 * 1024;
+
+/** A blob being written: bytes are hashed as they are written, and publish() checks them. */
+export class TempBlob {
+  readonly path: string;
+  readonly verifier: DigestVerifier;
+  #fh: FileHandle;
+  #written = 0;
+
+  constructor(path: string, fh: FileHandle, verifier: DigestVerifier) {
+    this.path = path;
+    this.#fh = fh;
+    this.verifier = verifier;
+  }
+
+  /** Bytes written so far; readers of the temp file may read up to here. */
+  get written(): number {
+    return this.#written;
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    this.verifier.update(chunk);
+    let off = 0;
+    while (off < chunk.byteLength) {
+      const { bytesWritten } = await this.#fh.write(chunk, off, chunk.byteLength - off, this.#written + off);
+      off += bytesWritten;
+    }
+    this.#written += chunk.byteLength;
+  }
+
+  /** @internal used by FsBlobStore.publish */
+  async syncAndClose(): Promise<void> {
+    await this.#fh.sync();
+    await this.#fh.close();
+  }
+
+  /** Closes and deletes the temp file; safe to call more than once. */
+  async discard(): Promise<void> {
+    await this.#fh.close().catch(() => {});
+    await rm(this.path, { force: true });
+  }
+}
+
+/** Where blobs live. One implementation today (FsBlobStore); tests run a contract suite on it. */
+export interface BlobStore {
+  stat(d: Digest): Promise<{ size: number } | undefined>;
+  open(d: Digest, range?: ByteRange): ReadStream;
+  read(d: Digest): Promise<Buffer>;
+  createTemp(expected: Digest, expectedSize?: number): Promise<TempBlob>;
+  publish(t: TempBlob): Promise<void>;
+  put(d: Digest, bytes: Uint8Array): Promise<void>;
+  remove(d: Digest): Promise<void>;
+  sweepTmp(): Promise<number>;
+}
+
+export class FsBlobStore implements BlobStore {
+  readonly #blobs: string;
+  readonly #tmp: string;
+
+  constructor(dataDir: string) {
+    this.#blobs = join(dataDir, 'blobs');
+    this.#tmp = join(dataDir, 'tmp');
+  }
+
+  /** Creates the directories; call once before use. */
+  async init(): Promise<void> {
+    await mkdir(join(this.#blobs, 'sha256'), { recursive: true });
+    await mkdir(this.#tmp, { recursive: true });
+  }
+
+  /** `<data>/blobs/sha256/ab/<hex>`: the only function that turns a digest into a path. */
+  pathFor(d: Digest): string {
+    const hex = digestHex(d);
+    return join(this.#blobs, 'sha256', hex.slice(0, 2), hex);
+  }
+
+  async stat(d: Digest): Promise<{ size: number } | undefined> {
+    try {
+      return { size: (await stat(this.pathFor(d))).size };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  open(d: Digest, range?: ByteRange): ReadStream {
+    return createReadStream(this.pathFor(d), { highWaterMark: READ_CHUNK, ...(range ? { start: range.start, end: range.end } : {}) });
+  }
+
+  read(d: Digest): Promise<Buffer> {
+    return readFile(this.pathFor(d));
+  }
+
+  async createTemp(expected: Digest, expectedSize?: number): Promise<TempBlob> {
+    const path = join(this.#tmp, randomBytes(12).toString('hex'));
+    const fh = await open(path, 'wx+', 0o644);
+    return new TempBlob(path, fh, new DigestVerifier(expected, expectedSize));
+  }
+
+  /** Verifies, fsyncs and renames into place; throws DigestMismatch/SizeMismatch and deletes the temp file. */
+  async publish(t: TempBlob): Promise<void> {
+    try {
+      t.verifier.verify();
+      await t.syncAndClose();
+      const dest = this.pathFor(t.verifier.expected);
+      await mkdir(join(dest, '..'), { recursive: true });
+      await rename(t.path, dest);
+    } catch (err) {
+      await t.discard();
+      throw err;
+    }
+  }
+
+  /** Writes a small blob (a manifest body) through the same verify-then-publish path. */
+  async put(d: Digest, bytes: Uint8Array): Promise<void> {
+    const t = await this.createTemp(d, bytes.byteLength);
+    try {
+      await t.write(bytes);
+    } catch (err) {
+      await t.discard();
+      throw err;
+    }
+    await this.publish(t);
+  }
+
+  async remove(d: Digest): Promise<void> {
+    await rm(this.pathFor(d), { force: true });
+  }
+
+  /** Removes what a crash left in tmp/; returns how many files. */
+  async sweepTmp(): Promise<number> {
+    const names = await readdir(this.#tmp).catch(() => [] as string[]);
+    await Promise.all(names.map((n) => rm(join(this.#tmp, n), { force: true, recursive: true })));
+    return names.length;
+  }
+}

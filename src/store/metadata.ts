@@ -1,0 +1,179 @@
+// MetadataDb: the only module that prepares SQL. better-sqlite3 in WAL mode with every
+// statement prepared once; access times and hit counts are gathered in memory and
+// flushed in one transaction every few seconds, so a cache hit writes nothing.
+import Database from 'better-sqlite3';
+import { MIGRATIONS } from './migrations.js';
+
+export interface TagRow {
+  digest: string;
+  mediaType: string;
+  fetchedAt: number;
+  expiresAt: number;
+}
+
+export interface TagKey {
+  upstream: string;
+  repository: string;
+  tag: string;
+  accept: number;
+}
+
+export interface MetadataOptions {
+  now?: () => number;
+  /** How often batched access times are written (ms). */
+  flushEveryMs?: number;
+}
+
+/** SQLite-backed metadata: tags, manifests, blobs, repository links. */
+export class MetadataDb {
+  readonly #db: Database.Database;
+  readonly #now: () => number;
+  readonly #timer: NodeJS.Timeout;
+  #pendingTouches = new Map<string, { at: number; hits: number }>();
+
+  readonly #getTag: Database.Statement<[string, string, string, number], TagRow>;
+  readonly #putTag: Database.Statement<[string, string, string, number, string, string, number, number]>;
+  readonly #refreshTag: Database.Statement<[number, number, string, string, string, number]>;
+  readonly #getBlob: Database.Statement<[string], { size: number }>;
+  readonly #putBlob: Database.Statement<[string, number, number, number]>;
+  readonly #getManifest: Database.Statement<[string], { mediaType: string; size: number }>;
+  readonly #putManifest: Database.Statement<[string, string]>;
+  readonly #isLinked: Database.Statement<[string, string, string], { one: number }>;
+  readonly #link: Database.Statement<[string, string, string]>;
+  readonly #touch: Database.Statement<[number, number, string]>;
+  readonly #deleteBlob: Database.Statement<[string]>;
+
+  constructor(path: string, opts: MetadataOptions = {}) {
+    this.#now = opts.now ?? Date.now;
+    this.#db = new Database(path);
+    this.#db.pragma('journal_mode = WAL');
+    this.#db.pragma('synchronous = NORMAL');
+    // prewarm, import and gc open the same file beside a running server.
+    this.#db.pragma('busy_timeout = 5000');
+    this.#db.pragma('foreign_keys = ON');
+    migrate(this.#db);
+    const db = this.#db;
+    this.#getTag = db.prepare(
+      'SELECT digest, media_type AS mediaType, fetched_at AS fetchedAt, expires_at AS expiresAt FROM tags WHERE upstream = ? AND repository = ? AND tag = ? AND accept = ?',
+    );
+    this.#putTag = db.prepare(
+      'INSERT OR REPLACE INTO tags (upstream, repository, tag, accept, digest, media_type, fetched_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+    );
+    this.#refreshTag = db.prepare('UPDATE tags SET fetched_at = ?, expires_at = ? WHERE upstream = ? AND repository = ? AND tag = ? AND accept = ?');
+    this.#getBlob = db.prepare('SELECT size FROM blobs WHERE digest = ?');
+    this.#putBlob = db.prepare(
+      'INSERT INTO blobs (digest, size, created_at, last_access) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET size = excluded.size',
+    );
+    this.#getManifest = db.prepare('SELECT m.media_type AS mediaType, b.size AS size FROM manifests m JOIN blobs b USING (digest) WHERE m.digest = ?');
+    this.#putManifest = db.prepare('INSERT OR REPLACE INTO manifests (digest, media_type) VALUES (?, ?)');
+    this.#isLinked = db.prepare('SELECT 1 AS one FROM links WHERE upstream = ? AND repository = ? AND digest = ?');
+    this.#link = db.prepare('INSERT OR IGNORE INTO links (upstream, repository, digest) VALUES (?, ?, ?)');
+    this.#touch = db.prepare('UPDATE blobs SET last_access = max(last_access, ?), hits = hits + ? WHERE digest = ?');
+    this.#deleteBlob = db.prepare('DELETE FROM blobs WHERE digest = ?');
+    this.#timer = setInterval(() => this.flush(), opts.flushEveryMs ?? 5000);
+    this.#timer.unref();
+  }
+
+  /** The schema version of the open database. */
+  get schemaVersion(): number {
+    return this.#db.pragma('user_version', { simple: true }) as number;
+  }
+
+  getTag(k: TagKey): TagRow | undefined {
+    return this.#getTag.get(k.upstream, k.repository, k.tag, k.accept);
+  }
+
+  putTag(k: TagKey, digest: string, mediaType: string, ttlMs: number): void {
+    const now = this.#now();
+    this.#putTag.run(k.upstream, k.repository, k.tag, k.accept, digest, mediaType, now, now + ttlMs);
+  }
+
+  /** The upstream confirmed the tag still names the same digest. */
+  refreshTag(k: TagKey, ttlMs: number): void {
+    const now = this.#now();
+    this.#refreshTag.run(now, now + ttlMs, k.upstream, k.repository, k.tag, k.accept);
+  }
+
+  getBlob(digest: string): { size: number } | undefined {
+    return this.#getBlob.get(digest);
+  }
+
+  getManifest(digest: string): { mediaType: string; size: number } | undefined {
+    return this.#getManifest.get(digest);
+  }
+
+  /** Records a blob that was just published to the store, linked to the repository it came through. */
+  recordBlob(digest: string, size: number, link?: { upstream: string; repository: string }): void {
+    const now = this.#now();
+    this.#db.transaction(() => {
+      this.#putBlob.run(digest, size, now, now);
+      if (link) this.#link.run(link.upstream, link.repository, digest);
+    })();
+  }
+
+  /** Records a published manifest body: a blob with a media type. */
+  recordManifest(digest: string, mediaType: string, size: number, link: { upstream: string; repository: string }): void {
+    const now = this.#now();
+    this.#db.transaction(() => {
+      this.#putBlob.run(digest, size, now, now);
+      this.#putManifest.run(digest, mediaType);
+      this.#link.run(link.upstream, link.repository, digest);
+    })();
+  }
+
+  /** Forgets a blob whose file is gone (removed, or found missing). */
+  forgetBlob(digest: string): void {
+    this.#deleteBlob.run(digest);
+  }
+
+  isLinked(upstream: string, repository: string, digest: string): boolean {
+    return this.#isLinked.get(upstream, repository, digest) !== undefined;
+  }
+
+  link(upstream: string, repository: string, digest: string): void {
+    this.#link.run(upstream, repository, digest);
+  }
+
+  /** Notes a cache hit; written by the next flush, not now. */
+  touch(digest: string): void {
+    const p = this.#pendingTouches.get(digest);
+    if (p) {
+      p.hits++;
+      p.at = this.#now();
+    } else this.#pendingTouches.set(digest, { at: this.#now(), hits: 1 });
+  }
+
+  /** Writes the batched access times in one transaction. */
+  flush(): void {
+    if (this.#pendingTouches.size === 0) return;
+    const pending = this.#pendingTouches;
+    this.#pendingTouches = new Map();
+    this.#db.transaction(() => {
+      for (const [digest, { at, hits }] of pending) this.#touch.run(at, hits, digest);
+    })();
+  }
+
+  /** Runs `fn` in a read-only query for tests and status; the statement is not kept. */
+  count(table: 'blobs' | 'manifests' | 'links' | 'tags'): number {
+    return (this.#db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+    this.flush();
+    this.#db.close();
+  }
+}
+
+function migrate(db: Database.Database): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > MIGRATIONS.length) {
+    throw new Error(`database schema version ${version} is newer than this regmirror (${MIGRATIONS.length}); upgrade regmirror`);
+  }
+  for (let v = version; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+}

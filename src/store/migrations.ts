@@ -1,0 +1,47 @@
+// Numbered schema migrations. The database's PRAGMA user_version says how many have run;
+// each runs once, in order, inside one transaction with the version bump.
+
+/** Migration N (1-based) brings the schema from user_version N-1 to N. Append only. */
+export const MIGRATIONS: readonly string[] = [
+  `
+  -- Every published blob, manifest bodies included: the file at blobs/sha256/xx/<hex> exists
+  -- once the row does. last_access and hits are batched, not written per request.
+  CREATE TABLE blobs (
+    digest      TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    last_access INTEGER NOT NULL,
+    hits        INTEGER NOT NULL DEFAULT 0
+  ) WITHOUT ROWID;
+
+  -- Which blobs are manifests, and of which media type.
+  CREATE TABLE manifests (
+    digest     TEXT PRIMARY KEY,
+    media_type TEXT NOT NULL
+  ) WITHOUT ROWID;
+
+  -- A blob or manifest is served for a repository only when it is linked to it.
+  CREATE TABLE links (
+    upstream   TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    digest     TEXT NOT NULL,
+    PRIMARY KEY (upstream, repository, digest)
+  ) WITHOUT ROWID;
+  CREATE INDEX links_digest ON links (digest);
+
+  -- A tag resolves per Accept class (bitmask of manifest types the client takes).
+  CREATE TABLE tags (
+    upstream   TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    tag        TEXT NOT NULL,
+    accept     INTEGER NOT NULL,
+    digest     TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    fetched_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (upstream, repository, tag, accept)
+  ) WITHOUT ROWID;
+  `,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,0 +1,282 @@
+// UpstreamClient: one per configured upstream. Holds the undici Agent (keep-alive pool,
+// timeouts, redirects that drop Authorization across origins), the concurrency bound and
+// the Authorizer, and maps upstream statuses onto domain errors. Registry differences
+// live in the Authorizer, not here.
+import type { Readable } from 'node:stream';
+import pLimit, { type LimitFunction } from 'p-limit';
+import { Agent, interceptors, request, type Dispatcher } from 'undici';
+import type { UpstreamConfig } from '../config.js';
+import {
+  BlobNotFound,
+  ManifestNotFound,
+  RegmirrorError,
+  RepositoryNotFound,
+  UpstreamInvalid,
+  UpstreamRateLimited,
+  UpstreamUnauthorized,
+  UpstreamUnavailable,
+} from '../errors.js';
+import type { Logger } from '../log.js';
+import { acceptHeader, MAX_MANIFEST_BYTES } from '../oci/manifest.js';
+import { parseChallenges, readLimited, RegistryAuthorizer, type Authorizer } from './auth.js';
+
+export interface ManifestHead {
+  digest?: string;
+  mediaType?: string;
+  size?: number;
+}
+
+export interface ManifestBody {
+  bytes: Buffer;
+  mediaType?: string;
+  /** The Docker-Content-Digest header, when the upstream sent one. */
+  digest?: string;
+}
+
+export interface BlobBody {
+  /** 200 or 206 */
+  status: number;
+  /** Bytes in this response (Content-Length), when known. */
+  length?: number;
+  body: Readable;
+  /** Must be called once the body is consumed or abandoned: frees the concurrency slot. */
+  release(): void;
+}
+
+export interface PassThroughBody {
+  bytes: Buffer;
+  contentType?: string;
+  link?: string;
+}
+
+type Headers = Record<string, string | string[] | undefined>;
+
+interface SendOptions {
+  method: 'GET' | 'HEAD';
+  path: string;
+  scope: string;
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+  /** How to name a 404. */
+  notFound: () => RegmirrorError;
+}
+
+/** Tag lists and referrer indexes larger than this are refused. */
+const MAX_LIST_BYTES = 4 * 1024 * 1024;
+
+export interface UpstreamClientOptions {
+  log: Logger;
+  now?: () => number;
+  /** Tests may inject a dispatcher; by default an Agent with the configured timeouts. */
+  dispatcher?: Dispatcher;
+}
+
+/** Talks to one upstream registry. */
+export class UpstreamClient {
+  readonly name: string;
+  readonly config: UpstreamConfig;
+  readonly #dispatcher: Dispatcher;
+  readonly #agent?: Agent;
+  readonly #auth: Authorizer;
+  readonly #limit: LimitFunction;
+  readonly #log: Logger;
+
+  constructor(config: UpstreamConfig, opts: UpstreamClientOptions) {
+    this.name = config.name;
+    this.config = config;
+    this.#log = opts.log.child({ component: 'upstream', upstream: config.name });
+    if (!opts.dispatcher) {
+      this.#agent = new Agent({
+        connect: { timeout: config.connectTimeoutMs },
+        headersTimeout: config.headersTimeoutMs,
+        bodyTimeout: config.idleTimeoutMs,
+        keepAliveTimeout: 30_000,
+        connections: config.concurrency,
+      });
+    }
+    // The redirect interceptor drops Authorization and Cookie when a hop changes origin,
+    // which is what CDN and S3 presigned blob URLs require.
+    this.#dispatcher = (opts.dispatcher ?? this.#agent!).compose(interceptors.redirect({ maxRedirections: 5 }));
+    this.#limit = pLimit(config.concurrency);
+    this.#auth = new RegistryAuthorizer({
+      upstreamUrl: config.url,
+      credentials: config.credentials,
+      tokenRealms: config.tokenRealms,
+      dispatcher: this.#dispatcher,
+      log: this.#log,
+      now: opts.now,
+      timeoutMs: config.headersTimeoutMs,
+    });
+  }
+
+  async headManifest(repo: string, ref: string, accept: number, signal?: AbortSignal): Promise<ManifestHead> {
+    const res = await this.#send(
+      { method: 'HEAD', path: `/v2/${repo}/manifests/${ref}`, scope: pullScope(repo), headers: { accept: acceptHeader(accept) }, signal, notFound: () => new ManifestNotFound(ref) },
+    );
+    res.release();
+    return { digest: header(res.headers, 'docker-content-digest'), mediaType: mediaTypeOf(res.headers), size: numberHeader(res.headers, 'content-length') };
+  }
+
+  async getManifest(repo: string, ref: string, accept: number, signal?: AbortSignal): Promise<ManifestBody> {
+    const res = await this.#send(
+      { method: 'GET', path: `/v2/${repo}/manifests/${ref}`, scope: pullScope(repo), headers: { accept: acceptHeader(accept) }, signal, notFound: () => new ManifestNotFound(ref) },
+    );
+    try {
+      const bytes = await readLimited(res.body, MAX_MANIFEST_BYTES);
+      return { bytes, mediaType: mediaTypeOf(res.headers), digest: header(res.headers, 'docker-content-digest') };
+    } finally {
+      res.release();
+    }
+  }
+
+  async headBlob(repo: string, digest: string, signal?: AbortSignal): Promise<{ size?: number }> {
+    const res = await this.#send({ method: 'HEAD', path: `/v2/${repo}/blobs/${digest}`, scope: pullScope(repo), signal, notFound: () => new BlobNotFound(digest) });
+    res.release();
+    return { size: numberHeader(res.headers, 'content-length') };
+  }
+
+  /** Starts a blob download; follows the redirect to the CDN. `from` resumes at a byte offset. */
+  async getBlob(repo: string, digest: string, signal: AbortSignal, from = 0): Promise<BlobBody> {
+    const headers: Record<string, string> = from > 0 ? { range: `bytes=${from}-` } : {};
+    const res = await this.#send({ method: 'GET', path: `/v2/${repo}/blobs/${digest}`, scope: pullScope(repo), headers, signal, notFound: () => new BlobNotFound(digest) });
+    if (from > 0 && res.status !== 206) {
+      res.body.destroy();
+      res.release();
+      throw new UpstreamUnavailable(`upstream ignored a Range request while resuming ${digest}`);
+    }
+    return { status: res.status, length: numberHeader(res.headers, 'content-length'), body: res.body, release: res.release };
+  }
+
+  async tags(repo: string, query: string, signal?: AbortSignal): Promise<PassThroughBody> {
+    return this.#passThrough(`/v2/${repo}/tags/list${query}`, repo, signal, () => new RepositoryNotFound(repo));
+  }
+
+  async referrers(repo: string, digest: string, query: string, signal?: AbortSignal): Promise<PassThroughBody> {
+    return this.#passThrough(`/v2/${repo}/referrers/${digest}${query}`, repo, signal, () => new ManifestNotFound(digest));
+  }
+
+  async close(): Promise<void> {
+    await this.#agent?.close();
+  }
+
+  async #passThrough(path: string, repo: string, signal: AbortSignal | undefined, notFound: () => RegmirrorError): Promise<PassThroughBody> {
+    const res = await this.#send({ method: 'GET', path, scope: pullScope(repo), signal, notFound });
+    try {
+      const bytes = await readLimited(res.body, MAX_LIST_BYTES);
+      return { bytes, contentType: header(res.headers, 'content-type'), link: header(res.headers, 'link') };
+    } finally {
+      res.release();
+    }
+  }
+
+  /**
+   * Sends one request under the concurrency bound, answering a 401 challenge once with
+   * fresh credentials. The slot is held until the caller calls release(), so a blob
+   * body counts against the bound while it streams.
+   */
+  async #send(o: SendOptions): Promise<{ status: number; headers: Headers; body: Readable; release(): void }> {
+    const release = await this.#acquire();
+    try {
+      let auth = await this.#auth.header(o.scope);
+      for (let attempt = 0; ; attempt++) {
+        const res = await this.#request(o, auth);
+        if (res.statusCode === 401 && attempt === 0) {
+          res.body.resume();
+          auth = await this.#auth.onChallenge(o.scope, parseChallenges(res.headers['www-authenticate']));
+          if (auth !== undefined) continue;
+        }
+        if (res.statusCode >= 200 && res.statusCode < 300) {
+          return { status: res.statusCode, headers: res.headers, body: res.body, release };
+        }
+        throw await this.#failure(res, o);
+      }
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
+  async #request(o: SendOptions, auth: string | undefined): Promise<Dispatcher.ResponseData> {
+    try {
+      return await request(this.config.url + o.path, {
+        method: o.method,
+        headers: { ...o.headers, ...(auth ? { authorization: auth } : {}), 'user-agent': 'regmirror' },
+        dispatcher: this.#dispatcher,
+        signal: o.signal,
+      });
+    } catch (err) {
+      if (o.signal?.aborted) throw err;
+      throw new UpstreamUnavailable(`${this.name} unreachable: ${describeNetworkError(err)}`);
+    }
+  }
+
+  async #failure(res: Dispatcher.ResponseData, o: SendOptions): Promise<RegmirrorError> {
+    const body = o.method === 'GET' ? await readLimited(res.body, 64 * 1024).catch(() => Buffer.alloc(0)) : (res.body.resume(), Buffer.alloc(0));
+    const status = res.statusCode;
+    if (status === 401 || status === 403) {
+      this.#auth.invalidate(o.scope);
+      return new UpstreamUnauthorized(`${this.name} refused access to ${o.scope.split(':')[1]} (${status})`, status);
+    }
+    if (status === 404) return ociCode(body) === 'NAME_UNKNOWN' ? new RepositoryNotFound(o.scope.split(':')[1]) : o.notFound();
+    if (status === 429) {
+      return new UpstreamRateLimited(`${this.name} rate limit reached`, retryAfterSeconds(header(res.headers, 'retry-after')));
+    }
+    if (status >= 500) return new UpstreamUnavailable(`${this.name} answered ${status}`);
+    return new UpstreamInvalid(`${this.name} answered ${status} to ${o.method} ${o.path.split('?')[0]}`);
+  }
+
+  #acquire(): Promise<() => void> {
+    return new Promise((resolveAcquire) => {
+      void this.#limit(
+        () =>
+          new Promise<void>((release) => {
+            let released = false;
+            resolveAcquire(() => {
+              if (!released) {
+                released = true;
+                release();
+              }
+            });
+          }),
+      );
+    });
+  }
+}
+
+function pullScope(repo: string): string {
+  return `repository:${repo}:pull`;
+}
+
+function header(h: Headers, name: string): string | undefined {
+  const v = h[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function numberHeader(h: Headers, name: string): number | undefined {
+  const v = header(h, name);
+  return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
+}
+
+function mediaTypeOf(h: Headers): string | undefined {
+  return header(h, 'content-type')?.split(';')[0].trim();
+}
+
+function ociCode(body: Buffer): string | undefined {
+  try {
+    return (JSON.parse(body.toString('utf8')) as { errors?: Array<{ code?: string }> }).errors?.[0]?.code;
+  } catch {
+    return undefined;
+  }
+}
+
+function retryAfterSeconds(v: string | undefined): number | undefined {
+  if (!v) return undefined;
+  if (/^\d+$/.test(v)) return Number(v);
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - Date.now()) / 1000));
+}
+
+function describeNetworkError(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  return e.code ?? e.message ?? 'error';
+}
