@@ -1,0 +1,209 @@
+// Blob serving through the cache: single-flight downloads, verification before anything
+// is published or completed, Range on a miss, HEAD without download, the link rule.
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { request } from 'undici';
+import { largeBlobImage, type FixtureImage } from '../fixtures/images.js';
+import { FakeUpstream } from '../fixtures/upstream.js';
+import { errorCode, get, sha256, startMirror, type Mirror } from './helpers.js';
+
+const MB = 1024 * 1024;
+
+/** The layer (the large blob) of a largeBlobImage. */
+function layerOf(img: FixtureImage): { digest: string; bytes: Buffer } {
+  const [digest, bytes] = [...img.blobs].sort((a, b) => b[1].length - a[1].length)[0];
+  return { digest, bytes };
+}
+
+/** Reads a whole response; `complete` is false when the transfer failed part-way. */
+async function pull(url: string, headers: Record<string, string> = {}): Promise<{ status: number; complete: boolean; body: Buffer }> {
+  const res = await request(url, { headers, signal: AbortSignal.timeout(30_000) });
+  const chunks: Buffer[] = [];
+  try {
+    for await (const c of res.body) chunks.push(c as Buffer);
+    return { status: res.statusCode, complete: true, body: Buffer.concat(chunks) };
+  } catch {
+    return { status: res.statusCode, complete: false, body: Buffer.concat(chunks) };
+  }
+}
+
+async function settled(m: Mirror): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (m.blobs.inFlight > 0) {
+    if (Date.now() > deadline) throw new Error('downloads did not settle');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function publishedPath(m: Mirror, digest: string): string {
+  const hex = digest.slice(7);
+  return join(m.dataDir, 'blobs', 'sha256', hex.slice(0, 2), hex);
+}
+
+describe('blobs', () => {
+  let up: FakeUpstream;
+  let m: Mirror;
+  const big = largeBlobImage('library/big', '1', 50 * MB, 'big');
+  const small = largeBlobImage('library/small', '1', 5 * MB, 'small');
+  const other = largeBlobImage('library/other', '1', 5 * MB, 'other');
+
+  before(async () => {
+    up = await FakeUpstream.start();
+    for (const img of [big, small, other]) up.addImage(img);
+    m = await startMirror({ upstreams: [{ name: 'docker.io', url: up.url }], defaultUpstream: 'docker.io' });
+  });
+  after(async () => {
+    await m.stop();
+    await up.close();
+  });
+
+  test('16 concurrent GETs of one uncached 50 MB blob make one upstream GET and all verify', async () => {
+    const { digest } = layerOf(big);
+    up.resetCounters();
+    const results = await Promise.all(Array.from({ length: 16 }, () => pull(`${m.url}/v2/library/big/blobs/${digest}`)));
+    for (const r of results) {
+      assert.equal(r.status, 200);
+      assert.ok(r.complete);
+      assert.equal(sha256(r.body), digest);
+    }
+    assert.equal(up.counters.blobGetByDigest.get(digest), 1);
+    assert.equal(up.counters.cdnAuthorization, 0, 'the CDN must never see Authorization');
+    assert.ok(existsSync(publishedPath(m, digest)));
+  });
+
+  test('a second GET is served from the store with no upstream request', async () => {
+    const { digest } = layerOf(big);
+    up.resetCounters();
+    const r = await pull(`${m.url}/v2/library/big/blobs/${digest}`);
+    assert.equal(sha256(r.body), digest);
+    assert.equal(up.counters.total, 0);
+  });
+
+  test('HEAD on an uncached blob asks the upstream with HEAD and downloads nothing', async () => {
+    const { digest, bytes } = layerOf(small);
+    up.resetCounters();
+    const r = await get(`${m.url}/v2/library/small/blobs/${digest}`, { method: 'HEAD' });
+    assert.equal(r.status, 200);
+    assert.equal(r.headers['content-length'], String(bytes.length));
+    assert.equal(r.headers['docker-content-digest'], digest);
+    assert.equal(up.counters.blobGet, 0);
+    assert.equal(up.counters.blobHead, 1);
+    assert.equal(m.blobs.inFlight, 0);
+  });
+
+  test('upstream corrupts a blob: no client completes, nothing is published, a clean retry works', async () => {
+    const { digest } = layerOf(small);
+    up.faults = { corruptBlob: true };
+    const results = await Promise.all(Array.from({ length: 3 }, () => pull(`${m.url}/v2/library/small/blobs/${digest}`)));
+    for (const r of results) assert.ok(!(r.status === 200 && r.complete), 'a corrupt body must never complete');
+    await settled(m);
+    assert.ok(!existsSync(publishedPath(m, digest)));
+    assert.deepEqual(await readdir(join(m.dataDir, 'tmp')), []);
+    up.faults = {};
+    const ok = await pull(`${m.url}/v2/library/small/blobs/${digest}`);
+    assert.equal(ok.status, 200);
+    assert.equal(sha256(ok.body), digest);
+  });
+
+  test('upstream cuts a blob and resuming cannot finish it: no client completes, nothing is published', async () => {
+    const { digest } = layerOf(other);
+    up.faults = { cutBlobAfter: 1 * MB };
+    const results = await Promise.all(Array.from({ length: 3 }, () => pull(`${m.url}/v2/library/other/blobs/${digest}`)));
+    for (const r of results) assert.ok(!(r.status === 200 && r.complete), 'a cut body must never complete');
+    await settled(m);
+    assert.ok(!existsSync(publishedPath(m, digest)));
+    assert.deepEqual(await readdir(join(m.dataDir, 'tmp')), []);
+    up.faults = {};
+    const ok = await pull(`${m.url}/v2/library/other/blobs/${digest}`);
+    assert.equal(sha256(ok.body), digest);
+  });
+
+  test('a cut body is resumed with Range from the last byte received', async () => {
+    const img = largeBlobImage('library/resume', '1', 5 * MB, 'resume');
+    up.addImage(img);
+    const { digest } = layerOf(img);
+    up.faults = { cutBlobAfter: 3 * MB };
+    up.resetCounters();
+    const r = await pull(`${m.url}/v2/library/resume/blobs/${digest}`);
+    up.faults = {};
+    assert.equal(r.status, 200);
+    assert.ok(r.complete);
+    assert.equal(sha256(r.body), digest);
+    assert.equal(up.counters.blobGet, 2, 'one GET, one resume');
+  });
+
+  test('Range on a miss answers 206 with the right bytes; past the end answers 416', async () => {
+    const img = largeBlobImage('library/ranged', '1', 2 * MB, 'ranged');
+    up.addImage(img);
+    const { digest, bytes } = layerOf(img);
+    const r = await pull(`${m.url}/v2/library/ranged/blobs/${digest}`, { range: 'bytes=1000-1999' });
+    assert.equal(r.status, 206);
+    assert.deepEqual(r.body, bytes.subarray(1000, 2000));
+    await settled(m);
+    const tail = await get(`${m.url}/v2/library/ranged/blobs/${digest}`, { headers: { range: 'bytes=-10' } });
+    assert.equal(tail.status, 206);
+    assert.equal(tail.headers['content-range'], `bytes ${bytes.length - 10}-${bytes.length - 1}/${bytes.length}`);
+    assert.deepEqual(tail.body, bytes.subarray(bytes.length - 10));
+    const bad = await get(`${m.url}/v2/library/ranged/blobs/${digest}`, { headers: { range: `bytes=${bytes.length}-` } });
+    assert.equal(bad.status, 416);
+    assert.equal(bad.headers['content-range'], `bytes */${bytes.length}`);
+  });
+
+  test('the download outlives the only client, which aborted mid-blob', async () => {
+    const img = largeBlobImage('library/abort', '1', 8 * MB, 'abort');
+    up.addImage(img);
+    const { digest } = layerOf(img);
+    up.faults = { blobBytesPerSecond: 16 * MB };
+    const ac = new AbortController();
+    const res = await request(`${m.url}/v2/library/abort/blobs/${digest}`, { signal: ac.signal });
+    for await (const _ of res.body) {
+      ac.abort();
+      break;
+    }
+    await settled(m);
+    up.faults = {};
+    assert.ok(existsSync(publishedPath(m, digest)), 'the blob is published although its client left');
+    up.resetCounters();
+    const r = await pull(`${m.url}/v2/library/abort/blobs/${digest}`);
+    assert.equal(sha256(r.body), digest);
+    assert.equal(up.counters.total, 0);
+  });
+
+  test('a cached blob is served to another repository only after the upstream confirms it holds it', async () => {
+    const { digest } = layerOf(small);
+    up.resetCounters();
+    const denied = await get(`${m.url}/v2/library/big/blobs/${digest}`);
+    assert.equal(denied.status, 404);
+    assert.equal(errorCode(denied), 'BLOB_UNKNOWN');
+    assert.equal(up.counters.blobHead, 1);
+    assert.equal(up.counters.blobGet, 0);
+  });
+
+  test('invalid digests are refused before any I/O', async () => {
+    up.resetCounters();
+    for (const d of ['sha256:abc', 'sha256:' + 'A'.repeat(64), 'md5:' + 'a'.repeat(32), 'notadigest']) {
+      const r = await get(`${m.url}/v2/library/big/blobs/${d}`);
+      assert.equal(r.status, 400, d);
+      assert.equal(errorCode(r), 'DIGEST_INVALID', d);
+    }
+    assert.equal(up.counters.total, 0);
+  });
+});
+
+test('temp files left by a crash are removed at start-up', async () => {
+  const first = await startMirror({ upstreams: [{ name: 'docker.io', url: 'http://127.0.0.1:9' }] });
+  const { dataDir } = first;
+  await first.close();
+  await writeFile(join(dataDir, 'tmp', 'leftover'), 'partial');
+  const second = await startMirror({ upstreams: [{ name: 'docker.io', url: 'http://127.0.0.1:9' }], dataDir });
+  try {
+    assert.deepEqual(await readdir(join(dataDir, 'tmp')), []);
+  } finally {
+    await second.stop();
+    const { rm } = await import('node:fs/promises');
+    await rm(dataDir, { recursive: true, force: true });
+  }
+});
