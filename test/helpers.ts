@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { request as httpRequest } from 'node:http';
 import { request } from 'undici';
 import { DEFAULTS, type Config, type UpstreamConfig } from '../src/config.js';
 import { startServer, type RunningServer } from '../src/cli/serve.js';
@@ -74,4 +75,24 @@ export function errorCode(r: Fetched): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A GET whose path is sent byte for byte (URL parsers would resolve `..` before sending). */
+export function rawGet(baseUrl: string, path: string): Promise<Fetched> {
+  const { hostname, port } = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: hostname, port, path, method: 'GET', timeout: 10_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const headers: Record<string, string> = {};
+        for (const [k, v] of Object.entries(res.headers)) headers[k] = Array.isArray(v) ? v.join(', ') : (v ?? '');
+        resolve({ status: res.statusCode ?? 0, headers, body: Buffer.concat(chunks) });
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+    req.end();
+  });
 }

@@ -44,6 +44,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     });
   });
 
+  app.use('/v2/*', async (c, next) => {
+    if (hasDotSegment(c)) throw new OciError('NAME_INVALID', 'path segments . and .. are not allowed');
+    await next();
+  });
   app.on(['GET', 'HEAD'], '/v2', (c) => c.json({}, 200, API_VERSION));
   app.on(['GET', 'HEAD'], '/v2/', (c) => c.json({}, 200, API_VERSION));
   app.on(['GET', 'HEAD'], '/v2/*', (c) => dispatch(c, deps));
@@ -75,6 +79,16 @@ async function dispatch(c: Context<AppEnv>, deps: AppDeps): Promise<Response> {
     case 'referrers':
       return serveReferrers(c, deps.manifests, target, parsed.reference);
   }
+}
+
+/**
+ * The URL parser resolves `..` and `%2e%2e` before routing, so `/v2/a/../b` would quietly
+ * become `/v2/b`; a registry name never holds such segments, so the raw path is checked.
+ */
+function hasDotSegment(c: Context<AppEnv>): boolean {
+  const raw = (c.env as { incoming?: { url?: string } } | undefined)?.incoming?.url ?? c.req.url;
+  const path = raw.split('?')[0];
+  return /(^|\/)(\.|%2e){1,2}(\/|$)/i.test(path);
 }
 
 /** The only place an OCI error body is built. HEAD answers carry no body. */
