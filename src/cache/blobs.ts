@@ -9,6 +9,9 @@ import type { MetadataDb } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { Download } from './download.js';
 
+export type { ByteRange } from '../store/blob-store.js';
+export type { UpstreamClient } from '../upstream/client.js';
+
 /** Where a request points: an upstream and a repository in it (already normalised). */
 export interface Target {
   upstream: UpstreamClient;

@@ -6,10 +6,9 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { Context } from 'hono';
-import type { BlobCache } from '../cache/blobs.js';
+import type { BlobCache, ByteRange } from '../cache/blobs.js';
 import { RangeNotSatisfiable } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
-import type { ByteRange } from '../store/blob-store.js';
 import type { ResolvedTarget } from './target.js';
 
 export async function serveBlob(c: Context, blobs: BlobCache, t: ResolvedTarget, digest: Digest): Promise<Response> {

@@ -1,10 +1,9 @@
 // Resolves what a request means: which upstream (containerd's ?ns=, a path prefix, or the
 // default upstream) and which repository in it. Pure: it opens no connection, so an
 // unknown `ns` can never make regmirror an open proxy.
-import type { Target } from '../cache/blobs.js';
+import type { Target, UpstreamClient } from '../cache/blobs.js';
 import { InvalidName, UnknownUpstream } from '../errors.js';
 import { dockerHubName, validateName } from '../oci/reference.js';
-import type { UpstreamClient } from '../upstream/client.js';
 
 /** The configured upstreams by every name that selects them. */
 export class UpstreamTable {
