@@ -332,7 +332,7 @@ async function pushBlob(base: string, name: string, auth: Record<string, string>
   await expectStatus(start, [202], `start upload ${digest}`);
   const location = new URL(start.headers.get('location') ?? '', base);
   location.searchParams.set('digest', digest);
-  const headers = { ...auth, 'content-type': 'application/octet-stream', 'content-length': String(bytes.length) };
+  const headers = { ...auth, 'content-type': 'application/octet-stream' };
   const put = await fetch(location, { method: 'PUT', headers, body: bytes });
   await expectStatus(put, [201], `finish upload ${digest}`);
 }

@@ -25,7 +25,7 @@ const ghcrApp = await singleImage({ name: 'org/app', tag: 'v1', seed: 'skopeo-gh
 async function mirrorOfDistribution(t: TestContext, images: FixtureImage[]): Promise<Mirror> {
   const dist = await startDistribution();
   t.after(() => dist.close());
-  for (const img of images) await dist.push(img).catch((e) => { console.log("CAUSE", e.cause, dist.logs().slice(-3000)); throw e; });
+  for (const img of images) await dist.push(img);
   const mirror = await startMirror({ upstreams: [{ name: 'docker.io', url: dist.url }], defaultUpstream: 'docker.io' });
   t.after(() => mirror.stop());
   return mirror;
@@ -46,6 +46,11 @@ async function copyToDir(t: TestContext, src: string, all = false): Promise<stri
 }
 
 const ref = (mirror: Mirror, path: string) => `docker://127.0.0.1:${mirror.port}/${path}`;
+
+/** The mirror's access-log entries. */
+function served(mirror: Mirror): Array<{ path: string; status: number; repo?: string }> {
+  return mirror.logs.map((l) => JSON.parse(l)).filter((e) => e.msg === 'request');
+}
 
 /** Every content file in a dir: copy (blobs, and per-instance manifests with --all) hashes to its name. */
 async function assertDirContentAddressed(dir: string): Promise<number> {
@@ -72,6 +77,9 @@ test('skopeo copies a single-platform image through the mirror, by full and shor
     assert.equal(raw.code, 0, raw.stderr);
     assert.equal(sha256(raw.stdout), single.root.digest, path);
   }
+  // The short name reached the mirror as written and was served as library/sk-single.
+  const shortTag = served(mirror).filter((e) => e.path === `/v2/sk-single/manifests/${single.tag}`);
+  assert.ok(shortTag.length > 0 && shortTag.every((e) => e.status === 200 && e.repo === single.name));
 });
 
 for (const img of [index, list]) {
