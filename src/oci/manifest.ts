@@ -73,7 +73,7 @@ export function parseManifest(bytes: Uint8Array, contentType?: string): ParsedMa
   } catch {
     throw new UpstreamInvalid('manifest is not valid JSON');
   }
-  if (typeof doc !== 'object' || doc === null) throw new UpstreamInvalid('manifest is not a JSON object');
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new UpstreamInvalid('manifest is not a JSON object');
   const m = doc as { mediaType?: unknown; manifests?: unknown; config?: unknown; layers?: unknown };
   const header = contentType?.split(';')[0].trim();
   const declared = typeof m.mediaType === 'string' ? m.mediaType : undefined;

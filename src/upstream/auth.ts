@@ -156,20 +156,26 @@ export class RegistryAuthorizer implements Authorizer {
     return entry.header;
   }
 
-  /** Credentials go to the upstream's own site or to realms its configuration names. */
+  /** Credentials go to the upstream's own domain or to realms its configuration names. */
   #realmTrusted(realm: URL): boolean {
     const upstream = new URL(this.#opts.upstreamUrl).hostname;
-    if (realm.hostname === upstream) return true;
-    if ((this.#opts.tokenRealms ?? []).includes(realm.hostname) || (this.#opts.tokenRealms ?? []).includes(realm.host)) return true;
-    return siteOf(realm.hostname) !== undefined && siteOf(realm.hostname) === siteOf(upstream);
+    const listed = this.#opts.tokenRealms ?? [];
+    if (realm.hostname === upstream || listed.includes(realm.hostname) || listed.includes(realm.host)) return true;
+    const parent = parentDomain(upstream);
+    return parent !== undefined && realm.hostname.endsWith('.' + parent);
   }
 }
 
-/** The last two labels of a DNS name (auth.docker.io and registry-1.docker.io share docker.io); none for IPs. */
-function siteOf(host: string): string | undefined {
+/**
+ * The upstream host less its first label, when that still has two labels: auth.docker.io
+ * is trusted for registry-1.docker.io (parent docker.io), but nothing is trusted for
+ * ghcr.io (parent io), and registry.example.co.uk trusts only *.example.co.uk, never
+ * another owner under co.uk. IP addresses have no parent.
+ */
+function parentDomain(host: string): string | undefined {
   if (/^[0-9.]+$/.test(host) || host.includes(':')) return undefined;
-  const labels = host.split('.');
-  return labels.length >= 2 ? labels.slice(-2).join('.') : undefined;
+  const labels = host.split('.').slice(1);
+  return labels.length >= 2 ? labels.join('.') : undefined;
 }
 
 function parseTokenResponse(body: Buffer): { token: string; expiresIn?: number } {
