@@ -103,11 +103,13 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env):
   const cfg: Config = {
     listen: raw.listen === undefined ? DEFAULTS.listen : listenAddress(str(raw.listen, 'listen', env), 'listen'),
     dataDir: raw.dataDir === undefined ? DEFAULTS.dataDir : str(raw.dataDir, 'dataDir', env),
-    defaultUpstream: raw.defaultUpstream === undefined ? DEFAULTS.defaultUpstream : optStr(raw.defaultUpstream, 'defaultUpstream', env),
+    defaultUpstream: optStr(raw.defaultUpstream, 'defaultUpstream', env),
     upstreams: raw.upstreams === undefined ? structuredClone(DEFAULTS.upstreams) : upstreams(raw.upstreams, env),
     log: { level: DEFAULTS.log.level },
     manifestMemoryBytes: raw.manifestMemory === undefined ? DEFAULTS.manifestMemoryBytes : size(raw.manifestMemory, 'manifestMemory'),
   };
+  // Unset: Docker Hub stays the default when the file configures it, else there is none.
+  if (raw.defaultUpstream === undefined && cfg.upstreams.some((u) => u.name === DEFAULTS.defaultUpstream)) cfg.defaultUpstream = DEFAULTS.defaultUpstream;
   if (raw.log !== undefined) {
     const log = obj(raw.log, 'log');
     known(log, 'log.', ['level']);
@@ -165,7 +167,8 @@ function secret(value: unknown, key: string, env: NodeJS.ProcessEnv): string {
 function checkNames(cfg: Config): void {
   const seen = new Set<string>();
   for (const u of cfg.upstreams) {
-    for (const n of [u.name, ...u.aliases]) {
+    // Names are matched case-insensitively, as DNS names are.
+    for (const n of [u.name, ...u.aliases].map((x) => x.toLowerCase())) {
       if (seen.has(n)) throw new ConfigError(`upstreams.${u.name}`, `the name ${n} selects more than one upstream`);
       seen.add(n);
     }
@@ -200,7 +203,7 @@ function str(v: unknown, key: string, env: NodeJS.ProcessEnv): string {
 }
 
 function optStr(v: unknown, key: string, env: NodeJS.ProcessEnv): string | undefined {
-  return v === null || v === '' ? undefined : str(v, key, env);
+  return v === undefined || v === null || v === '' ? undefined : str(v, key, env);
 }
 
 function strList(v: unknown, key: string, env: NodeJS.ProcessEnv): string[] {
@@ -227,6 +230,7 @@ function checkUrl(url: string, key: string): void {
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigError(key, 'must be an http or https URL');
   if (u.pathname !== '/' && u.pathname !== '') throw new ConfigError(key, 'must have no path (the /v2/ API is at its root)');
+  if (u.search || u.hash || url.includes('?') || url.includes('#')) throw new ConfigError(key, 'must have no query or fragment');
 }
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -247,7 +251,8 @@ const SIZE_UNITS: Record<string, number> = { '': 1, B: 1, KB: 1e3, MB: 1e6, GB: 
 
 /** Bytes with an optional unit: `64MiB`, `500GB`, `1048576`. */
 export function size(v: unknown, key: string): number {
-  const m = typeof v === 'number' ? [String(v), String(v), ''] : typeof v === 'string' ? /^(\d+)\s*([KMGT]i?B|B)?$/.exec(v) : null;
+  const text = typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? String(v) : v;
+  const m = typeof text === 'string' ? /^(\d+)\s*([KMGT]i?B|B)?$/.exec(text) : null;
   if (!m) throw new ConfigError(key, 'must be a size such as 64MiB or 500GB');
   return Number(m[1]) * SIZE_UNITS[m[2] ?? ''];
 }

@@ -46,12 +46,17 @@ export class MetadataDb {
   constructor(path: string, opts: MetadataOptions = {}) {
     this.#now = opts.now ?? Date.now;
     this.#db = new Database(path);
-    this.#db.pragma('journal_mode = WAL');
-    this.#db.pragma('synchronous = NORMAL');
     // prewarm, import and gc open the same file beside a running server.
     this.#db.pragma('busy_timeout = 5000');
-    this.#db.pragma('foreign_keys = ON');
-    migrate(this.#db);
+    try {
+      // Refuse a newer schema before changing anything in the file (not even its journal mode).
+      migrate(this.#db);
+    } catch (err) {
+      this.#db.close();
+      throw err;
+    }
+    this.#db.pragma('journal_mode = WAL');
+    this.#db.pragma('synchronous = NORMAL');
     const db = this.#db;
     this.#getTag = db.prepare(
       'SELECT digest, media_type AS mediaType, fetched_at AS fetchedAt, expires_at AS expiresAt FROM tags WHERE upstream = ? AND repository = ? AND tag = ? AND accept = ?',

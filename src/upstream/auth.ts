@@ -3,6 +3,7 @@
 // server share the Bearer path; a registry that challenges with Basic gets the static
 // credentials. Credentials go only to the upstream itself and to token realms on its own
 // site or listed in its configuration.
+import { getDomain } from 'tldts';
 import { request, type Dispatcher } from 'undici';
 import type { Credentials } from '../config.js';
 import { UpstreamInvalid, UpstreamUnavailable, UpstreamUnauthorized } from '../errors.js';
@@ -156,26 +157,18 @@ export class RegistryAuthorizer implements Authorizer {
     return entry.header;
   }
 
-  /** Credentials go to the upstream's own domain or to realms its configuration names. */
+  /**
+   * Credentials go to the upstream's own registrable domain (auth.docker.io for
+   * registry-1.docker.io, by the Public Suffix List, so never another owner under co.uk
+   * or github.io) or to realms its configuration names.
+   */
   #realmTrusted(realm: URL): boolean {
     const upstream = new URL(this.#opts.upstreamUrl).hostname;
     const listed = this.#opts.tokenRealms ?? [];
     if (realm.hostname === upstream || listed.includes(realm.hostname) || listed.includes(realm.host)) return true;
-    const parent = parentDomain(upstream);
-    return parent !== undefined && realm.hostname.endsWith('.' + parent);
+    const site = getDomain(upstream, { allowPrivateDomains: true });
+    return site !== null && getDomain(realm.hostname, { allowPrivateDomains: true }) === site;
   }
-}
-
-/**
- * The upstream host less its first label, when that still has two labels: auth.docker.io
- * is trusted for registry-1.docker.io (parent docker.io), but nothing is trusted for
- * ghcr.io (parent io), and registry.example.co.uk trusts only *.example.co.uk, never
- * another owner under co.uk. IP addresses have no parent.
- */
-function parentDomain(host: string): string | undefined {
-  if (/^[0-9.]+$/.test(host) || host.includes(':')) return undefined;
-  const labels = host.split('.').slice(1);
-  return labels.length >= 2 ? labels.join('.') : undefined;
 }
 
 function parseTokenResponse(body: Buffer): { token: string; expiresIn?: number } {

@@ -1,0 +1,373 @@
+// Configuration: the embedded defaults, YAML parsing with ${ENV} and file: secrets, value
+// parsers, and validation errors that name the YAML key at fault.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { ConfigError, DEFAULTS, loadConfig, parseConfig, type Config } from '../src/config.js';
+
+/** Asserts that `yaml` is refused with a ConfigError whose message names `key` (and matches `problem`). */
+function refuses(yaml: string, key: string, problem?: RegExp, env: NodeJS.ProcessEnv = {}): void {
+  assert.throws(
+    () => parseConfig(yaml, env),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+      assert.ok(err.message.includes(`${key}:`), `message ${JSON.stringify(err.message)} does not name ${key}`);
+      if (problem) assert.match(err.message, problem);
+      return true;
+    },
+  );
+}
+
+/** A config with one upstream, ghcr.io, that is also the default; `extra` is indented under it. */
+function ghcr(extra = ''): string {
+  return ['defaultUpstream: ghcr.io', 'upstreams:', '  ghcr.io:', '    url: https://ghcr.io', ...extra.split('\n').filter(Boolean).map((l) => `    ${l}`)].join('\n');
+}
+
+const upstreamOf = (cfg: Config, name: string) => {
+  const u = cfg.upstreams.find((x) => x.name === name);
+  assert.ok(u, `no upstream ${name}`);
+  return u;
+};
+
+describe('DEFAULTS', () => {
+  test('the embedded default config', () => {
+    const common = {
+      tagTtlMs: 300_000,
+      concurrency: 32,
+      connectTimeoutMs: 10_000,
+      headersTimeoutMs: 30_000,
+      idleTimeoutMs: 60_000,
+      tokenRealms: [],
+    };
+    assert.deepEqual(DEFAULTS, {
+      listen: { host: '0.0.0.0', port: 5000 },
+      dataDir: './data',
+      defaultUpstream: 'docker.io',
+      upstreams: [
+        { ...common, name: 'docker.io', url: 'https://registry-1.docker.io', aliases: ['index.docker.io', 'registry-1.docker.io'] },
+        { ...common, name: 'ghcr.io', url: 'https://ghcr.io', aliases: [] },
+        { ...common, name: 'quay.io', url: 'https://quay.io', aliases: [] },
+        { ...common, name: 'registry.k8s.io', url: 'https://registry.k8s.io', aliases: [] },
+      ],
+      log: { level: 'info' },
+      manifestMemoryBytes: 64 * 1024 * 1024,
+    });
+  });
+
+  test('no credentials are configured by default', () => {
+    for (const u of DEFAULTS.upstreams) assert.equal(u.credentials, undefined, u.name);
+  });
+
+  test('an empty file and no file both give the defaults, as copies', () => {
+    assert.deepEqual(parseConfig('', {}), DEFAULTS);
+    assert.deepEqual(parseConfig('# only a comment\n', {}), DEFAULTS);
+    const loaded = loadConfig(undefined, {});
+    assert.deepEqual(loaded, DEFAULTS);
+    loaded.upstreams[0].aliases.push('mutated');
+    loaded.listen.port = 1;
+    const parsed = parseConfig('', {});
+    parsed.upstreams[0].aliases.push('mutated');
+    assert.deepEqual(DEFAULTS.upstreams[0].aliases, ['index.docker.io', 'registry-1.docker.io']);
+    assert.equal(DEFAULTS.listen.port, 5000);
+  });
+
+  test('mirror.example.yaml documents exactly the defaults', () => {
+    const text = readFileSync(new URL('../mirror.example.yaml', import.meta.url), 'utf8');
+    assert.deepEqual(parseConfig(text, {}), DEFAULTS);
+  });
+});
+
+describe('parseConfig', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'regmirror-config-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('a full config file', () => {
+    const yaml = `
+listen: 127.0.0.1:8080
+dataDir: /var/lib/regmirror
+defaultUpstream: docker.io
+log:
+  level: debug
+manifestMemory: 16MiB
+upstreams:
+  docker.io:
+    url: https://registry-1.docker.io/
+    aliases: [index.docker.io, hub]
+    tagTtl: 10m
+    concurrency: 8
+    timeouts:
+      connect: 5s
+      headers: 20s
+      idle: 2m
+    credentials:
+      username: bob
+      password: \${HUB_TOKEN}
+    tokenRealms: [auth.docker.io]
+  registry.internal:5000:
+    url: http://10.0.0.5:5000
+    tagTtl: 0
+`;
+    assert.deepEqual(parseConfig(yaml, { HUB_TOKEN: 'dckr_pat_abc' }), {
+      listen: { host: '127.0.0.1', port: 8080 },
+      dataDir: '/var/lib/regmirror',
+      defaultUpstream: 'docker.io',
+      log: { level: 'debug' },
+      manifestMemoryBytes: 16 * 1024 * 1024,
+      upstreams: [
+        {
+          name: 'docker.io',
+          url: 'https://registry-1.docker.io',
+          aliases: ['index.docker.io', 'hub'],
+          tagTtlMs: 600_000,
+          concurrency: 8,
+          connectTimeoutMs: 5000,
+          headersTimeoutMs: 20_000,
+          idleTimeoutMs: 120_000,
+          credentials: { username: 'bob', password: 'dckr_pat_abc' },
+          tokenRealms: ['auth.docker.io'],
+        },
+        {
+          name: 'registry.internal:5000',
+          url: 'http://10.0.0.5:5000',
+          aliases: [],
+          tagTtlMs: 0,
+          concurrency: 32,
+          connectTimeoutMs: 10_000,
+          headersTimeoutMs: 30_000,
+          idleTimeoutMs: 60_000,
+          tokenRealms: [],
+        },
+      ],
+    });
+  });
+
+  test('keys left out take their defaults', () => {
+    const cfg = parseConfig('log:\n  level: warn\n', {});
+    assert.deepEqual(cfg, { ...DEFAULTS, log: { level: 'warn' } });
+  });
+
+  test('${ENV} references are substituted, several per value', () => {
+    const cfg = parseConfig('dataDir: ${BASE}/cache/${NAME}\n', { BASE: '/srv', NAME: 'regmirror' });
+    assert.equal(cfg.dataDir, '/srv/cache/regmirror');
+    const creds = parseConfig(ghcr('credentials:\n  username: ${GH_USER}\n  password: ${GH_TOKEN}'), { GH_USER: 'octo', GH_TOKEN: 'ghp_x' });
+    assert.deepEqual(upstreamOf(creds, 'ghcr.io').credentials, { username: 'octo', password: 'ghp_x' });
+  });
+
+  test('an unset ${ENV} variable is an error naming the key and the variable', () => {
+    refuses(ghcr('credentials:\n  username: octo\n  password: ${GH_TOKEN}'), 'upstreams.ghcr.io.credentials.password', /GH_TOKEN is not set/);
+    refuses('dataDir: ${DATA_DIR}\n', 'dataDir', /DATA_DIR/);
+    refuses(ghcr('aliases:\n  - a.example\n  - ${ALIAS}'), 'upstreams.ghcr.io.aliases[1]', /ALIAS/);
+  });
+
+  test('a file: secret is read from the file, trimmed', async () => {
+    const pw = join(dir, 'password');
+    await writeFile(pw, 'hunter2\n');
+    const cfg = parseConfig(ghcr(`credentials:\n  username: octo\n  password: file:${pw}`), {});
+    assert.deepEqual(upstreamOf(cfg, 'ghcr.io').credentials, { username: 'octo', password: 'hunter2' });
+    // ${ENV} may name the file.
+    const viaEnv = parseConfig(ghcr('credentials:\n  username: octo\n  password: file:${SECRETS}/password'), { SECRETS: dir });
+    assert.equal(upstreamOf(viaEnv, 'ghcr.io').credentials?.password, 'hunter2');
+  });
+
+  test('a file: secret that cannot be read names the key, not the contents', () => {
+    refuses(ghcr(`credentials:\n  username: octo\n  password: file:${join(dir, 'missing')}`), 'upstreams.ghcr.io.credentials.password', /cannot read.*ENOENT/);
+  });
+
+  test('credentials need both username and password, and nothing else', () => {
+    refuses(ghcr('credentials:\n  username: octo'), 'upstreams.ghcr.io.credentials.password', /must be a string/);
+    refuses(ghcr('credentials:\n  username: octo\n  password: x\n  token: y'), 'upstreams.ghcr.io.credentials.token', /unknown key/);
+    refuses(ghcr('credentials: octo:x'), 'upstreams.ghcr.io.credentials', /mapping/);
+  });
+
+  describe('durations', () => {
+    const ttl = (v: string) => upstreamOf(parseConfig(ghcr(`tagTtl: ${v}`), {}), 'ghcr.io').tagTtlMs;
+
+    test('units and compound durations', () => {
+      assert.equal(ttl('90s'), 90_000);
+      assert.equal(ttl('1h30m'), 5_400_000);
+      assert.equal(ttl('5m'), 300_000);
+      assert.equal(ttl('168h'), 604_800_000);
+      assert.equal(ttl('2d'), 172_800_000);
+      assert.equal(ttl('1500ms'), 1500);
+      assert.equal(ttl('1m30s'), 90_000);
+    });
+
+    test('0 means revalidate every pull', () => {
+      assert.equal(ttl('0'), 0);
+      assert.equal(ttl('0s'), 0);
+    });
+
+    test('a bad duration names the key', () => {
+      refuses(ghcr('tagTtl: 5x'), 'upstreams.ghcr.io.tagTtl', /duration/);
+      refuses(ghcr('tagTtl: 300'), 'upstreams.ghcr.io.tagTtl', /duration/); // a unit is required
+      refuses(ghcr('tagTtl: 1.5h'), 'upstreams.ghcr.io.tagTtl', /duration/);
+      refuses(ghcr('tagTtl: -5m'), 'upstreams.ghcr.io.tagTtl', /duration/);
+      refuses(ghcr('tagTtl: 5 m'), 'upstreams.ghcr.io.tagTtl', /duration/);
+      refuses(ghcr('tagTtl: ""'), 'upstreams.ghcr.io.tagTtl', /duration/);
+      refuses(ghcr('timeouts:\n  idle: forever'), 'upstreams.ghcr.io.timeouts.idle', /duration/);
+    });
+
+    test('timeouts must be longer than 0', () => {
+      refuses(ghcr('timeouts:\n  connect: 0'), 'upstreams.ghcr.io.timeouts.connect', /longer than 0/);
+      refuses(ghcr('timeouts:\n  headers: 0s'), 'upstreams.ghcr.io.timeouts.headers', /longer than 0/);
+    });
+  });
+
+  describe('sizes', () => {
+    const mem = (v: string) => parseConfig(`manifestMemory: ${v}\n`, {}).manifestMemoryBytes;
+
+    test('binary and decimal units, and bare bytes', () => {
+      assert.equal(mem('64MiB'), 64 * 1024 ** 2);
+      assert.equal(mem('1GiB'), 1024 ** 3);
+      assert.equal(mem('512KiB'), 512 * 1024);
+      assert.equal(mem('500GB'), 500e9);
+      assert.equal(mem('10 MB'), 10e6);
+      assert.equal(mem('2TB'), 2e12);
+      assert.equal(mem('100B'), 100);
+      assert.equal(mem('1048576'), 1_048_576);
+      assert.equal(mem('"1048576"'), 1_048_576);
+    });
+
+    test('a bad size names the key', () => {
+      for (const v of ['12XB', '1.5GiB', 'lots', '64mib', '""', '[1]']) refuses(`manifestMemory: ${v}\n`, 'manifestMemory', /size/);
+    });
+
+    test('a negative, fractional or infinite number is not a size', () => {
+      for (const v of ['-5', '1.5', '.inf']) refuses(`manifestMemory: ${v}\n`, 'manifestMemory', /size/);
+    });
+  });
+
+  describe('listen', () => {
+    const listen = (v: string) => parseConfig(`listen: ${v}\n`, {}).listen;
+
+    test(':port listens on every interface', () => {
+      assert.deepEqual(listen(':5000'), { host: '0.0.0.0', port: 5000 });
+      assert.deepEqual(listen('":5000"'), { host: '0.0.0.0', port: 5000 });
+    });
+
+    test('host:port, name:port and [ipv6]:port', () => {
+      assert.deepEqual(listen('127.0.0.1:5000'), { host: '127.0.0.1', port: 5000 });
+      assert.deepEqual(listen('localhost:8080'), { host: 'localhost', port: 8080 });
+      assert.deepEqual(listen('"[::1]:5000"'), { host: '::1', port: 5000 });
+      assert.deepEqual(listen('"[::]:443"'), { host: '::', port: 443 });
+    });
+
+    test('anything else names the key', () => {
+      for (const v of ['5000', 'localhost', '":"', '":70000"', '":abc"', '"::1:5000"', '"[::1]"', '"127.0.0.1:"', '""']) {
+        refuses(`listen: ${v}\n`, 'listen', /host:port/);
+      }
+      refuses('listen: {host: a, port: 1}\n', 'listen', /string/);
+    });
+  });
+
+  describe('unknown keys', () => {
+    test('are refused, naming their full path', () => {
+      refuses(ghcr('tagTTL: 5m'), 'upstreams.ghcr.io.tagTTL', /unknown key/);
+      refuses(ghcr('timeouts:\n  read: 5s'), 'upstreams.ghcr.io.timeouts.read', /unknown key/);
+      refuses('listn: :5000\n', 'listn', /unknown key/);
+      refuses('log:\n  level: info\n  format: json\n', 'log.format', /unknown key/);
+    });
+  });
+
+  describe('upstreams', () => {
+    test('url must be an http(s) URL with no path; a trailing slash is dropped', () => {
+      assert.equal(upstreamOf(parseConfig(ghcr().replace('https://ghcr.io', 'https://ghcr.io/'), {}), 'ghcr.io').url, 'https://ghcr.io');
+      refuses(ghcr().replace('https://ghcr.io', 'ghcr.io'), 'upstreams.ghcr.io.url', /not a URL/);
+      refuses(ghcr().replace('https://ghcr.io', 'not a url'), 'upstreams.ghcr.io.url', /not a URL/);
+      refuses(ghcr().replace('https://ghcr.io', 'https://ghcr.io/v2'), 'upstreams.ghcr.io.url', /no path/);
+      refuses(ghcr().replace('https://ghcr.io', 'https://example.com/registry/'), 'upstreams.ghcr.io.url', /no path/);
+      refuses(ghcr().replace('https://ghcr.io', 'ftp://ghcr.io'), 'upstreams.ghcr.io.url', /http/);
+      refuses('defaultUpstream: ghcr.io\nupstreams:\n  ghcr.io: {}\n', 'upstreams.ghcr.io.url', /must be a string/);
+      refuses('defaultUpstream: ghcr.io\nupstreams:\n  ghcr.io:\n', 'upstreams.ghcr.io.url', /must be a string/);
+    });
+
+    test('a url with a query or fragment is refused', () => {
+      refuses(ghcr().replace('https://ghcr.io', '"https://ghcr.io?x=1"'), 'upstreams.ghcr.io.url');
+      refuses(ghcr().replace('https://ghcr.io', '"https://ghcr.io#frag"'), 'upstreams.ghcr.io.url');
+    });
+
+    test('an upstream name must be a registry host', () => {
+      refuses('defaultUpstream: null\nupstreams:\n  GHCR.io:\n    url: https://ghcr.io\n', 'upstreams.GHCR.io', /host name/);
+      refuses('defaultUpstream: null\nupstreams:\n  ghcr.io/org:\n    url: https://ghcr.io\n', 'upstreams.ghcr.io/org', /host name/);
+    });
+
+    test('concurrency must be a whole number of at least 1', () => {
+      assert.equal(upstreamOf(parseConfig(ghcr('concurrency: 4'), {}), 'ghcr.io').concurrency, 4);
+      for (const v of ['0', '-1', '2.5', 'many']) refuses(ghcr(`concurrency: ${v}`), 'upstreams.ghcr.io.concurrency', /whole number/);
+    });
+
+    test('a name selecting two upstreams is refused, naming the later one', () => {
+      const yaml = `
+upstreams:
+  docker.io:
+    url: https://registry-1.docker.io
+    aliases: [mirror.local]
+  ghcr.io:
+    url: https://ghcr.io
+    aliases: [mirror.local]
+`;
+      refuses(yaml, 'upstreams.ghcr.io', /mirror\.local selects more than one upstream/);
+      const aliasIsName = `
+upstreams:
+  docker.io:
+    url: https://registry-1.docker.io
+    aliases: [ghcr.io]
+  ghcr.io:
+    url: https://ghcr.io
+`;
+      refuses(aliasIsName, 'upstreams.ghcr.io', /ghcr\.io selects more than one upstream/);
+    });
+
+    test(
+      'names differing only in case select the same upstream, so they clash',
+      
+      () => {
+        const yaml = `
+upstreams:
+  docker.io:
+    url: https://registry-1.docker.io
+    aliases: [GHCR.IO]
+  ghcr.io:
+    url: https://ghcr.io
+`;
+        refuses(yaml, 'upstreams.ghcr.io', /selects more than one upstream/);
+      },
+    );
+
+    test('defaultUpstream must name a configured upstream', () => {
+      refuses('defaultUpstream: nope.io\n', 'defaultUpstream', /nope\.io/);
+      // Left out, it is docker.io when the file configures docker.io, and none otherwise.
+      assert.equal(parseConfig('upstreams:\n  ghcr.io:\n    url: https://ghcr.io\n', {}).defaultUpstream, undefined);
+      assert.equal(parseConfig('upstreams:\n  docker.io:\n    url: https://registry-1.docker.io\n', {}).defaultUpstream, 'docker.io');
+      assert.equal(parseConfig('defaultUpstream: null\nupstreams:\n  ghcr.io:\n    url: https://ghcr.io\n', {}).defaultUpstream, undefined);
+      assert.equal(parseConfig('defaultUpstream: quay.io\n', {}).defaultUpstream, 'quay.io');
+    });
+
+    test('log.level is one of four', () => {
+      refuses('log:\n  level: verbose\n', 'log.level', /debug, info, warn, error/);
+    });
+  });
+
+  test('a file that is not YAML, or not a mapping, is refused', () => {
+    refuses('listen: [\n', '(file)', /not valid YAML/);
+    refuses('a: 1\na: 2\n', '(file)', /not valid YAML/);
+    refuses('- a\n- b\n', '(root)', /mapping/);
+    refuses('upstreams: [ghcr.io]\n', 'upstreams', /mapping/);
+  });
+
+  test('loadConfig reads a file, and names the path it cannot read', async () => {
+    const path = join(dir, 'mirror.yaml');
+    await writeFile(path, 'listen: 127.0.0.1:6000\n');
+    assert.deepEqual(loadConfig(path, {}).listen, { host: '127.0.0.1', port: 6000 });
+    const missing = join(dir, 'nope.yaml');
+    assert.throws(() => loadConfig(missing, {}), (err: unknown) => err instanceof ConfigError && err.message.includes(missing) && /ENOENT/.test(err.message));
+  });
+});

@@ -1,0 +1,307 @@
+// MetadataDb on a real SQLite file: migrations, tags, blobs, links, manifests, and the
+// batched access-time writes (checked through a second, read-only connection).
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { MetadataDb } from '../src/store/metadata.js';
+import { MIGRATIONS, SCHEMA_VERSION } from '../src/store/migrations.js';
+
+const D1 = `sha256:${'1'.repeat(64)}`;
+const D2 = `sha256:${'2'.repeat(64)}`;
+const HOUR = 3_600_000;
+
+let dir: string;
+let path: string;
+let clock: number;
+const open: MetadataDb[] = [];
+
+/** Opens the database with the test clock and a flush timer that never fires during a test. */
+function db(): MetadataDb {
+  const m = new MetadataDb(path, { now: () => clock, flushEveryMs: 24 * HOUR });
+  open.push(m);
+  return m;
+}
+
+/** A second, read-only connection, as another process (prewarm, gc) would have. */
+function reader<T>(fn: (conn: Database.Database) => T): T {
+  const conn = new Database(path, { readonly: true, fileMustExist: true });
+  try {
+    return fn(conn);
+  } finally {
+    conn.close();
+  }
+}
+
+const blobRow = (digest: string) =>
+  reader((c) => c.prepare('SELECT size, created_at AS createdAt, last_access AS lastAccess, hits FROM blobs WHERE digest = ?').get(digest)) as
+    | { size: number; createdAt: number; lastAccess: number; hits: number }
+    | undefined;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'regmirror-meta-'));
+  path = join(dir, 'metadata.db');
+  clock = 1_700_000_000_000;
+});
+
+afterEach(async () => {
+  for (const m of open.splice(0)) {
+    try {
+      m.close();
+    } catch {
+      // already closed by the test
+    }
+  }
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('migrations', () => {
+  test('an empty file is migrated to SCHEMA_VERSION', () => {
+    assert.equal(SCHEMA_VERSION, MIGRATIONS.length);
+    assert.ok(SCHEMA_VERSION >= 1);
+    const m = db();
+    assert.equal(m.schemaVersion, SCHEMA_VERSION);
+    const tables = reader((c) => (c.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as Array<{ name: string }>).map((r) => r.name));
+    assert.deepEqual(tables, ['blobs', 'links', 'manifests', 'tags']);
+    assert.equal(reader((c) => c.pragma('user_version', { simple: true })), SCHEMA_VERSION);
+    assert.equal(reader((c) => c.pragma('journal_mode', { simple: true })), 'wal');
+    for (const t of ['blobs', 'manifests', 'links', 'tags'] as const) assert.equal(m.count(t), 0);
+  });
+
+  test('reopening a current database is a no-op that keeps the data', () => {
+    const first = db();
+    first.recordBlob(D1, 10, { upstream: 'docker.io', repository: 'library/nginx' });
+    first.close();
+    const schemaBefore = reader((c) => c.prepare('SELECT sql FROM sqlite_master ORDER BY name').all());
+
+    const second = db();
+    assert.equal(second.schemaVersion, SCHEMA_VERSION);
+    assert.deepEqual(second.getBlob(D1), { size: 10 });
+    assert.equal(second.isLinked('docker.io', 'library/nginx', D1), true);
+    second.close();
+    assert.deepEqual(
+      reader((c) => c.prepare('SELECT sql FROM sqlite_master ORDER BY name').all()),
+      schemaBefore,
+    );
+  });
+
+  test('a database from a newer regmirror is refused, and left at its version', () => {
+    const newer = new Database(path);
+    newer.pragma(`user_version = ${SCHEMA_VERSION + 1}`);
+    newer.close();
+    assert.throws(
+      () => db(),
+      (err: unknown) =>
+        err instanceof Error &&
+        err.message.includes(`schema version ${SCHEMA_VERSION + 1}`) &&
+        err.message.includes(`(${SCHEMA_VERSION})`) &&
+        /newer than this regmirror/.test(err.message) &&
+        /upgrade/.test(err.message),
+    );
+    assert.equal(reader((c) => c.pragma('user_version', { simple: true })), SCHEMA_VERSION + 1);
+    assert.deepEqual(
+      reader((c) => c.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all()),
+      [],
+      'no migration ran on it',
+    );
+  });
+});
+
+describe('tags', () => {
+  const key = { upstream: 'docker.io', repository: 'library/nginx', tag: 'latest', accept: 15 };
+
+  test('put then get, with fetched and expiry times from the clock', () => {
+    const m = db();
+    assert.equal(m.getTag(key), undefined);
+    m.putTag(key, D1, 'application/vnd.oci.image.index.v1+json', 5 * 60_000);
+    assert.deepEqual(m.getTag(key), {
+      digest: D1,
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      fetchedAt: clock,
+      expiresAt: clock + 5 * 60_000,
+    });
+  });
+
+  test('a tag is keyed by upstream, repository, tag and accept class', () => {
+    const m = db();
+    m.putTag(key, D1, 'application/vnd.oci.image.index.v1+json', 1000);
+    m.putTag({ ...key, accept: 8 }, D2, 'application/vnd.docker.distribution.manifest.v2+json', 1000);
+    assert.equal(m.getTag(key)?.digest, D1);
+    assert.equal(m.getTag({ ...key, accept: 8 })?.digest, D2);
+    assert.equal(m.getTag({ ...key, accept: 1 }), undefined);
+    assert.equal(m.getTag({ ...key, tag: 'stable' }), undefined);
+    assert.equal(m.getTag({ ...key, repository: 'library/alpine' }), undefined);
+    assert.equal(m.getTag({ ...key, upstream: 'ghcr.io' }), undefined);
+    assert.equal(m.count('tags'), 2);
+  });
+
+  test('put again replaces the digest', () => {
+    const m = db();
+    m.putTag(key, D1, 'a', 1000);
+    clock += 10_000;
+    m.putTag(key, D2, 'b', 2000);
+    assert.deepEqual(m.getTag(key), { digest: D2, mediaType: 'b', fetchedAt: clock, expiresAt: clock + 2000 });
+    assert.equal(m.count('tags'), 1);
+  });
+
+  test('refresh moves the times and keeps the digest', () => {
+    const m = db();
+    const t0 = clock;
+    m.putTag(key, D1, 'a', 60_000);
+    clock += 90_000;
+    m.refreshTag(key, 60_000);
+    assert.deepEqual(m.getTag(key), { digest: D1, mediaType: 'a', fetchedAt: t0 + 90_000, expiresAt: t0 + 150_000 });
+  });
+
+  test('refreshing an unknown tag creates nothing', () => {
+    const m = db();
+    m.refreshTag(key, 60_000);
+    assert.equal(m.getTag(key), undefined);
+    assert.equal(m.count('tags'), 0);
+  });
+
+  test('tags survive a reopen', () => {
+    const m = db();
+    m.putTag(key, D1, 'a', 1000);
+    m.close();
+    assert.equal(db().getTag(key)?.digest, D1);
+  });
+});
+
+describe('blobs and links', () => {
+  const nginx = { upstream: 'docker.io', repository: 'library/nginx' };
+
+  test('recordBlob with a link: the blob is known and linked to that repository only', () => {
+    const m = db();
+    assert.equal(m.getBlob(D1), undefined);
+    m.recordBlob(D1, 1234, nginx);
+    assert.deepEqual(m.getBlob(D1), { size: 1234 });
+    assert.equal(m.isLinked('docker.io', 'library/nginx', D1), true);
+    assert.equal(m.isLinked('docker.io', 'library/alpine', D1), false);
+    assert.equal(m.isLinked('ghcr.io', 'library/nginx', D1), false);
+    assert.equal(m.isLinked('docker.io', 'library/nginx', D2), false);
+    assert.deepEqual(blobRow(D1), { size: 1234, createdAt: clock, lastAccess: clock, hits: 0 });
+  });
+
+  test('recordBlob without a link links nothing; link() adds one, idempotently', () => {
+    const m = db();
+    m.recordBlob(D1, 5);
+    assert.equal(m.count('links'), 0);
+    assert.equal(m.isLinked('docker.io', 'library/nginx', D1), false);
+    m.link('docker.io', 'library/nginx', D1);
+    m.link('docker.io', 'library/nginx', D1);
+    m.link('ghcr.io', 'org/app', D1);
+    assert.equal(m.isLinked('docker.io', 'library/nginx', D1), true);
+    assert.equal(m.isLinked('ghcr.io', 'org/app', D1), true);
+    assert.equal(m.count('links'), 2);
+  });
+
+  test('recording a blob again updates its size but keeps its creation time and hits', () => {
+    const m = db();
+    const t0 = clock;
+    m.recordBlob(D1, 5);
+    m.touch(D1);
+    m.flush();
+    clock += HOUR;
+    m.recordBlob(D1, 6, nginx);
+    assert.deepEqual(blobRow(D1), { size: 6, createdAt: t0, lastAccess: t0, hits: 1 });
+    assert.equal(m.count('blobs'), 1);
+    assert.equal(m.isLinked('docker.io', 'library/nginx', D1), true);
+  });
+
+  test('forgetBlob removes the blob row', () => {
+    const m = db();
+    m.recordBlob(D1, 5);
+    m.forgetBlob(D1);
+    assert.equal(m.getBlob(D1), undefined);
+  });
+});
+
+describe('manifests', () => {
+  const link = { upstream: 'ghcr.io', repository: 'org/app' };
+  const INDEX = 'application/vnd.oci.image.index.v1+json';
+
+  test('recordManifest: a blob with a media type, linked to its repository', () => {
+    const m = db();
+    assert.equal(m.getManifest(D1), undefined);
+    m.recordManifest(D1, INDEX, 789, link);
+    assert.deepEqual(m.getManifest(D1), { mediaType: INDEX, size: 789 });
+    assert.deepEqual(m.getBlob(D1), { size: 789 });
+    assert.equal(m.isLinked('ghcr.io', 'org/app', D1), true);
+    assert.equal(m.isLinked('ghcr.io', 'org/other', D1), false);
+    assert.equal(m.count('manifests'), 1);
+  });
+
+  test('a plain blob is no manifest', () => {
+    const m = db();
+    m.recordBlob(D2, 10, link);
+    assert.equal(m.getManifest(D2), undefined);
+  });
+
+  test('recording a manifest again replaces its media type', () => {
+    const m = db();
+    m.recordManifest(D1, INDEX, 789, link);
+    m.recordManifest(D1, 'application/vnd.docker.distribution.manifest.list.v2+json', 789, link);
+    assert.equal(m.getManifest(D1)?.mediaType, 'application/vnd.docker.distribution.manifest.list.v2+json');
+    assert.equal(m.count('manifests'), 1);
+    assert.equal(m.count('links'), 1);
+  });
+});
+
+describe('touch and flush', () => {
+  test('touch() writes nothing until flush()', () => {
+    const m = db();
+    const t0 = clock;
+    m.recordBlob(D1, 10);
+    m.recordBlob(D2, 20);
+
+    clock = t0 + 5000;
+    m.touch(D1);
+    clock = t0 + 7000;
+    m.touch(D1);
+    m.touch(D2);
+    assert.deepEqual(blobRow(D1), { size: 10, createdAt: t0, lastAccess: t0, hits: 0 }, 'nothing written before flush');
+    assert.deepEqual(blobRow(D2), { size: 20, createdAt: t0, lastAccess: t0, hits: 0 });
+
+    m.flush();
+    assert.deepEqual(blobRow(D1), { size: 10, createdAt: t0, lastAccess: t0 + 7000, hits: 2 });
+    assert.deepEqual(blobRow(D2), { size: 20, createdAt: t0, lastAccess: t0 + 7000, hits: 1 });
+
+    // A second flush with nothing pending changes nothing; new touches add up.
+    m.flush();
+    assert.equal(blobRow(D1)?.hits, 2);
+    m.touch(D1);
+    m.flush();
+    assert.equal(blobRow(D1)?.hits, 3);
+  });
+
+  test('close() flushes what is pending', () => {
+    const m = db();
+    m.recordBlob(D1, 10);
+    clock += 1000;
+    m.touch(D1);
+    assert.equal(blobRow(D1)?.hits, 0);
+    m.close();
+    assert.deepEqual(blobRow(D1), { size: 10, createdAt: clock - 1000, lastAccess: clock, hits: 1 });
+  });
+
+  test('an older clock never moves last_access back', () => {
+    const m = db();
+    m.recordBlob(D1, 10);
+    const t0 = clock;
+    clock -= HOUR;
+    m.touch(D1);
+    m.flush();
+    assert.deepEqual(blobRow(D1), { size: 10, createdAt: t0, lastAccess: t0, hits: 1 });
+  });
+
+  test('touching an unknown digest creates no row', () => {
+    const m = db();
+    m.touch(D2);
+    m.flush();
+    assert.equal(m.getBlob(D2), undefined);
+    assert.equal(m.count('blobs'), 0);
+  });
+});
