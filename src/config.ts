@@ -28,8 +28,22 @@ export interface UpstreamConfig {
   /** A body that sends no byte for this long is cut; there is no total-time limit. */
   idleTimeoutMs: number;
   credentials?: Credentials;
+  /** `ecr`: Amazon ECR, authorized through GetAuthorizationToken; absent means `registry`. */
+  type?: 'registry' | 'ecr';
+  /** ecr: the registry's AWS region (required for ecr). */
+  region?: string;
+  /** ecr: the registry's 12-digit AWS account ID (default: the caller's account). */
+  registryId?: string;
+  /** ecr: URL of the ECR API, e.g. a VPC endpoint (default: the region's public endpoint). */
+  endpoint?: string;
   /** Token-realm hosts, besides the upstream's own domain, that may receive the credentials. */
   tokenRealms: string[];
+  /** Under this many remaining pulls (ratelimit-remaining), stale tags are served without revalidation; 0 disables. */
+  budgetFloor: number;
+  /** How long an upstream 404 for a tag or digest is remembered. */
+  negativeTtlMs: number;
+  /** After a refused connection, a timeout or a 502/503/504, the upstream is not asked again for this long. */
+  failureBackoffMs: number;
 }
 
 export interface Config {
@@ -58,6 +72,9 @@ const UPSTREAM_DEFAULTS = {
   headersTimeoutMs: 30_000,
   idleTimeoutMs: 60_000,
   tokenRealms: [] as string[],
+  budgetFloor: 0,
+  negativeTtlMs: 60_000,
+  failureBackoffMs: 10_000,
 };
 
 function upstream(name: string, url: string, aliases: string[] = []): UpstreamConfig {
@@ -126,7 +143,7 @@ function upstreams(value: unknown, env: NodeJS.ProcessEnv): UpstreamConfig[] {
 
 function upstreamEntry(name: string, u: Record<string, unknown>, env: NodeJS.ProcessEnv): UpstreamConfig {
   const k = `upstreams.${name}`;
-  known(u, `${k}.`, ['url', 'aliases', 'tagTtl', 'concurrency', 'timeouts', 'credentials', 'tokenRealms']);
+  known(u, `${k}.`, ['url', 'aliases', 'tagTtl', 'concurrency', 'timeouts', 'credentials', 'tokenRealms', ...ECR_KEYS, ...POLICY_KEYS]);
   if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?$/.test(name)) throw new ConfigError(k, 'an upstream name must be a registry host name such as ghcr.io');
   const url = str(u.url, `${k}.url`, env);
   checkUrl(url, `${k}.url`);
@@ -144,7 +161,54 @@ function upstreamEntry(name: string, u: Record<string, unknown>, env: NodeJS.Pro
     idleTimeoutMs: t.idle === undefined ? d.idleTimeoutMs : duration(t.idle, `${k}.timeouts.idle`, true),
     ...(u.credentials === undefined ? {} : { credentials: credentials(u.credentials, `${k}.credentials`, env) }),
     tokenRealms: u.tokenRealms === undefined ? [] : strList(u.tokenRealms, `${k}.tokenRealms`, env),
+    ...upstreamType(u, k, env),
+    ...upstreamPolicy(u, k),
   };
+}
+
+const POLICY_KEYS = ['budgetFloor', 'negativeTtl', 'failureBackoff'];
+
+/** How an upstream is spared: its pull-budget floor, negative caching and failure backoff. */
+function upstreamPolicy(u: Record<string, unknown>, k: string): Pick<UpstreamConfig, 'budgetFloor' | 'negativeTtlMs' | 'failureBackoffMs'> {
+  const d = UPSTREAM_DEFAULTS;
+  return {
+    budgetFloor: u.budgetFloor === undefined ? d.budgetFloor : nonNegativeInt(u.budgetFloor, `${k}.budgetFloor`),
+    negativeTtlMs: u.negativeTtl === undefined ? d.negativeTtlMs : duration(u.negativeTtl, `${k}.negativeTtl`),
+    failureBackoffMs: u.failureBackoff === undefined ? d.failureBackoffMs : duration(u.failureBackoff, `${k}.failureBackoff`),
+  };
+}
+
+const ECR_KEYS = ['type', 'region', 'registryId', 'endpoint'];
+
+/** `type` and the ECR keys. A plain registry (the default) adds no keys, so DEFAULTS compare equal. */
+function upstreamType(u: Record<string, unknown>, k: string, env: NodeJS.ProcessEnv): Pick<UpstreamConfig, 'type' | 'region' | 'registryId' | 'endpoint'> {
+  const type = u.type === undefined ? 'registry' : oneOf(u.type, `${k}.type`, ['registry', 'ecr'] as const);
+  if (type === 'registry') {
+    for (const key of ECR_KEYS.slice(1)) if (u[key] !== undefined) throw new ConfigError(`${k}.${key}`, 'only applies to type: ecr');
+    return {};
+  }
+  // The password comes from GetAuthorizationToken with the AWS credential chain, never from the file.
+  if (u.credentials !== undefined) throw new ConfigError(`${k}.credentials`, 'not used with type: ecr (AWS credentials come from the environment, a profile, web identity or the instance role)');
+  if (u.region === undefined) throw new ConfigError(`${k}.region`, 'required for type: ecr (an AWS region such as us-east-1)');
+  const region = str(u.region, `${k}.region`, env);
+  if (!/^[a-z]{2}(-[a-z]+)+-\d+$/.test(region)) throw new ConfigError(`${k}.region`, 'must be an AWS region such as us-east-1');
+  const out: Pick<UpstreamConfig, 'type' | 'region' | 'registryId' | 'endpoint'> = { type, region };
+  if (u.registryId !== undefined) {
+    out.registryId = str(u.registryId, `${k}.registryId`, env);
+    if (!/^\d{12}$/.test(out.registryId)) throw new ConfigError(`${k}.registryId`, 'must be a 12-digit AWS account ID (quote it so YAML keeps a leading 0)');
+  }
+  if (u.endpoint !== undefined) {
+    out.endpoint = str(u.endpoint, `${k}.endpoint`, env).replace(/\/+$/, '');
+    let url: URL;
+    try {
+      url = new URL(out.endpoint);
+    } catch {
+      throw new ConfigError(`${k}.endpoint`, 'not a URL');
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(`${k}.endpoint`, 'must be an http or https URL');
+    if (url.search || url.hash || out.endpoint.includes('?') || out.endpoint.includes('#')) throw new ConfigError(`${k}.endpoint`, 'must have no query or fragment');
+  }
+  return out;
 }
 
 function credentials(value: unknown, key: string, env: NodeJS.ProcessEnv): Credentials {
@@ -214,6 +278,11 @@ function strList(v: unknown, key: string, env: NodeJS.ProcessEnv): string[] {
 function oneOf<T extends string>(v: unknown, key: string, values: readonly T[]): T {
   if (typeof v !== 'string' || !values.includes(v as T)) throw new ConfigError(key, `must be one of ${values.join(', ')}`);
   return v as T;
+}
+
+function nonNegativeInt(v: unknown, key: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new ConfigError(key, 'must be a whole number of at least 0');
+  return v;
 }
 
 function positiveInt(v: unknown, key: string): number {

@@ -41,6 +41,9 @@ describe('DEFAULTS', () => {
       headersTimeoutMs: 30_000,
       idleTimeoutMs: 60_000,
       tokenRealms: [],
+      budgetFloor: 0,
+      negativeTtlMs: 60_000,
+      failureBackoffMs: 10_000,
     };
     assert.deepEqual(DEFAULTS, {
       listen: { host: '0.0.0.0', port: 5000 },
@@ -111,6 +114,9 @@ upstreams:
       username: bob
       password: \${HUB_TOKEN}
     tokenRealms: [auth.docker.io]
+    budgetFloor: 20
+    negativeTtl: 30s
+    failureBackoff: 1m
   registry.internal:5000:
     url: http://10.0.0.5:5000
     tagTtl: 0
@@ -133,6 +139,9 @@ upstreams:
           idleTimeoutMs: 120_000,
           credentials: { username: 'bob', password: 'dckr_pat_abc' },
           tokenRealms: ['auth.docker.io'],
+          budgetFloor: 20,
+          negativeTtlMs: 30_000,
+          failureBackoffMs: 60_000,
         },
         {
           name: 'registry.internal:5000',
@@ -144,6 +153,9 @@ upstreams:
           headersTimeoutMs: 30_000,
           idleTimeoutMs: 60_000,
           tokenRealms: [],
+          budgetFloor: 0,
+          negativeTtlMs: 60_000,
+          failureBackoffMs: 10_000,
         },
       ],
     });

@@ -21,8 +21,8 @@ const ALLOWED: Record<string, string[]> = {
   oci: ['oci', 'errors'],
   store: ['store', 'oci', 'errors'],
   upstream: ['upstream', 'oci', 'errors', 'config', 'log'],
-  cache: ['cache', 'store', 'upstream', 'oci', 'errors', 'log'],
-  http: ['http', 'cache', 'oci', 'errors', 'log', 'config'],
+  cache: ['cache', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics'],
+  http: ['http', 'cache', 'oci', 'errors', 'log', 'config', 'metrics'],
 };
 
 test('imports follow the layer direction', () => {

@@ -1,6 +1,7 @@
 // MetadataDb on a real SQLite file: migrations, tags, blobs, links, manifests, and the
 // batched access-time writes (checked through a second, read-only connection).
 import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -64,10 +65,27 @@ describe('migrations', () => {
     const m = db();
     assert.equal(m.schemaVersion, SCHEMA_VERSION);
     const tables = reader((c) => (c.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as Array<{ name: string }>).map((r) => r.name));
-    assert.deepEqual(tables, ['blobs', 'links', 'manifests', 'tags']);
+    assert.deepEqual(tables, ['blobs', 'links', 'manifests', 'rate_limits', 'rollups', 'tags']);
     assert.equal(reader((c) => c.pragma('user_version', { simple: true })), SCHEMA_VERSION);
     assert.equal(reader((c) => c.pragma('journal_mode', { simple: true })), 'wal');
     for (const t of ['blobs', 'manifests', 'links', 'tags'] as const) assert.equal(m.count(t), 0);
+  });
+
+  test('a database at every older version is migrated forward, keeping its rows', () => {
+    for (let version = 1; version < SCHEMA_VERSION; version++) {
+      const old = new Database(path);
+      for (let v = 0; v < version; v++) old.exec(MIGRATIONS[v]);
+      old.pragma(`user_version = ${version}`);
+      old.prepare('INSERT INTO blobs (digest, size, created_at, last_access) VALUES (?, 7, 1, 1)').run(D1);
+      old.close();
+      const m = db();
+      assert.equal(m.schemaVersion, SCHEMA_VERSION, `from version ${version}`);
+      assert.deepEqual(m.getBlob(D1), { size: 7 });
+      m.close();
+      rmSync(path, { force: true });
+      rmSync(path + '-wal', { force: true });
+      rmSync(path + '-shm', { force: true });
+    }
   });
 
   test('reopening a current database is a no-op that keeps the data', () => {
@@ -303,5 +321,25 @@ describe('touch and flush', () => {
     m.flush();
     assert.equal(m.getBlob(D2), undefined);
     assert.equal(m.count('blobs'), 0);
+  });
+});
+
+describe('roll-ups and rate limits', () => {
+  test('counts and budgets are batched, then summed per upstream and metric', () => {
+    const m = db();
+    m.bump('docker.io', 'pulls_served', 3);
+    m.request('docker.io', 'manifest_get');
+    m.rateLimit('docker.io', 'anonymous', { limit: 100, remaining: 42, windowSeconds: 21600, source: '1.2.3.4' }, clock);
+    assert.equal(reader((c) => (c.prepare('SELECT count(*) AS n FROM rollups').get() as { n: number }).n), 0, 'nothing written before the flush');
+    clock += HOUR;
+    m.bump('docker.io', 'pulls_served', 2);
+    m.rateLimit('docker.io', 'anonymous', { limit: 100, remaining: 41, windowSeconds: 21600 }, clock);
+    m.flush();
+    assert.deepEqual(m.rollupsSince(clock - 2 * HOUR), [
+      { upstream: 'docker.io', metric: 'manifest_get', value: 1 },
+      { upstream: 'docker.io', metric: 'pulls_served', value: 5 },
+    ]);
+    assert.deepEqual(m.rollupsSince(clock), [{ upstream: 'docker.io', metric: 'pulls_served', value: 2 }], 'older hours are left out');
+    assert.deepEqual(m.rateLimits(), [{ upstream: 'docker.io', credential: 'anonymous', limit: 100, remaining: 41, windowSeconds: 21600, observedAt: clock }]);
   });
 });

@@ -4,6 +4,7 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
 import type { Digest } from '../oci/digest.js';
+import type { Metrics } from '../metrics.js';
 import type { ByteRange, FsBlobStore } from '../store/blob-store.js';
 import type { MetadataDb } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
@@ -30,6 +31,7 @@ export interface BlobCacheDeps {
   store: FsBlobStore;
   metadata: MetadataDb;
   log: Logger;
+  metrics?: Metrics;
 }
 
 /** Blob lookups and single-flight downloads. */
@@ -73,7 +75,7 @@ export class BlobCache {
         metadata.link(t.upstream.name, t.repository, digest);
       }
       metadata.touch(digest);
-      return { size: st.size, source: 'hit', read: (range) => store.open(digest, range) };
+      return this.#handle(t, 'hit', st.size, (range) => store.open(digest, range));
     }
     let dl = this.#downloads.get(digest);
     if (dl?.failed) dl = undefined;
@@ -86,7 +88,24 @@ export class BlobCache {
     dl ??= this.#start(t, digest);
     await dl.ready;
     const download = dl;
-    return { size: dl.size, source: 'miss', read: (range) => download.follow(range) };
+    return this.#handle(t, 'miss', dl.size, (range) => download.follow(range));
+  }
+
+  /** Counts what is about to be sent (roll-ups, metrics) as the body is opened. */
+  #handle(t: Target, source: 'hit' | 'miss', size: number | undefined, open: (range?: ByteRange) => Readable): BlobHandle {
+    const { metadata, metrics } = this.#deps;
+    return {
+      size,
+      source,
+      read: (range) => {
+        const bytes = range ? range.end - range.start + 1 : (size ?? 0);
+        metadata.bump(t.upstream.name, source === 'hit' ? 'bytes_cache' : 'bytes_upstream', bytes);
+        if (source === 'hit') metadata.bump(t.upstream.name, 'cache_hits');
+        metrics?.cache.inc({ kind: 'blob', result: source });
+        metrics?.bytes.inc({ source: source === 'hit' ? 'cache' : 'upstream' }, bytes);
+        return open(range);
+      },
+    };
   }
 
   #start(t: Target, digest: Digest): Download {

@@ -3,8 +3,9 @@
 // is revalidated with a HEAD and fetched with GET only when its digest changed.
 // Concurrent revalidations of one tag share one upstream request.
 import { LRUCache } from 'lru-cache';
-import { ManifestNotFound, UpstreamInvalid } from '../errors.js';
+import { ManifestNotFound, RepositoryNotFound, UpstreamInvalid, UpstreamRateLimited, UpstreamUnavailable } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
 import { parseManifest } from '../oci/manifest.js';
 import type { ManifestRef } from '../oci/reference.js';
@@ -20,8 +21,10 @@ export interface ManifestReply {
   mediaType: string;
   size: number;
   bytes?: Buffer;
-  /** hit: from the cache with no upstream request; revalidated: HEAD confirmed it; miss: fetched. */
-  source: 'hit' | 'revalidated' | 'miss';
+  /** hit: from the cache with no upstream request; revalidated: HEAD confirmed it; miss: fetched; stale: see `stale`. */
+  source: 'hit' | 'revalidated' | 'miss' | 'stale';
+  /** Why a cached tag was served without a successful revalidation. */
+  stale?: string;
 }
 
 export interface ManifestCacheDeps {
@@ -31,6 +34,7 @@ export interface ManifestCacheDeps {
   now?: () => number;
   /** Bytes of manifest bodies kept in memory. */
   memoryBytes: number;
+  metrics?: Metrics;
 }
 
 /** Manifest and tag cache. */
@@ -39,6 +43,8 @@ export class ManifestCache {
   readonly #now: () => number;
   readonly #bodies: LRUCache<string, Buffer>;
   readonly #revalidations = new SingleFlight<string, ManifestReply>();
+  /** Upstream 404s, remembered for the upstream's negativeTtl. */
+  readonly #notFound = new LRUCache<string, { until: number; err: Error }>({ max: 10_000 });
 
   constructor(deps: ManifestCacheDeps) {
     this.#deps = deps;
@@ -48,17 +54,59 @@ export class ManifestCache {
 
   /** Answers a manifest GET (`withBody`) or HEAD by tag or digest. */
   async get(t: Target, ref: ManifestRef, accept: number, withBody: boolean): Promise<ManifestReply> {
-    if (ref.digest !== undefined) return this.#byDigest(t, ref.digest, accept, withBody);
-    const key: TagKey = { upstream: t.upstream.name, repository: t.repository, tag: ref.tag, accept };
+    const reply = await this.#get(t, ref, accept, withBody);
+    const { metadata, metrics } = this.#deps;
+    metrics?.cache.inc({ kind: 'manifest', result: reply.source });
+    // A manifest GET is what Docker Hub counts as a pull; one served from cache is one saved.
+    if (withBody) metadata.bump(t.upstream.name, 'pulls_served');
+    if (reply.source !== 'miss') metadata.bump(t.upstream.name, 'cache_hits');
+    return reply;
+  }
+
+  async #get(t: Target, ref: ManifestRef, accept: number, withBody: boolean): Promise<ManifestReply> {
+    const negativeKey = `${t.upstream.name}\n${t.repository}\n${ref.tag ?? ref.digest}\n${accept}`;
+    const remembered = this.#notFound.get(negativeKey);
+    if (remembered && remembered.until > this.#now()) throw remembered.err;
+    try {
+      if (ref.digest !== undefined) return await this.#byDigest(t, ref.digest, accept, withBody);
+      return await this.#byTag(t, ref.tag, accept, withBody);
+    } catch (err) {
+      if (err instanceof ManifestNotFound || err instanceof RepositoryNotFound) {
+        this.#notFound.set(negativeKey, { until: this.#now() + t.upstream.config.negativeTtlMs, err });
+      }
+      throw err;
+    }
+  }
+
+  async #byTag(t: Target, tag: string, accept: number, withBody: boolean): Promise<ManifestReply> {
+    const key: TagKey = { upstream: t.upstream.name, repository: t.repository, tag, accept };
     const row = this.#deps.metadata.getTag(key);
     if (row && row.expiresAt > this.#now()) {
       const cached = await this.#cached(row.digest, withBody);
       if (cached) return cached;
     }
+    if (row && !t.upstream.state.canRevalidate()) {
+      const cached = await this.#cached(row.digest, withBody);
+      if (cached) return this.#staleReply(t, key, cached, 'upstream pull budget at its floor');
+    }
     const flightKey = `${key.upstream}\n${key.repository}\n${key.tag}\n${accept}`;
-    const reply = await this.#revalidations.run(flightKey, () => this.#revalidate(t, key));
+    let reply: ManifestReply;
+    try {
+      reply = await this.#revalidations.run(flightKey, () => this.#revalidate(t, key));
+    } catch (err) {
+      // Stale-if-error: an upstream that is down or rate-limited does not fail a pull we can serve.
+      const cached = row && (err instanceof UpstreamUnavailable || err instanceof UpstreamRateLimited) ? await this.#cached(row.digest, withBody) : undefined;
+      if (!cached) throw err;
+      return this.#staleReply(t, key, cached, (err as Error).message);
+    }
     if (withBody && !reply.bytes) return (await this.#cached(reply.digest, true)) ?? reply;
     return reply;
+  }
+
+  #staleReply(t: Target, key: TagKey, cached: ManifestReply, reason: string): ManifestReply {
+    this.#deps.log.warn('serving a cached tag without revalidation', { upstream: key.upstream, repo: key.repository, tag: key.tag, reason });
+    this.#deps.metrics?.stale.inc({ upstream: t.upstream.name, reason: reason.includes('budget') ? 'budget' : 'upstream_error' });
+    return { ...cached, source: 'stale', stale: reason };
   }
 
   /** Tag list, passed through. */

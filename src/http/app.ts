@@ -2,10 +2,13 @@
 // contain slashes) and dispatches by resource kind, the access log, and the one place
 // that renders errors as OCI error JSON.
 import { Hono, type Context } from 'hono';
+import { requestId } from 'hono/request-id';
 import type { BlobCache } from '../cache/blobs.js';
 import type { ManifestCache } from '../cache/manifests.js';
 import { OciError, toOciError } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { adminRoutes, type AdminDeps } from './admin.js';
 import { parseDigest } from '../oci/digest.js';
 import { parseV2Path } from '../oci/reference.js';
 import { serveBlob } from './blobs.js';
@@ -18,9 +21,11 @@ export interface AppDeps {
   blobs: BlobCache;
   manifests: ManifestCache;
   log: Logger;
+  metrics?: Metrics;
+  admin?: AdminDeps;
 }
 
-export type AppEnv = { Variables: { cache: string; upstream: string; repo: string } };
+export type AppEnv = { Variables: { cache: string; upstream: string; repo: string; route: string; requestId: string } };
 
 const API_VERSION = { 'docker-distribution-api-version': 'registry/2.0' };
 
@@ -28,12 +33,15 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   const log = deps.log.child({ component: 'http' });
 
+  app.use('*', requestId({ headerName: 'x-request-id' }));
   app.use('*', async (c, next) => {
     const started = performance.now();
     await next();
+    deps.metrics?.requests.inc({ route: c.get('route') ?? 'other', method: c.req.method, status: c.res.status });
     // A streamed blob wrote its own headers; RESPONSE_ALREADY_SENT is shared and left alone.
     if (!c.res.headers.has('x-hono-already-sent')) c.res.headers.set('docker-distribution-api-version', 'registry/2.0');
     log.info('request', {
+      id: c.get('requestId'),
       method: c.req.method,
       path: c.req.path,
       status: c.res.status,
@@ -48,6 +56,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     if (hasDotSegment(c)) throw new OciError('NAME_INVALID', 'path segments . and .. are not allowed');
     await next();
   });
+  if (deps.admin) app.route('/', adminRoutes(deps.admin));
   app.on(['GET', 'HEAD'], '/v2', (c) => c.json({}, 200, API_VERSION));
   app.on(['GET', 'HEAD'], '/v2/', (c) => c.json({}, 200, API_VERSION));
   app.on(['GET', 'HEAD'], '/v2/*', (c) => dispatch(c, deps));
@@ -66,6 +75,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 async function dispatch(c: Context<AppEnv>, deps: AppDeps): Promise<Response> {
   const parsed = parseV2Path(c.req.path);
   if (!parsed || parsed.kind === 'base') throw new OciError('NAME_UNKNOWN', 'not a registry API endpoint', { status: 404 });
+  c.set('route', parsed.kind);
   const target = resolveTarget(parsed.name, c.req.query('ns'), deps.upstreams);
   c.set('upstream', target.upstream.name);
   c.set('repo', target.repository);

@@ -47,7 +47,8 @@ export async function serveBlob(c: Context, blobs: BlobCache, t: ResolvedTarget,
 function send(c: Context, status: number, headers: Record<string, string>, body: Readable): Response {
   const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
   if (!outgoing) return new Response(Readable.toWeb(body) as ReadableStream, { status, headers });
-  outgoing.writeHead(status, { ...headers, 'docker-distribution-api-version': 'registry/2.0' });
+  const id = c.get('requestId') as string | undefined;
+  outgoing.writeHead(status, { ...headers, 'docker-distribution-api-version': 'registry/2.0', ...(id ? { 'x-request-id': id } : {}) });
   pipeline(body, outgoing).catch(() => outgoing.destroy());
   return RESPONSE_ALREADY_SENT;
 }

@@ -12,11 +12,13 @@ export async function serveManifest(c: Context, manifests: ManifestCache, t: Res
   const withBody = c.req.method !== 'HEAD';
   const m = await manifests.get(t, ref, acceptClass(c.req.header('accept')), withBody);
   c.set('cache', m.source);
-  const headers = {
+  const headers: Record<string, string> = {
     'content-type': m.mediaType,
     'content-length': String(m.size),
     'docker-content-digest': m.digest,
     etag: `"${m.digest}"`,
   };
+  // RFC 7234's stale warning: the tag was served as cached because the upstream could not be asked.
+  if (m.stale !== undefined) headers.warning = '110 regmirror "Response is Stale"';
   return withBody && m.bytes ? c.body(m.bytes as Uint8Array<ArrayBuffer>, 200, headers) : c.body(null, 200, headers);
 }

@@ -18,6 +18,22 @@ export interface TagKey {
   accept: number;
 }
 
+/** A rate-limit budget as an upstream last reported it. */
+export interface RateLimitRow {
+  upstream: string;
+  credential: string;
+  limit?: number;
+  remaining?: number;
+  windowSeconds?: number;
+  source?: string;
+  observedAt: number;
+}
+
+/** Roll-up metrics kept per upstream and hour. */
+export type RollupMetric = 'manifest_get' | 'manifest_head' | 'blob_get' | 'blob_head' | 'other' | 'pulls_served' | 'cache_hits' | 'bytes_cache' | 'bytes_upstream';
+
+const HOUR = 3_600_000;
+
 export interface MetadataOptions {
   now?: () => number;
   /** How often batched access times are written (ms). */
@@ -30,6 +46,8 @@ export class MetadataDb {
   readonly #now: () => number;
   readonly #timer: NodeJS.Timeout;
   #pendingTouches = new Map<string, { at: number; hits: number }>();
+  #pendingRollups = new Map<string, number>();
+  #pendingRateLimits = new Map<string, RateLimitRow>();
 
   readonly #getTag: Database.Statement<[string, string, string, number], TagRow>;
   readonly #putTag: Database.Statement<[string, string, string, number, string, string, number, number]>;
@@ -42,6 +60,8 @@ export class MetadataDb {
   readonly #link: Database.Statement<[string, string, string]>;
   readonly #touch: Database.Statement<[number, number, string]>;
   readonly #deleteBlob: Database.Statement<[string]>;
+  readonly #addRollup: Database.Statement<[number, string, string, number]>;
+  readonly #putRateLimit: Database.Statement<[string, string, number | null, number | null, number | null, string | null, number]>;
 
   constructor(path: string, opts: MetadataOptions = {}) {
     this.#now = opts.now ?? Date.now;
@@ -75,6 +95,12 @@ export class MetadataDb {
     this.#link = db.prepare('INSERT OR IGNORE INTO links (upstream, repository, digest) VALUES (?, ?, ?)');
     this.#touch = db.prepare('UPDATE blobs SET last_access = max(last_access, ?), hits = hits + ? WHERE digest = ?');
     this.#deleteBlob = db.prepare('DELETE FROM blobs WHERE digest = ?');
+    this.#addRollup = db.prepare(
+      'INSERT INTO rollups (hour, upstream, metric, value) VALUES (?, ?, ?, ?) ON CONFLICT (hour, upstream, metric) DO UPDATE SET value = value + excluded.value',
+    );
+    this.#putRateLimit = db.prepare(
+      'INSERT OR REPLACE INTO rate_limits (upstream, credential, limit_n, remaining, window_s, source, observed_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    );
     this.#timer = setInterval(() => this.flush(), opts.flushEveryMs ?? 5000);
     this.#timer.unref();
   }
@@ -148,14 +174,61 @@ export class MetadataDb {
     } else this.#pendingTouches.set(digest, { at: this.#now(), hits: 1 });
   }
 
-  /** Writes the batched access times in one transaction. */
+  /** Adds to an hourly roll-up; written by the next flush. */
+  bump(upstream: string, metric: RollupMetric, n = 1): void {
+    const key = `${Math.floor(this.#now() / HOUR) * HOUR}\n${upstream}\n${metric}`;
+    this.#pendingRollups.set(key, (this.#pendingRollups.get(key) ?? 0) + n);
+  }
+
+  /** UpstreamObserver: the budget an upstream response reported; the latest per credential is written by the next flush. */
+  rateLimit(upstream: string, credential: string, obs: { limit?: number; remaining?: number; windowSeconds?: number; source?: string }, at: number): void {
+    this.#pendingRateLimits.set(`${upstream}\n${credential}`, { upstream, credential, ...obs, observedAt: at });
+  }
+
+  /** UpstreamObserver: one upstream request of a kind. */
+  request(upstream: string, kind: 'manifest_get' | 'manifest_head' | 'blob_get' | 'blob_head' | 'other'): void {
+    this.bump(upstream, kind);
+  }
+
+  /** Writes the batched access times, roll-ups and budgets in one transaction. */
   flush(): void {
-    if (this.#pendingTouches.size === 0) return;
-    const pending = this.#pendingTouches;
+    if (this.#pendingTouches.size === 0 && this.#pendingRollups.size === 0 && this.#pendingRateLimits.size === 0) return;
+    const [touches, rollups, limits] = [this.#pendingTouches, this.#pendingRollups, this.#pendingRateLimits];
     this.#pendingTouches = new Map();
+    this.#pendingRollups = new Map();
+    this.#pendingRateLimits = new Map();
     this.#db.transaction(() => {
-      for (const [digest, { at, hits }] of pending) this.#touch.run(at, hits, digest);
+      for (const [digest, { at, hits }] of touches) this.#touch.run(at, hits, digest);
+      for (const [key, n] of rollups) {
+        const [hour, upstream, metric] = key.split('\n');
+        this.#addRollup.run(Number(hour), upstream, metric, n);
+      }
+      for (const r of limits.values()) {
+        this.#putRateLimit.run(r.upstream, r.credential, r.limit ?? null, r.remaining ?? null, r.windowSeconds ?? null, r.source ?? null, r.observedAt);
+      }
     })();
+  }
+
+  /** Every upstream budget on record (status, metrics). */
+  rateLimits(): RateLimitRow[] {
+    this.flush();
+    const rows = this.#db
+      .prepare('SELECT upstream, credential, limit_n AS "limit", remaining, window_s AS windowSeconds, source, observed_at AS observedAt FROM rate_limits ORDER BY upstream, credential')
+      .all() as Array<Record<string, unknown>>;
+    return rows.map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== null)) as unknown as RateLimitRow);
+  }
+
+  /** Roll-ups summed per upstream and metric since `sinceMs` (whole hours). */
+  rollupsSince(sinceMs: number): Array<{ upstream: string; metric: RollupMetric; value: number }> {
+    this.flush();
+    return this.#db
+      .prepare('SELECT upstream, metric, sum(value) AS value FROM rollups WHERE hour >= ? GROUP BY upstream, metric ORDER BY upstream, metric')
+      .all(Math.floor(sinceMs / HOUR) * HOUR) as Array<{ upstream: string; metric: RollupMetric; value: number }>;
+  }
+
+  /** Published blobs (manifest bodies included) and their total size. */
+  storeSize(): { blobs: number; bytes: number } {
+    return this.#db.prepare('SELECT count(*) AS blobs, coalesce(sum(size), 0) AS bytes FROM blobs').get() as { blobs: number; bytes: number };
   }
 
   /** Runs `fn` in a read-only query for tests and status; the statement is not kept. */

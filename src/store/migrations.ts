@@ -42,6 +42,29 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (upstream, repository, tag, accept)
   ) WITHOUT ROWID;
   `,
+  `
+  -- The last rate-limit budget each upstream reported, per credential (username or anonymous).
+  CREATE TABLE rate_limits (
+    upstream    TEXT NOT NULL,
+    credential  TEXT NOT NULL,
+    limit_n     INTEGER,
+    remaining   INTEGER,
+    window_s    INTEGER,
+    source      TEXT,
+    observed_at INTEGER NOT NULL,
+    PRIMARY KEY (upstream, credential)
+  ) WITHOUT ROWID;
+
+  -- Hourly roll-ups: upstream requests by kind (manifest_get is what Docker Hub counts),
+  -- client pulls served, cache hits, bytes from cache and from upstream.
+  CREATE TABLE rollups (
+    hour     INTEGER NOT NULL,
+    upstream TEXT NOT NULL,
+    metric   TEXT NOT NULL,
+    value    INTEGER NOT NULL,
+    PRIMARY KEY (hour, upstream, metric)
+  ) WITHOUT ROWID;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

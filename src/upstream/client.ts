@@ -19,6 +19,8 @@ import {
 import type { Logger } from '../log.js';
 import { acceptHeader, MAX_MANIFEST_BYTES } from '../oci/manifest.js';
 import { parseChallenges, readLimited, RegistryAuthorizer, type Authorizer } from './auth.js';
+import { ECR_EXPIRED_TOKEN, EcrAuthorizer } from './ecr.js';
+import { parseRateLimit, parseRetryAfter, UpstreamState, type UpstreamObserver, type UpstreamRequestKind } from './rate-limit.js';
 
 export interface ManifestHead {
   digest?: string;
@@ -59,6 +61,7 @@ interface SendOptions {
   signal?: AbortSignal;
   /** How to name a 404. */
   notFound: () => RegmirrorError;
+  kind: UpstreamRequestKind;
 }
 
 /** Tag lists and referrer indexes larger than this are refused. */
@@ -69,12 +72,18 @@ export interface UpstreamClientOptions {
   now?: () => number;
   /** Tests may inject a dispatcher; by default an Agent with the configured timeouts. */
   dispatcher?: Dispatcher;
+  /** Told of rate-limit headers and counted requests (MetadataDb batches them). */
+  observer?: UpstreamObserver;
 }
 
 /** Talks to one upstream registry. */
 export class UpstreamClient {
   readonly name: string;
   readonly config: UpstreamConfig;
+  /** Rate limit, budget and recent failures of this upstream. */
+  readonly state: UpstreamState;
+  readonly #observer?: UpstreamObserver;
+  readonly #now: () => number;
   readonly #dispatcher: Dispatcher;
   readonly #agent?: Agent;
   readonly #auth: Authorizer;
@@ -84,6 +93,9 @@ export class UpstreamClient {
   constructor(config: UpstreamConfig, opts: UpstreamClientOptions) {
     this.name = config.name;
     this.config = config;
+    this.#now = opts.now ?? Date.now;
+    this.#observer = opts.observer;
+    this.state = new UpstreamState({ name: config.name, now: this.#now, budgetFloor: config.budgetFloor, failureBackoffMs: config.failureBackoffMs });
     this.#log = opts.log.child({ component: 'upstream', upstream: config.name });
     if (!opts.dispatcher) {
       this.#agent = new Agent({
@@ -98,20 +110,23 @@ export class UpstreamClient {
     // which is what CDN and S3 presigned blob URLs require.
     this.#dispatcher = (opts.dispatcher ?? this.#agent!).compose(interceptors.redirect({ maxRedirections: 5 }));
     this.#limit = pLimit(config.concurrency);
-    this.#auth = new RegistryAuthorizer({
-      upstreamUrl: config.url,
-      credentials: config.credentials,
-      tokenRealms: config.tokenRealms,
-      dispatcher: this.#dispatcher,
-      log: this.#log,
-      now: opts.now,
-      timeoutMs: config.headersTimeoutMs,
-    });
+    this.#auth =
+      config.type === 'ecr'
+        ? EcrAuthorizer.fromConfig(config, { log: this.#log, now: opts.now })
+        : new RegistryAuthorizer({
+            upstreamUrl: config.url,
+            credentials: config.credentials,
+            tokenRealms: config.tokenRealms,
+            dispatcher: this.#dispatcher,
+            log: this.#log,
+            now: opts.now,
+            timeoutMs: config.headersTimeoutMs,
+          });
   }
 
   async headManifest(repo: string, ref: string, accept: number, signal?: AbortSignal): Promise<ManifestHead> {
     const res = await this.#send(
-      { method: 'HEAD', path: `/v2/${repo}/manifests/${ref}`, scope: pullScope(repo), headers: { accept: acceptHeader(accept) }, signal, notFound: () => new ManifestNotFound(ref) },
+      { method: 'HEAD', kind: 'manifest_head', path: `/v2/${repo}/manifests/${ref}`, scope: pullScope(repo), headers: { accept: acceptHeader(accept) }, signal, notFound: () => new ManifestNotFound(ref) },
     );
     res.release();
     return { digest: header(res.headers, 'docker-content-digest'), mediaType: mediaTypeOf(res.headers), size: numberHeader(res.headers, 'content-length') };
@@ -119,7 +134,7 @@ export class UpstreamClient {
 
   async getManifest(repo: string, ref: string, accept: number, signal?: AbortSignal): Promise<ManifestBody> {
     const res = await this.#send(
-      { method: 'GET', path: `/v2/${repo}/manifests/${ref}`, scope: pullScope(repo), headers: { accept: acceptHeader(accept) }, signal, notFound: () => new ManifestNotFound(ref) },
+      { method: 'GET', kind: 'manifest_get', path: `/v2/${repo}/manifests/${ref}`, scope: pullScope(repo), headers: { accept: acceptHeader(accept) }, signal, notFound: () => new ManifestNotFound(ref) },
     );
     try {
       const bytes = await readLimited(res.body, MAX_MANIFEST_BYTES);
@@ -130,7 +145,7 @@ export class UpstreamClient {
   }
 
   async headBlob(repo: string, digest: string, signal?: AbortSignal): Promise<{ size?: number }> {
-    const res = await this.#send({ method: 'HEAD', path: `/v2/${repo}/blobs/${digest}`, scope: pullScope(repo), signal, notFound: () => new BlobNotFound(digest) });
+    const res = await this.#send({ method: 'HEAD', kind: 'blob_head', path: `/v2/${repo}/blobs/${digest}`, scope: pullScope(repo), signal, notFound: () => new BlobNotFound(digest) });
     res.release();
     return { size: numberHeader(res.headers, 'content-length') };
   }
@@ -138,7 +153,7 @@ export class UpstreamClient {
   /** Starts a blob download; follows the redirect to the CDN. `from` resumes at a byte offset. */
   async getBlob(repo: string, digest: string, signal: AbortSignal, from = 0): Promise<BlobBody> {
     const headers: Record<string, string> = from > 0 ? { range: `bytes=${from}-` } : {};
-    const res = await this.#send({ method: 'GET', path: `/v2/${repo}/blobs/${digest}`, scope: pullScope(repo), headers, signal, notFound: () => new BlobNotFound(digest) });
+    const res = await this.#send({ method: 'GET', kind: 'blob_get', path: `/v2/${repo}/blobs/${digest}`, scope: pullScope(repo), headers, signal, notFound: () => new BlobNotFound(digest) });
     if (from > 0 && res.status !== 206) {
       res.body.destroy();
       res.release();
@@ -160,7 +175,7 @@ export class UpstreamClient {
   }
 
   async #passThrough(path: string, repo: string, signal: AbortSignal | undefined, notFound: () => RegmirrorError): Promise<PassThroughBody> {
-    const res = await this.#send({ method: 'GET', path, scope: pullScope(repo), signal, notFound });
+    const res = await this.#send({ method: 'GET', kind: 'other', path, scope: pullScope(repo), signal, notFound });
     try {
       const bytes = await readLimited(res.body, MAX_LIST_BYTES);
       return { bytes, contentType: header(res.headers, 'content-type'), link: header(res.headers, 'link') };
@@ -175,15 +190,21 @@ export class UpstreamClient {
    * body counts against the bound while it streams.
    */
   async #send(o: SendOptions): Promise<{ status: number; headers: Headers; body: Readable; release(): void }> {
+    // While rate-limited or recently down, fail at once: nothing goes upstream.
+    this.state.check();
     const release = await this.#acquire();
     try {
-      let auth = await this.#auth.header(o.scope);
+      let auth = await this.#authorize(() => this.#auth.header(o.scope));
       for (let attempt = 0; ; attempt++) {
         const res = await this.#request(o, auth);
-        if (res.statusCode === 401 && attempt === 0) {
+        this.#observe(o, res);
+        // ECR refuses an expired password with 403 DENIED, not 401: answered like a challenge.
+        const ecrExpired = attempt === 0 && res.statusCode === 403 && this.config.type === 'ecr' && (await ecrTokenExpired(res, o.method));
+        if ((res.statusCode === 401 || ecrExpired) && attempt === 0) {
           res.body.resume();
-          auth = await this.#auth.onChallenge(o.scope, parseChallenges(res.headers['www-authenticate']));
-          if (auth !== undefined) continue;
+          const sent = auth;
+          auth = await this.#authorize(() => this.#auth.onChallenge(o.scope, parseChallenges(res.headers['www-authenticate'])));
+          if (auth !== undefined && !(ecrExpired && auth === sent)) continue;
         }
         if (res.statusCode >= 200 && res.statusCode < 300) {
           return { status: res.statusCode, headers: res.headers, body: res.body, release };
@@ -206,7 +227,30 @@ export class UpstreamClient {
       });
     } catch (err) {
       if (o.signal?.aborted) throw err;
-      throw new UpstreamUnavailable(`${this.name} unreachable: ${describeNetworkError(err)}`);
+      const reason = describeNetworkError(err);
+      this.state.failed(reason);
+      throw new UpstreamUnavailable(`${this.name} unreachable: ${reason}`);
+    }
+  }
+
+  /** A token server that cannot be reached makes the upstream as unusable as the registry itself. */
+  async #authorize(fn: () => Promise<string | undefined>): Promise<string | undefined> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof UpstreamUnavailable) this.state.failed(err.message);
+      throw err;
+    }
+  }
+
+  #observe(o: SendOptions, res: Dispatcher.ResponseData): void {
+    const now = this.#now();
+    this.state.answered();
+    if (res.statusCode !== 401) this.#observer?.request(this.name, o.kind, now);
+    const rl = parseRateLimit(res.headers);
+    if (rl) {
+      this.state.observe(rl);
+      this.#observer?.rateLimit(this.name, this.config.credentials?.username ?? 'anonymous', rl, now);
     }
   }
 
@@ -219,8 +263,11 @@ export class UpstreamClient {
     }
     if (status === 404) return ociCode(body) === 'NAME_UNKNOWN' ? new RepositoryNotFound(o.scope.split(':')[1]) : o.notFound();
     if (status === 429) {
-      return new UpstreamRateLimited(`${this.name} rate limit reached`, retryAfterSeconds(header(res.headers, 'retry-after')));
+      const seconds = this.state.limited(parseRetryAfter(header(res.headers, 'retry-after'), this.#now()));
+      this.#log.warn('upstream rate limit reached', { retryAfter: seconds });
+      return new UpstreamRateLimited(`${this.name} rate limit reached`, seconds);
     }
+    if (status === 502 || status === 503 || status === 504) this.state.failed(`answered ${status}`);
     if (status >= 500) return new UpstreamUnavailable(`${this.name} answered ${status}`);
     return new UpstreamInvalid(`${this.name} answered ${status} to ${o.method} ${o.path.split('?')[0]}`);
   }
@@ -269,11 +316,11 @@ function ociCode(body: Buffer): string | undefined {
   }
 }
 
-function retryAfterSeconds(v: string | undefined): number | undefined {
-  if (!v) return undefined;
-  if (/^\d+$/.test(v)) return Number(v);
-  const at = Date.parse(v);
-  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - Date.now()) / 1000));
+/** ECR's 403 for an expired password says so in a GET's body; a HEAD has none, so its 403 may be one. */
+async function ecrTokenExpired(res: Dispatcher.ResponseData, method: string): Promise<boolean> {
+  if (method === 'HEAD') return true;
+  const body = await readLimited(res.body, 64 * 1024).catch(() => Buffer.alloc(0));
+  return ECR_EXPIRED_TOKEN.test(body.toString('utf8'));
 }
 
 function describeNetworkError(err: unknown): string {

@@ -1,0 +1,122 @@
+// `regmirror status`: per upstream the pull budget left and when it refills, pulls served
+// against pulls spent upstream over the last 24 h, the hit ratio, store size and downloads
+// in flight. Read from a running server (--server) or straight from the data dir.
+import { request } from 'undici';
+import type { MetadataDb, RateLimitRow, RollupMetric } from '../store/metadata.js';
+import type { UpstreamClient } from '../upstream/client.js';
+
+export interface UpstreamStatus {
+  name: string;
+  budget?: { limit?: number; remaining?: number; windowSeconds?: number; source?: string; observedAt: string; refillsBy?: string; credential: string };
+  limitedUntil?: string;
+  last24h: { pullsServed: number; upstreamPulls: number; upstreamHeads: number; pullsSaved: number; cacheHits: number; bytesFromCache: number; bytesFromUpstream: number };
+}
+
+export interface StatusReport {
+  generatedAt: string;
+  upstreams: UpstreamStatus[];
+  totals: { pullsServed: number; upstreamPulls: number; pullsSaved: number; hitRatio: number | null };
+  store: { blobs: number; bytes: number };
+  downloadsInFlight?: number;
+}
+
+const DAY = 24 * 3_600_000;
+
+/** Builds the report from the database (and, in a server, the live upstream state). */
+export function gatherStatus(src: { metadata: MetadataDb; upstreams?: UpstreamClient[]; now: number; inFlight?: number }): StatusReport {
+  const rollups = src.metadata.rollupsSince(src.now - DAY);
+  const budgets = src.metadata.rateLimits();
+  const names = new Set<string>([...(src.upstreams ?? []).map((u) => u.name), ...rollups.map((r) => r.upstream), ...budgets.map((b) => b.upstream)]);
+  const upstreams = [...names].sort().map((name) => upstreamStatus(name, rollups, budgets, src.upstreams?.find((u) => u.name === name)));
+  const sum = (k: 'pullsServed' | 'upstreamPulls' | 'pullsSaved') => upstreams.reduce((n, u) => n + u.last24h[k], 0);
+  const pullsServed = sum('pullsServed');
+  return {
+    generatedAt: new Date(src.now).toISOString(),
+    upstreams,
+    totals: { pullsServed, upstreamPulls: sum('upstreamPulls'), pullsSaved: sum('pullsSaved'), hitRatio: pullsServed ? sum('pullsSaved') / pullsServed : null },
+    store: src.metadata.storeSize(),
+    ...(src.inFlight === undefined ? {} : { downloadsInFlight: src.inFlight }),
+  };
+}
+
+function upstreamStatus(name: string, rollups: Array<{ upstream: string; metric: RollupMetric; value: number }>, budgets: RateLimitRow[], live?: UpstreamClient): UpstreamStatus {
+  const get = (m: RollupMetric) => rollups.find((r) => r.upstream === name && r.metric === m)?.value ?? 0;
+  const pullsServed = get('pulls_served');
+  const upstreamPulls = get('manifest_get');
+  // The most recently observed budget across credentials is the one in force.
+  const b = budgets.filter((r) => r.upstream === name).sort((x, y) => y.observedAt - x.observedAt)[0];
+  const limitedUntil = live?.state.limitedUntil;
+  return {
+    name,
+    ...(b
+      ? {
+          budget: {
+            credential: b.credential,
+            limit: b.limit,
+            remaining: b.remaining,
+            windowSeconds: b.windowSeconds,
+            source: b.source,
+            observedAt: new Date(b.observedAt).toISOString(),
+            // Docker Hub's window slides; the budget is whole again at most one window later.
+            ...(b.windowSeconds !== undefined ? { refillsBy: new Date(b.observedAt + b.windowSeconds * 1000).toISOString() } : {}),
+          },
+        }
+      : {}),
+    ...(limitedUntil ? { limitedUntil: new Date(limitedUntil).toISOString() } : {}),
+    last24h: {
+      pullsServed,
+      upstreamPulls,
+      upstreamHeads: get('manifest_head'),
+      pullsSaved: Math.max(0, pullsServed - upstreamPulls),
+      cacheHits: get('cache_hits'),
+      bytesFromCache: get('bytes_cache'),
+      bytesFromUpstream: get('bytes_upstream'),
+    },
+  };
+}
+
+/** The report as a person reads it. */
+export function formatStatus(r: StatusReport): string {
+  const lines = [`regmirror status at ${r.generatedAt}`, ''];
+  const rows = [['UPSTREAM', 'BUDGET LEFT', 'REFILLS BY', 'PULLS SERVED (24h)', 'UPSTREAM PULLS', 'SAVED', 'LIMITED UNTIL']];
+  for (const u of r.upstreams) {
+    const b = u.budget;
+    rows.push([
+      u.name,
+      b?.remaining !== undefined ? `${b.remaining}${b.limit !== undefined ? `/${b.limit}` : ''}` : '-',
+      b?.refillsBy ?? '-',
+      String(u.last24h.pullsServed),
+      String(u.last24h.upstreamPulls),
+      String(u.last24h.pullsSaved),
+      u.limitedUntil ?? '-',
+    ]);
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  for (const row of rows) lines.push(row.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd());
+  const ratio = r.totals.hitRatio === null ? '-' : `${(r.totals.hitRatio * 100).toFixed(1)}%`;
+  lines.push('', `hit ratio (pulls served from cache, 24h): ${ratio}   pulls saved: ${r.totals.pullsSaved}`);
+  lines.push(`store: ${r.store.blobs} blobs, ${formatBytes(r.store.bytes)}`);
+  if (r.downloadsInFlight !== undefined) lines.push(`downloads in flight: ${r.downloadsInFlight}`);
+  return lines.join('\n');
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+/** Asks a running regmirror for its report. */
+export async function fetchStatus(server: string): Promise<StatusReport> {
+  const res = await request(new URL('/_regmirror/status', server), { signal: AbortSignal.timeout(10_000) });
+  if (res.statusCode !== 200) {
+    await res.body.dump();
+    throw new Error(`${server} answered ${res.statusCode} to its status request`);
+  }
+  return (await res.body.json()) as StatusReport;
+}

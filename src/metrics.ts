@@ -1,0 +1,69 @@
+// Prometheus metrics (prom-client), one registry per server so tests can run several.
+// Labels are bounded sets (route kind, status, upstream name, cache result): never a
+// repository, a digest or anything a client can choose freely.
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type CacheResult = 'hit' | 'miss' | 'revalidated' | 'stale' | 'head';
+
+/** The counters and gauges regmirror exports at /metrics. */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly requests = new Counter({
+    name: 'regmirror_http_requests_total',
+    help: 'Client requests by route kind, method and status',
+    labelNames: ['route', 'method', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly cache = new Counter({
+    name: 'regmirror_cache_results_total',
+    help: 'Manifest and blob answers by cache result',
+    labelNames: ['kind', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly bytes = new Counter({
+    name: 'regmirror_blob_bytes_served_total',
+    help: 'Blob bytes sent to clients, by where they came from',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamRequests = new Counter({
+    name: 'regmirror_upstream_requests_total',
+    help: 'Requests sent to upstreams, by upstream and kind (manifest_get is what Docker Hub counts)',
+    labelNames: ['upstream', 'kind'] as const,
+    registers: [this.registry],
+  });
+  readonly stale = new Counter({
+    name: 'regmirror_stale_served_total',
+    help: 'Cached tags served without a successful revalidation, by reason',
+    labelNames: ['upstream', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly rateLimitRemaining = new Gauge({
+    name: 'regmirror_upstream_ratelimit_remaining',
+    help: 'Pulls left in the upstream rate-limit window, as the upstream last reported',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  });
+  readonly rateLimitLimit = new Gauge({
+    name: 'regmirror_upstream_ratelimit_limit',
+    help: 'Pulls allowed per rate-limit window, as the upstream last reported',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  });
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'regmirror_' });
+  }
+
+  /** A gauge whose value is read when /metrics is scraped. */
+  gauge(name: string, help: string, read: () => number): void {
+    new Gauge({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        this.set(read());
+      },
+    });
+  }
+}
