@@ -28,8 +28,8 @@ export class Metrics {
   });
   readonly upstreamRequests = new Counter({
     name: 'regmirror_upstream_requests_total',
-    help: 'Requests sent to upstreams, by upstream and kind (manifest_get is what Docker Hub counts)',
-    labelNames: ['upstream', 'kind'] as const,
+    help: 'Requests sent to upstreams, by upstream, kind (manifest_get is what Docker Hub counts) and status',
+    labelNames: ['upstream', 'kind', 'status'] as const,
     registers: [this.registry],
   });
   readonly stale = new Counter({

@@ -87,9 +87,9 @@ function observeInto(metadata: MetadataDb, metrics: Metrics): UpstreamObserver {
       if (obs.remaining !== undefined) metrics.rateLimitRemaining.set({ upstream }, obs.remaining);
       if (obs.limit !== undefined) metrics.rateLimitLimit.set({ upstream }, obs.limit);
     },
-    request(upstream, kind) {
+    request(upstream, kind, status) {
       metadata.request(upstream, kind);
-      metrics.upstreamRequests.inc({ upstream, kind });
+      metrics.upstreamRequests.inc({ upstream, kind, status });
     },
   };
 }

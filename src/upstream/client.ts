@@ -246,7 +246,8 @@ export class UpstreamClient {
   #observe(o: SendOptions, res: Dispatcher.ResponseData): void {
     const now = this.#now();
     this.state.answered();
-    if (res.statusCode !== 401) this.#observer?.request(this.name, o.kind, now);
+    // A 401 answered by a token and a retry is one request as far as the budget goes.
+    if (res.statusCode !== 401) this.#observer?.request(this.name, o.kind, res.statusCode, now);
     const rl = parseRateLimit(res.headers);
     if (rl) {
       this.state.observe(rl);

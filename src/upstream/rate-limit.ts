@@ -16,7 +16,7 @@ export interface RateLimitObservation {
 export interface UpstreamObserver {
   rateLimit(upstream: string, credential: string, obs: RateLimitObservation, at: number): void;
   /** One upstream request of a kind; manifest GETs are what Docker Hub counts as pulls. */
-  request(upstream: string, kind: UpstreamRequestKind, at: number): void;
+  request(upstream: string, kind: UpstreamRequestKind, status: number, at: number): void;
 }
 
 export type UpstreamRequestKind = 'manifest_get' | 'manifest_head' | 'blob_get' | 'blob_head' | 'other';
