@@ -171,6 +171,7 @@ export class UpstreamClient {
   }
 
   async close(): Promise<void> {
+    if (this.#auth instanceof EcrAuthorizer) this.#auth.close();
     await this.#agent?.close();
   }
 
@@ -251,7 +252,8 @@ export class UpstreamClient {
     const rl = parseRateLimit(res.headers);
     if (rl) {
       this.state.observe(rl);
-      this.#observer?.rateLimit(this.name, this.config.credentials?.username ?? 'anonymous', rl, now);
+      const credential = this.config.type === 'ecr' ? 'ecr' : (this.config.credentials?.username ?? 'anonymous');
+      this.#observer?.rateLimit(this.name, credential, rl, now);
     }
   }
 
