@@ -78,3 +78,56 @@ export function dockerHubName(name: string): string {
 }
 
 export { isDigest };
+
+/** An image reference as a user types it, normalised the way Docker does. */
+export interface ImageReference {
+  /** Registry host: `docker.io`, `ghcr.io`, `registry.local:5000`. */
+  registry: string;
+  /** Repository in that registry (`library/nginx` for Docker Hub's official images). */
+  repository: string;
+  tag?: string;
+  digest?: Digest;
+}
+
+/**
+ * Parses `nginx`, `nginx:1.27`, `library/nginx@sha256:…`, `ghcr.io/org/app:v1`,
+ * `localhost:5000/app`. The first component is a registry when it has a dot or a port or
+ * is `localhost`; otherwise the registry is docker.io. No tag and no digest means `latest`.
+ */
+export function parseImageReference(text: string): ImageReference {
+  const input = text.trim();
+  let rest = input;
+  let digest: Digest | undefined;
+  const at = rest.indexOf('@');
+  if (at >= 0) {
+    digest = parseDigest(rest.slice(at + 1));
+    rest = rest.slice(0, at);
+  }
+  let tag: string | undefined;
+  const colon = rest.lastIndexOf(':');
+  if (colon > rest.lastIndexOf('/')) {
+    tag = rest.slice(colon + 1);
+    rest = rest.slice(0, colon);
+    if (!TAG.test(tag)) throw new InvalidReference(`invalid tag in image reference ${JSON.stringify(input)}`);
+  }
+  const slash = rest.indexOf('/');
+  const head = slash > 0 ? rest.slice(0, slash) : '';
+  let registry = 'docker.io';
+  if (head && (head.includes('.') || head.includes(':') || head === 'localhost')) {
+    registry = head.toLowerCase();
+    rest = rest.slice(slash + 1);
+  }
+  if (registry === 'index.docker.io' || registry === 'registry-1.docker.io') registry = 'docker.io';
+  try {
+    validateName(rest);
+  } catch {
+    throw new InvalidReference(`invalid repository in image reference ${JSON.stringify(input)}`);
+  }
+  const repository = registry === 'docker.io' ? dockerHubName(rest) : rest;
+  return { registry, repository, ...(tag === undefined && digest === undefined ? { tag: 'latest' } : tag === undefined ? {} : { tag }), ...(digest ? { digest } : {}) };
+}
+
+/** `docker.io/library/nginx:1.27`, `ghcr.io/org/app@sha256:…`: the full, normalised form. */
+export function formatImageReference(r: ImageReference): string {
+  return `${r.registry}/${r.repository}${r.tag !== undefined ? `:${r.tag}` : ''}${r.digest !== undefined ? `@${r.digest}` : ''}`;
+}
