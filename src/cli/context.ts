@@ -1,0 +1,78 @@
+// The cache without the HTTP server: store, database, upstream clients and the two
+// caches over one data dir. `serve` builds its app on it; prewarm, export and import use
+// it directly, so they fill and read the cache through exactly the server's code path
+// and can run beside a running server (SQLite WAL + busy_timeout, atomic renames).
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BlobCache } from '../cache/blobs.js';
+import { ManifestCache } from '../cache/manifests.js';
+import type { Config } from '../config.js';
+import { UpstreamTable } from '../http/target.js';
+import { createLogger, type Logger } from '../log.js';
+import { Metrics } from '../metrics.js';
+import { FsBlobStore } from '../store/blob-store.js';
+import { MetadataDb } from '../store/metadata.js';
+import { UpstreamClient } from '../upstream/client.js';
+import type { UpstreamObserver } from '../upstream/rate-limit.js';
+
+export interface CacheContext {
+  config: Config;
+  log: Logger;
+  now: () => number;
+  store: FsBlobStore;
+  metadata: MetadataDb;
+  metrics: Metrics;
+  clients: UpstreamClient[];
+  upstreams: UpstreamTable;
+  blobs: BlobCache;
+  manifests: ManifestCache;
+  close(): Promise<void>;
+}
+
+export interface ContextOptions {
+  log?: Logger;
+  now?: () => number;
+  /** Remove temp files of a previous run: only the server does, a CLI beside it must not. */
+  sweepTmp?: boolean;
+}
+
+/** Opens the data dir and builds everything below the HTTP layer. */
+export async function openCache(config: Config, opts: ContextOptions = {}): Promise<CacheContext> {
+  const log = opts.log ?? createLogger(config.log.level);
+  const now = opts.now ?? Date.now;
+  await mkdir(config.dataDir, { recursive: true });
+  const store = new FsBlobStore(config.dataDir);
+  await store.init();
+  if (opts.sweepTmp) {
+    const swept = await store.sweepTmp();
+    if (swept > 0) log.info('removed unfinished downloads left by a previous run', { files: swept });
+  }
+  const metadata = new MetadataDb(join(config.dataDir, 'mirror.db'), { now });
+  const metrics = new Metrics({ defaultMetrics: opts.sweepTmp === true });
+  const observer = observeInto(metadata, metrics);
+  const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer }));
+  const upstreams = new UpstreamTable(clients, config.defaultUpstream);
+  const blobs = new BlobCache({ store, metadata, metrics, log: log.child({ component: 'blobs' }) });
+  const manifests = new ManifestCache({ store, metadata, metrics, log: log.child({ component: 'manifests' }), now, memoryBytes: config.manifestMemoryBytes });
+  const close = async () => {
+    await blobs.close();
+    await Promise.all(clients.map((c) => c.close()));
+    metadata.close();
+  };
+  return { config, log, now, store, metadata, metrics, clients, upstreams, blobs, manifests, close };
+}
+
+/** Upstream observations go to SQLite (batched) and to the metrics. */
+function observeInto(metadata: MetadataDb, metrics: Metrics): UpstreamObserver {
+  return {
+    rateLimit(upstream, credential, obs, at) {
+      metadata.rateLimit(upstream, credential, obs, at);
+      if (obs.remaining !== undefined) metrics.rateLimitRemaining.set({ upstream }, obs.remaining);
+      if (obs.limit !== undefined) metrics.rateLimitLimit.set({ upstream }, obs.limit);
+    },
+    request(upstream, kind, status) {
+      metadata.request(upstream, kind);
+      metrics.upstreamRequests.inc({ upstream, kind, status });
+    },
+  };
+}
