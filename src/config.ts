@@ -55,6 +55,10 @@ export interface Config {
   log: { level: LogLevel };
   /** Bytes of manifest bodies kept in memory. */
   manifestMemoryBytes: number;
+  /** Never contact an upstream: serve what is cached, whatever its age; misses say so. */
+  offline: boolean;
+  /** Bearer token for the admin endpoints (POST /_regmirror/prewarm); unset leaves them open. */
+  adminToken?: string;
 }
 
 export class ConfigError extends Error {
@@ -94,6 +98,7 @@ export const DEFAULTS: Config = {
   ],
   log: { level: 'info' },
   manifestMemoryBytes: 64 * 1024 * 1024,
+  offline: false,
 };
 
 /** Reads and validates a YAML config file; no path gives the embedded default. */
@@ -116,7 +121,7 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env):
     throw new ConfigError('(file)', `not valid YAML: ${(err as Error).message.split('\n')[0]}`);
   }
   const raw = obj(doc ?? {}, '(root)');
-  known(raw, '', ['listen', 'dataDir', 'defaultUpstream', 'upstreams', 'log', 'manifestMemory']);
+  known(raw, '', ['listen', 'dataDir', 'defaultUpstream', 'upstreams', 'log', 'manifestMemory', 'offline', 'adminToken']);
   const cfg: Config = {
     listen: raw.listen === undefined ? DEFAULTS.listen : listenAddress(str(raw.listen, 'listen', env), 'listen'),
     dataDir: raw.dataDir === undefined ? DEFAULTS.dataDir : str(raw.dataDir, 'dataDir', env),
@@ -124,6 +129,8 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env):
     upstreams: raw.upstreams === undefined ? structuredClone(DEFAULTS.upstreams) : upstreams(raw.upstreams, env),
     log: { level: DEFAULTS.log.level },
     manifestMemoryBytes: raw.manifestMemory === undefined ? DEFAULTS.manifestMemoryBytes : size(raw.manifestMemory, 'manifestMemory'),
+    offline: raw.offline === undefined ? DEFAULTS.offline : bool(raw.offline, 'offline'),
+    ...(raw.adminToken === undefined || raw.adminToken === null ? {} : { adminToken: secret(raw.adminToken, 'adminToken', env) }),
   };
   // Unset: Docker Hub stays the default when the file configures it, else there is none.
   if (raw.defaultUpstream === undefined && cfg.upstreams.some((u) => u.name === DEFAULTS.defaultUpstream)) cfg.defaultUpstream = DEFAULTS.defaultUpstream;
@@ -282,6 +289,11 @@ function oneOf<T extends string>(v: unknown, key: string, values: readonly T[]):
 
 function nonNegativeInt(v: unknown, key: string): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new ConfigError(key, 'must be a whole number of at least 0');
+  return v;
+}
+
+function bool(v: unknown, key: string): boolean {
+  if (typeof v !== 'boolean') throw new ConfigError(key, 'must be true or false');
   return v;
 }
 

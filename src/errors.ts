@@ -143,6 +143,15 @@ export class UpstreamUnavailable extends RegmirrorError {
     super('UPSTREAM_UNAVAILABLE', message);
   }
 }
+/** Offline mode and the content is not in the cache. */
+export class NotInOfflineCache extends RegmirrorError {
+  constructor(
+    readonly what: 'manifest' | 'blob' | 'other',
+    message: string,
+  ) {
+    super('NOT_IN_OFFLINE_CACHE', message);
+  }
+}
 export class RangeNotSatisfiable extends RegmirrorError {
   constructor(readonly size: number) {
     super('RANGE_NOT_SATISFIABLE', `requested range is not satisfiable for a blob of ${size} bytes`);
@@ -166,6 +175,9 @@ export function toOciError(err: unknown): OciError {
   if (err instanceof BlobNotFound) return new OciError('BLOB_UNKNOWN', m);
   if (err instanceof ManifestNotFound) return new OciError('MANIFEST_UNKNOWN', m);
   if (err instanceof RepositoryNotFound) return new OciError('NAME_UNKNOWN', m);
+  if (err instanceof NotInOfflineCache) {
+    return new OciError(err.what === 'manifest' ? 'MANIFEST_UNKNOWN' : err.what === 'blob' ? 'BLOB_UNKNOWN' : 'NAME_UNKNOWN', m);
+  }
   if (err instanceof RangeNotSatisfiable) return new OciError('RANGE_INVALID', m, { headers: { 'content-range': `bytes */${err.size}` } });
   if (err instanceof Unsupported) return new OciError('UNSUPPORTED', m);
   if (err instanceof UpstreamUnauthorized) return new OciError(err.status === 401 ? 'UNAUTHORIZED' : 'DENIED', m);

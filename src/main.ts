@@ -1,21 +1,36 @@
 // The command line: argv → command. The only place that calls process.exit.
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { readFile } from 'node:fs/promises';
+import { openCache } from './cli/context.js';
+import { imagesFromFile, parsePlatforms, prewarm, prewarmViaServer, type PrewarmEvent, type PrewarmResult } from './cli/prewarm.js';
+import { ProgressView, summaryTable } from './cli/progress.js';
 import { startServer } from './cli/serve.js';
 import { fetchStatus, formatStatus, gatherStatus } from './cli/status.js';
 import { ConfigError, loadConfig } from './config.js';
+import { createLogger } from './log.js';
 import { MetadataDb } from './store/metadata.js';
 
 const USAGE = `usage: regmirror <command> [options]
 
 commands:
-  serve  [--config FILE]                      run the mirror (embedded default config when no file is given)
+  serve  [--config FILE] [--offline]          run the mirror (embedded default config when no file is given)
+  prewarm IMAGE... [-f FILE] [--platform linux/amd64,linux/arm64|all] [--concurrency N]
+         [--server URL | --config FILE] [--referrers] [--dry-run] [--json]
+                                              fill the cache ahead of a rollout
   status [--server URL | --config FILE] [--json]
                                               pull budgets, pulls saved, hit ratio, store size
 
 options:
   -c, --config FILE       YAML configuration (see mirror.example.yaml)
   -s, --server URL        ask a running regmirror instead of reading its data dir
+                          (admin token from REGMIRROR_ADMIN_TOKEN when the server requires one)
+  -f, --file FILE         image list: one reference per line (# comments), or Kubernetes/Helm YAML
+  -p, --platform LIST     platforms of multi-platform images to cache (default all)
+      --concurrency N     blob downloads at once (default 4)
+      --referrers         also cache signatures and other referrers
+      --dry-run           say what is cached and what would be fetched; fetch nothing
+      --offline           never contact an upstream (serve)
       --json              machine-readable output
   -h, --help              show this help`;
 
@@ -26,6 +41,12 @@ const OPTIONS = {
   config: { type: 'string', short: 'c' },
   server: { type: 'string', short: 's' },
   json: { type: 'boolean' },
+  file: { type: 'string', short: 'f', multiple: true },
+  platform: { type: 'string', short: 'p' },
+  concurrency: { type: 'string' },
+  referrers: { type: 'boolean' },
+  'dry-run': { type: 'boolean' },
+  offline: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -43,13 +64,17 @@ async function main(argv: string[]): Promise<number> {
       return serveCommand(values);
     case 'status':
       return statusCommand(values);
+    case 'prewarm':
+      return prewarmCommand(values, positionals.slice(1));
     default:
       throw new UsageError(`regmirror: unknown command ${JSON.stringify(command)} (see regmirror --help)`);
   }
 }
 
 async function serveCommand(values: Values): Promise<number> {
-  const server = await startServer(loadConfig(values.config));
+  const config = loadConfig(values.config);
+  if (values.offline) config.offline = true;
+  const server = await startServer(config);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
@@ -75,6 +100,56 @@ async function statusCommand(values: Values): Promise<number> {
   }
   console.log(values.json ? JSON.stringify(report, null, 2) : formatStatus(report));
   return 0;
+}
+
+async function prewarmCommand(values: Values, args: string[]): Promise<number> {
+  const images = [...args];
+  for (const file of values.file ?? []) {
+    const text = file === '-' ? await readStdin() : await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      throw new UsageError(`regmirror prewarm: cannot read ${file}: ${err.code ?? err.message}`);
+    });
+    images.push(...imagesFromFile(text));
+  }
+  if (images.length === 0) throw new UsageError('regmirror prewarm: name at least one image, or a list with -f');
+  const concurrency = values.concurrency === undefined ? 4 : Number(values.concurrency);
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new UsageError('regmirror prewarm: --concurrency must be a whole number from 1 to 64');
+  let platforms: ReturnType<typeof parsePlatforms>;
+  try {
+    platforms = parsePlatforms(values.platform ?? 'all');
+  } catch (err) {
+    throw new UsageError(`regmirror prewarm: ${(err as Error).message}`);
+  }
+  const view = new ProgressView(process.stderr, process.stderr.isTTY === true && !values.json);
+  const onEvent = (e: PrewarmEvent) => view.event(e);
+  let results: PrewarmResult[];
+  if (values.server) {
+    if (values['dry-run']) throw new UsageError('regmirror prewarm: --dry-run reads the data dir; use it without --server');
+    results = await prewarmViaServer(values.server, images, {
+      platforms: values.platform,
+      concurrency,
+      referrers: values.referrers,
+      token: process.env.REGMIRROR_ADMIN_TOKEN,
+      onEvent,
+    });
+  } else {
+    const ctx = await openCache(loadConfig(values.config), { log: createLogger('warn') });
+    try {
+      results = await prewarm(ctx, images, { platforms, concurrency, referrers: values.referrers, dryRun: values['dry-run'], onEvent });
+    } finally {
+      await ctx.close();
+    }
+  }
+  console.log(values.json ? JSON.stringify(results, null, 2) : summaryTable(results));
+  return results.some((r) => r.error) ? 1 : 0;
+}
+
+function readStdin(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    process.stdin.on('data', (c: Buffer) => chunks.push(c));
+    process.stdin.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    process.stdin.on('error', reject);
+  });
 }
 
 main(process.argv.slice(2)).then(

@@ -57,6 +57,7 @@ describe('DEFAULTS', () => {
       ],
       log: { level: 'info' },
       manifestMemoryBytes: 64 * 1024 * 1024,
+      offline: false,
     });
   });
 
@@ -100,6 +101,8 @@ defaultUpstream: docker.io
 log:
   level: debug
 manifestMemory: 16MiB
+offline: true
+adminToken: \${ADMIN}
 upstreams:
   docker.io:
     url: https://registry-1.docker.io/
@@ -121,12 +124,14 @@ upstreams:
     url: http://10.0.0.5:5000
     tagTtl: 0
 `;
-    assert.deepEqual(parseConfig(yaml, { HUB_TOKEN: 'dckr_pat_abc' }), {
+    assert.deepEqual(parseConfig(yaml, { HUB_TOKEN: 'dckr_pat_abc', ADMIN: 'adm1n' }), {
       listen: { host: '127.0.0.1', port: 8080 },
       dataDir: '/var/lib/regmirror',
       defaultUpstream: 'docker.io',
       log: { level: 'debug' },
       manifestMemoryBytes: 16 * 1024 * 1024,
+      offline: true,
+      adminToken: 'adm1n',
       upstreams: [
         {
           name: 'docker.io',

@@ -21,6 +21,8 @@ export interface MirrorOptions {
   defaultUpstream?: string;
   dataDir?: string;
   now?: () => number;
+  adminToken?: string;
+  offline?: boolean;
 }
 
 /** Starts regmirror on 127.0.0.1:0; stop() closes it and removes its data dir (unless one was given). */
@@ -34,6 +36,8 @@ export async function startMirror(opts: MirrorOptions): Promise<Mirror> {
     defaultUpstream: opts.defaultUpstream,
     upstreams: opts.upstreams.map((u) => ({ ...base, aliases: [], tokenRealms: [], headersTimeoutMs: 5000, idleTimeoutMs: 5000, connectTimeoutMs: 2000, ...u })),
     log: { level: 'debug' },
+    offline: opts.offline ?? false,
+    ...(opts.adminToken ? { adminToken: opts.adminToken } : {}),
   };
   const logs: string[] = [];
   const log: Logger = createLogger('debug', (line) => logs.push(line));

@@ -65,8 +65,30 @@ export class BlobCache {
 
   /** For GET: a handle on the blob, starting or joining a download on a miss. */
   async get(t: Target, digest: Digest): Promise<BlobHandle> {
+    const found = await this.#find(t, digest);
+    if ('size' in found) return this.#handle(t, 'hit', found.size, (range) => this.#deps.store.open(digest, range));
+    const dl = found.download;
+    await dl.ready;
+    return this.#handle(t, 'miss', dl.size, (range) => dl.follow(range));
+  }
+
+  /** For prewarm: makes sure the blob is in the store; resolves `cached` or `fetched` once it is published. */
+  async ensure(t: Target, digest: Digest): Promise<{ size: number; result: 'cached' | 'fetched' }> {
+    const found = await this.#find(t, digest);
+    if ('size' in found) return { size: found.size, result: 'cached' };
+    await found.download.done;
+    return { size: found.download.received, result: 'fetched' };
+  }
+
+  /** Bytes received so far by the download of `digest`, if one is running. */
+  progress(digest: Digest): number | undefined {
+    return this.#downloads.get(digest)?.received;
+  }
+
+  /** A linked hit in the store, or the download (joined or started) that will bring it. */
+  async #find(t: Target, digest: Digest): Promise<{ size: number } | { download: Download }> {
     const { metadata, store } = this.#deps;
-    let linked = metadata.isLinked(t.upstream.name, t.repository, digest);
+    const linked = metadata.isLinked(t.upstream.name, t.repository, digest);
     const st = await store.stat(digest);
     if (st) {
       if (!linked) {
@@ -75,7 +97,7 @@ export class BlobCache {
         metadata.link(t.upstream.name, t.repository, digest);
       }
       metadata.touch(digest);
-      return this.#handle(t, 'hit', st.size, (range) => store.open(digest, range));
+      return st;
     }
     let dl = this.#downloads.get(digest);
     if (dl?.failed) dl = undefined;
@@ -83,12 +105,8 @@ export class BlobCache {
       // Joining a download started through another repository is no way around the link rule.
       await t.upstream.headBlob(t.repository, digest);
       metadata.link(t.upstream.name, t.repository, digest);
-      linked = true;
     }
-    dl ??= this.#start(t, digest);
-    await dl.ready;
-    const download = dl;
-    return this.#handle(t, 'miss', dl.size, (range) => download.follow(range));
+    return { download: dl ?? this.#start(t, digest) };
   }
 
   /** Counts what is about to be sent (roll-ups, metrics) as the body is opened. */

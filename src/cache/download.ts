@@ -63,6 +63,11 @@ export class Download {
     this.done.catch(() => {});
   }
 
+  /** Bytes received so far. */
+  get received(): number {
+    return this.#temp?.written ?? 0;
+  }
+
   get failed(): Error | undefined {
     return this.#error;
   }

@@ -10,7 +10,7 @@ import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
 import { parseManifest } from '../oci/manifest.js';
 import type { ManifestRef } from '../oci/reference.js';
 import type { FsBlobStore } from '../store/blob-store.js';
-import type { MetadataDb, TagKey } from '../store/metadata.js';
+import type { MetadataDb, TagKey, TagRow } from '../store/metadata.js';
 import type { PassThroughBody } from '../upstream/client.js';
 import type { Target } from './blobs.js';
 import { SingleFlight } from './single-flight.js';
@@ -35,6 +35,8 @@ export interface ManifestCacheDeps {
   /** Bytes of manifest bodies kept in memory. */
   memoryBytes: number;
   metrics?: Metrics;
+  /** Offline: tags never expire (nothing could revalidate them). */
+  offline?: boolean;
 }
 
 /** Manifest and tag cache. */
@@ -81,7 +83,7 @@ export class ManifestCache {
   async #byTag(t: Target, tag: string, accept: number, withBody: boolean): Promise<ManifestReply> {
     const key: TagKey = { upstream: t.upstream.name, repository: t.repository, tag, accept };
     const row = this.#deps.metadata.getTag(key);
-    if (row && row.expiresAt > this.#now()) {
+    if (row && this.#fresh(row)) {
       const cached = await this.#cached(row.digest, withBody);
       if (cached) return cached;
     }
@@ -101,6 +103,11 @@ export class ManifestCache {
     }
     if (withBody && !reply.bytes) return (await this.#cached(reply.digest, true)) ?? reply;
     return reply;
+  }
+
+  /** A tag is answered from the cache without asking the upstream. */
+  #fresh(row: TagRow): boolean {
+    return this.#deps.offline === true || row.pinned || row.expiresAt > this.#now();
   }
 
   #staleReply(t: Target, key: TagKey, cached: ManifestReply, reason: string): ManifestReply {

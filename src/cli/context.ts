@@ -50,10 +50,10 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const metadata = new MetadataDb(join(config.dataDir, 'mirror.db'), { now });
   const metrics = new Metrics({ defaultMetrics: opts.sweepTmp === true });
   const observer = observeInto(metadata, metrics);
-  const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer }));
+  const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline }));
   const upstreams = new UpstreamTable(clients, config.defaultUpstream);
   const blobs = new BlobCache({ store, metadata, metrics, log: log.child({ component: 'blobs' }) });
-  const manifests = new ManifestCache({ store, metadata, metrics, log: log.child({ component: 'manifests' }), now, memoryBytes: config.manifestMemoryBytes });
+  const manifests = new ManifestCache({ store, metadata, metrics, log: log.child({ component: 'manifests' }), now, memoryBytes: config.manifestMemoryBytes, offline: config.offline });
   const close = async () => {
     await blobs.close();
     await Promise.all(clients.map((c) => c.close()));

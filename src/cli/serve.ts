@@ -11,6 +11,7 @@ import { createApp } from '../http/app.js';
 import type { Logger } from '../log.js';
 import type { MetadataDb } from '../store/metadata.js';
 import { openCache, type CacheContext } from './context.js';
+import { prewarm, prewarmRequest } from './prewarm.js';
 import { gatherStatus } from './status.js';
 
 export interface ServerOptions {
@@ -33,7 +34,12 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   metrics.gauge('regmirror_store_bytes', 'Bytes of published blobs and manifests', () => metadata.storeSize().bytes);
   const status = () => gatherStatus({ metadata, upstreams: clients, now: now(), inFlight: blobs.inFlight });
   const readiness = () => checkReadiness(metadata, config.dataDir);
-  const app = createApp({ upstreams, blobs, manifests, metrics, log, admin: { metrics, readiness, status } });
+  const prewarmJob = (body: unknown) => {
+    const { images, options } = prewarmRequest(body);
+    return { run: (emit: (e: object) => void) => prewarm(ctx, images, { ...options, onEvent: emit }) };
+  };
+  const admin = { metrics, readiness, status, prewarm: prewarmJob, adminToken: config.adminToken };
+  const app = createApp({ upstreams, blobs, manifests, metrics, log, admin });
 
   const server = await new Promise<Server>((resolve, reject) => {
     const s = serve({ fetch: app.fetch, hostname: config.listen.host, port: config.listen.port }, () => resolve(s as Server));

@@ -9,7 +9,12 @@ export interface TagRow {
   mediaType: string;
   fetchedAt: number;
   expiresAt: number;
+  /** Imported from a bundle: fresh whatever expiresAt says. */
+  pinned: boolean;
 }
+
+/** A tag row with its whole key, as listTags() and tagRows() return it. */
+export interface TagEntry extends TagKey, TagRow {}
 
 export interface TagKey {
   upstream: string;
@@ -49,8 +54,11 @@ export class MetadataDb {
   #pendingRollups = new Map<string, number>();
   #pendingRateLimits = new Map<string, RateLimitRow>();
 
-  readonly #getTag: Database.Statement<[string, string, string, number], TagRow>;
-  readonly #putTag: Database.Statement<[string, string, string, number, string, string, number, number]>;
+  readonly #getTag: Database.Statement<[string, string, string, number], RawTag>;
+  readonly #putTag: Database.Statement<[string, string, string, number, string, string, number, number, number]>;
+  readonly #tagRows: Database.Statement<[string, string, string], RawTagEntry>;
+  readonly #listTags: Database.Statement<[], RawTagEntry>;
+  readonly #pinBlob: Database.Statement<[string]>;
   readonly #refreshTag: Database.Statement<[number, number, string, string, string, number]>;
   readonly #getBlob: Database.Statement<[string], { size: number }>;
   readonly #putBlob: Database.Statement<[string, number, number, number]>;
@@ -79,11 +87,15 @@ export class MetadataDb {
     this.#db.pragma('synchronous = NORMAL');
     const db = this.#db;
     this.#getTag = db.prepare(
-      'SELECT digest, media_type AS mediaType, fetched_at AS fetchedAt, expires_at AS expiresAt FROM tags WHERE upstream = ? AND repository = ? AND tag = ? AND accept = ?',
+      'SELECT digest, media_type AS mediaType, fetched_at AS fetchedAt, expires_at AS expiresAt, pinned FROM tags WHERE upstream = ? AND repository = ? AND tag = ? AND accept = ?',
     );
     this.#putTag = db.prepare(
-      'INSERT OR REPLACE INTO tags (upstream, repository, tag, accept, digest, media_type, fetched_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      'INSERT OR REPLACE INTO tags (upstream, repository, tag, accept, digest, media_type, fetched_at, expires_at, pinned) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
     );
+    const tagColumns = 'upstream, repository, tag, accept, digest, media_type AS mediaType, fetched_at AS fetchedAt, expires_at AS expiresAt, pinned';
+    this.#tagRows = db.prepare(`SELECT ${tagColumns} FROM tags WHERE upstream = ? AND repository = ? AND tag = ? ORDER BY fetched_at DESC, accept DESC`);
+    this.#listTags = db.prepare(`SELECT ${tagColumns} FROM tags ORDER BY upstream, repository, tag, accept`);
+    this.#pinBlob = db.prepare('UPDATE blobs SET pinned = 1 WHERE digest = ?');
     this.#refreshTag = db.prepare('UPDATE tags SET fetched_at = ?, expires_at = ? WHERE upstream = ? AND repository = ? AND tag = ? AND accept = ?');
     this.#getBlob = db.prepare('SELECT size FROM blobs WHERE digest = ?');
     this.#putBlob = db.prepare(
@@ -111,12 +123,30 @@ export class MetadataDb {
   }
 
   getTag(k: TagKey): TagRow | undefined {
-    return this.#getTag.get(k.upstream, k.repository, k.tag, k.accept);
+    const row = this.#getTag.get(k.upstream, k.repository, k.tag, k.accept);
+    return row && { ...row, pinned: row.pinned !== 0 };
   }
 
+  /** Sets a tag's digest for `ttlMs`; an existing row, pinned or not, is replaced by an unpinned one. */
   putTag(k: TagKey, digest: string, mediaType: string, ttlMs: number): void {
     const now = this.#now();
-    this.#putTag.run(k.upstream, k.repository, k.tag, k.accept, digest, mediaType, now, now + ttlMs);
+    this.#putTag.run(k.upstream, k.repository, k.tag, k.accept, digest, mediaType, now, now + ttlMs, 0);
+  }
+
+  /** Sets a tag's digest for good: a pinned row is fresh whatever its expiry (imported bundles). */
+  putPinnedTag(k: TagKey, digest: string, mediaType: string): void {
+    const now = this.#now();
+    this.#putTag.run(k.upstream, k.repository, k.tag, k.accept, digest, mediaType, now, now, 1);
+  }
+
+  /** Every Accept class's row for one tag, the most recently fetched first. */
+  tagRows(upstream: string, repository: string, tag: string): TagEntry[] {
+    return this.#tagRows.all(upstream, repository, tag).map(toTagEntry);
+  }
+
+  /** Every tag row in the database, ordered by upstream, repository, tag and Accept class. */
+  listTags(): TagEntry[] {
+    return this.#listTags.all().map(toTagEntry);
   }
 
   /** The upstream confirmed the tag still names the same digest. */
@@ -150,6 +180,16 @@ export class MetadataDb {
       this.#putManifest.run(digest, mediaType);
       this.#link.run(link.upstream, link.repository, digest);
     })();
+  }
+
+  /** Marks a recorded blob (or manifest body) as never to be evicted. */
+  pinBlob(digest: string): void {
+    this.#pinBlob.run(digest);
+  }
+
+  /** Runs `fn` in one transaction (a savepoint when nested): all of its writes or none. */
+  transaction<T>(fn: () => T): T {
+    return this.#db.transaction(fn)();
   }
 
   /** Forgets a blob whose file is gone (removed, or found missing). */
@@ -241,6 +281,13 @@ export class MetadataDb {
     this.flush();
     this.#db.close();
   }
+}
+
+type RawTag = Omit<TagRow, 'pinned'> & { pinned: number };
+type RawTagEntry = TagKey & RawTag;
+
+function toTagEntry(r: RawTagEntry): TagEntry {
+  return { ...r, pinned: r.pinned !== 0 };
 }
 
 function migrate(db: Database.Database): void {

@@ -65,6 +65,12 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (hour, upstream, metric)
   ) WITHOUT ROWID;
   `,
+  `
+  -- Pins, set by importing a bundle: a pinned tag never expires (it is answered without
+  -- asking the upstream), and a pinned blob is never evicted.
+  ALTER TABLE tags ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE blobs ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -9,6 +9,7 @@ import type { UpstreamConfig } from '../config.js';
 import {
   BlobNotFound,
   ManifestNotFound,
+  NotInOfflineCache,
   RegmirrorError,
   RepositoryNotFound,
   UpstreamInvalid,
@@ -74,6 +75,8 @@ export interface UpstreamClientOptions {
   dispatcher?: Dispatcher;
   /** Told of rate-limit headers and counted requests (MetadataDb batches them). */
   observer?: UpstreamObserver;
+  /** Offline mode: no request is ever sent. */
+  offline?: boolean;
 }
 
 /** Talks to one upstream registry. */
@@ -83,6 +86,7 @@ export class UpstreamClient {
   /** Rate limit, budget and recent failures of this upstream. */
   readonly state: UpstreamState;
   readonly #observer?: UpstreamObserver;
+  readonly #offline: boolean;
   readonly #now: () => number;
   readonly #dispatcher: Dispatcher;
   readonly #agent?: Agent;
@@ -95,6 +99,7 @@ export class UpstreamClient {
     this.config = config;
     this.#now = opts.now ?? Date.now;
     this.#observer = opts.observer;
+    this.#offline = opts.offline ?? false;
     this.state = new UpstreamState({ name: config.name, now: this.#now, budgetFloor: config.budgetFloor, failureBackoffMs: config.failureBackoffMs });
     this.#log = opts.log.child({ component: 'upstream', upstream: config.name });
     if (!opts.dispatcher) {
@@ -191,6 +196,7 @@ export class UpstreamClient {
    * body counts against the bound while it streams.
    */
   async #send(o: SendOptions): Promise<{ status: number; headers: Headers; body: Readable; release(): void }> {
+    if (this.#offline) throw offlineMiss(o);
     // While rate-limited or recently down, fail at once: nothing goes upstream.
     this.state.check();
     const release = await this.#acquire();
@@ -329,4 +335,11 @@ async function ecrTokenExpired(res: Dispatcher.ResponseData, method: string): Pr
 function describeNetworkError(err: unknown): string {
   const e = err as { code?: string; message?: string };
   return e.code ?? e.message ?? 'error';
+}
+
+function offlineMiss(o: SendOptions): NotInOfflineCache {
+  const [, repo, what, ref] = /^\/v2\/(.+)\/(manifests|blobs|tags|referrers)\/([^?]*)/.exec(o.path) ?? [];
+  const kind = o.kind.startsWith('manifest') ? 'manifest' : o.kind.startsWith('blob') ? 'blob' : 'other';
+  const subject = what === undefined ? o.path : `${what === 'blobs' ? 'blob' : what === 'manifests' ? 'manifest' : what} ${ref ? `${ref} ` : ''}of ${repo}`;
+  return new NotInOfflineCache(kind, `${subject} is not in the offline cache (this mirror runs offline and never asks an upstream)`);
 }
