@@ -44,6 +44,10 @@ export interface UpstreamConfig {
   negativeTtlMs: number;
   /** After a refused connection, a timeout or a 502/503/504, the upstream is not asked again for this long. */
   failureBackoffMs: number;
+  /** Repository globs (`library/*`, `myorg/**`) clients may pull; empty allows all. */
+  allow: string[];
+  /** Repository globs clients may not pull; checked after allow. */
+  deny: string[];
 }
 
 export interface Config {
@@ -59,6 +63,20 @@ export interface Config {
   offline: boolean;
   /** Bearer token for the admin endpoints (POST /_regmirror/prewarm); unset leaves them open. */
   adminToken?: string;
+  /** Serve HTTPS (and HTTP/2 by ALPN) with this PEM certificate and key; reloaded on SIGHUP. */
+  tls?: { cert: string; key: string };
+  /** Client access control: off when neither is set. */
+  auth: { tokens: string[]; htpasswd?: string };
+  limits: {
+    /** Open connections one client address may hold; 0: no limit. */
+    connectionsPerClient: number;
+    /** A client connection with no byte sent or received for this long is closed. */
+    clientIdleTimeoutMs: number;
+    /** Time a client has to send its request headers. */
+    headersTimeoutMs: number;
+    /** On SIGTERM, how long in-flight responses may take to finish. */
+    shutdownGraceMs: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -79,6 +97,8 @@ const UPSTREAM_DEFAULTS = {
   budgetFloor: 0,
   negativeTtlMs: 60_000,
   failureBackoffMs: 10_000,
+  allow: [] as string[],
+  deny: [] as string[],
 };
 
 function upstream(name: string, url: string, aliases: string[] = []): UpstreamConfig {
@@ -99,6 +119,8 @@ export const DEFAULTS: Config = {
   log: { level: 'info' },
   manifestMemoryBytes: 64 * 1024 * 1024,
   offline: false,
+  auth: { tokens: [] },
+  limits: { connectionsPerClient: 256, clientIdleTimeoutMs: 120_000, headersTimeoutMs: 30_000, shutdownGraceMs: 30_000 },
 };
 
 /** Reads and validates a YAML config file; no path gives the embedded default. */
@@ -121,7 +143,7 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env):
     throw new ConfigError('(file)', `not valid YAML: ${(err as Error).message.split('\n')[0]}`);
   }
   const raw = obj(doc ?? {}, '(root)');
-  known(raw, '', ['listen', 'dataDir', 'defaultUpstream', 'upstreams', 'log', 'manifestMemory', 'offline', 'adminToken']);
+  known(raw, '', ['listen', 'dataDir', 'defaultUpstream', 'upstreams', 'log', 'manifestMemory', 'offline', 'adminToken', 'tls', 'auth', 'limits']);
   const cfg: Config = {
     listen: raw.listen === undefined ? DEFAULTS.listen : listenAddress(str(raw.listen, 'listen', env), 'listen'),
     dataDir: raw.dataDir === undefined ? DEFAULTS.dataDir : str(raw.dataDir, 'dataDir', env),
@@ -131,6 +153,9 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env):
     manifestMemoryBytes: raw.manifestMemory === undefined ? DEFAULTS.manifestMemoryBytes : size(raw.manifestMemory, 'manifestMemory'),
     offline: raw.offline === undefined ? DEFAULTS.offline : bool(raw.offline, 'offline'),
     ...(raw.adminToken === undefined || raw.adminToken === null ? {} : { adminToken: secret(raw.adminToken, 'adminToken', env) }),
+    ...(raw.tls === undefined || raw.tls === null ? {} : { tls: tlsFiles(raw.tls, env) }),
+    auth: raw.auth === undefined || raw.auth === null ? { tokens: [] } : clientAuth(raw.auth, env),
+    limits: raw.limits === undefined ? { ...DEFAULTS.limits } : limits(raw.limits),
   };
   // Unset: Docker Hub stays the default when the file configures it, else there is none.
   if (raw.defaultUpstream === undefined && cfg.upstreams.some((u) => u.name === DEFAULTS.defaultUpstream)) cfg.defaultUpstream = DEFAULTS.defaultUpstream;
@@ -173,12 +198,14 @@ function upstreamEntry(name: string, u: Record<string, unknown>, env: NodeJS.Pro
   };
 }
 
-const POLICY_KEYS = ['budgetFloor', 'negativeTtl', 'failureBackoff'];
+const POLICY_KEYS = ['budgetFloor', 'negativeTtl', 'failureBackoff', 'allow', 'deny'];
 
 /** How an upstream is spared: its pull-budget floor, negative caching and failure backoff. */
-function upstreamPolicy(u: Record<string, unknown>, k: string): Pick<UpstreamConfig, 'budgetFloor' | 'negativeTtlMs' | 'failureBackoffMs'> {
+function upstreamPolicy(u: Record<string, unknown>, k: string): Pick<UpstreamConfig, 'budgetFloor' | 'negativeTtlMs' | 'failureBackoffMs' | 'allow' | 'deny'> {
   const d = UPSTREAM_DEFAULTS;
   return {
+    allow: u.allow === undefined ? [] : globs(u.allow, `${k}.allow`),
+    deny: u.deny === undefined ? [] : globs(u.deny, `${k}.deny`),
     budgetFloor: u.budgetFloor === undefined ? d.budgetFloor : nonNegativeInt(u.budgetFloor, `${k}.budgetFloor`),
     negativeTtlMs: u.negativeTtl === undefined ? d.negativeTtlMs : duration(u.negativeTtl, `${k}.negativeTtl`),
     failureBackoffMs: u.failureBackoff === undefined ? d.failureBackoffMs : duration(u.failureBackoff, `${k}.failureBackoff`),
@@ -216,6 +243,39 @@ function upstreamType(u: Record<string, unknown>, k: string, env: NodeJS.Process
     if (url.search || url.hash || out.endpoint.includes('?') || out.endpoint.includes('#')) throw new ConfigError(`${k}.endpoint`, 'must have no query or fragment');
   }
   return out;
+}
+
+function globs(v: unknown, key: string): string[] {
+  const list = strList(v, key, {});
+  list.forEach((g, i) => {
+    if (!/^[a-z0-9._\-/*]+$/.test(g)) throw new ConfigError(`${key}[${i}]`, 'a repository glob uses lower-case names, /, * and **');
+  });
+  return list;
+}
+
+function tlsFiles(v: unknown, env: NodeJS.ProcessEnv): { cert: string; key: string } {
+  const t = obj(v, 'tls');
+  known(t, 'tls.', ['cert', 'key']);
+  return { cert: str(t.cert, 'tls.cert', env), key: str(t.key, 'tls.key', env) };
+}
+
+function clientAuth(v: unknown, env: NodeJS.ProcessEnv): Config['auth'] {
+  const a = obj(v, 'auth');
+  known(a, 'auth.', ['tokens', 'htpasswd']);
+  const tokens = a.tokens === undefined ? [] : strList(a.tokens, 'auth.tokens', env).map((t, i) => secret(t, `auth.tokens[${i}]`, env));
+  return { tokens, ...(a.htpasswd === undefined ? {} : { htpasswd: str(a.htpasswd, 'auth.htpasswd', env) }) };
+}
+
+function limits(v: unknown): Config['limits'] {
+  const l = obj(v, 'limits');
+  known(l, 'limits.', ['connectionsPerClient', 'clientIdleTimeout', 'headersTimeout', 'shutdownGrace']);
+  const d = DEFAULTS.limits;
+  return {
+    connectionsPerClient: l.connectionsPerClient === undefined ? d.connectionsPerClient : nonNegativeInt(l.connectionsPerClient, 'limits.connectionsPerClient'),
+    clientIdleTimeoutMs: l.clientIdleTimeout === undefined ? d.clientIdleTimeoutMs : duration(l.clientIdleTimeout, 'limits.clientIdleTimeout', true),
+    headersTimeoutMs: l.headersTimeout === undefined ? d.headersTimeoutMs : duration(l.headersTimeout, 'limits.headersTimeout', true),
+    shutdownGraceMs: l.shutdownGrace === undefined ? d.shutdownGraceMs : duration(l.shutdownGrace, 'limits.shutdownGrace'),
+  };
 }
 
 function credentials(value: unknown, key: string, env: NodeJS.ProcessEnv): Credentials {

@@ -83,6 +83,12 @@ export class UnknownUpstream extends RegmirrorError {
     super('UNKNOWN_UPSTREAM', message);
   }
 }
+/** The repository is outside the upstream's allow list, or on its deny list. */
+export class AccessDenied extends RegmirrorError {
+  constructor(message: string) {
+    super('ACCESS_DENIED', message);
+  }
+}
 export class BlobNotFound extends RegmirrorError {
   constructor(readonly digest: string) {
     super('BLOB_NOT_FOUND', `blob ${digest} is not known to the upstream for this repository`);
@@ -171,7 +177,7 @@ export function toOciError(err: unknown): OciError {
   if (err instanceof InvalidName) return new OciError('NAME_INVALID', m);
   if (err instanceof InvalidReference) return new OciError('MANIFEST_INVALID', m, { status: 400 });
   if (err instanceof InvalidDigest) return new OciError('DIGEST_INVALID', m);
-  if (err instanceof UnknownUpstream) return new OciError('DENIED', m);
+  if (err instanceof UnknownUpstream || err instanceof AccessDenied) return new OciError('DENIED', m);
   if (err instanceof BlobNotFound) return new OciError('BLOB_UNKNOWN', m);
   if (err instanceof ManifestNotFound) return new OciError('MANIFEST_UNKNOWN', m);
   if (err instanceof RepositoryNotFound) return new OciError('NAME_UNKNOWN', m);

@@ -75,11 +75,17 @@ async function serveCommand(values: Values): Promise<number> {
   const config = loadConfig(values.config);
   if (values.offline) config.offline = true;
   const server = await startServer(config);
+  process.on('SIGHUP', () => {
+    server.reloadTls().catch((err: Error) => console.error(`regmirror: TLS reload failed, keeping the old certificate: ${err.message}`));
+  });
   await new Promise<void>((resolve) => {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
   });
-  await server.close();
+  // Responses in flight finish within limits.shutdownGrace; a second signal cuts them.
+  process.once('SIGTERM', () => void server.close());
+  process.once('SIGINT', () => void server.close());
+  await server.shutdown();
   return 0;
 }
 

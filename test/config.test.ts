@@ -44,6 +44,8 @@ describe('DEFAULTS', () => {
       budgetFloor: 0,
       negativeTtlMs: 60_000,
       failureBackoffMs: 10_000,
+      allow: [],
+      deny: [],
     };
     assert.deepEqual(DEFAULTS, {
       listen: { host: '0.0.0.0', port: 5000 },
@@ -58,6 +60,8 @@ describe('DEFAULTS', () => {
       log: { level: 'info' },
       manifestMemoryBytes: 64 * 1024 * 1024,
       offline: false,
+      auth: { tokens: [] },
+      limits: { connectionsPerClient: 256, clientIdleTimeoutMs: 120_000, headersTimeoutMs: 30_000, shutdownGraceMs: 30_000 },
     });
   });
 
@@ -103,6 +107,13 @@ log:
 manifestMemory: 16MiB
 offline: true
 adminToken: \${ADMIN}
+auth:
+  tokens: [t0ken]
+  htpasswd: /etc/regmirror/htpasswd
+limits:
+  connectionsPerClient: 10
+  clientIdleTimeout: 1m
+  shutdownGrace: 5s
 upstreams:
   docker.io:
     url: https://registry-1.docker.io/
@@ -120,6 +131,8 @@ upstreams:
     budgetFloor: 20
     negativeTtl: 30s
     failureBackoff: 1m
+    allow: [library/*, bob/**]
+    deny: [library/evil]
   registry.internal:5000:
     url: http://10.0.0.5:5000
     tagTtl: 0
@@ -132,6 +145,8 @@ upstreams:
       manifestMemoryBytes: 16 * 1024 * 1024,
       offline: true,
       adminToken: 'adm1n',
+      auth: { tokens: ['t0ken'], htpasswd: '/etc/regmirror/htpasswd' },
+      limits: { connectionsPerClient: 10, clientIdleTimeoutMs: 60_000, headersTimeoutMs: 30_000, shutdownGraceMs: 5_000 },
       upstreams: [
         {
           name: 'docker.io',
@@ -147,6 +162,8 @@ upstreams:
           budgetFloor: 20,
           negativeTtlMs: 30_000,
           failureBackoffMs: 60_000,
+          allow: ['library/*', 'bob/**'],
+          deny: ['library/evil'],
         },
         {
           name: 'registry.internal:5000',
@@ -161,6 +178,8 @@ upstreams:
           budgetFloor: 0,
           negativeTtlMs: 60_000,
           failureBackoffMs: 10_000,
+          allow: [],
+          deny: [],
         },
       ],
     });

@@ -23,6 +23,9 @@ export interface MirrorOptions {
   now?: () => number;
   adminToken?: string;
   offline?: boolean;
+  auth?: Config['auth'];
+  tls?: Config['tls'];
+  limits?: Partial<Config['limits']>;
 }
 
 /** Starts regmirror on 127.0.0.1:0; stop() closes it and removes its data dir (unless one was given). */
@@ -37,6 +40,9 @@ export async function startMirror(opts: MirrorOptions): Promise<Mirror> {
     upstreams: opts.upstreams.map((u) => ({ ...base, aliases: [], tokenRealms: [], headersTimeoutMs: 5000, idleTimeoutMs: 5000, connectTimeoutMs: 2000, ...u })),
     log: { level: 'debug' },
     offline: opts.offline ?? false,
+    auth: opts.auth ?? { tokens: [] },
+    limits: { ...DEFAULTS.limits, ...opts.limits },
+    ...(opts.tls ? { tls: opts.tls } : {}),
     ...(opts.adminToken ? { adminToken: opts.adminToken } : {}),
   };
   const logs: string[] = [];

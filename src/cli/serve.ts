@@ -1,16 +1,15 @@
 // The composition root: opens the store and database, builds one client per upstream,
 // the caches and the app, and listens. startServer() is what `regmirror serve` and the
 // tests run.
-import { rm, writeFile } from 'node:fs/promises';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { serve } from '@hono/node-server';
-import type { Config } from '../config.js';
+import { ConfigError, type Config } from '../config.js';
+import { ClientAuth, parseHtpasswd } from '../http/access.js';
 import { createApp } from '../http/app.js';
 import type { Logger } from '../log.js';
 import type { MetadataDb } from '../store/metadata.js';
 import { openCache, type CacheContext } from './context.js';
+import { listen } from './listener.js';
 import { prewarm, prewarmRequest } from './prewarm.js';
 import { gatherStatus } from './status.js';
 
@@ -20,10 +19,14 @@ export interface ServerOptions {
 }
 
 export interface RunningServer extends Pick<CacheContext, 'metadata' | 'blobs' | 'upstreams' | 'metrics' | 'manifests' | 'store'> {
-  /** `http://host:port` as bound (port 0 in the config picks a free one). */
+  /** `http(s)://host:port` as bound (port 0 in the config picks a free one). */
   url: string;
   port: number;
+  reloadTls(): Promise<void>;
+  /** Stops at once: open connections are cut and downloads in flight abandoned. */
   close(): Promise<void>;
+  /** SIGTERM: stop accepting, let responses in flight finish within limits.shutdownGrace. */
+  shutdown(): Promise<void>;
 }
 
 export async function startServer(config: Config, opts: ServerOptions = {}): Promise<RunningServer> {
@@ -39,27 +42,56 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     return { run: (emit: (e: object) => void) => prewarm(ctx, images, { ...options, onEvent: emit }) };
   };
   const admin = { metrics, readiness, status, prewarm: prewarmJob, adminToken: config.adminToken };
-  const app = createApp({ upstreams, blobs, manifests, metrics, log, admin });
-
-  const server = await new Promise<Server>((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, hostname: config.listen.host, port: config.listen.port }, () => resolve(s as Server));
-    s.once('error', reject);
-  });
-  const { port, address } = server.address() as AddressInfo;
-  const host = address.includes(':') ? `[${address}]` : address;
-  log.info('listening', { address: `${host}:${port}`, dataDir: config.dataDir, upstreams: clients.map((c) => c.name) });
+  const clientAuth = await loadClientAuth(config);
+  const app = createApp({ upstreams, blobs, manifests, metrics, log, admin, clientAuth });
+  let listener;
+  try {
+    listener = await listen(config, app.fetch, log);
+  } catch (err) {
+    await ctx.close();
+    throw err;
+  }
+  log.info('listening', { url: listener.url, dataDir: config.dataDir, upstreams: clients.map((c) => c.name), offline: config.offline });
+  if (!clientAuth && !isLoopback(config.listen.host)) {
+    log.warn('no client authentication: anyone who can reach this address can pull through the mirror and its upstream credentials (set auth.tokens or auth.htpasswd)', { listen: config.listen.host });
+  }
 
   let closing: Promise<void> | undefined;
-  const close = () =>
+  const stop = (graceMs: number) =>
     (closing ??= (async () => {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        // Idle keep-alive sockets would hold close() open; in-flight responses are cut.
-        server.closeAllConnections();
-      });
+      await listener.close(graceMs);
       await ctx.close();
     })());
-  return { url: `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`, port, metadata, blobs, upstreams, metrics, manifests, store: ctx.store, close };
+  return {
+    url: listener.url,
+    port: listener.port,
+    metadata,
+    blobs,
+    upstreams,
+    metrics,
+    manifests,
+    store: ctx.store,
+    reloadTls: () => listener.reloadTls(),
+    close: () => stop(0),
+    shutdown: () => stop(config.limits.shutdownGraceMs),
+  };
+}
+
+async function loadClientAuth(config: Config): Promise<ClientAuth | undefined> {
+  const { tokens, htpasswd } = config.auth;
+  if (tokens.length === 0 && !htpasswd) return undefined;
+  let users = new Map<string, string>();
+  if (htpasswd) {
+    const text = await readFile(htpasswd, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      throw new ConfigError('auth.htpasswd', `cannot read ${htpasswd}: ${err.code ?? err.message}`);
+    });
+    users = parseHtpasswd(text, htpasswd);
+  }
+  return new ClientAuth({ tokens, users });
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }
 
 /** Ready when the database answers and the data dir takes a write. */

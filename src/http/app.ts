@@ -8,6 +8,7 @@ import type { ManifestCache } from '../cache/manifests.js';
 import { OciError, toOciError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { ClientAuth } from './access.js';
 import { adminRoutes, type AdminDeps } from './admin.js';
 import { parseDigest } from '../oci/digest.js';
 import { parseV2Path } from '../oci/reference.js';
@@ -23,6 +24,8 @@ export interface AppDeps {
   log: Logger;
   metrics?: Metrics;
   admin?: AdminDeps;
+  /** Client access control; absent: anyone may pull. */
+  clientAuth?: ClientAuth;
 }
 
 export type AppEnv = { Variables: { cache: string; upstream: string; repo: string; route: string; requestId: string } };
@@ -52,6 +55,17 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     });
   });
 
+  if (deps.clientAuth) {
+    const auth = deps.clientAuth;
+    const guard = async (c: Context<AppEnv>, next: () => Promise<void>) => {
+      if (!(await auth.allows(c.req.header('authorization')))) {
+        throw new OciError('UNAUTHORIZED', 'authentication required', { headers: { 'www-authenticate': ClientAuth.challenge } });
+      }
+      await next();
+    };
+    app.use('/v2', guard);
+    app.use('/v2/*', guard);
+  }
   app.use('/v2/*', async (c, next) => {
     if (hasDotSegment(c)) throw new OciError('NAME_INVALID', 'path segments . and .. are not allowed');
     await next();

@@ -2,12 +2,14 @@
 // default upstream) and which repository in it. Pure: it opens no connection, so an
 // unknown `ns` can never make regmirror an open proxy.
 import type { Target, UpstreamClient } from '../cache/blobs.js';
-import { InvalidName, UnknownUpstream } from '../errors.js';
+import { AccessDenied, InvalidName, UnknownUpstream } from '../errors.js';
 import { dockerHubName, validateName } from '../oci/reference.js';
+import { globMatcher } from './access.js';
 
 /** The configured upstreams by every name that selects them. */
 export class UpstreamTable {
   readonly #byName = new Map<string, UpstreamClient>();
+  readonly #permits = new Map<UpstreamClient, (repository: string) => boolean>();
   readonly default?: UpstreamClient;
   readonly all: UpstreamClient[];
 
@@ -15,12 +17,20 @@ export class UpstreamTable {
     this.all = clients;
     for (const c of clients) {
       for (const n of [c.name, ...c.config.aliases]) this.#byName.set(n.toLowerCase(), c);
+      const allow = c.config.allow.length ? globMatcher(c.config.allow) : () => true;
+      const deny = globMatcher(c.config.deny);
+      this.#permits.set(c, (repo) => allow(repo) && !deny(repo));
     }
     this.default = defaultName === undefined ? undefined : this.#byName.get(defaultName);
   }
 
   lookup(name: string): UpstreamClient | undefined {
     return this.#byName.get(name.toLowerCase());
+  }
+
+  /** The upstream's allow and deny globs let clients pull this repository. */
+  permits(upstream: UpstreamClient, repository: string): boolean {
+    return this.#permits.get(upstream)?.(repository) ?? true;
   }
 }
 
@@ -55,5 +65,6 @@ export function resolveTarget(rawName: string, ns: string | undefined, table: Up
   }
   validateName(name);
   const repository = upstream.name === 'docker.io' ? dockerHubName(name) : name;
+  if (!table.permits(upstream, repository)) throw new AccessDenied(`repository ${repository} of ${upstream.name} is not served by this mirror`);
   return { upstream, repository, clientName: name, prefix };
 }
