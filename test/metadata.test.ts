@@ -139,6 +139,7 @@ describe('tags', () => {
       mediaType: 'application/vnd.oci.image.index.v1+json',
       fetchedAt: clock,
       expiresAt: clock + 5 * 60_000,
+      pinned: false,
     });
   });
 
@@ -160,7 +161,7 @@ describe('tags', () => {
     m.putTag(key, D1, 'a', 1000);
     clock += 10_000;
     m.putTag(key, D2, 'b', 2000);
-    assert.deepEqual(m.getTag(key), { digest: D2, mediaType: 'b', fetchedAt: clock, expiresAt: clock + 2000 });
+    assert.deepEqual(m.getTag(key), { digest: D2, mediaType: 'b', fetchedAt: clock, expiresAt: clock + 2000, pinned: false });
     assert.equal(m.count('tags'), 1);
   });
 
@@ -170,7 +171,7 @@ describe('tags', () => {
     m.putTag(key, D1, 'a', 60_000);
     clock += 90_000;
     m.refreshTag(key, 60_000);
-    assert.deepEqual(m.getTag(key), { digest: D1, mediaType: 'a', fetchedAt: t0 + 90_000, expiresAt: t0 + 150_000 });
+    assert.deepEqual(m.getTag(key), { digest: D1, mediaType: 'a', fetchedAt: t0 + 90_000, expiresAt: t0 + 150_000, pinned: false });
   });
 
   test('refreshing an unknown tag creates nothing', () => {
@@ -185,6 +186,87 @@ describe('tags', () => {
     m.putTag(key, D1, 'a', 1000);
     m.close();
     assert.equal(db().getTag(key)?.digest, D1);
+  });
+});
+
+describe('pins', () => {
+  const key = { upstream: 'docker.io', repository: 'library/nginx', tag: 'latest', accept: 15 };
+  const columns = (table: string) => reader((c) => (c.prepare(`SELECT name FROM pragma_table_info('${table}')`).all() as Array<{ name: string }>).map((r) => r.name));
+  const pinnedBlob = (digest: string) => reader((c) => (c.prepare('SELECT pinned FROM blobs WHERE digest = ?').get(digest) as { pinned: number } | undefined)?.pinned);
+
+  test('tags and blobs have a pinned column, 0 by default (rows from before migration 3 too)', () => {
+    const old = new Database(path);
+    for (let v = 0; v < 2; v++) old.exec(MIGRATIONS[v]);
+    old.pragma('user_version = 2');
+    old.prepare('INSERT INTO blobs (digest, size, created_at, last_access) VALUES (?, 7, 1, 1)').run(D1);
+    old.prepare("INSERT INTO tags VALUES ('docker.io', 'library/nginx', 'latest', 15, ?, 'a', 1, 2)").run(D1);
+    old.close();
+    const m = db();
+    assert.ok(columns('tags').includes('pinned'));
+    assert.ok(columns('blobs').includes('pinned'));
+    assert.equal(pinnedBlob(D1), 0);
+    assert.deepEqual(m.getTag(key), { digest: D1, mediaType: 'a', fetchedAt: 1, expiresAt: 2, pinned: false });
+  });
+
+  test('putPinnedTag pins; putTag replaces the row with an unpinned one', () => {
+    const m = db();
+    m.putPinnedTag(key, D1, 'a');
+    assert.deepEqual(m.getTag(key), { digest: D1, mediaType: 'a', fetchedAt: clock, expiresAt: clock, pinned: true });
+    clock += 1000;
+    m.refreshTag(key, 5000);
+    assert.equal(m.getTag(key)?.pinned, true, 'a refresh keeps the pin');
+    m.putTag(key, D2, 'b', 5000);
+    assert.deepEqual(m.getTag(key), { digest: D2, mediaType: 'b', fetchedAt: clock, expiresAt: clock + 5000, pinned: false });
+  });
+
+  test('tagRows lists every Accept class of one tag, newest first; listTags lists every row', () => {
+    const m = db();
+    m.putTag({ ...key, accept: 4 }, D2, 'b', 1000);
+    clock += 1000;
+    m.putPinnedTag(key, D1, 'a');
+    m.putTag({ ...key, tag: 'other' }, D1, 'a', 1000);
+    m.putTag({ ...key, repository: 'library/alpine' }, D1, 'a', 1000);
+    assert.deepEqual(
+      m.tagRows('docker.io', 'library/nginx', 'latest').map((r) => [r.accept, r.digest, r.pinned]),
+      [
+        [15, D1, true],
+        [4, D2, false],
+      ],
+    );
+    assert.deepEqual(m.tagRows('docker.io', 'library/nginx', 'missing'), []);
+    assert.deepEqual(
+      m.listTags().map((r) => `${r.upstream} ${r.repository}:${r.tag} ${r.accept} ${r.pinned}`),
+      ['docker.io library/alpine:latest 15 false', 'docker.io library/nginx:latest 4 false', 'docker.io library/nginx:latest 15 true', 'docker.io library/nginx:other 15 false'],
+    );
+    const row = m.listTags()[2];
+    assert.deepEqual(row, { upstream: 'docker.io', repository: 'library/nginx', tag: 'latest', accept: 15, digest: D1, mediaType: 'a', fetchedAt: clock, expiresAt: clock, pinned: true });
+  });
+
+  test('pinBlob pins a recorded blob and creates no row for an unknown one', () => {
+    const m = db();
+    m.recordBlob(D1, 5);
+    m.pinBlob(D1);
+    m.pinBlob(D2);
+    assert.equal(pinnedBlob(D1), 1);
+    assert.equal(m.getBlob(D2), undefined);
+    m.recordBlob(D1, 5, { upstream: 'docker.io', repository: 'library/nginx' });
+    assert.equal(pinnedBlob(D1), 1, 'recording the blob again keeps the pin');
+  });
+
+  test('transaction: all writes or none, nested calls included', () => {
+    const m = db();
+    assert.throws(() =>
+      m.transaction(() => {
+        m.recordBlob(D1, 5, { upstream: 'docker.io', repository: 'library/nginx' });
+        m.putPinnedTag(key, D1, 'a');
+        throw new Error('boom');
+      }),
+    /boom/);
+    assert.equal(m.count('blobs'), 0);
+    assert.equal(m.count('links'), 0);
+    assert.equal(m.count('tags'), 0);
+    assert.equal(m.transaction(() => (m.recordBlob(D1, 5), 42)), 42);
+    assert.equal(m.count('blobs'), 1);
   });
 });
 

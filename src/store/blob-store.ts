@@ -27,6 +27,7 @@ export class TempBlob {
   readonly verifier: DigestVerifier;
   #fh: FileHandle;
   #written = 0;
+  #closed = false;
 
   constructor(path: string, fh: FileHandle, verifier: DigestVerifier) {
     this.path = path;
@@ -49,8 +50,14 @@ export class TempBlob {
     this.#written += chunk.byteLength;
   }
 
-  /** @internal used by FsBlobStore.publish */
+  /**
+   * Flushes and closes the file, which stays in place for publish() (that calls this too).
+   * Idempotent: a writer holding many finished temps (import) closes each one early, so it
+   * does not keep a descriptor open per blob until it publishes them.
+   */
   async syncAndClose(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
     await this.#fh.sync();
     await this.#fh.close();
   }

@@ -1,0 +1,255 @@
+// `regmirror import`: loads a bundle (an OCI image layout tar, as `regmirror export`
+// writes it) into the cache, so an air-gapped mirror serves its images with no upstream.
+//
+// All or nothing. Every blob entry is hashed into a temp file as it streams past; nothing
+// is published until the whole tar was read, index.json parsed, every manifest reachable
+// from it parsed, and every blob they reference found with the size they give it. Then
+// the temps are published and everything is recorded in one SQLite transaction: manifests
+// and blobs, linked to each image's (upstream, repository) and pinned, and each tag pinned
+// for every Accept class that takes the root's media type, so it never expires. Any
+// failure discards the temps and leaves blobs/ and the database as they were.
+import { readFile } from 'node:fs/promises';
+import { DigestMismatch, SizeMismatch } from '../errors.js';
+import { DigestVerifier, parseDigest, type Digest } from '../oci/digest.js';
+import { blobEntryName, INDEX_FILE, LAYOUT_FILE, LayoutError, MAX_LAYOUT_FILE_BYTES, parseLayoutFile, parseLayoutIndex, readImageLayout } from '../oci/image-layout.js';
+import { accepts, ALL_TYPES, isIndexType, MANIFEST_TYPES, MAX_MANIFEST_BYTES, parseManifest, type Descriptor, type ParsedManifest } from '../oci/manifest.js';
+import { dockerHubName, formatImageReference, parseImageReference } from '../oci/reference.js';
+import type { TempBlob } from '../store/blob-store.js';
+import type { CacheContext } from './context.js';
+
+export interface ImportedImage {
+  /** Full reference, e.g. `docker.io/library/alpine:3`. */
+  name: string;
+  upstream: string;
+  repository: string;
+  tag?: string;
+  digest: string;
+  mediaType: string;
+}
+
+export interface ImportSummary {
+  images: ImportedImage[];
+  /** Distinct blobs recorded, manifests included. */
+  blobs: number;
+  /** Their total size. */
+  bytes: number;
+  /** Of those, blobs the store already held (verified from the bundle, not written again). */
+  present: number;
+  /** Blob entries no image in index.json refers to: read, verified and dropped. */
+  unreferenced: number;
+}
+
+type CacheWriter = Pick<CacheContext, 'store' | 'metadata' | 'upstreams'>;
+
+/** A verified blob entry of the bundle. */
+interface Received {
+  size: number;
+  /** Written to a temp file; absent when the store already had the blob. */
+  temp?: TempBlob;
+}
+
+/**
+ * Reads a bundle from `input` (a file, or stdin for `-`) and records its images. On any
+ * problem it rejects with an `import: <entry>: …` message, changes nothing, and destroys `input`.
+ */
+export async function importBundle(ctx: CacheWriter, input: NodeJS.ReadableStream): Promise<ImportSummary> {
+  const received = new Map<Digest, Received>();
+  const published = new Set<Digest>();
+  let committed = false;
+  try {
+    const files = await receive(ctx, input, received);
+    const plan = await check(ctx, files, received);
+    for (const [digest, r] of received) {
+      if (!r.temp || !plan.blobs.has(digest)) continue;
+      await ctx.store.publish(r.temp);
+      r.temp = undefined;
+      published.add(digest);
+    }
+    ctx.metadata.transaction(() => {
+      for (const img of plan.images) {
+        const link = { upstream: img.upstream, repository: img.repository };
+        for (const d of img.digests) {
+          const manifest = plan.manifests.get(d);
+          if (manifest) ctx.metadata.recordManifest(d, manifest.mediaType, manifest.size, link);
+          else ctx.metadata.recordBlob(d, plan.blobs.get(d)!, link);
+          ctx.metadata.pinBlob(d);
+        }
+        if (img.tag === undefined) continue;
+        for (let mask = 1; mask <= ALL_TYPES; mask++) {
+          if (accepts(mask, img.mediaType)) ctx.metadata.putPinnedTag({ ...link, tag: img.tag, accept: mask }, img.digest, img.mediaType);
+        }
+      }
+    });
+    committed = true;
+    let bytes = 0;
+    for (const size of plan.blobs.values()) bytes += size;
+    const present = [...plan.blobs.keys()].filter((d) => !published.has(d)).length;
+    return {
+      images: plan.images.map(({ digests: _, ...img }) => img),
+      blobs: plan.blobs.size,
+      bytes,
+      present,
+      unreferenced: [...received.keys()].filter((d) => !plan.blobs.has(d)).length,
+    };
+  } catch (err) {
+    // Not read any further (a file is closed), as stream.pipeline would.
+    (input as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
+    if (!committed) {
+      // Files this run published that no row names (none can, the transaction did not
+      // commit, unless another process recorded the same blob meanwhile) go again.
+      for (const d of published) if (!ctx.metadata.getBlob(d)) await ctx.store.remove(d).catch(() => {});
+    }
+    throw new Error(`import: ${(err as Error).message}`, { cause: err });
+  } finally {
+    await Promise.all([...received.values()].map((r) => r.temp?.discard()));
+  }
+}
+
+/** Reads the whole tar: blobs into temp files (verified), oci-layout and index.json into memory. */
+async function receive(ctx: CacheWriter, input: NodeJS.ReadableStream, received: Map<Digest, Received>): Promise<{ index: Buffer }> {
+  let layout: Buffer | undefined;
+  let index: Buffer | undefined;
+  for await (const entry of readImageLayout(input)) {
+    if (entry.kind === 'oci-layout' || entry.kind === 'index') {
+      if (entry.size > MAX_LAYOUT_FILE_BYTES) throw new LayoutError(entry.name, `is ${entry.size} bytes, more than the ${MAX_LAYOUT_FILE_BYTES} allowed`);
+      const chunks: Buffer[] = [];
+      for await (const chunk of entry.body) chunks.push(chunk);
+      if (entry.kind === 'index') index = Buffer.concat(chunks);
+      else layout = Buffer.concat(chunks);
+      continue;
+    }
+    if (entry.kind !== 'blob') continue; // other files (a docker-save manifest.json, …) are not ours to read
+    const digest = entry.digest!;
+    const known = received.has(digest) || (await ctx.store.stat(digest))?.size === entry.size;
+    // A blob the store (or this bundle) already has is verified, not written again.
+    const temp = known ? undefined : await ctx.store.createTemp(digest, entry.size);
+    if (temp) received.set(digest, { size: entry.size, temp });
+    const verifier = temp?.verifier ?? new DigestVerifier(digest, entry.size);
+    for await (const chunk of entry.body) {
+      if (temp) await temp.write(chunk);
+      else verifier.update(chunk);
+    }
+    try {
+      verifier.verify();
+    } catch (err) {
+      if (err instanceof DigestMismatch) throw new LayoutError(entry.name, 'content does not match its digest');
+      if (err instanceof SizeMismatch) throw new LayoutError(entry.name, err.message);
+      throw err;
+    }
+    if (temp) await temp.syncAndClose();
+    else if (!received.has(digest)) received.set(digest, { size: entry.size });
+  }
+  if (!layout) throw new LayoutError(LAYOUT_FILE, 'missing from the bundle');
+  parseLayoutFile(layout);
+  if (!index) throw new LayoutError(INDEX_FILE, 'missing from the bundle');
+  return { index };
+}
+
+interface Plan {
+  images: Array<ImportedImage & { digests: Set<Digest> }>;
+  manifests: Map<Digest, { mediaType: string; size: number }>;
+  /** Every blob to record (manifests included) and its size. */
+  blobs: Map<Digest, number>;
+}
+
+/** Walks index.json: every root and every manifest present under it parsed, every blob found. */
+async function check(ctx: CacheWriter, files: { index: Buffer }, received: Map<Digest, Received>): Promise<Plan> {
+  const checker = new Checker(ctx, received);
+  const roots = parseLayoutIndex(files.index);
+  for (const [i, root] of roots.entries()) {
+    const where = `manifests[${i}]`;
+    if (root.name === undefined) throw new LayoutError(INDEX_FILE, `${where} names no image (no io.containerd.image.name or org.opencontainers.image.ref.name annotation)`);
+    let ref;
+    try {
+      ref = parseImageReference(root.name);
+    } catch (err) {
+      throw new LayoutError(INDEX_FILE, `${where}: ${(err as Error).message}`);
+    }
+    const upstream = ctx.upstreams.lookup(ref.registry);
+    if (!upstream) throw new LayoutError(INDEX_FILE, `${root.name}: registry ${ref.registry} is not configured on this mirror`);
+    const digest = parseDigest(root.descriptor.digest);
+    if (ref.digest !== undefined && ref.digest !== digest) throw new LayoutError(INDEX_FILE, `${root.name} names a digest other than its descriptor's ${digest}`);
+    if (!(MANIFEST_TYPES as readonly string[]).includes(root.descriptor.mediaType)) {
+      throw new LayoutError(INDEX_FILE, `${where}: unsupported media type ${JSON.stringify(root.descriptor.mediaType)}`);
+    }
+    const repository = upstream.name === 'docker.io' ? dockerHubName(ref.repository) : ref.repository;
+    const name = formatImageReference({ ...ref, registry: upstream.name, repository });
+    const digests = new Set<Digest>();
+    const mediaType = await checker.manifest(root.descriptor, name, digests);
+    checker.plan.images.push({
+      name,
+      upstream: upstream.name,
+      repository,
+      ...(ref.tag !== undefined ? { tag: ref.tag } : {}),
+      digest,
+      mediaType,
+      digests,
+    });
+  }
+  return checker.plan;
+}
+
+class Checker {
+  readonly plan: Plan = { images: [], manifests: new Map(), blobs: new Map() };
+  readonly #parsed = new Map<Digest, ParsedManifest>();
+
+  constructor(
+    readonly ctx: CacheWriter,
+    readonly received: Map<Digest, Received>,
+  ) {}
+
+  /** Checks a manifest and everything it references; adds their digests to `digests`; returns its media type. */
+  async manifest(desc: Descriptor, image: string, digests: Set<Digest>): Promise<string> {
+    const digest = parseDigest(desc.digest);
+    const entry = blobEntryName(digest);
+    const r = this.received.get(digest);
+    if (!r) throw new LayoutError(entry, `missing from the bundle (manifest of ${image})`);
+    if (r.size !== desc.size) throw new LayoutError(entry, `is ${r.size} bytes, its descriptor in ${image} says ${desc.size}`);
+    if (r.size > MAX_MANIFEST_BYTES) throw new LayoutError(entry, `is a manifest of ${r.size} bytes, over the ${MAX_MANIFEST_BYTES} allowed`);
+    digests.add(digest);
+    let parsed = this.#parsed.get(digest);
+    if (!parsed) {
+      const bytes = r.temp ? await readFile(r.temp.path) : await this.ctx.store.read(digest);
+      try {
+        parsed = parseManifest(bytes, desc.mediaType);
+      } catch (err) {
+        throw new LayoutError(entry, (err as Error).message);
+      }
+      if (parsed.mediaType !== desc.mediaType) throw new LayoutError(entry, `is a ${parsed.mediaType}, its descriptor in ${image} says ${desc.mediaType}`);
+      this.#parsed.set(digest, parsed);
+      this.plan.manifests.set(digest, { mediaType: parsed.mediaType, size: r.size });
+      this.plan.blobs.set(digest, r.size);
+    }
+    if (isIndexType(parsed.mediaType)) {
+      // The index is kept whole; the platforms left out of the bundle are simply not served.
+      const present = parsed.manifests.filter((child) => this.received.has(digestIn(child, entry)));
+      if (present.length === 0 && parsed.manifests.length > 0) throw new LayoutError(entry, `none of the index's manifests is in the bundle (${image})`);
+      for (const child of present) await this.manifest(child, image, digests);
+    } else {
+      for (const blob of parsed.blobs) this.blob(blob, digest, image, digests);
+    }
+    return parsed.mediaType;
+  }
+
+  blob(desc: Descriptor, manifest: Digest, image: string, digests: Set<Digest>): void {
+    const d = digestIn(desc, blobEntryName(manifest));
+    const r = this.received.get(d);
+    if (!r) {
+      // Windows base layers are fetched from their own URLs; no registry serves them.
+      if (/\.foreign\.|\.nondistributable\./.test(desc.mediaType)) return;
+      throw new LayoutError(blobEntryName(d), `missing from the bundle (${desc.mediaType} of ${image})`);
+    }
+    if (r.size !== desc.size) throw new LayoutError(blobEntryName(d), `is ${r.size} bytes, manifest ${manifest} says ${desc.size}`);
+    digests.add(d);
+    this.plan.blobs.set(d, r.size);
+  }
+}
+
+/** A descriptor's digest; one that is no sha256 digest is a problem of the manifest (`entry`) naming it. */
+function digestIn(desc: Descriptor, entry: string): Digest {
+  try {
+    return parseDigest(desc.digest);
+  } catch (err) {
+    throw new LayoutError(entry, (err as Error).message);
+  }
+}
