@@ -80,7 +80,7 @@ describe('migrations', () => {
       old.close();
       const m = db();
       assert.equal(m.schemaVersion, SCHEMA_VERSION, `from version ${version}`);
-      assert.deepEqual(m.getBlob(D1), { size: 7 });
+      assert.deepEqual(m.getBlob(D1), { size: 7, pinned: false });
       m.close();
       rmSync(path, { force: true });
       rmSync(path + '-wal', { force: true });
@@ -96,7 +96,7 @@ describe('migrations', () => {
 
     const second = db();
     assert.equal(second.schemaVersion, SCHEMA_VERSION);
-    assert.deepEqual(second.getBlob(D1), { size: 10 });
+    assert.deepEqual(second.getBlob(D1), { size: 10, pinned: false });
     assert.equal(second.isLinked('docker.io', 'library/nginx', D1), true);
     second.close();
     assert.deepEqual(
@@ -277,7 +277,7 @@ describe('blobs and links', () => {
     const m = db();
     assert.equal(m.getBlob(D1), undefined);
     m.recordBlob(D1, 1234, nginx);
-    assert.deepEqual(m.getBlob(D1), { size: 1234 });
+    assert.deepEqual(m.getBlob(D1), { size: 1234, pinned: false });
     assert.equal(m.isLinked('docker.io', 'library/nginx', D1), true);
     assert.equal(m.isLinked('docker.io', 'library/alpine', D1), false);
     assert.equal(m.isLinked('ghcr.io', 'library/nginx', D1), false);
@@ -328,7 +328,7 @@ describe('manifests', () => {
     assert.equal(m.getManifest(D1), undefined);
     m.recordManifest(D1, INDEX, 789, link);
     assert.deepEqual(m.getManifest(D1), { mediaType: INDEX, size: 789 });
-    assert.deepEqual(m.getBlob(D1), { size: 789 });
+    assert.deepEqual(m.getBlob(D1), { size: 789, pinned: false });
     assert.equal(m.isLinked('ghcr.io', 'org/app', D1), true);
     assert.equal(m.isLinked('ghcr.io', 'org/other', D1), false);
     assert.equal(m.count('manifests'), 1);

@@ -32,6 +32,8 @@ export interface BlobCacheDeps {
   metadata: MetadataDb;
   log: Logger;
   metrics?: Metrics;
+  /** Told of every blob published by a download (the evictor watches the store grow). */
+  onPublished?: (bytes: number) => void;
 }
 
 /** Blob lookups and single-flight downloads. */
@@ -39,6 +41,8 @@ export class BlobCache {
   readonly #deps: BlobCacheDeps;
   readonly #downloads = new Map<Digest, Download>();
   readonly #shutdown = new AbortController();
+  /** Open readers of stored blobs: eviction leaves these alone. */
+  readonly #readers = new Map<Digest, number>();
 
   constructor(deps: BlobCacheDeps) {
     this.#deps = deps;
@@ -66,7 +70,7 @@ export class BlobCache {
   /** For GET: a handle on the blob, starting or joining a download on a miss. */
   async get(t: Target, digest: Digest): Promise<BlobHandle> {
     const found = await this.#find(t, digest);
-    if ('size' in found) return this.#handle(t, 'hit', found.size, (range) => this.#deps.store.open(digest, range));
+    if ('size' in found) return this.#handle(t, 'hit', found.size, (range) => this.#track(digest, this.#deps.store.open(digest, range)));
     const dl = found.download;
     await dl.ready;
     return this.#handle(t, 'miss', dl.size, (range) => dl.follow(range));
@@ -80,6 +84,11 @@ export class BlobCache {
     return { size: found.download.received, result: 'fetched' };
   }
 
+  /** Being downloaded or read by a client right now: not to be evicted. */
+  inUse(digest: string): boolean {
+    return this.#downloads.has(digest as Digest) || this.#readers.has(digest as Digest);
+  }
+
   /** Bytes received so far by the download of `digest`, if one is running. */
   progress(digest: Digest): number | undefined {
     return this.#downloads.get(digest)?.received;
@@ -87,9 +96,9 @@ export class BlobCache {
 
   /** A linked hit in the store, or the download (joined or started) that will bring it. */
   async #find(t: Target, digest: Digest): Promise<{ size: number } | { download: Download }> {
-    const { metadata, store } = this.#deps;
+    const { metadata } = this.#deps;
     const linked = metadata.isLinked(t.upstream.name, t.repository, digest);
-    const st = await store.stat(digest);
+    const st = await this.#intact(digest);
     if (st) {
       if (!linked) {
         // The bytes are here, but this repository may not hold them: ask before serving.
@@ -124,6 +133,35 @@ export class BlobCache {
         return open(range);
       },
     };
+  }
+
+  /**
+   * The stored file, if it is still the one that was verified: its size and mtime match
+   * what was recorded at publish. A file that changed, or has no row (a crash between
+   * rename and record), is dropped and fetched again rather than served.
+   */
+  async #intact(digest: Digest): Promise<{ size: number } | undefined> {
+    const { metadata, store, log } = this.#deps;
+    const st = await store.stat(digest);
+    if (!st) return undefined;
+    const row = metadata.getBlob(digest);
+    if (row && row.size === st.size && (row.mtimeMs === undefined || Math.abs(row.mtimeMs - st.mtimeMs) < 1)) return st;
+    if (this.inUse(digest)) return undefined;
+    log.warn(row ? 'stored blob changed on disk; fetching it again' : 'stored blob has no record; fetching it again', { digest });
+    metadata.removeBlobs([digest]);
+    await store.remove(digest);
+    return undefined;
+  }
+
+  /** Counts an open reader until its stream closes. */
+  #track<S extends Readable>(digest: Digest, stream: S): S {
+    this.#readers.set(digest, (this.#readers.get(digest) ?? 0) + 1);
+    stream.once('close', () => {
+      const n = (this.#readers.get(digest) ?? 1) - 1;
+      if (n > 0) this.#readers.set(digest, n);
+      else this.#readers.delete(digest);
+    });
+    return stream;
   }
 
   #start(t: Target, digest: Digest): Download {

@@ -23,6 +23,8 @@ export interface DownloadDeps {
   log: Logger;
   /** Aborted at shutdown; never tied to one client's connection. */
   signal: AbortSignal;
+  /** Told of every published blob's size (eviction watches the store grow). */
+  onPublished?: (bytes: number) => void;
 }
 
 /** A running (or finished) download of one digest through one upstream repository. */
@@ -106,8 +108,9 @@ export class Download {
     const started = Date.now();
     try {
       await this.#fetch(signal);
-      await store.publish(this.#temp!);
-      metadata.recordBlob(this.digest, this.#temp!.written, { upstream: this.upstream.name, repository: this.repository });
+      const { mtimeMs } = await store.publish(this.#temp!);
+      metadata.recordBlob(this.digest, this.#temp!.written, { upstream: this.upstream.name, repository: this.repository }, mtimeMs);
+      this.#deps.onPublished?.(this.#temp!.written);
       this.#state = 'done';
       log.info('blob downloaded', { digest: this.digest, repo: this.repository, bytes: this.#temp!.written, ms: Date.now() - started });
     } catch (err) {

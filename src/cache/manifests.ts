@@ -182,8 +182,8 @@ export class ManifestCache {
     }
     if (digest !== undefined && actual !== digest) throw new UpstreamInvalid(`manifest fetched for ${digest} hashes to ${actual}`);
     const { mediaType } = parseManifest(body.bytes, body.mediaType);
-    await store.put(actual, body.bytes);
-    metadata.recordManifest(actual, mediaType, body.bytes.length, { upstream: t.upstream.name, repository: t.repository });
+    const { mtimeMs } = await store.put(actual, body.bytes);
+    metadata.recordManifest(actual, mediaType, body.bytes.length, { upstream: t.upstream.name, repository: t.repository }, mtimeMs);
     this.#bodies.set(actual, body.bytes);
     return { digest: actual, mediaType, size: body.bytes.length, bytes: body.bytes, source: 'miss' };
   }
@@ -203,8 +203,13 @@ export class ManifestCache {
         metadata.forgetBlob(digest);
         return undefined;
       }
-      // Manifests are small and verified when stored; a wrong size means the file is damaged.
-      if (bytes.length !== row.size) throw new ManifestNotFound(digest);
+      // Manifests are small: re-hash on every read from disk, and fetch again if damaged.
+      if (digestOf(bytes) !== digest) {
+        this.#deps.log.warn('stored manifest does not match its digest; fetching it again', { digest });
+        metadata.removeBlobs([digest]);
+        await store.remove(digest);
+        return undefined;
+      }
       this.#bodies.set(digest, bytes);
     }
     metadata.touch(digest);

@@ -55,23 +55,25 @@ interface Received {
 export async function importBundle(ctx: CacheWriter, input: NodeJS.ReadableStream): Promise<ImportSummary> {
   const received = new Map<Digest, Received>();
   const published = new Set<Digest>();
+  const mtimes = new Map<string, number>();
   let committed = false;
   try {
     const files = await receive(ctx, input, received);
     const plan = await check(ctx, files, received);
     for (const [digest, r] of received) {
       if (!r.temp || !plan.blobs.has(digest)) continue;
-      await ctx.store.publish(r.temp);
+      const { mtimeMs } = await ctx.store.publish(r.temp);
       r.temp = undefined;
       published.add(digest);
+      mtimes.set(digest, mtimeMs);
     }
     ctx.metadata.transaction(() => {
       for (const img of plan.images) {
         const link = { upstream: img.upstream, repository: img.repository };
         for (const d of img.digests) {
           const manifest = plan.manifests.get(d);
-          if (manifest) ctx.metadata.recordManifest(d, manifest.mediaType, manifest.size, link);
-          else ctx.metadata.recordBlob(d, plan.blobs.get(d)!, link);
+          if (manifest) ctx.metadata.recordManifest(d, manifest.mediaType, manifest.size, link, mtimes.get(d));
+          else ctx.metadata.recordBlob(d, plan.blobs.get(d)!, link, mtimes.get(d));
           ctx.metadata.pinBlob(d);
         }
         if (img.tag === undefined) continue;

@@ -10,7 +10,16 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream, type ReadStream } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DigestVerifier, digestHex, type Digest } from '../oci/digest.js';
+import { DigestVerifier, digestHex, isDigest, type Digest } from '../oci/digest.js';
+
+/**
+ * Crash tests name a point (REGMIRROR_CRASH_AT=publish:before-rename) at which the process
+ * kills itself with SIGKILL, so a kill lands exactly there rather than by luck of timing.
+ */
+const CRASH_AT = process.env.REGMIRROR_CRASH_AT;
+export function crashPoint(name: string): void {
+  if (CRASH_AT === name) process.kill(process.pid, 'SIGKILL');
+}
 
 /** An inclusive byte range, as HTTP Range speaks of it. */
 export interface ByteRange {
@@ -71,12 +80,12 @@ export class TempBlob {
 
 /** Where blobs live. One implementation today (FsBlobStore); tests run a contract suite on it. */
 export interface BlobStore {
-  stat(d: Digest): Promise<{ size: number } | undefined>;
+  stat(d: Digest): Promise<{ size: number; mtimeMs: number } | undefined>;
   open(d: Digest, range?: ByteRange): ReadStream;
   read(d: Digest): Promise<Buffer>;
   createTemp(expected: Digest, expectedSize?: number): Promise<TempBlob>;
-  publish(t: TempBlob): Promise<void>;
-  put(d: Digest, bytes: Uint8Array): Promise<void>;
+  publish(t: TempBlob): Promise<{ mtimeMs: number }>;
+  put(d: Digest, bytes: Uint8Array): Promise<{ mtimeMs: number }>;
   remove(d: Digest): Promise<void>;
   sweepTmp(): Promise<number>;
 }
@@ -102,9 +111,10 @@ export class FsBlobStore implements BlobStore {
     return join(this.#blobs, 'sha256', hex.slice(0, 2), hex);
   }
 
-  async stat(d: Digest): Promise<{ size: number } | undefined> {
+  async stat(d: Digest): Promise<{ size: number; mtimeMs: number } | undefined> {
     try {
-      return { size: (await stat(this.pathFor(d))).size };
+      const st = await stat(this.pathFor(d));
+      return { size: st.size, mtimeMs: st.mtimeMs };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
@@ -126,13 +136,17 @@ export class FsBlobStore implements BlobStore {
   }
 
   /** Verifies, fsyncs and renames into place; throws DigestMismatch/SizeMismatch and deletes the temp file. */
-  async publish(t: TempBlob): Promise<void> {
+  async publish(t: TempBlob): Promise<{ mtimeMs: number }> {
     try {
       t.verifier.verify();
       await t.syncAndClose();
       const dest = this.pathFor(t.verifier.expected);
       await mkdir(join(dest, '..'), { recursive: true });
+      const { mtimeMs } = await stat(t.path);
+      crashPoint('publish:before-rename');
       await rename(t.path, dest);
+      crashPoint('publish:after-rename');
+      return { mtimeMs };
     } catch (err) {
       await t.discard();
       throw err;
@@ -140,7 +154,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   /** Writes a small blob (a manifest body) through the same verify-then-publish path. */
-  async put(d: Digest, bytes: Uint8Array): Promise<void> {
+  async put(d: Digest, bytes: Uint8Array): Promise<{ mtimeMs: number }> {
     const t = await this.createTemp(d, bytes.byteLength);
     try {
       await t.write(bytes);
@@ -148,11 +162,22 @@ export class FsBlobStore implements BlobStore {
       await t.discard();
       throw err;
     }
-    await this.publish(t);
+    return this.publish(t);
   }
 
   async remove(d: Digest): Promise<void> {
     await rm(this.pathFor(d), { force: true });
+  }
+
+  /** Every published blob's digest, by walking blobs/sha256 (gc, verify, export). */
+  async *walk(): AsyncGenerator<Digest> {
+    const root = join(this.#blobs, 'sha256');
+    for (const prefix of await readdir(root).catch(() => [] as string[])) {
+      if (!/^[a-f0-9]{2}$/.test(prefix)) continue;
+      for (const name of await readdir(join(root, prefix)).catch(() => [] as string[])) {
+        if (name.startsWith(prefix) && isDigest(`sha256:${name}`)) yield `sha256:${name}` as Digest;
+      }
+    }
   }
 
   /** Removes what a crash left in tmp/; returns how many files. */

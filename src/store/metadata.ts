@@ -60,8 +60,12 @@ export class MetadataDb {
   readonly #listTags: Database.Statement<[], RawTagEntry>;
   readonly #pinBlob: Database.Statement<[string]>;
   readonly #refreshTag: Database.Statement<[number, number, string, string, string, number]>;
-  readonly #getBlob: Database.Statement<[string], { size: number }>;
-  readonly #putBlob: Database.Statement<[string, number, number, number]>;
+  readonly #getBlob: Database.Statement<[string], { size: number; mtimeMs: number | null; pinned: number }>;
+  readonly #lru: Database.Statement<[number], { digest: string; size: number }>;
+  readonly #unpinBlob: Database.Statement<[string]>;
+  readonly #deleteLinks: Database.Statement<[string]>;
+  readonly #deleteManifest: Database.Statement<[string]>;
+  readonly #putBlob: Database.Statement<[string, number, number, number, number | null]>;
   readonly #getManifest: Database.Statement<[string], { mediaType: string; size: number }>;
   readonly #putManifest: Database.Statement<[string, string]>;
   readonly #isLinked: Database.Statement<[string, string, string], { one: number }>;
@@ -97,9 +101,13 @@ export class MetadataDb {
     this.#listTags = db.prepare(`SELECT ${tagColumns} FROM tags ORDER BY upstream, repository, tag, accept`);
     this.#pinBlob = db.prepare('UPDATE blobs SET pinned = 1 WHERE digest = ?');
     this.#refreshTag = db.prepare('UPDATE tags SET fetched_at = ?, expires_at = ? WHERE upstream = ? AND repository = ? AND tag = ? AND accept = ?');
-    this.#getBlob = db.prepare('SELECT size FROM blobs WHERE digest = ?');
+    this.#getBlob = db.prepare('SELECT size, mtime_ms AS mtimeMs, pinned FROM blobs WHERE digest = ?');
+    this.#lru = db.prepare('SELECT digest, size FROM blobs WHERE pinned = 0 ORDER BY last_access, digest LIMIT ?');
+    this.#unpinBlob = db.prepare('UPDATE blobs SET pinned = 0 WHERE digest = ?');
+    this.#deleteLinks = db.prepare('DELETE FROM links WHERE digest = ?');
+    this.#deleteManifest = db.prepare('DELETE FROM manifests WHERE digest = ?');
     this.#putBlob = db.prepare(
-      'INSERT INTO blobs (digest, size, created_at, last_access) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET size = excluded.size',
+      'INSERT INTO blobs (digest, size, created_at, last_access, mtime_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET size = excluded.size, mtime_ms = coalesce(excluded.mtime_ms, mtime_ms)',
     );
     this.#getManifest = db.prepare('SELECT m.media_type AS mediaType, b.size AS size FROM manifests m JOIN blobs b USING (digest) WHERE m.digest = ?');
     this.#putManifest = db.prepare('INSERT OR REPLACE INTO manifests (digest, media_type) VALUES (?, ?)');
@@ -155,8 +163,31 @@ export class MetadataDb {
     this.#refreshTag.run(now, now + ttlMs, k.upstream, k.repository, k.tag, k.accept);
   }
 
-  getBlob(digest: string): { size: number } | undefined {
-    return this.#getBlob.get(digest);
+  /** A published blob's size, the mtime its file had when published (when known) and whether it is pinned. */
+  getBlob(digest: string): { size: number; mtimeMs?: number; pinned: boolean } | undefined {
+    const r = this.#getBlob.get(digest);
+    return r && { size: r.size, ...(r.mtimeMs === null ? {} : { mtimeMs: r.mtimeMs }), pinned: r.pinned === 1 };
+  }
+
+  /** The least recently used unpinned blobs, oldest first (access times flushed first). */
+  evictionCandidates(limit: number): Array<{ digest: string; size: number }> {
+    this.flush();
+    return this.#lru.all(limit);
+  }
+
+  /** Forgets blobs (and their manifest rows and links) in one transaction, before their files go. */
+  removeBlobs(digests: string[]): void {
+    this.#db.transaction(() => {
+      for (const d of digests) {
+        this.#deleteBlob.run(d);
+        this.#deleteManifest.run(d);
+        this.#deleteLinks.run(d);
+      }
+    })();
+  }
+
+  unpinBlob(digest: string): void {
+    this.#unpinBlob.run(digest);
   }
 
   getManifest(digest: string): { mediaType: string; size: number } | undefined {
@@ -164,19 +195,19 @@ export class MetadataDb {
   }
 
   /** Records a blob that was just published to the store, linked to the repository it came through. */
-  recordBlob(digest: string, size: number, link?: { upstream: string; repository: string }): void {
+  recordBlob(digest: string, size: number, link?: { upstream: string; repository: string }, mtimeMs?: number): void {
     const now = this.#now();
     this.#db.transaction(() => {
-      this.#putBlob.run(digest, size, now, now);
+      this.#putBlob.run(digest, size, now, now, mtimeMs ?? null);
       if (link) this.#link.run(link.upstream, link.repository, digest);
     })();
   }
 
   /** Records a published manifest body: a blob with a media type. */
-  recordManifest(digest: string, mediaType: string, size: number, link: { upstream: string; repository: string }): void {
+  recordManifest(digest: string, mediaType: string, size: number, link: { upstream: string; repository: string }, mtimeMs?: number): void {
     const now = this.#now();
     this.#db.transaction(() => {
-      this.#putBlob.run(digest, size, now, now);
+      this.#putBlob.run(digest, size, now, now, mtimeMs ?? null);
       this.#putManifest.run(digest, mediaType);
       this.#link.run(link.upstream, link.repository, digest);
     })();

@@ -71,6 +71,12 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE tags ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
   ALTER TABLE blobs ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
   `,
+  `
+  -- The file's mtime when it was published: a cheap check at open that the bytes on disk
+  -- are still the ones that were verified (an in-place edit changes it).
+  ALTER TABLE blobs ADD COLUMN mtime_ms REAL;
+  CREATE INDEX blobs_lru ON blobs (pinned, last_access);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -71,7 +71,7 @@ export function blobStoreContract(name: string, makeStore: MakeStore): void {
         const d = digestOf(bytes);
         assert.equal(await store.stat(d), undefined);
         await store.put(d, bytes);
-        assert.deepEqual(await store.stat(d), { size: bytes.length });
+        assert.equal((await store.stat(d))?.size, bytes.length);
         assert.ok((await store.read(d)).equals(bytes));
         assert.ok((await drain(store.open(d))).equals(bytes));
       }
@@ -101,7 +101,7 @@ export function blobStoreContract(name: string, makeStore: MakeStore): void {
       const empty = Buffer.alloc(0);
       const d = digestOf(empty);
       await store.put(d, empty);
-      assert.deepEqual(await store.stat(d), { size: 0 });
+      assert.equal((await store.stat(d))?.size, 0);
       assert.equal((await store.read(d)).length, 0);
     });
 
@@ -185,7 +185,7 @@ export function blobStoreContract(name: string, makeStore: MakeStore): void {
         results.map((r) => r.status),
         temps.map(() => 'fulfilled'),
       );
-      assert.deepEqual(await store.stat(d), { size: large.length });
+      assert.equal((await store.stat(d))?.size, large.length);
       assert.ok((await store.read(d)).equals(large));
       assert.deepEqual(await filesIn(dirname(temps[0].path)), []);
     });
