@@ -38,6 +38,21 @@ export class Metrics {
     labelNames: ['upstream', 'reason'] as const,
     registers: [this.registry],
   });
+  readonly evictions = new Counter({
+    name: 'regmirror_evicted_blobs_total',
+    help: 'Blobs removed to keep the store under its size limit',
+    registers: [this.registry],
+  });
+  readonly verifyFailures = new Counter({
+    name: 'regmirror_verify_failures_total',
+    help: 'Stored blobs found not to match their digest',
+    registers: [this.registry],
+  });
+  readonly passThrough = new Counter({
+    name: 'regmirror_passthrough_total',
+    help: 'Blob downloads streamed to clients without caching (store write failed, e.g. disk full)',
+    registers: [this.registry],
+  });
   readonly rateLimitRemaining = new Gauge({
     name: 'regmirror_upstream_ratelimit_remaining',
     help: 'Pulls left in the upstream rate-limit window, as the upstream last reported',

@@ -62,6 +62,7 @@ describe('DEFAULTS', () => {
       offline: false,
       auth: { tokens: [] },
       limits: { connectionsPerClient: 256, clientIdleTimeoutMs: 120_000, headersTimeoutMs: 30_000, shutdownGraceMs: 30_000 },
+      storage: { maxSize: 0, highWatermark: 95, lowWatermark: 85, verifyEveryMs: 0 },
     });
   });
 
@@ -110,6 +111,11 @@ adminToken: \${ADMIN}
 auth:
   tokens: [t0ken]
   htpasswd: /etc/regmirror/htpasswd
+storage:
+  maxSize: 80%
+  highWatermark: 90
+  lowWatermark: 70
+  verifyEvery: 24h
 limits:
   connectionsPerClient: 10
   clientIdleTimeout: 1m
@@ -147,6 +153,7 @@ upstreams:
       adminToken: 'adm1n',
       auth: { tokens: ['t0ken'], htpasswd: '/etc/regmirror/htpasswd' },
       limits: { connectionsPerClient: 10, clientIdleTimeoutMs: 60_000, headersTimeoutMs: 30_000, shutdownGraceMs: 5_000 },
+      storage: { maxSize: { percent: 80 }, highWatermark: 90, lowWatermark: 70, verifyEveryMs: 86_400_000 },
       upstreams: [
         {
           name: 'docker.io',

@@ -26,6 +26,7 @@ export interface MirrorOptions {
   auth?: Config['auth'];
   tls?: Config['tls'];
   limits?: Partial<Config['limits']>;
+  storage?: Partial<Config['storage']>;
 }
 
 /** Starts regmirror on 127.0.0.1:0; stop() closes it and removes its data dir (unless one was given). */
@@ -42,6 +43,7 @@ export async function startMirror(opts: MirrorOptions): Promise<Mirror> {
     offline: opts.offline ?? false,
     auth: opts.auth ?? { tokens: [] },
     limits: { ...DEFAULTS.limits, ...opts.limits },
+    storage: { ...DEFAULTS.storage, ...opts.storage },
     ...(opts.tls ? { tls: opts.tls } : {}),
     ...(opts.adminToken ? { adminToken: opts.adminToken } : {}),
   };

@@ -2,9 +2,10 @@
 // caches over one data dir. `serve` builds its app on it; prewarm, export and import use
 // it directly, so they fill and read the cache through exactly the server's code path
 // and can run beside a running server (SQLite WAL + busy_timeout, atomic renames).
-import { mkdir } from 'node:fs/promises';
+import { mkdir, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BlobCache } from '../cache/blobs.js';
+import { Evictor } from '../cache/evict.js';
 import { ManifestCache } from '../cache/manifests.js';
 import type { Config } from '../config.js';
 import { UpstreamTable } from '../http/target.js';
@@ -26,6 +27,8 @@ export interface CacheContext {
   upstreams: UpstreamTable;
   blobs: BlobCache;
   manifests: ManifestCache;
+  /** Present when storage.maxSize sets a limit. */
+  evictor?: Evictor;
   close(): Promise<void>;
 }
 
@@ -52,14 +55,29 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const observer = observeInto(metadata, metrics);
   const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline }));
   const upstreams = new UpstreamTable(clients, config.defaultUpstream);
-  const blobs = new BlobCache({ store, metadata, metrics, log: log.child({ component: 'blobs' }) });
+  let evictor: Evictor | undefined;
+  const blobs = new BlobCache({ store, metadata, metrics, log: log.child({ component: 'blobs' }), onPublished: () => evictor?.poke() });
+  const limitBytes = await storeLimit(config);
+  if (limitBytes > 0) {
+    const { highWatermark, lowWatermark } = config.storage;
+    evictor = new Evictor({ store, metadata, metrics, log: log.child({ component: 'evict' }), inUse: (d) => blobs.inUse(d), limitBytes, highWatermark, lowWatermark });
+  }
   const manifests = new ManifestCache({ store, metadata, metrics, log: log.child({ component: 'manifests' }), now, memoryBytes: config.manifestMemoryBytes, offline: config.offline });
   const close = async () => {
+    await evictor?.close();
     await blobs.close();
     await Promise.all(clients.map((c) => c.close()));
     metadata.close();
   };
-  return { config, log, now, store, metadata, metrics, clients, upstreams, blobs, manifests, close };
+  return { config, log, now, store, metadata, metrics, clients, upstreams, blobs, manifests, evictor, close };
+}
+
+/** storage.maxSize in bytes: as given, or a share of the data dir's file system. */
+async function storeLimit(config: Config): Promise<number> {
+  const max = config.storage.maxSize;
+  if (typeof max === 'number') return max;
+  const fs = await statfs(config.dataDir);
+  return Math.floor((fs.blocks * fs.bsize * max.percent) / 100);
 }
 
 /** Upstream observations go to SQLite (batched) and to the metrics. */

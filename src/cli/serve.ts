@@ -18,7 +18,7 @@ export interface ServerOptions {
   now?: () => number;
 }
 
-export interface RunningServer extends Pick<CacheContext, 'metadata' | 'blobs' | 'upstreams' | 'metrics' | 'manifests' | 'store'> {
+export interface RunningServer extends Pick<CacheContext, 'metadata' | 'blobs' | 'upstreams' | 'metrics' | 'manifests' | 'store' | 'evictor'> {
   /** `http(s)://host:port` as bound (port 0 in the config picks a free one). */
   url: string;
   port: number;
@@ -35,6 +35,8 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   const now = ctx.now;
   metrics.gauge('regmirror_downloads_in_flight', 'Blob downloads from upstreams in progress', () => blobs.inFlight);
   metrics.gauge('regmirror_store_bytes', 'Bytes of published blobs and manifests', () => metadata.storeSize().bytes);
+  metrics.gauge('regmirror_store_pinned_bytes', 'Bytes of pinned blobs and manifests (never evicted)', () => metadata.storeSize().pinnedBytes);
+  ctx.evictor?.start();
   const status = () => gatherStatus({ metadata, upstreams: clients, now: now(), inFlight: blobs.inFlight });
   const readiness = () => checkReadiness(metadata, config.dataDir);
   const prewarmJob = (body: unknown) => {
@@ -71,6 +73,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     metrics,
     manifests,
     store: ctx.store,
+    evictor: ctx.evictor,
     reloadTls: () => listener.reloadTls(),
     close: () => stop(0),
     shutdown: () => stop(config.limits.shutdownGraceMs),

@@ -16,7 +16,7 @@ export interface StatusReport {
   generatedAt: string;
   upstreams: UpstreamStatus[];
   totals: { pullsServed: number; upstreamPulls: number; pullsSaved: number; hitRatio: number | null };
-  store: { blobs: number; bytes: number };
+  store: { blobs: number; bytes: number; pinnedBytes: number; limitBytes?: number };
   downloadsInFlight?: number;
 }
 
@@ -95,7 +95,8 @@ export function formatStatus(r: StatusReport): string {
   for (const row of rows) lines.push(row.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd());
   const ratio = r.totals.hitRatio === null ? '-' : `${(r.totals.hitRatio * 100).toFixed(1)}%`;
   lines.push('', `hit ratio (pulls served from cache, 24h): ${ratio}   pulls saved: ${r.totals.pullsSaved}`);
-  lines.push(`store: ${r.store.blobs} blobs, ${formatBytes(r.store.bytes)}`);
+  const limit = r.store.limitBytes ? ` of ${formatBytes(r.store.limitBytes)}` : '';
+  lines.push(`store: ${r.store.blobs} blobs, ${formatBytes(r.store.bytes)}${limit} (${formatBytes(r.store.pinnedBytes)} pinned)`);
   if (r.downloadsInFlight !== undefined) lines.push(`downloads in flight: ${r.downloadsInFlight}`);
   return lines.join('\n');
 }

@@ -63,6 +63,7 @@ export class MetadataDb {
   readonly #getBlob: Database.Statement<[string], { size: number; mtimeMs: number | null; pinned: number }>;
   readonly #lru: Database.Statement<[number], { digest: string; size: number }>;
   readonly #unpinBlob: Database.Statement<[string]>;
+  readonly #storeSize: Database.Statement<[], { blobs: number; bytes: number; pinnedBytes: number }>;
   readonly #deleteLinks: Database.Statement<[string]>;
   readonly #deleteManifest: Database.Statement<[string]>;
   readonly #putBlob: Database.Statement<[string, number, number, number, number | null]>;
@@ -104,6 +105,9 @@ export class MetadataDb {
     this.#getBlob = db.prepare('SELECT size, mtime_ms AS mtimeMs, pinned FROM blobs WHERE digest = ?');
     this.#lru = db.prepare('SELECT digest, size FROM blobs WHERE pinned = 0 ORDER BY last_access, digest LIMIT ?');
     this.#unpinBlob = db.prepare('UPDATE blobs SET pinned = 0 WHERE digest = ?');
+    this.#storeSize = db.prepare(
+      'SELECT count(*) AS blobs, coalesce(sum(size), 0) AS bytes, coalesce(sum(CASE WHEN pinned = 1 THEN size ELSE 0 END), 0) AS pinnedBytes FROM blobs',
+    );
     this.#deleteLinks = db.prepare('DELETE FROM links WHERE digest = ?');
     this.#deleteManifest = db.prepare('DELETE FROM manifests WHERE digest = ?');
     this.#putBlob = db.prepare(
@@ -298,8 +302,8 @@ export class MetadataDb {
   }
 
   /** Published blobs (manifest bodies included) and their total size. */
-  storeSize(): { blobs: number; bytes: number } {
-    return this.#db.prepare('SELECT count(*) AS blobs, coalesce(sum(size), 0) AS bytes FROM blobs').get() as { blobs: number; bytes: number };
+  storeSize(): { blobs: number; bytes: number; pinnedBytes: number } {
+    return this.#storeSize.get()!;
   }
 
   /** Runs `fn` in a read-only query for tests and status; the statement is not kept. */
