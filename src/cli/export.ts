@@ -2,12 +2,20 @@
 // air-gapped mirror to import. Everything comes from the cache: no upstream is asked.
 // Manifests are copied byte for byte (digests stay the same); with a platform filter an
 // index is exported whole but only the chosen platforms' manifests and blobs go with it.
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { digestOf, DigestVerifier, parseDigest, type Digest } from '../oci/digest.js';
 import { blobEntryName, ImageLayoutWriter, INDEX_FILE, LAYOUT_FILE, layoutFile, layoutIndex, type LayoutRoot } from '../oci/image-layout.js';
 import { ALL_TYPES, isIndexType, parseManifest, type Descriptor } from '../oci/manifest.js';
 import { dockerHubName, formatImageReference, parseImageReference } from '../oci/reference.js';
 import type { TagEntry } from '../store/metadata.js';
-import type { CacheContext } from './context.js';
+import { loadConfig } from '../config.js';
+import { createLogger } from '../log.js';
+import { UsageError, type Values } from './args.js';
+import { openCache, type CacheContext } from './context.js';
+import { parsePlatforms, prewarm } from './prewarm.js';
+import { ProgressView } from './progress.js';
+import { formatBytes } from './status.js';
 
 export interface ExportOptions {
   /** Image references (`alpine:3`, `ghcr.io/org/app@sha256:…`), or 'all' for every tag in the database. */
@@ -262,4 +270,32 @@ function platformName(p: Descriptor['platform']): string {
 /** Windows base layers are fetched from their own URLs and never cached; nor exported. */
 function isForeignLayer(d: Descriptor): boolean {
   return /\.foreign\.|\.nondistributable\./.test(d.mediaType) && Array.isArray((d as { urls?: unknown }).urls);
+}
+
+/** `regmirror export`. */
+export async function exportCommand(values: Values, refs: string[]): Promise<number> {
+  if (!values.output) throw new UsageError('regmirror export: name the bundle with -o FILE (or -o - for standard output)');
+  if (values.all === (refs.length > 0)) throw new UsageError('regmirror export: name images or give --all, not both or neither');
+  const platforms = values.platform === undefined || values.platform === 'all' ? 'all' : values.platform.split(',').map((p) => p.trim());
+  const ctx = await openCache(loadConfig(values.config), { log: createLogger('warn') });
+  try {
+    if (values.fetch && refs.length > 0) {
+      const view = new ProgressView(process.stderr, process.stderr.isTTY === true);
+      const warmed = await prewarm(ctx, refs, { platforms: parsePlatforms(values.platform ?? 'all'), concurrency: 4, onEvent: (e) => view.event(e) });
+      const failed = warmed.filter((r) => r.error);
+      if (failed.length) throw new UsageError(`regmirror export: could not fetch ${failed.map((r) => `${r.image} (${r.error})`).join('; ')}`);
+    }
+    const toStdout = values.output === '-';
+    const out = toStdout ? process.stdout : createWriteStream(values.output);
+    const summary = await exportImages(ctx, { refs: values.all ? 'all' : refs, platforms, out }).catch(async (err: Error) => {
+      if (!toStdout) await rm(values.output!, { force: true });
+      throw new UsageError(`regmirror export: ${err.message}`);
+    });
+    if (!toStdout) await new Promise<void>((resolve) => (out as WriteStream).once('close', () => resolve()));
+    process.stderr.write(`exported ${summary.images.length} image(s), ${summary.blobs} blobs, ${formatBytes(summary.bytes)}\n`);
+    for (const i of summary.images) process.stderr.write(`  ${i.name} ${i.digest.slice(0, 19)} ${i.platforms.join(',')}\n`);
+    return 0;
+  } finally {
+    await ctx.close();
+  }
 }

@@ -8,6 +8,7 @@
 // and blobs, linked to each image's (upstream, repository) and pinned, and each tag pinned
 // for every Accept class that takes the root's media type, so it never expires. Any
 // failure discards the temps and leaves blobs/ and the database as they were.
+import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { DigestMismatch, SizeMismatch } from '../errors.js';
 import { DigestVerifier, parseDigest, type Digest } from '../oci/digest.js';
@@ -15,7 +16,11 @@ import { blobEntryName, INDEX_FILE, LAYOUT_FILE, LayoutError, MAX_LAYOUT_FILE_BY
 import { accepts, ALL_TYPES, isIndexType, MANIFEST_TYPES, MAX_MANIFEST_BYTES, parseManifest, type Descriptor, type ParsedManifest } from '../oci/manifest.js';
 import { dockerHubName, formatImageReference, parseImageReference } from '../oci/reference.js';
 import type { TempBlob } from '../store/blob-store.js';
-import type { CacheContext } from './context.js';
+import { loadConfig } from '../config.js';
+import { createLogger } from '../log.js';
+import { UsageError, type Values } from './args.js';
+import { openCache, type CacheContext } from './context.js';
+import { formatBytes } from './status.js';
 
 export interface ImportedImage {
   /** Full reference, e.g. `docker.io/library/alpine:3`. */
@@ -253,5 +258,22 @@ function digestIn(desc: Descriptor, entry: string): Digest {
     return parseDigest(desc.digest);
   } catch (err) {
     throw new LayoutError(entry, (err as Error).message);
+  }
+}
+
+/** `regmirror import`. */
+export async function importCommand(values: Values, args: string[]): Promise<number> {
+  if (args.length !== 1) throw new UsageError('regmirror import: name one bundle file (or - for standard input)');
+  const input = args[0] === '-' ? process.stdin : createReadStream(args[0]);
+  const ctx = await openCache(loadConfig(values.config), { log: createLogger('warn') });
+  try {
+    const summary = await importBundle(ctx, input).catch((err: Error) => {
+      throw new UsageError(err.message.startsWith('import:') ? `regmirror ${err.message}` : `regmirror import: ${err.message}`);
+    });
+    console.log(`imported ${summary.images.length} image(s), ${summary.blobs} blobs, ${formatBytes(summary.bytes)} (${summary.present} already cached); tags pinned:`);
+    for (const i of summary.images) console.log(`  ${i.name} ${i.digest}`);
+    return 0;
+  } finally {
+    await ctx.close();
   }
 }

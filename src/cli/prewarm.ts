@@ -3,6 +3,7 @@
 // layers are fetched; a blob shared by several images is fetched once; the upstream's
 // rate-limit state is respected (the run waits, and says so, rather than spending the
 // last pulls of the budget).
+import { readFile } from 'node:fs/promises';
 import pLimit from 'p-limit';
 import { request } from 'undici';
 import { parseAllDocuments } from 'yaml';
@@ -11,7 +12,11 @@ import { RegmirrorError, toOciError } from '../errors.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { ALL_TYPES, isIndexType, parseManifest, type Descriptor } from '../oci/manifest.js';
 import { formatImageReference, parseImageReference, type ImageReference } from '../oci/reference.js';
-import type { CacheContext } from './context.js';
+import { loadConfig } from '../config.js';
+import { createLogger } from '../log.js';
+import { readStdin, UsageError, type Values } from './args.js';
+import { openCache, type CacheContext } from './context.js';
+import { ProgressView, summaryTable } from './progress.js';
 
 export interface Platform {
   os: string;
@@ -314,4 +319,46 @@ export async function prewarmViaServer(
   }
   if (!results) throw new Error(`${server} ended the prewarm stream without a summary`);
   return results;
+}
+
+/** `regmirror prewarm`: exit status 1 when any image failed. */
+export async function prewarmCommand(values: Values, args: string[]): Promise<number> {
+  const images = [...args];
+  for (const file of values.file ?? []) {
+    const text = file === '-' ? await readStdin() : await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      throw new UsageError(`regmirror prewarm: cannot read ${file}: ${err.code ?? err.message}`);
+    });
+    images.push(...imagesFromFile(text));
+  }
+  if (images.length === 0) throw new UsageError('regmirror prewarm: name at least one image, or a list with -f');
+  const concurrency = values.concurrency === undefined ? 4 : Number(values.concurrency);
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new UsageError('regmirror prewarm: --concurrency must be a whole number from 1 to 64');
+  let platforms: ReturnType<typeof parsePlatforms>;
+  try {
+    platforms = parsePlatforms(values.platform ?? 'all');
+  } catch (err) {
+    throw new UsageError(`regmirror prewarm: ${(err as Error).message}`);
+  }
+  const view = new ProgressView(process.stderr, process.stderr.isTTY === true && !values.json);
+  const onEvent = (e: PrewarmEvent) => view.event(e);
+  let results: PrewarmResult[];
+  if (values.server) {
+    if (values['dry-run']) throw new UsageError('regmirror prewarm: --dry-run reads the data dir; use it without --server');
+    results = await prewarmViaServer(values.server, images, {
+      platforms: values.platform,
+      concurrency,
+      referrers: values.referrers,
+      token: process.env.REGMIRROR_ADMIN_TOKEN,
+      onEvent,
+    });
+  } else {
+    const ctx = await openCache(loadConfig(values.config), { log: createLogger('warn') });
+    try {
+      results = await prewarm(ctx, images, { platforms, concurrency, referrers: values.referrers, dryRun: values['dry-run'], onEvent });
+    } finally {
+      await ctx.close();
+    }
+  }
+  console.log(values.json ? JSON.stringify(results, null, 2) : summaryTable(results));
+  return results.some((r) => r.error) ? 1 : 0;
 }

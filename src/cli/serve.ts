@@ -3,11 +3,12 @@
 // tests run.
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ConfigError, type Config } from '../config.js';
+import { ConfigError, loadConfig, type Config } from '../config.js';
 import { ClientAuth, parseHtpasswd } from '../http/access.js';
 import { createApp } from '../http/app.js';
 import type { Logger } from '../log.js';
 import type { MetadataDb } from '../store/metadata.js';
+import type { Values } from './args.js';
 import { openCache, type CacheContext } from './context.js';
 import { listen } from './listener.js';
 import { prewarm, prewarmRequest } from './prewarm.js';
@@ -115,4 +116,23 @@ async function checkReadiness(metadata: MetadataDb, dataDir: string): Promise<{ 
     checks.store = `not writable: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
   }
   return { ok: Object.values(checks).every((v) => v === 'ok'), checks };
+}
+
+/** `regmirror serve`: runs until SIGTERM/SIGINT; SIGHUP reloads the TLS certificate. */
+export async function serveCommand(values: Values): Promise<number> {
+  const config = loadConfig(values.config);
+  if (values.offline) config.offline = true;
+  const server = await startServer(config);
+  process.on('SIGHUP', () => {
+    server.reloadTls().catch((err: Error) => console.error(`regmirror: TLS reload failed, keeping the old certificate: ${err.message}`));
+  });
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+  // Responses in flight finish within limits.shutdownGrace; a second signal cuts them.
+  process.once('SIGTERM', () => void server.close());
+  process.once('SIGINT', () => void server.close());
+  await server.shutdown();
+  return 0;
 }

@@ -1,9 +1,12 @@
 // `regmirror status`: per upstream the pull budget left and when it refills, pulls served
 // against pulls spent upstream over the last 24 h, the hit ratio, store size and downloads
 // in flight. Read from a running server (--server) or straight from the data dir.
+import { join } from 'node:path';
 import { request } from 'undici';
-import type { MetadataDb, RateLimitRow, RollupMetric } from '../store/metadata.js';
+import { loadConfig } from '../config.js';
+import { MetadataDb, type RateLimitRow, type RollupMetric } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
+import { UsageError, type Values } from './args.js';
 
 export interface UpstreamStatus {
   name: string;
@@ -120,4 +123,24 @@ export async function fetchStatus(server: string): Promise<StatusReport> {
     throw new Error(`${server} answered ${res.statusCode} to its status request`);
   }
   return (await res.body.json()) as StatusReport;
+}
+
+/** `regmirror status`. */
+export async function statusCommand(values: Values): Promise<number> {
+  let report;
+  if (values.server) {
+    report = await fetchStatus(values.server).catch((err: Error) => {
+      throw new UsageError(`regmirror status: cannot reach ${values.server}: ${err.message}`);
+    });
+  } else {
+    const config = loadConfig(values.config);
+    const metadata = new MetadataDb(join(config.dataDir, 'mirror.db'));
+    try {
+      report = gatherStatus({ metadata, now: Date.now() });
+    } finally {
+      metadata.close();
+    }
+  }
+  console.log(values.json ? JSON.stringify(report, null, 2) : formatStatus(report));
+  return 0;
 }

@@ -53,6 +53,7 @@ export class MetadataDb {
   #pendingTouches = new Map<string, { at: number; hits: number }>();
   #pendingRollups = new Map<string, number>();
   #pendingRateLimits = new Map<string, RateLimitRow>();
+  readonly #maintenanceStatements = new Map<string, Database.Statement>();
 
   readonly #getTag: Database.Statement<[string, string, string, number], RawTag>;
   readonly #putTag: Database.Statement<[string, string, string, number, string, string, number, number, number]>;
@@ -177,6 +178,60 @@ export class MetadataDb {
   evictionCandidates(limit: number): Array<{ digest: string; size: number }> {
     this.flush();
     return this.#lru.all(limit);
+  }
+
+  /** Access statistics of a blob (cache ls). */
+  blobStats(digest: string): { lastAccess: number; hits: number } | undefined {
+    return this.#maintenance('SELECT last_access AS lastAccess, hits FROM blobs WHERE digest = ?').get(digest) as { lastAccess: number; hits: number } | undefined;
+  }
+
+  /** Every blob row (gc, verify). */
+  allBlobs(): Array<{ digest: string; size: number }> {
+    this.flush();
+    return this.#maintenance('SELECT digest, size FROM blobs ORDER BY digest').all() as Array<{ digest: string; size: number }>;
+  }
+
+  /** Pins or unpins every row of a tag (all Accept classes). */
+  setTagPinned(upstream: string, repository: string, tag: string, pinned: boolean): number {
+    return this.#maintenance('UPDATE tags SET pinned = ? WHERE upstream = ? AND repository = ? AND tag = ?').run(pinned ? 1 : 0, upstream, repository, tag).changes;
+  }
+
+  /** Forgets every row of a tag. */
+  deleteTag(upstream: string, repository: string, tag: string): void {
+    this.#maintenance('DELETE FROM tags WHERE upstream = ? AND repository = ? AND tag = ?').run(upstream, repository, tag);
+  }
+
+  /**
+   * gc: rows that point at nothing — links and manifest rows of blobs that are gone, tags
+   * whose manifest is gone — and roll-ups older than `rollupsBefore`. Counts per kind.
+   */
+  reconcile(rollupsBefore: number, dryRun: boolean): Record<'links' | 'manifests' | 'tags' | 'rollups', number> {
+    const queries = {
+      links: 'FROM links WHERE digest NOT IN (SELECT digest FROM blobs)',
+      manifests: 'FROM manifests WHERE digest NOT IN (SELECT digest FROM blobs)',
+      tags: 'FROM tags WHERE digest NOT IN (SELECT digest FROM manifests)',
+      rollups: 'FROM rollups WHERE hour < ?',
+    } as const;
+    const counts = { links: 0, manifests: 0, tags: 0, rollups: 0 };
+    this.#db.transaction(() => {
+      for (const [kind, where] of Object.entries(queries) as Array<[keyof typeof queries, string]>) {
+        const args = kind === 'rollups' ? [rollupsBefore] : [];
+        counts[kind] = dryRun
+          ? (this.#maintenance(`SELECT count(*) AS n ${where}`).get(...args) as { n: number }).n
+          : this.#maintenance(`DELETE ${where}`).run(...args).changes;
+      }
+    })();
+    return counts;
+  }
+
+  /** Maintenance statements (CLI commands, rare): prepared on first use, then kept. */
+  #maintenance(sql: string): Database.Statement {
+    let st = this.#maintenanceStatements.get(sql);
+    if (!st) {
+      st = this.#db.prepare(sql);
+      this.#maintenanceStatements.set(sql, st);
+    }
+    return st;
   }
 
   /** Forgets blobs (and their manifest rows and links) in one transaction, before their files go. */

@@ -1,0 +1,208 @@
+// Managing what the cache holds: `cache ls/rm/pin/unpin`, `gc` (make the store and the
+// database agree) and `verify` (re-hash every blob). They work on the data dir directly,
+// safely beside a running server (SQLite WAL, atomic file operations).
+import { createReadStream } from 'node:fs';
+import { createHash } from 'node:crypto';
+import pLimit from 'p-limit';
+import { parseDigest, type Digest } from '../oci/digest.js';
+import { isIndexType, parseManifest } from '../oci/manifest.js';
+import { formatImageReference, parseImageReference } from '../oci/reference.js';
+import type { TagEntry } from '../store/metadata.js';
+import type { CacheContext } from './context.js';
+
+type Ctx = Pick<CacheContext, 'store' | 'metadata' | 'upstreams' | 'now'>;
+
+export interface CachedImage {
+  image: string;
+  upstream: string;
+  repository: string;
+  tag: string;
+  digest: string;
+  /** Bytes of the image's manifests and blobs that are in the store. */
+  size: number;
+  pinned: boolean;
+  /** When the image's root manifest was last served (ISO time). */
+  lastPulled: string;
+  hits: number;
+}
+
+/** Every digest of an image that the store holds: the root, cached children, their blobs. */
+export async function imageDigests(ctx: Ctx, root: string): Promise<Set<string>> {
+  const found = new Set<string>();
+  const visit = async (digest: string): Promise<void> => {
+    if (found.has(digest) || !ctx.metadata.getBlob(digest)) return;
+    found.add(digest);
+    if (!ctx.metadata.getManifest(digest)) return;
+    const m = parseManifest(await ctx.store.read(parseDigest(digest)));
+    for (const d of [...m.manifests, ...m.blobs]) await visit(d.digest);
+  };
+  await visit(root);
+  return found;
+}
+
+/** One entry per tag (its Accept-class rows folded together). */
+function tags(ctx: Ctx): TagEntry[] {
+  const seen = new Map<string, TagEntry>();
+  for (const t of ctx.metadata.listTags()) {
+    const key = `${t.upstream}\n${t.repository}\n${t.tag}`;
+    const prev = seen.get(key);
+    // Prefer the index row: it names every platform.
+    if (!prev || (isIndexType(t.mediaType) && !isIndexType(prev.mediaType))) seen.set(key, t);
+  }
+  return [...seen.values()];
+}
+
+export async function listImages(ctx: Ctx): Promise<CachedImage[]> {
+  const out: CachedImage[] = [];
+  for (const t of tags(ctx)) {
+    const digests = await imageDigests(ctx, t.digest);
+    const size = [...digests].reduce((n, d) => n + (ctx.metadata.getBlob(d)?.size ?? 0), 0);
+    const stats = ctx.metadata.blobStats(t.digest);
+    out.push({
+      image: `${t.upstream}/${t.repository}:${t.tag}`,
+      upstream: t.upstream,
+      repository: t.repository,
+      tag: t.tag,
+      digest: t.digest,
+      size,
+      pinned: t.pinned,
+      lastPulled: stats ? new Date(stats.lastAccess).toISOString() : '-',
+      hits: stats?.hits ?? 0,
+    });
+  }
+  return out.sort((a, b) => a.image.localeCompare(b.image));
+}
+
+export type Selector = { image: string } | { repository: string } | { olderThanMs: number };
+
+function select(ctx: Ctx, images: CachedImage[], sel: Selector): CachedImage[] {
+  if ('image' in sel) {
+    const ref = parseImageReference(sel.image);
+    const upstream = ctx.upstreams.lookup(ref.registry)?.name ?? ref.registry;
+    const hit = images.filter((i) => i.upstream === upstream && i.repository === ref.repository && (ref.tag === undefined || i.tag === ref.tag) && (ref.digest === undefined || i.digest === ref.digest));
+    if (hit.length === 0) throw new Error(`${formatImageReference(ref)} is not in the cache`);
+    return hit;
+  }
+  if ('repository' in sel) {
+    const ref = parseImageReference(sel.repository);
+    const upstream = ctx.upstreams.lookup(ref.registry)?.name ?? ref.registry;
+    return images.filter((i) => i.upstream === upstream && i.repository === ref.repository);
+  }
+  const cutoff = ctx.now() - sel.olderThanMs;
+  return images.filter((i) => i.lastPulled === '-' || Date.parse(i.lastPulled) < cutoff);
+}
+
+/** Pins or unpins whole images: the tag (it never expires) and every manifest and blob (never evicted). */
+export async function setPinned(ctx: Ctx, image: string, pinned: boolean): Promise<CachedImage[]> {
+  const chosen = select(ctx, await listImages(ctx), { image });
+  for (const img of chosen) ctx.metadata.setTagPinned(img.upstream, img.repository, img.tag, pinned);
+  await repin(ctx);
+  return chosen;
+}
+
+/** Blob pins follow tag pins: a blob is pinned while any pinned image holds it. */
+async function repin(ctx: Ctx): Promise<void> {
+  const keep = new Set<string>();
+  for (const t of tags(ctx).filter((x) => x.pinned)) for (const d of await imageDigests(ctx, t.digest)) keep.add(d);
+  ctx.metadata.transaction(() => {
+    for (const b of ctx.metadata.allBlobs()) {
+      const row = ctx.metadata.getBlob(b.digest);
+      if (keep.has(b.digest) && !row?.pinned) ctx.metadata.pinBlob(b.digest);
+      if (!keep.has(b.digest) && row?.pinned) ctx.metadata.unpinBlob(b.digest);
+    }
+  });
+}
+
+/** Removes images: their tags, and every manifest and blob no remaining image holds. */
+export async function removeImages(ctx: Ctx, sel: Selector): Promise<{ images: CachedImage[]; blobs: number; bytes: number }> {
+  const all = await listImages(ctx);
+  const chosen = select(ctx, all, sel);
+  const chosenKeys = new Set(chosen.map((i) => i.image));
+  const keep = new Set<string>();
+  for (const img of all.filter((i) => !chosenKeys.has(i.image))) for (const d of await imageDigests(ctx, img.digest)) keep.add(d);
+  const drop = new Map<string, number>();
+  for (const img of chosen) {
+    for (const d of await imageDigests(ctx, img.digest)) if (!keep.has(d)) drop.set(d, ctx.metadata.getBlob(d)?.size ?? 0);
+  }
+  ctx.metadata.transaction(() => {
+    for (const img of chosen) ctx.metadata.deleteTag(img.upstream, img.repository, img.tag);
+    ctx.metadata.removeBlobs([...drop.keys()]);
+  });
+  for (const d of drop.keys()) await ctx.store.remove(d as Digest);
+  await repin(ctx);
+  return { images: chosen, blobs: drop.size, bytes: [...drop.values()].reduce((a, b) => a + b, 0) };
+}
+
+export interface GcReport {
+  orphanFiles: number;
+  orphanFileBytes: number;
+  missingFiles: number;
+  links: number;
+  manifests: number;
+  tags: number;
+  rollups: number;
+}
+
+const ROLLUP_DAYS = 30;
+
+/** Makes the store and the database agree; with dryRun, only counts. */
+export async function gc(ctx: Ctx, dryRun: boolean): Promise<GcReport> {
+  const report: GcReport = { orphanFiles: 0, orphanFileBytes: 0, missingFiles: 0, links: 0, manifests: 0, tags: 0, rollups: 0 };
+  for await (const d of ctx.store.walk()) {
+    if (ctx.metadata.getBlob(d)) continue;
+    const st = await ctx.store.stat(d);
+    report.orphanFiles++;
+    report.orphanFileBytes += st?.size ?? 0;
+    if (!dryRun) await ctx.store.remove(d);
+  }
+  const missing: string[] = [];
+  for (const b of ctx.metadata.allBlobs()) if (!(await ctx.store.stat(parseDigest(b.digest)))) missing.push(b.digest);
+  report.missingFiles = missing.length;
+  if (!dryRun) ctx.metadata.removeBlobs(missing);
+  Object.assign(report, ctx.metadata.reconcile(ctx.now() - ROLLUP_DAYS * 86_400_000, dryRun));
+  return report;
+}
+
+export interface VerifyReport {
+  checked: number;
+  bytes: number;
+  bad: Array<{ digest: string; problem: string }>;
+  repaired: number;
+}
+
+/** Re-hashes every stored blob; with repair, removes the bad ones so the next pull fetches them again. */
+export async function verify(ctx: Ctx, opts: { repair: boolean; concurrency?: number; onProgress?: (done: number, total: number, bytes: number) => void }): Promise<VerifyReport> {
+  const report: VerifyReport = { checked: 0, bytes: 0, bad: [], repaired: 0 };
+  const blobs = ctx.metadata.allBlobs();
+  const limit = pLimit(opts.concurrency ?? 4);
+  await Promise.all(
+    blobs.map((b) =>
+      limit(async () => {
+        const digest = parseDigest(b.digest);
+        const problem = await check(ctx, digest, b.size);
+        report.checked++;
+        report.bytes += b.size;
+        if (problem) {
+          report.bad.push({ digest, problem });
+          if (opts.repair) {
+            ctx.metadata.removeBlobs([digest]);
+            await ctx.store.remove(digest);
+            report.repaired++;
+          }
+        }
+        opts.onProgress?.(report.checked, blobs.length, report.bytes);
+      }),
+    ),
+  );
+  return report;
+}
+
+async function check(ctx: Ctx, digest: Digest, size: number): Promise<string | undefined> {
+  const st = await ctx.store.stat(digest);
+  if (!st) return 'file missing';
+  if (st.size !== size) return `size ${st.size}, recorded ${size}`;
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(ctx.store.pathFor(digest), { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
+  const actual = `sha256:${hash.digest('hex')}`;
+  return actual === digest ? undefined : `content hashes to ${actual}`;
+}

@@ -1,0 +1,114 @@
+// `regmirror cache ls|rm|pin|unpin`, `regmirror gc` and `regmirror verify`: the operator's
+// view of what the cache holds. They open the data dir of --config (the running server
+// may keep serving meanwhile) and print a table, or JSON with --json.
+import { duration, loadConfig } from '../config.js';
+import { createLogger } from '../log.js';
+import { UsageError, type Values } from './args.js';
+import { gc, listImages, removeImages, setPinned, verify, type CachedImage, type Selector } from './cache-admin.js';
+import { openCache, type CacheContext } from './context.js';
+import { formatBytes } from './status.js';
+
+async function withCache<T>(values: Values, fn: (ctx: CacheContext) => Promise<T>): Promise<T> {
+  const ctx = await openCache(loadConfig(values.config), { log: createLogger('warn') });
+  try {
+    return await fn(ctx);
+  } finally {
+    await ctx.close();
+  }
+}
+
+function table(images: CachedImage[]): string {
+  const rows = [['IMAGE', 'DIGEST', 'SIZE', 'PINNED', 'LAST PULLED', 'HITS']];
+  for (const i of images) rows.push([i.image, i.digest.slice(7, 19), formatBytes(i.size), i.pinned ? 'yes' : '-', i.lastPulled.replace(/\.\d+Z$/, 'Z'), String(i.hits)]);
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c])).join('  ').trimEnd()).join('\n');
+}
+
+/** `cache ls`, `cache rm IMAGE|--repository R|--older-than 30d`, `cache pin IMAGE`, `cache unpin IMAGE`. */
+export async function cacheCommand(values: Values, args: string[]): Promise<number> {
+  const [verb, ...rest] = args;
+  const out = (x: unknown, text: string) => console.log(values.json ? JSON.stringify(x, null, 2) : text);
+  switch (verb) {
+    case 'ls':
+      return withCache(values, async (ctx) => {
+        const images = await listImages(ctx);
+        out(images, images.length ? table(images) : 'the cache holds no images');
+        return 0;
+      });
+    case 'rm': {
+      const sel = selector(values, rest);
+      return withCache(values, async (ctx) => {
+        const r = await removeImages(ctx, sel).catch((err: Error) => {
+          throw new UsageError(`regmirror cache rm: ${err.message}`);
+        });
+        out(r, `removed ${r.images.length} image(s): ${r.blobs} blobs, ${formatBytes(r.bytes)} freed${r.images.map((i) => `\n  ${i.image}`).join('')}`);
+        return 0;
+      });
+    }
+    case 'pin':
+    case 'unpin': {
+      if (rest.length !== 1) throw new UsageError(`regmirror cache ${verb}: name one image`);
+      return withCache(values, async (ctx) => {
+        const images = await setPinned(ctx, rest[0], verb === 'pin').catch((err: Error) => {
+          throw new UsageError(`regmirror cache ${verb}: ${err.message}`);
+        });
+        out(images, images.map((i) => `${verb === 'pin' ? 'pinned' : 'unpinned'} ${i.image} ${i.digest.slice(0, 19)}`).join('\n'));
+        return 0;
+      });
+    }
+    default:
+      throw new UsageError('regmirror cache: ls, rm, pin or unpin (see regmirror --help)');
+  }
+}
+
+function selector(values: Values, rest: string[]): Selector {
+  const given = [rest.length > 0, values.repository !== undefined, values['older-than'] !== undefined].filter(Boolean).length;
+  if (given !== 1 || rest.length > 1) throw new UsageError('regmirror cache rm: name one image, or --repository R, or --older-than 30d');
+  if (rest.length) return { image: rest[0] };
+  if (values.repository !== undefined) return { repository: values.repository };
+  try {
+    return { olderThanMs: duration(values['older-than'], '--older-than', true) };
+  } catch {
+    throw new UsageError('regmirror cache rm: --older-than takes a duration such as 30d or 12h');
+  }
+}
+
+/** `gc [--dry-run]`: makes the store and the database agree; reports what it freed. */
+export async function gcCommand(values: Values): Promise<number> {
+  return withCache(values, async (ctx) => {
+    const dry = values['dry-run'] === true;
+    const r = await gc(ctx, dry);
+    const verb = dry ? 'would remove' : 'removed';
+    out(values, r, [
+      `${verb} ${r.orphanFiles} file(s) with no record (${formatBytes(r.orphanFileBytes)})`,
+      `${verb} ${r.missingFiles} record(s) whose file is gone`,
+      `${verb} ${r.links} link(s), ${r.manifests} manifest row(s) and ${r.tags} tag(s) pointing at nothing`,
+      `${verb} ${r.rollups} hourly roll-up(s) older than 30 days`,
+    ]);
+    return 0;
+  });
+}
+
+/** `verify [--repair]`: re-hashes every blob; exit status 1 when any is bad and was not repaired. */
+export async function verifyCommand(values: Values): Promise<number> {
+  return withCache(values, async (ctx) => {
+    const tty = process.stderr.isTTY === true && !values.json;
+    const r = await verify(ctx, {
+      repair: values.repair === true,
+      onProgress: (done, total, bytes) => {
+        if (tty) process.stderr.write(`\r\x1b[2Kverify ${done}/${total} blobs, ${formatBytes(bytes)}`);
+        else if (done === total || done % 1000 === 0) process.stderr.write(`verify ${done}/${total} blobs, ${formatBytes(bytes)}\n`);
+      },
+    });
+    if (tty) process.stderr.write('\n');
+    const lines = [`checked ${r.checked} blobs (${formatBytes(r.bytes)}): ${r.bad.length} bad${values.repair ? `, ${r.repaired} removed (the next pull fetches them again)` : ''}`];
+    for (const b of r.bad) lines.push(`bad ${b.digest}: ${b.problem}`);
+    out(values, r, lines);
+    ctx.metrics.verifyFailures.inc(r.bad.length);
+    return r.bad.length > r.repaired ? 1 : 0;
+  });
+}
+
+function out(values: Values, x: unknown, lines: string[]): void {
+  console.log(values.json ? JSON.stringify(x, null, 2) : lines.join('\n'));
+}
