@@ -15,7 +15,7 @@ import { DigestVerifier, parseDigest, type Digest } from '../oci/digest.js';
 import { blobEntryName, INDEX_FILE, LAYOUT_FILE, LayoutError, MAX_LAYOUT_FILE_BYTES, parseLayoutFile, parseLayoutIndex, readImageLayout } from '../oci/image-layout.js';
 import { accepts, ALL_TYPES, isIndexType, MANIFEST_TYPES, MAX_MANIFEST_BYTES, parseManifest, type Descriptor, type ParsedManifest } from '../oci/manifest.js';
 import { dockerHubName, formatImageReference, parseImageReference } from '../oci/reference.js';
-import type { TempBlob } from '../store/blob-store.js';
+import { crashPoint, type TempBlob } from '../store/blob-store.js';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { UsageError, type Values } from './args.js';
@@ -72,6 +72,7 @@ export async function importBundle(ctx: CacheWriter, input: NodeJS.ReadableStrea
       published.add(digest);
       mtimes.set(digest, mtimeMs);
     }
+    crashPoint('import:before-commit');
     ctx.metadata.transaction(() => {
       for (const img of plan.images) {
         const link = { upstream: img.upstream, repository: img.repository };

@@ -9,6 +9,7 @@ import { createApp } from '../http/app.js';
 import type { Logger } from '../log.js';
 import type { MetadataDb } from '../store/metadata.js';
 import type { Values } from './args.js';
+import { verify } from './cache-admin.js';
 import { openCache, type CacheContext } from './context.js';
 import { listen } from './listener.js';
 import { prewarm, prewarmRequest } from './prewarm.js';
@@ -38,6 +39,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   metrics.gauge('regmirror_store_bytes', 'Bytes of published blobs and manifests', () => metadata.storeSize().bytes);
   metrics.gauge('regmirror_store_pinned_bytes', 'Bytes of pinned blobs and manifests (never evicted)', () => metadata.storeSize().pinnedBytes);
   ctx.evictor?.start();
+  const verifier = scheduleVerify(ctx, config.storage.verifyEveryMs);
   const status = () => gatherStatus({ metadata, upstreams: clients, now: now(), inFlight: blobs.inFlight });
   const readiness = () => checkReadiness(metadata, config.dataDir);
   const prewarmJob = (body: unknown) => {
@@ -62,6 +64,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   let closing: Promise<void> | undefined;
   const stop = (graceMs: number) =>
     (closing ??= (async () => {
+      clearInterval(verifier);
       await listener.close(graceMs);
       await ctx.close();
     })());
@@ -79,6 +82,25 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     close: () => stop(0),
     shutdown: () => stop(config.limits.shutdownGraceMs),
   };
+}
+
+/** storage.verifyEvery: re-hash the store in the background, removing what fails. */
+function scheduleVerify(ctx: CacheContext, everyMs: number): NodeJS.Timeout | undefined {
+  if (everyMs <= 0) return undefined;
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    verify(ctx, { repair: true, concurrency: 1 })
+      .then((r) => {
+        ctx.metrics.verifyFailures.inc(r.bad.length);
+        if (r.bad.length) ctx.log.warn('verify removed blobs that no longer match their digest', { bad: r.bad });
+      })
+      .catch((err: Error) => ctx.log.error('background verify failed', { err }))
+      .finally(() => (running = false));
+  }, everyMs);
+  timer.unref();
+  return timer;
 }
 
 async function loadClientAuth(config: Config): Promise<ClientAuth | undefined> {
