@@ -8,8 +8,7 @@
 // and blobs, linked to each image's (upstream, repository) and pinned, and each tag pinned
 // for every Accept class that takes the root's media type, so it never expires. Any
 // failure discards the temps and leaves blobs/ and the database as they were.
-import { createReadStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { DigestMismatch, SizeMismatch } from '../errors.js';
 import { DigestVerifier, parseDigest, type Digest } from '../oci/digest.js';
 import { blobEntryName, INDEX_FILE, LAYOUT_FILE, LayoutError, MAX_LAYOUT_FILE_BYTES, parseLayoutFile, parseLayoutIndex, readImageLayout } from '../oci/image-layout.js';
@@ -265,7 +264,14 @@ function digestIn(desc: Descriptor, entry: string): Digest {
 /** `regmirror import`. */
 export async function importCommand(values: Values, args: string[]): Promise<number> {
   if (args.length !== 1) throw new UsageError('regmirror import: name one bundle file (or - for standard input)');
-  const input = args[0] === '-' ? process.stdin : createReadStream(args[0]);
+  const input =
+    args[0] === '-'
+      ? process.stdin
+      : (
+          await open(args[0]).catch((err: NodeJS.ErrnoException) => {
+            throw new UsageError(`regmirror import: cannot read ${args[0]}: ${err.code ?? err.message}`);
+          })
+        ).createReadStream();
   const ctx = await openCache(loadConfig(values.config), { log: createLogger('warn') });
   try {
     const summary = await importBundle(ctx, input).catch((err: Error) => {

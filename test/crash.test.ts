@@ -1,0 +1,156 @@
+// kill -9 at chosen points — mid-download, just before and just after a blob is renamed
+// into place, just before an import commits — then restart: every image pulls with the
+// right digests, verify finds nothing wrong, and tmp/ is empty.
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, beforeEach, describe, test } from 'node:test';
+import { request } from 'undici';
+import { largeBlobImage, singleImage, type FixtureImage } from '../fixtures/images.js';
+import { FakeUpstream } from '../fixtures/upstream.js';
+import { get, sha256, startMirror } from './helpers.js';
+
+const exec = promisify(execFile);
+const MAIN = new URL('../src/main.ts', import.meta.url).pathname;
+const MB = 1024 * 1024;
+
+interface Child {
+  url: Promise<string>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  kill(): void;
+}
+
+function serveChild(config: string, env: Record<string, string> = {}): Child {
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const url = new Promise<string>((resolve, reject) => {
+    let seen = '';
+    child.stderr!.on('data', (c: Buffer) => {
+      seen += c.toString();
+      const m = /"msg":"listening".*?"url":"([^"]+)"/.exec(seen);
+      if (m) resolve(m[1]);
+    });
+    void exited.then(() => reject(new Error(`exited before listening:\n${seen}`)));
+  });
+  url.catch(() => {});
+  return { url, exited, kill: () => child.kill('SIGKILL') };
+}
+
+describe('kill -9 and restart', () => {
+  let up: FakeUpstream;
+  let dir: string;
+  let config: string;
+  let dataDir: string;
+  let images: FixtureImage[];
+
+  before(async () => {
+    up = await FakeUpstream.start();
+    images = [largeBlobImage('library/big', '1', 24 * MB, 'crash-big'), await singleImage({ name: 'library/small', tag: '1', seed: 'crash-small', layerSizes: [200_000, 50_000] })];
+    for (const img of images) up.addImage(img);
+    dir = await mkdtemp(join(tmpdir(), 'regmirror-crash-'));
+  });
+  // Every test starts from an empty cache of its own, so its crash point is reached.
+  let n = 0;
+  beforeEach(async () => {
+    dataDir = join(dir, `data${++n}`);
+    config = join(dir, `mirror${n}.yaml`);
+    await writeFile(config, `listen: "127.0.0.1:0"\ndataDir: ${dataDir}\ndefaultUpstream: docker.io\nupstreams:\n  docker.io:\n    url: ${up.url}\n`);
+  });
+  after(async () => {
+    await up.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** After a restart: every image pulls correctly, verify is clean, tmp/ is empty. */
+  async function restartAndCheck(): Promise<void> {
+    const s = serveChild(config);
+    try {
+      const url = await s.url;
+      assert.deepEqual(await readdir(join(dataDir, 'tmp')), [], 'no file left in tmp/');
+      for (const img of images) {
+        assert.equal((await get(`${url}/v2/${img.name}/manifests/${img.tag}`)).status, 200);
+        for (const [d] of img.blobs) assert.equal(sha256((await get(`${url}/v2/${img.name}/blobs/${d}`)).body), d);
+      }
+    } finally {
+      s.kill();
+      await s.exited;
+    }
+    const v = await exec(process.execPath, ['--import', 'tsx', MAIN, 'verify', '--config', config]);
+    assert.match(v.stdout, / 0 bad/);
+  }
+
+  for (const point of ['publish:before-rename', 'publish:after-rename']) {
+    test(`killed at ${point}`, async () => {
+      const s = serveChild(config, { REGMIRROR_CRASH_AT: point });
+      const url = await s.url;
+      const img = images[1];
+      await request(`${url}/v2/${img.name}/manifests/${img.tag}`).then((r) => r.body.dump(), () => {});
+      const died = await s.exited;
+      assert.equal(died.signal, 'SIGKILL', 'the process died at the crash point');
+      await restartAndCheck();
+    });
+  }
+
+  test('killed mid-download, with a client reading', async () => {
+    up.faults = { blobBytesPerSecond: 8 * MB };
+    const s = serveChild(config);
+    const url = await s.url;
+    const big = images[0];
+    const [layer] = [...big.blobs].sort((a, b) => b[1].length - a[1].length)[0];
+    const res = await request(`${url}/v2/${big.name}/blobs/${layer}`);
+    let received = 0;
+    const reading = (async () => {
+      for await (const c of res.body) {
+        received += (c as Buffer).length;
+        if (received > 4 * MB) s.kill();
+      }
+    })().catch(() => 'cut');
+    assert.equal(await reading, 'cut', 'the client sees a failed transfer, not a complete body');
+    await s.exited;
+    up.faults = {};
+    await restartAndCheck();
+  });
+});
+
+test('killed just before an import commits: the store takes the bundle on the next try', async () => {
+  const up = await FakeUpstream.start();
+  const img = await singleImage({ name: 'library/bundled', tag: '1', seed: 'crash-bundle' });
+  up.addImage(img);
+  const dir = await mkdtemp(join(tmpdir(), 'regmirror-crash-import-'));
+  try {
+    const source = await startMirror({ upstreams: [{ name: 'docker.io', url: up.url }], defaultUpstream: 'docker.io', dataDir: join(dir, 'src') });
+    const cfg = (d: string) => `dataDir: ${d}\ndefaultUpstream: docker.io\nupstreams:\n  docker.io:\n    url: ${up.url}\n`;
+    await writeFile(join(dir, 'src.yaml'), cfg(source.dataDir));
+    await writeFile(join(dir, 'dst.yaml'), cfg(join(dir, 'dst')));
+    await get(`${source.url}/v2/library/bundled/manifests/1`);
+    for (const [d] of img.blobs) await get(`${source.url}/v2/library/bundled/blobs/${d}`);
+    await source.close();
+    await exec(process.execPath, ['--import', 'tsx', MAIN, 'export', '--config', join(dir, 'src.yaml'), '-o', join(dir, 'b.tar'), 'library/bundled:1']);
+    const crashed = await exec(process.execPath, ['--import', 'tsx', MAIN, 'import', '--config', join(dir, 'dst.yaml'), join(dir, 'b.tar')], {
+      env: { ...process.env, REGMIRROR_CRASH_AT: 'import:before-commit' },
+    }).then(
+      () => undefined,
+      (e: { signal?: string }) => e.signal,
+    );
+    assert.equal(crashed, 'SIGKILL');
+    const ok = await exec(process.execPath, ['--import', 'tsx', MAIN, 'import', '--config', join(dir, 'dst.yaml'), join(dir, 'b.tar')]);
+    assert.match(ok.stdout, /imported 1 image/);
+    const m = await startMirror({ upstreams: [{ name: 'docker.io', url: 'http://127.0.0.1:9' }], defaultUpstream: 'docker.io', dataDir: join(dir, 'dst'), offline: true });
+    try {
+      assert.deepEqual(await readdir(join(dir, 'dst', 'tmp')), []);
+      assert.equal((await get(`${m.url}/v2/library/bundled/manifests/1`)).headers['docker-content-digest'], img.root.digest);
+      for (const [d] of img.blobs) assert.equal(sha256((await get(`${m.url}/v2/library/bundled/blobs/${d}`)).body), d);
+    } finally {
+      await m.close();
+    }
+    const v = await exec(process.execPath, ['--import', 'tsx', MAIN, 'verify', '--config', join(dir, 'dst.yaml')]);
+    assert.match(v.stdout, / 0 bad/);
+  } finally {
+    await up.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
