@@ -34,6 +34,8 @@ export interface BlobCacheDeps {
   metrics?: Metrics;
   /** Told of every blob published by a download (the evictor watches the store grow). */
   onPublished?: (bytes: number) => void;
+  /** The store refused a write (disk full, read-only). */
+  onStoreFull?: (err: Error) => void;
 }
 
 /** Blob lookups and single-flight downloads. */
@@ -109,7 +111,9 @@ export class BlobCache {
       return st;
     }
     let dl = this.#downloads.get(digest);
-    if (dl?.failed) dl = undefined;
+    // A failed download is not joined; nor is one streaming without caching, whose early
+    // bytes are gone from memory: this client gets a download of its own.
+    if (dl?.failed || dl?.passthrough) dl = undefined;
     if (dl && !linked && (dl.upstream !== t.upstream || dl.repository !== t.repository)) {
       // Joining a download started through another repository is no way around the link rule.
       await t.upstream.headBlob(t.repository, digest);
@@ -167,10 +171,10 @@ export class BlobCache {
   #start(t: Target, digest: Digest): Download {
     const dl = new Download({ ...this.#deps, signal: this.#shutdown.signal }, t.upstream, t.repository, digest);
     this.#downloads.set(digest, dl);
-    dl.done.then(
-      () => this.#downloads.delete(digest),
-      () => this.#downloads.delete(digest),
-    );
+    const forget = () => {
+      if (this.#downloads.get(digest) === dl) this.#downloads.delete(digest);
+    };
+    dl.done.then(forget, forget);
     return dl;
   }
 

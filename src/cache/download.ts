@@ -8,6 +8,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { UpstreamUnavailable } from '../errors.js';
+import { DigestVerifier } from '../oci/digest.js';
 import type { Logger } from '../log.js';
 import type { Digest } from '../oci/digest.js';
 import { READ_CHUNK, type ByteRange, type FsBlobStore, type TempBlob } from '../store/blob-store.js';
@@ -16,6 +17,13 @@ import type { UpstreamClient } from '../upstream/client.js';
 
 /** How many times a cut upstream body is resumed with a Range request before the download fails. */
 const MAX_RESUMES = 2;
+/** In pass-through (store not writable), how far the fastest client may run ahead of the slowest. */
+const WINDOW_BYTES = 8 * 1024 * 1024;
+
+/** Write errors that mean "the store cannot take this blob now", not "the download is bad". */
+export function isStoreFull(err: unknown): boolean {
+  return ['ENOSPC', 'EDQUOT', 'EROFS', 'EIO', 'EFBIG'].includes((err as NodeJS.ErrnoException).code ?? '');
+}
 
 export interface DownloadDeps {
   store: FsBlobStore;
@@ -25,6 +33,8 @@ export interface DownloadDeps {
   signal: AbortSignal;
   /** Told of every published blob's size (eviction watches the store grow). */
   onPublished?: (bytes: number) => void;
+  /** The store refused a write (disk full, read-only): the download goes on without caching. */
+  onStoreFull?: (err: Error) => void;
 }
 
 /** A running (or finished) download of one digest through one upstream repository. */
@@ -40,6 +50,14 @@ export class Download {
   readonly done: Promise<void>;
 
   #temp?: TempBlob;
+  /** Bytes received and hashed; in pass-through, more than the file holds. */
+  #received = 0;
+  /** Set when the store refused a write: later bytes live only in #window, nothing is published. */
+  #passthrough?: { verifier: DigestVerifier };
+  /** Pass-through bytes from #windowStart on, kept until every follower has read them. */
+  #window: Buffer[] = [];
+  #windowStart = 0;
+  readonly #followers = new Set<FollowerStream>();
   #state: 'running' | 'done' | 'failed' = 'running';
   #error?: Error;
   #tick = deferred();
@@ -67,7 +85,27 @@ export class Download {
 
   /** Bytes received so far. */
   get received(): number {
+    return this.#received;
+  }
+
+  /** Bytes a follower can read from the temp file (the rest, in pass-through, from the window). */
+  get onDisk(): number {
     return this.#temp?.written ?? 0;
+  }
+
+  /** The store could not take this blob: it is streamed to its clients without being cached. */
+  get passthrough(): boolean {
+    return this.#passthrough !== undefined;
+  }
+
+  /** Pass-through bytes at `pos`, at most `max` of them, without copying. */
+  fromWindow(pos: number, max: number): Buffer | undefined {
+    let at = this.#windowStart;
+    for (const chunk of this.#window) {
+      if (pos < at + chunk.length) return chunk.subarray(pos - at, Math.min(chunk.length, pos - at + max));
+      at += chunk.length;
+    }
+    return undefined;
   }
 
   get failed(): Error | undefined {
@@ -80,7 +118,7 @@ export class Download {
    */
   readableUntil(end: number): number {
     if (this.#state === 'done') return end + 1;
-    return Math.min(this.#temp?.written ?? 0, end);
+    return Math.min(this.#received, end);
   }
 
   /** Resolves at the next change: more bytes written, published, or failed. */
@@ -90,7 +128,18 @@ export class Download {
 
   /** A stream of the blob (or a range of it) that follows the download as it grows. */
   follow(range?: ByteRange): Readable {
-    return new FollowerStream(this, this.#temp!.path, this.#deps.store.pathFor(this.digest), range);
+    const f = new FollowerStream(this, this.#temp?.path, this.#deps.store.pathFor(this.digest), range);
+    this.#followers.add(f);
+    f.once('close', () => {
+      this.#followers.delete(f);
+      this.#wake();
+    });
+    return f;
+  }
+
+  /** A follower read more: the pass-through window may shrink and the download go on. */
+  consumed(): void {
+    if (this.#passthrough) this.#wake();
   }
 
   get state(): 'running' | 'done' | 'failed' {
@@ -108,6 +157,13 @@ export class Download {
     const started = Date.now();
     try {
       await this.#fetch(signal);
+      if (this.#passthrough) {
+        this.#passthrough.verifier.verify();
+        await this.#temp?.discard();
+        this.#state = 'done';
+        log.warn('blob streamed to its clients without caching: the store refused the write', { digest: this.digest, bytes: this.#received });
+        return;
+      }
       const { mtimeMs } = await store.publish(this.#temp!);
       metadata.recordBlob(this.digest, this.#temp!.written, { upstream: this.upstream.name, repository: this.repository }, mtimeMs);
       this.#deps.onPublished?.(this.#temp!.written);
@@ -127,27 +183,66 @@ export class Download {
   /** Streams the upstream body into the temp file, resuming a cut body with Range when it can. */
   async #fetch(signal: AbortSignal): Promise<void> {
     for (let attempt = 0; ; attempt++) {
-      const from = this.#temp?.written ?? 0;
+      const from = this.#received;
       const res = await this.upstream.getBlob(this.repository, this.digest, signal, from);
       try {
-        if (!this.#temp) {
+        if (from === 0) {
           this.size = res.length;
-          this.#temp = await this.#deps.store.createTemp(this.digest, this.size);
+          this.#temp = await this.#deps.store.createTemp(this.digest, this.size).catch((err: Error) => {
+            if (!isStoreFull(err)) throw err;
+            this.#enterPassthrough(err, new DigestVerifier(this.digest, this.size));
+            return undefined;
+          });
           this.#readyResolve();
         }
-        for await (const chunk of res.body) {
-          await this.#temp.write(chunk as Buffer);
-          this.#wake();
-        }
+        for await (const chunk of res.body) await this.#take(chunk as Buffer);
         return;
       } catch (err) {
-        const resumable = attempt < MAX_RESUMES && !signal.aborted && this.size !== undefined && this.#temp !== undefined && this.#temp.written > from;
-        if (!resumable) throw err instanceof UpstreamUnavailable || signal.aborted ? err : new UpstreamUnavailable(`blob body cut: ${(err as Error).message}`);
-        this.#deps.log.warn('blob body cut; resuming', { digest: this.digest, at: this.#temp!.written });
+        const resumable = attempt < MAX_RESUMES && !signal.aborted && !this.#passthrough && this.size !== undefined && this.#received > from;
+        if (!resumable) throw err instanceof UpstreamUnavailable || signal.aborted || isStoreFull(err) ? err : new UpstreamUnavailable(`blob body cut: ${(err as Error).message}`);
+        this.#deps.log.warn('blob body cut; resuming', { digest: this.digest, at: this.#received });
       } finally {
         res.body.destroy();
         res.release();
       }
+    }
+  }
+
+  /** One upstream chunk: into the temp file, or (pass-through) into the window for the followers. */
+  async #take(chunk: Buffer): Promise<void> {
+    if (!this.#passthrough) {
+      try {
+        // write() hashes the chunk before writing it, so a failed write has hashed it already.
+        await this.#temp!.write(chunk);
+      } catch (err) {
+        if (!isStoreFull(err)) throw err;
+        this.#enterPassthrough(err as Error, this.#temp!.verifier);
+        this.#window.push(chunk);
+      }
+    } else {
+      this.#passthrough.verifier.update(chunk);
+      this.#window.push(chunk);
+    }
+    this.#received += chunk.length;
+    this.#wake();
+    if (this.#passthrough) await this.#throttle();
+  }
+
+  #enterPassthrough(err: Error, verifier: DigestVerifier): void {
+    this.#passthrough = { verifier };
+    this.#windowStart = this.#received;
+    this.#deps.log.warn('store write failed; streaming the blob without caching', { digest: this.digest, code: (err as NodeJS.ErrnoException).code });
+    this.#deps.onStoreFull?.(err);
+  }
+
+  /** Drops window bytes every follower has read; waits while the slowest lags too far behind. */
+  async #throttle(): Promise<void> {
+    for (;;) {
+      if (this.#followers.size === 0) throw new UpstreamUnavailable('every client left a blob that cannot be cached (store full); download abandoned');
+      const slowest = Math.min(...[...this.#followers].map((f) => f.position));
+      while (this.#window.length && this.#windowStart + this.#window[0].length <= slowest) this.#windowStart += this.#window.shift()!.length;
+      if (this.#received - this.#windowStart <= WINDOW_BYTES) return;
+      await this.changed();
     }
   }
 }
@@ -155,14 +250,14 @@ export class Download {
 /** Reads a download's temp file from its own offset, waiting for bytes that are not written yet. */
 class FollowerStream extends Readable {
   readonly #dl: Download;
-  readonly #tempPath: string;
+  readonly #tempPath?: string;
   readonly #finalPath: string;
   #fh?: FileHandle;
   #pos: number;
   readonly #range?: ByteRange;
   #pumping = false;
 
-  constructor(dl: Download, tempPath: string, finalPath: string, range?: ByteRange) {
+  constructor(dl: Download, tempPath: string | undefined, finalPath: string, range?: ByteRange) {
     super({ highWaterMark: READ_CHUNK });
     this.#dl = dl;
     this.#tempPath = tempPath;
@@ -171,7 +266,14 @@ class FollowerStream extends Readable {
     this.#pos = range?.start ?? 0;
   }
 
+  /** The next byte this follower will read. */
+  get position(): number {
+    return this.#pos;
+  }
+
   override _construct(callback: (err?: Error | null) => void): void {
+    // Pass-through from the first byte: there is no file, everything comes from the window.
+    if (this.#tempPath === undefined) return callback();
     // The temp file is renamed on publish; an open descriptor survives that, a late open does not.
     open(this.#tempPath, 'r')
       .catch((err: NodeJS.ErrnoException) => {
@@ -205,16 +307,15 @@ class FollowerStream extends Readable {
         }
         const until = this.#dl.state === 'done' && end === Infinity ? Infinity : this.#dl.readableUntil(end);
         if (this.#pos < until) {
-          const want = Math.min(until - this.#pos, READ_CHUNK);
-          const buf = Buffer.allocUnsafe(Number.isFinite(want) ? want : READ_CHUNK);
-          const { bytesRead } = await this.#fh!.read(buf, 0, buf.length, this.#pos);
-          if (bytesRead === 0) {
+          const chunk = await this.#next(until);
+          if (!chunk) {
             // Only reachable for a body of unknown size that is complete.
             this.push(null);
             return;
           }
-          this.#pos += bytesRead;
-          if (!this.push(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead))) return;
+          this.#pos += chunk.length;
+          this.#dl.consumed();
+          if (!this.push(chunk)) return;
           continue;
         }
         await this.#dl.changed();
@@ -224,6 +325,20 @@ class FollowerStream extends Readable {
     } finally {
       this.#pumping = false;
     }
+  }
+
+  /** Up to READ_CHUNK bytes at #pos: from the file while it holds them, then from the pass-through window. */
+  async #next(until: number): Promise<Buffer | undefined> {
+    const dl = this.#dl;
+    if (!dl.passthrough || this.#pos < dl.onDisk) {
+      const limit = dl.passthrough ? Math.min(until, dl.onDisk) : until;
+      const want = Math.min(limit - this.#pos, READ_CHUNK);
+      const buf = Buffer.allocUnsafe(Number.isFinite(want) ? want : READ_CHUNK);
+      const { bytesRead } = await this.#fh!.read(buf, 0, buf.length, this.#pos);
+      if (bytesRead === 0) return undefined;
+      return bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
+    }
+    return dl.fromWindow(this.#pos, Math.min(until - this.#pos, READ_CHUNK));
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {

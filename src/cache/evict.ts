@@ -106,6 +106,7 @@ export class Evictor {
       for (const v of victims) await store.remove(v.digest as Digest);
       removed += victims.length;
       metrics?.evictions.inc(victims.length);
+      metadata.bump('(store)', 'evicted', victims.length);
       await yieldToLoop();
     }
     if (removed > 0) log.info('evicted least-recently-used blobs', { removed, freed: started - size, storeBytes: size, lowWatermarkBytes: this.lowBytes });

@@ -13,6 +13,7 @@ import type { FsBlobStore } from '../store/blob-store.js';
 import type { MetadataDb, TagKey, TagRow } from '../store/metadata.js';
 import type { PassThroughBody } from '../upstream/client.js';
 import type { Target } from './blobs.js';
+import { isStoreFull } from './download.js';
 import { SingleFlight } from './single-flight.js';
 
 /** A manifest as the API answers it. `bytes` is absent for HEAD answers. */
@@ -25,6 +26,8 @@ export interface ManifestReply {
   source: 'hit' | 'revalidated' | 'miss' | 'stale';
   /** Why a cached tag was served without a successful revalidation. */
   stale?: string;
+  /** Fetched but not stored (the store refused the write). */
+  uncached?: boolean;
 }
 
 export interface ManifestCacheDeps {
@@ -167,7 +170,7 @@ export class ManifestCache {
       }
     }
     const fetched = await this.#fetch(t, undefined, key.accept, key.tag);
-    metadata.putTag(key, fetched.digest, fetched.mediaType, ttl);
+    if (!fetched.uncached) metadata.putTag(key, fetched.digest, fetched.mediaType, ttl);
     return fetched;
   }
 
@@ -182,10 +185,18 @@ export class ManifestCache {
     }
     if (digest !== undefined && actual !== digest) throw new UpstreamInvalid(`manifest fetched for ${digest} hashes to ${actual}`);
     const { mediaType } = parseManifest(body.bytes, body.mediaType);
-    const { mtimeMs } = await store.put(actual, body.bytes);
-    metadata.recordManifest(actual, mediaType, body.bytes.length, { upstream: t.upstream.name, repository: t.repository }, mtimeMs);
+    const reply: ManifestReply = { digest: actual, mediaType, size: body.bytes.length, bytes: body.bytes, source: 'miss' };
+    try {
+      const { mtimeMs } = await store.put(actual, body.bytes);
+      metadata.recordManifest(actual, mediaType, body.bytes.length, { upstream: t.upstream.name, repository: t.repository }, mtimeMs);
+    } catch (err) {
+      // A full or read-only store does not fail the pull: the manifest is served uncached.
+      if (!isStoreFull(err)) throw err;
+      this.#deps.log.warn('store write failed; serving the manifest without caching it', { digest: actual, code: (err as NodeJS.ErrnoException).code });
+      return { ...reply, uncached: true };
+    }
     this.#bodies.set(actual, body.bytes);
-    return { digest: actual, mediaType, size: body.bytes.length, bytes: body.bytes, source: 'miss' };
+    return reply;
   }
 
   /** A manifest from memory or the store, or undefined when its row or file is gone. */

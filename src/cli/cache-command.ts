@@ -104,7 +104,7 @@ export async function verifyCommand(values: Values): Promise<number> {
     const lines = [`checked ${r.checked} blobs (${formatBytes(r.bytes)}): ${r.bad.length} bad${values.repair ? `, ${r.repaired} removed (the next pull fetches them again)` : ''}`];
     for (const b of r.bad) lines.push(`bad ${b.digest}: ${b.problem}`);
     out(values, r, lines);
-    ctx.metrics.verifyFailures.inc(r.bad.length);
+    ctx.metadata.bump('(store)', 'verify_failed', r.bad.length);
     return r.bad.length > r.repaired ? 1 : 0;
   });
 }

@@ -12,7 +12,7 @@ import { dirname, join, resolve } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { parse as parseToml } from 'smol-toml';
-import { isMap, isSeq, parseDocument } from 'yaml';
+import { isMap, isScalar, isSeq, parseDocument } from 'yaml';
 
 export const TARGETS = ['containerd', 'docker', 'podman', 'k3s'] as const;
 export type Target = (typeof TARGETS)[number];
@@ -408,7 +408,16 @@ export function k3sRegistriesYaml(existing: string | undefined, registries: stri
   if (doc.contents === null) doc.contents = doc.createNode({}) as never;
   if (!isMap(doc.contents)) throw new ConfigureError(`${where}: must be a mapping`);
   const changes: string[] = [];
+  // `mirrors:` with nothing under it (null), or an empty `{}`: start a block mapping there.
+  const blockMap = (path: string[]) => {
+    const node = doc.getIn(path, true);
+    const empty = node === undefined || node === null || (isScalar(node) && (node.value === null || node.value === '')) || (isMap(node) && node.items.length === 0);
+    if (empty) doc.setIn(path, doc.createNode({}));
+    else if (!isMap(node)) throw new ConfigureError(`${where}: ${path.join('.')} must be a mapping`);
+  };
   for (const r of registries) {
+    blockMap(['mirrors']);
+    blockMap(['mirrors', r]);
     const node = doc.getIn(['mirrors', r, 'endpoint'], true);
     if (node !== undefined && !isSeq(node)) throw new ConfigureError(`${where}: mirrors.${r}.endpoint must be a list`);
     const current = (node ? (node.toJSON() as unknown[]) : []).map(String);
@@ -420,6 +429,7 @@ export function k3sRegistriesYaml(existing: string | undefined, registries: stri
   }
   if (ca && mirror.secure) {
     const path = ['configs', mirror.host, 'tls', 'ca_file'];
+    for (let i = 1; i < path.length; i++) blockMap(path.slice(0, i));
     if (doc.getIn(path) !== ca) {
       doc.setIn(path, ca);
       changes.push(`configs.${mirror.host}.tls.ca_file: ${ca}`);

@@ -56,7 +56,11 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline }));
   const upstreams = new UpstreamTable(clients, config.defaultUpstream);
   let evictor: Evictor | undefined;
-  const blobs = new BlobCache({ store, metadata, metrics, log: log.child({ component: 'blobs' }), onPublished: () => evictor?.poke() });
+  const blobs = new BlobCache({ store, metadata, metrics, log: log.child({ component: 'blobs' }), onPublished: () => evictor?.poke(), onStoreFull: () => {
+    metrics.passThrough.inc();
+    metadata.bump('(store)', 'passthrough');
+    evictor?.poke();
+  } });
   const limitBytes = await storeLimit(config);
   if (limitBytes > 0) {
     const { highWatermark, lowWatermark } = config.storage;

@@ -94,6 +94,7 @@ function scheduleVerify(ctx: CacheContext, everyMs: number): NodeJS.Timeout | un
     verify(ctx, { repair: true, concurrency: 1 })
       .then((r) => {
         ctx.metrics.verifyFailures.inc(r.bad.length);
+        ctx.metadata.bump('(store)', 'verify_failed', r.bad.length);
         if (r.bad.length) ctx.log.warn('verify removed blobs that no longer match their digest', { bad: r.bad });
       })
       .catch((err: Error) => ctx.log.error('background verify failed', { err }))

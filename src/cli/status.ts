@@ -19,17 +19,20 @@ export interface StatusReport {
   generatedAt: string;
   upstreams: UpstreamStatus[];
   totals: { pullsServed: number; upstreamPulls: number; pullsSaved: number; hitRatio: number | null };
-  store: { blobs: number; bytes: number; pinnedBytes: number; limitBytes?: number };
+  store: { blobs: number; bytes: number; pinnedBytes: number; last24h: { evicted: number; verifyFailed: number; passthrough: number } };
   downloadsInFlight?: number;
 }
 
 const DAY = 24 * 3_600_000;
+/** Roll-ups about the store as a whole are kept under this name. */
+export const STORE = '(store)';
 
 /** Builds the report from the database (and, in a server, the live upstream state). */
 export function gatherStatus(src: { metadata: MetadataDb; upstreams?: UpstreamClient[]; now: number; inFlight?: number }): StatusReport {
   const rollups = src.metadata.rollupsSince(src.now - DAY);
   const budgets = src.metadata.rateLimits();
-  const names = new Set<string>([...(src.upstreams ?? []).map((u) => u.name), ...rollups.map((r) => r.upstream), ...budgets.map((b) => b.upstream)]);
+  const names = new Set<string>([...(src.upstreams ?? []).map((u) => u.name), ...rollups.map((r) => r.upstream).filter((u) => u !== STORE), ...budgets.map((b) => b.upstream)]);
+  const store = (m: RollupMetric) => rollups.find((r) => r.upstream === STORE && r.metric === m)?.value ?? 0;
   const upstreams = [...names].sort().map((name) => upstreamStatus(name, rollups, budgets, src.upstreams?.find((u) => u.name === name)));
   const sum = (k: 'pullsServed' | 'upstreamPulls' | 'pullsSaved') => upstreams.reduce((n, u) => n + u.last24h[k], 0);
   const pullsServed = sum('pullsServed');
@@ -37,7 +40,7 @@ export function gatherStatus(src: { metadata: MetadataDb; upstreams?: UpstreamCl
     generatedAt: new Date(src.now).toISOString(),
     upstreams,
     totals: { pullsServed, upstreamPulls: sum('upstreamPulls'), pullsSaved: sum('pullsSaved'), hitRatio: pullsServed ? sum('pullsSaved') / pullsServed : null },
-    store: src.metadata.storeSize(),
+    store: { ...src.metadata.storeSize(), last24h: { evicted: store('evicted'), verifyFailed: store('verify_failed'), passthrough: store('passthrough') } },
     ...(src.inFlight === undefined ? {} : { downloadsInFlight: src.inFlight }),
   };
 }
@@ -98,8 +101,9 @@ export function formatStatus(r: StatusReport): string {
   for (const row of rows) lines.push(row.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd());
   const ratio = r.totals.hitRatio === null ? '-' : `${(r.totals.hitRatio * 100).toFixed(1)}%`;
   lines.push('', `hit ratio (pulls served from cache, 24h): ${ratio}   pulls saved: ${r.totals.pullsSaved}`);
-  const limit = r.store.limitBytes ? ` of ${formatBytes(r.store.limitBytes)}` : '';
-  lines.push(`store: ${r.store.blobs} blobs, ${formatBytes(r.store.bytes)}${limit} (${formatBytes(r.store.pinnedBytes)} pinned)`);
+  const s = r.store;
+  lines.push(`store: ${s.blobs} blobs, ${formatBytes(s.bytes)} (${formatBytes(s.pinnedBytes)} pinned)`);
+  lines.push(`last 24h: ${s.last24h.evicted} blobs evicted, ${s.last24h.verifyFailed} failed verification, ${s.last24h.passthrough} streamed without caching (store full)`);
   if (r.downloadsInFlight !== undefined) lines.push(`downloads in flight: ${r.downloadsInFlight}`);
   return lines.join('\n');
 }

@@ -35,7 +35,19 @@ export interface RateLimitRow {
 }
 
 /** Roll-up metrics kept per upstream and hour. */
-export type RollupMetric = 'manifest_get' | 'manifest_head' | 'blob_get' | 'blob_head' | 'other' | 'pulls_served' | 'cache_hits' | 'bytes_cache' | 'bytes_upstream';
+export type RollupMetric =
+  | 'manifest_get'
+  | 'manifest_head'
+  | 'blob_get'
+  | 'blob_head'
+  | 'other'
+  | 'pulls_served'
+  | 'cache_hits'
+  | 'bytes_cache'
+  | 'bytes_upstream'
+  | 'evicted'
+  | 'verify_failed'
+  | 'passthrough';
 
 const HOUR = 3_600_000;
 
