@@ -2,42 +2,16 @@
 // into place, just before an import commits — then restart: every image pulls with the
 // right digests, verify finds nothing wrong, and tmp/ is empty.
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { request } from 'undici';
 import { largeBlobImage, singleImage, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
-import { get, sha256, startMirror } from './helpers.js';
+import { cli, get, serveChild, sha256, startMirror } from './helpers.js';
 
-const exec = promisify(execFile);
-const MAIN = new URL('../src/main.ts', import.meta.url).pathname;
 const MB = 1024 * 1024;
-
-interface Child {
-  url: Promise<string>;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  kill(): void;
-}
-
-function serveChild(config: string, env: Record<string, string> = {}): Child {
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  const url = new Promise<string>((resolve, reject) => {
-    let seen = '';
-    child.stderr!.on('data', (c: Buffer) => {
-      seen += c.toString();
-      const m = /"msg":"listening".*?"url":"([^"]+)"/.exec(seen);
-      if (m) resolve(m[1]);
-    });
-    void exited.then(() => reject(new Error(`exited before listening:\n${seen}`)));
-  });
-  url.catch(() => {});
-  return { url, exited, kill: () => child.kill('SIGKILL') };
-}
 
 describe('kill -9 and restart', () => {
   let up: FakeUpstream;
@@ -78,7 +52,7 @@ describe('kill -9 and restart', () => {
       s.kill();
       await s.exited;
     }
-    const v = await exec(process.execPath, ['--import', 'tsx', MAIN, 'verify', '--config', config]);
+    const v = await cli(['verify', '--config', config]);
     assert.match(v.stdout, / 0 bad/);
   }
 
@@ -128,15 +102,10 @@ test('killed just before an import commits: the store takes the bundle on the ne
     await get(`${source.url}/v2/library/bundled/manifests/1`);
     for (const [d] of img.blobs) await get(`${source.url}/v2/library/bundled/blobs/${d}`);
     await source.close();
-    await exec(process.execPath, ['--import', 'tsx', MAIN, 'export', '--config', join(dir, 'src.yaml'), '-o', join(dir, 'b.tar'), 'library/bundled:1']);
-    const crashed = await exec(process.execPath, ['--import', 'tsx', MAIN, 'import', '--config', join(dir, 'dst.yaml'), join(dir, 'b.tar')], {
-      env: { ...process.env, REGMIRROR_CRASH_AT: 'import:before-commit' },
-    }).then(
-      () => undefined,
-      (e: { signal?: string }) => e.signal,
-    );
-    assert.equal(crashed, 'SIGKILL');
-    const ok = await exec(process.execPath, ['--import', 'tsx', MAIN, 'import', '--config', join(dir, 'dst.yaml'), join(dir, 'b.tar')]);
+    assert.equal((await cli(['export', '--config', join(dir, 'src.yaml'), '-o', join(dir, 'b.tar'), 'library/bundled:1'])).code, 0);
+    const crashed = await cli(['import', '--config', join(dir, 'dst.yaml'), join(dir, 'b.tar')], { REGMIRROR_CRASH_AT: 'import:before-commit' });
+    assert.equal(crashed.signal, 'SIGKILL');
+    const ok = await cli(['import', '--config', join(dir, 'dst.yaml'), join(dir, 'b.tar')]);
     assert.match(ok.stdout, /imported 1 image/);
     const m = await startMirror({ upstreams: [{ name: 'docker.io', url: 'http://127.0.0.1:9' }], defaultUpstream: 'docker.io', dataDir: join(dir, 'dst'), offline: true });
     try {
@@ -146,7 +115,7 @@ test('killed just before an import commits: the store takes the bundle on the ne
     } finally {
       await m.close();
     }
-    const v = await exec(process.execPath, ['--import', 'tsx', MAIN, 'verify', '--config', join(dir, 'dst.yaml')]);
+    const v = await cli(['verify', '--config', join(dir, 'dst.yaml')]);
     assert.match(v.stdout, / 0 bad/);
   } finally {
     await up.close();

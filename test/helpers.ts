@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execFile, spawn } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { request } from 'undici';
 import { DEFAULTS, type Config, type UpstreamConfig } from '../src/config.js';
@@ -107,4 +108,54 @@ export function rawGet(baseUrl: string, path: string): Promise<Fetched> {
     req.on('error', reject);
     req.end();
   });
+}
+
+const MAIN = new URL('../src/main.ts', import.meta.url).pathname;
+
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `regmirror ARGS...` as a child process, as a user would; never rejects. */
+export function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', MAIN, ...args], { env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      const e = err as (Error & { code?: number; signal?: NodeJS.Signals }) | null;
+      resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, signal: e?.signal ?? null, stdout, stderr });
+    });
+  });
+}
+
+export interface ChildServer {
+  /** Resolves with the URL from the `listening` log line; rejects if the process exits first. */
+  url: Promise<string>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+/** `regmirror serve --config FILE` as a child process (for signals and kill -9). */
+export function serveChild(config: string, env: Record<string, string> = {}): ChildServer {
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const url = new Promise<string>((resolve, reject) => {
+    let seen = '';
+    const timer = setTimeout(() => reject(new Error(`regmirror did not start within 20 s:\n${seen}`)), 20_000);
+    child.stderr!.on('data', (c: Buffer) => {
+      seen += c.toString();
+      const m = /"msg":"listening".*?"url":"([^"]+)"/.exec(seen);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    void exited.then(() => {
+      clearTimeout(timer);
+      reject(new Error(`regmirror exited before listening:\n${seen}`));
+    });
+  });
+  url.catch(() => {});
+  return { url, exited, kill: (signal = 'SIGKILL') => child.kill(signal) };
 }

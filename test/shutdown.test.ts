@@ -2,7 +2,6 @@
 // flight finishes within the grace period, nothing partial is left, and the restarted
 // server serves the blob from its store.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,35 +10,9 @@ import { after, before, test } from 'node:test';
 import { request } from 'undici';
 import { largeBlobImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
+import { serveChild } from './helpers.js';
 
-const MAIN = new URL('../src/main.ts', import.meta.url).pathname;
 const MB = 1024 * 1024;
-
-interface Served {
-  child: ChildProcess;
-  url: string;
-  exited: Promise<number | null>;
-}
-
-/** Starts `regmirror serve` as a child process and waits for its `listening` log line. */
-async function serveChild(config: string): Promise<Served> {
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('regmirror did not start within 20 s')), 20_000);
-    let seen = '';
-    child.stderr!.on('data', (chunk: Buffer) => {
-      seen += chunk.toString();
-      const m = /"msg":"listening".*?"url":"([^"]+)"/.exec(seen);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    child.once('exit', () => reject(new Error(`regmirror exited before listening:\n${seen}`)));
-  });
-  return { child, url, exited };
-}
 
 let up: FakeUpstream;
 let dir: string;
@@ -63,7 +36,8 @@ after(async () => {
 test('SIGTERM mid-pull: the response finishes, the process exits, nothing partial is left', async () => {
   up.faults = { blobBytesPerSecond: 80 * MB };
   const first = await serveChild(join(dir, 'mirror.yaml'));
-  const res = await request(`${first.url}/v2/library/huge/blobs/${digest}`, { signal: AbortSignal.timeout(60_000) });
+  const firstUrl = await first.url;
+  const res = await request(`${firstUrl}/v2/library/huge/blobs/${digest}`, { signal: AbortSignal.timeout(60_000) });
   assert.equal(res.statusCode, 200);
   const hash = createHash('sha256');
   let received = 0;
@@ -73,26 +47,26 @@ test('SIGTERM mid-pull: the response finishes, the process exits, nothing partia
     received += (chunk as Buffer).length;
     if (!signalled && received > 20 * MB) {
       signalled = true;
-      first.child.kill('SIGTERM');
+      first.kill('SIGTERM');
     }
   }
   assert.ok(signalled);
   assert.equal(received, 200 * MB);
   assert.equal('sha256:' + hash.digest('hex'), digest);
-  assert.equal(await first.exited, 0);
+  assert.equal((await first.exited).code, 0);
   assert.deepEqual(await readdir(join(dir, 'data', 'tmp')), []);
 
   up.faults = {};
   up.resetCounters();
   const second = await serveChild(join(dir, 'mirror.yaml'));
   try {
-    const again = await request(`${second.url}/v2/library/huge/blobs/${digest}`);
+    const again = await request(`${await second.url}/v2/library/huge/blobs/${digest}`);
     const h = createHash('sha256');
     for await (const chunk of again.body) h.update(chunk as Buffer);
     assert.equal('sha256:' + h.digest('hex'), digest);
     assert.equal(up.counters.blobGet, 0, 'served from the store after the restart');
   } finally {
-    second.child.kill('SIGTERM');
+    second.kill('SIGTERM');
     await second.exited;
   }
 });
@@ -103,12 +77,13 @@ test('a new connection is refused once SIGTERM arrived', async () => {
   const slow = largeBlobImage('library/slow', '1', 40 * MB, 'slow');
   up.addImage(slow);
   const [slowDigest] = [...slow.blobs].sort((a, b) => b[1].length - a[1].length)[0];
-  const res = await request(`${s.url}/v2/library/slow/blobs/${slowDigest}`);
+  const url = await s.url;
+  const res = await request(`${url}/v2/library/slow/blobs/${slowDigest}`);
   const drained = res.body.dump({ limit: Infinity });
-  s.child.kill('SIGTERM');
+  s.kill('SIGTERM');
   await new Promise((r) => setTimeout(r, 300));
-  await assert.rejects(request(`${s.url}/v2/`, { signal: AbortSignal.timeout(5000) }));
+  await assert.rejects(request(`${url}/v2/`, { signal: AbortSignal.timeout(5000) }));
   await drained;
-  assert.equal(await s.exited, 0);
+  assert.equal((await s.exited).code, 0);
   up.faults = {};
 });
