@@ -10,7 +10,7 @@ import { connect } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { singleImage, type FixtureImage } from '../../fixtures/images.js';
 import { FakeUpstream } from '../../fixtures/upstream.js';
-import { startMirror, type Mirror } from '../helpers.js';
+import { serveChild, startMirror, type Mirror } from '../helpers.js';
 import { haveTool, requireTools, run, skopeo, startContainerd, writeHostsDir } from './harness.js';
 
 /** A CA and a server certificate for 127.0.0.1 signed by it, made with openssl. */
@@ -118,6 +118,29 @@ describe('TLS', () => {
     await mm.reloadTls();
     assert.equal(await servedSerial(mm.port, ca), '2002');
   });
+});
+
+test('kill -HUP makes a running regmirror serve the renewed certificate', async (t) => {
+  if (!requireTools(t, 'openssl')) return;
+  const dir = await mkdtemp(join(tmpdir(), 'regmirror-hup-'));
+  const certs = await makeCerts(dir, '0x3003');
+  await writeFile(join(dir, 'mirror.yaml'), `listen: "127.0.0.1:0"\ndataDir: ${join(dir, 'data')}\ntls:\n  cert: ${certs.cert}\n  key: ${certs.key}\n`);
+  const s = serveChild(join(dir, 'mirror.yaml'));
+  try {
+    const port = Number(new URL(await s.url).port);
+    const ca = await readFile(certs.ca);
+    assert.equal(await servedSerial(port, ca), '3003');
+    await makeCerts(dir, '0x4004');
+    s.kill('SIGHUP');
+    const deadline = Date.now() + 5000;
+    let serial = '';
+    while (Date.now() < deadline && (serial = await servedSerial(port, ca)) !== '4004') await new Promise((r) => setTimeout(r, 100));
+    assert.equal(serial, '4004');
+  } finally {
+    s.kill('SIGTERM');
+    await s.exited;
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 describe('client auth with skopeo', () => {
