@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { largeBlobImage, singleImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
-import { get, sha256, startMirror } from './helpers.js';
+import { downloadsSettled, get, sha256, startMirror } from './helpers.js';
 
 const MB = 1024 * 1024;
 
@@ -54,6 +54,7 @@ test('a pull larger than the free space succeeds uncached; the store stays whole
       assert.equal(r.status, 200);
       assert.equal(sha256(r.body), layer);
     }
+    await downloadsSettled(m);
     assert.equal(m.metadata.getBlob(layer), undefined, 'nothing published');
     assert.deepEqual(await readdir(join(dataDir, 'tmp')), [], 'no partial file left');
     assert.ok(m.logs.some((l) => l.includes('streaming the blob without caching')));
@@ -62,6 +63,7 @@ test('a pull larger than the free space succeeds uncached; the store stays whole
     await pullAll(small);
     assert.equal(up.counters.total, 0, 'hits are still served from the store');
     await pullAll(later);
+    await downloadsSettled(m);
     for (const [d] of later.blobs) assert.ok(m.metadata.getBlob(d), 'the next small pull is cached');
   } finally {
     await m.close();

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
 import { largeBlobImage, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
-import { get, sha256, startMirror, type Mirror } from './helpers.js';
+import { downloadsSettled, get, sha256, startMirror, type Mirror } from './helpers.js';
 
 const MB = 1024 * 1024;
 
@@ -25,6 +25,7 @@ async function bytesOnDisk(dataDir: string): Promise<number> {
 async function pull(m: Mirror, img: FixtureImage): Promise<void> {
   assert.equal((await get(`${m.url}/v2/${img.name}/manifests/${img.tag}`)).status, 200);
   for (const [digest] of img.blobs) assert.equal(sha256((await get(`${m.url}/v2/${img.name}/blobs/${digest}`)).body), digest);
+  await downloadsSettled(m);
 }
 
 function cached(m: Mirror, img: FixtureImage): boolean {

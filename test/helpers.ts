@@ -159,3 +159,12 @@ export function serveChild(config: string, env: Record<string, string> = {}): Ch
   url.catch(() => {});
   return { url, exited, kill: (signal = 'SIGKILL') => child.kill(signal) };
 }
+
+/** Waits until no download is in flight: a client's transfer can end before its blob is recorded. */
+export async function downloadsSettled(m: { blobs: { inFlight: number } }, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (m.blobs.inFlight > 0) {
+    if (Date.now() > deadline) throw new Error('downloads did not settle');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

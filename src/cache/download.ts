@@ -11,7 +11,7 @@ import { UpstreamUnavailable } from '../errors.js';
 import { DigestVerifier } from '../oci/digest.js';
 import type { Logger } from '../log.js';
 import type { Digest } from '../oci/digest.js';
-import { READ_CHUNK, type ByteRange, type FsBlobStore, type TempBlob } from '../store/blob-store.js';
+import { dropBytes, READ_CHUNK, type ByteRange, type FsBlobStore, type TempBlob } from '../store/blob-store.js';
 import type { MetadataDb } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
 
@@ -19,6 +19,8 @@ import type { UpstreamClient } from '../upstream/client.js';
 const MAX_RESUMES = 2;
 /** In pass-through (store not writable), how far the fastest client may run ahead of the slowest. */
 const WINDOW_BYTES = 8 * 1024 * 1024;
+/** Received bytes waiting for the temp-file writer before reading upstream pauses. */
+const MAX_PENDING = 4 * 1024 * 1024;
 
 /** Write errors that mean "the store cannot take this blob now", not "the download is bad". */
 export function isStoreFull(err: unknown): boolean {
@@ -58,6 +60,13 @@ export class Download {
   #window: Buffer[] = [];
   #windowStart = 0;
   readonly #followers = new Set<FollowerStream>();
+  /** Received, not yet in the temp file: written in batches by #drain(). */
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+  #writing?: Promise<void>;
+  #writeError?: Error;
+  /** Every byte hashed and the digest matched: followers may have their last byte. */
+  #verified = false;
   #state: 'running' | 'done' | 'failed' = 'running';
   #error?: Error;
   #tick = deferred();
@@ -86,6 +95,11 @@ export class Download {
   /** Bytes received so far. */
   get received(): number {
     return this.#received;
+  }
+
+  /** The digest matched: every byte may go to the clients, whatever becomes of the publish. */
+  get verified(): boolean {
+    return this.#verified;
   }
 
   /** Bytes a follower can read from the temp file (the rest, in pass-through, from the window). */
@@ -117,8 +131,8 @@ export class Download {
    * now: everything written, except that the response's final byte waits for verification.
    */
   readableUntil(end: number): number {
-    if (this.#state === 'done') return end + 1;
-    return Math.min(this.#received, end);
+    if (this.#state === 'done' || this.#verified) return end + 1;
+    return Math.min(this.#passthrough ? this.#received : this.onDisk, end);
   }
 
   /** Resolves at the next change: more bytes written, published, or failed. */
@@ -164,6 +178,11 @@ export class Download {
         log.warn('blob streamed to its clients without caching: the store refused the write', { digest: this.digest, bytes: this.#received });
         return;
       }
+      // The clients' last bytes go as soon as the digest is known good; fsync and rename
+      // only decide whether the blob is cached, so they need not wait for them.
+      this.#temp!.verifier.verify();
+      this.#verified = true;
+      this.#wake();
       const { mtimeMs } = await store.publish(this.#temp!);
       metadata.recordBlob(this.digest, this.#temp!.written, { upstream: this.upstream.name, repository: this.repository }, mtimeMs);
       this.#deps.onPublished?.(this.#temp!.written);
@@ -196,6 +215,7 @@ export class Download {
           this.#readyResolve();
         }
         for await (const chunk of res.body) await this.#take(chunk as Buffer);
+        await this.#flush();
         return;
       } catch (err) {
         const resumable = attempt < MAX_RESUMES && !signal.aborted && !this.#passthrough && this.size !== undefined && this.#received > from;
@@ -208,29 +228,66 @@ export class Download {
     }
   }
 
-  /** One upstream chunk: into the temp file, or (pass-through) into the window for the followers. */
+  /** One upstream chunk: queued for the temp file, or (pass-through) into the window for the followers. */
   async #take(chunk: Buffer): Promise<void> {
-    if (!this.#passthrough) {
-      try {
-        // write() hashes the chunk before writing it, so a failed write has hashed it already.
-        await this.#temp!.write(chunk);
-      } catch (err) {
-        if (!isStoreFull(err)) throw err;
-        this.#enterPassthrough(err as Error, this.#temp!.verifier);
-        this.#window.push(chunk);
-      }
-    } else {
+    if (this.#writeError) throw this.#writeError;
+    this.#received += chunk.length;
+    if (this.#passthrough) {
       this.#passthrough.verifier.update(chunk);
       this.#window.push(chunk);
+      this.#wake();
+      await this.#throttle();
+      return;
     }
-    this.#received += chunk.length;
-    this.#wake();
-    if (this.#passthrough) await this.#throttle();
+    this.#pending.push(chunk);
+    this.#pendingBytes += chunk.length;
+    this.#writing ??= this.#drain();
+    // Reading upstream waits only when the disk falls behind by MAX_PENDING.
+    if (this.#pendingBytes >= MAX_PENDING) await this.#writing;
+  }
+
+  /** Writes what is pending in batches (one writev each) until nothing is; wakes followers after each. */
+  async #drain(): Promise<void> {
+    try {
+      while (this.#pending.length > 0 && !this.#passthrough) {
+        const batch = this.#pending;
+        this.#pending = [];
+        this.#pendingBytes = 0;
+        const before = this.onDisk;
+        try {
+          await this.#temp!.append(batch);
+        } catch (err) {
+          if (!isStoreFull(err)) throw err;
+          // append() hashed the batch before writing; what is still pending is not hashed yet.
+          // A short write may have put part of the batch on disk: the window starts after it.
+          const verifier = this.#temp!.verifier;
+          this.#enterPassthrough(err as Error, verifier);
+          this.#window.push(...dropBytes(batch, this.onDisk - before));
+          for (const c of this.#pending) {
+            verifier.update(c);
+            this.#window.push(c);
+          }
+          this.#pending = [];
+          this.#pendingBytes = 0;
+        }
+        this.#wake();
+      }
+    } catch (err) {
+      this.#writeError = err as Error;
+    } finally {
+      this.#writing = undefined;
+    }
+  }
+
+  /** Waits until everything received is in the temp file (or the window). */
+  async #flush(): Promise<void> {
+    while (this.#writing) await this.#writing;
+    if (this.#writeError) throw this.#writeError;
   }
 
   #enterPassthrough(err: Error, verifier: DigestVerifier): void {
     this.#passthrough = { verifier };
-    this.#windowStart = this.#received;
+    this.#windowStart = this.onDisk;
     this.#deps.log.warn('store write failed; streaming the blob without caching', { digest: this.digest, code: (err as NodeJS.ErrnoException).code });
     this.#deps.onStoreFull?.(err);
   }
@@ -277,7 +334,7 @@ class FollowerStream extends Readable {
     // The temp file is renamed on publish; an open descriptor survives that, a late open does not.
     open(this.#tempPath, 'r')
       .catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT' && this.#dl.state === 'done') return open(this.#finalPath, 'r');
+        if (err.code === 'ENOENT' && (this.#dl.state === 'done' || this.#dl.verified)) return open(this.#finalPath, 'r');
         throw this.#dl.failed ?? err;
       })
       .then((fh) => {
@@ -300,12 +357,13 @@ class FollowerStream extends Readable {
           this.push(null);
           return;
         }
-        const failed = this.#dl.failed;
+        // Once verified, the bytes are good even if publishing failed: finish from the open file.
+        const failed = this.#dl.verified ? undefined : this.#dl.failed;
         if (failed) {
           this.destroy(failed);
           return;
         }
-        const until = this.#dl.state === 'done' && end === Infinity ? Infinity : this.#dl.readableUntil(end);
+        const until = this.#dl.readableUntil(end);
         if (this.#pos < until) {
           const chunk = await this.#next(until);
           if (!chunk) {

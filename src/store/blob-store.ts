@@ -59,6 +59,19 @@ export class TempBlob {
     this.#written += chunk.byteLength;
   }
 
+  /** Hashes then writes several chunks with one writev: far fewer syscalls than one write each. */
+  async append(chunks: Buffer[]): Promise<void> {
+    for (const c of chunks) this.verifier.update(c);
+    let rest = chunks;
+    let total = chunks.reduce((n, c) => n + c.length, 0);
+    while (total > 0) {
+      const { bytesWritten } = await this.#fh.writev(rest, this.#written);
+      this.#written += bytesWritten;
+      total -= bytesWritten;
+      rest = dropBytes(rest, bytesWritten);
+    }
+  }
+
   /**
    * Flushes and closes the file, which stays in place for publish() (that calls this too).
    * Idempotent: a writer holding many finished temps (import) closes each one early, so it
@@ -76,6 +89,19 @@ export class TempBlob {
     await this.#fh.close().catch(() => {});
     await rm(this.path, { force: true });
   }
+}
+
+/** The chunks after the first `n` bytes (a short writev). */
+export function dropBytes(chunks: Buffer[], n: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (const c of chunks) {
+    if (n >= c.length) n -= c.length;
+    else {
+      out.push(n > 0 ? c.subarray(n) : c);
+      n = 0;
+    }
+  }
+  return out;
 }
 
 /** Where blobs live. One implementation today (FsBlobStore); tests run a contract suite on it. */

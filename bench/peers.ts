@@ -1,0 +1,427 @@
+// The processes the benchmark talks to, each a child on 127.0.0.1 with its own temp dir:
+// the fake upstream (bench/upstream-server.ts), regmirror (`src/main.ts serve`), Debian's
+// distribution in proxy mode (`docker-registry`) and nginx as a plain file server. Also
+// tool detection and a /proc-based RSS sampler.
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, openSync, closeSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { delimiter, dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import type { CountersJson, UpstreamInfo, UpstreamSpec } from './upstream-server.js';
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** True when the binary is on PATH (or the absolute path is executable). */
+export function findTool(name: string): string | undefined {
+  const dirs = (process.env.PATH ?? '').split(delimiter).concat(['/usr/sbin', '/sbin']);
+  for (const dir of dirs) {
+    if (!dir) continue;
+    try {
+      accessSync(join(dir, name), constants.X_OK);
+      return join(dir, name);
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+function exited(child: ChildProcess): boolean {
+  return child.exitCode !== null || child.signalCode !== null;
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`. */
+export async function stopChild(child: ChildProcess, graceMs = 15_000): Promise<void> {
+  if (exited(child)) return;
+  const gone = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await gone;
+  clearTimeout(timer);
+}
+
+async function waitFor(what: string, child: ChildProcess, probe: () => Promise<boolean>, logPath: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (exited(child)) throw new Error(`${what} exited with ${child.exitCode ?? child.signalCode}:\n${await tail(logPath)}`);
+    if (await probe().catch(() => false)) return;
+    await sleep(50);
+  }
+  throw new Error(`${what} not ready after ${timeoutMs} ms:\n${await tail(logPath)}`);
+}
+
+async function tail(path: string): Promise<string> {
+  return (await readFile(path, 'utf8').catch(() => '')).slice(-4000);
+}
+
+/** Opens a log file for a child's stdout and stderr: a file, so the parent reads nothing while measuring. */
+function logFd(path: string): number {
+  return openSync(path, 'a');
+}
+
+// ---------------------------------------------------------------------------
+// A proxy under test
+
+export interface Proxy {
+  kind: 'regmirror' | 'distribution';
+  url: string;
+  pid: number;
+  dir: string;
+  /** Resolves once the blob is fully in the proxy's own storage (distribution stores it in the background). */
+  waitCached(digest: string, size: number, timeoutMs?: number): Promise<void>;
+  logs(): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export interface RegmirrorOptions {
+  upstreamUrl: string;
+  logLevel: string;
+  /** 'dist': `node dist/main.js` (built by `npm run build`, as `npm start` runs it); 'tsx': `node --import tsx src/main.ts`. */
+  entry: 'dist' | 'tsx';
+  /** Passes --cpu-prof to the child; the profile is written to this directory when it exits. */
+  cpuProfDir?: string;
+}
+
+/** `node dist/main.js serve --config <tmp>/mirror.yaml` (or the tsx equivalent) on a free loopback port. */
+export async function startRegmirror(opts: RegmirrorOptions): Promise<Proxy> {
+  const dir = await mkdtemp(join(tmpdir(), 'regmirror-bench-'));
+  const dataDir = join(dir, 'data');
+  const logPath = join(dir, 'regmirror.log');
+  for (let attempt = 0; ; attempt++) {
+    const port = await freePort();
+    const config = [
+      `listen: "127.0.0.1:${port}"`,
+      `dataDir: ${JSON.stringify(dataDir)}`,
+      'defaultUpstream: docker.io',
+      'log:',
+      `  level: ${opts.logLevel}`,
+      'upstreams:',
+      '  docker.io:',
+      `    url: ${JSON.stringify(opts.upstreamUrl)}`,
+      '',
+    ].join('\n');
+    const configPath = join(dir, 'mirror.yaml');
+    await writeFile(configPath, config);
+    const fd = logFd(logPath);
+    const prof = opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : [];
+    const main = opts.entry === 'dist' ? ['dist/main.js'] : ['--import', 'tsx', 'src/main.ts'];
+    const child = spawn(process.execPath, [...prof, ...main, 'serve', '--config', configPath], {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', fd, fd],
+    });
+    closeSync(fd);
+    const url = `http://127.0.0.1:${port}`;
+    try {
+      await waitFor('regmirror', child, async () => (await fetch(`${url}/v2/`)).status === 200, logPath);
+    } catch (err) {
+      await stopChild(child);
+      if (attempt < 4 && /EADDRINUSE/.test(await tail(logPath))) continue;
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+    return {
+      kind: 'regmirror',
+      url,
+      pid: child.pid!,
+      dir,
+      waitCached: (digest, size, timeoutMs) => waitFile(join(dataDir, 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7)), size, timeoutMs),
+      logs: () => tail(logPath),
+      stop: async () => {
+        await stopChild(child);
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  }
+}
+
+/** Debian's docker-registry (distribution 2.8) as a pull-through cache of `upstreamUrl`. */
+export async function startDistribution(opts: { upstreamUrl: string; logLevel: string }): Promise<Proxy> {
+  const dir = await mkdtemp(join(tmpdir(), 'distribution-bench-'));
+  const root = join(dir, 'storage');
+  const logPath = join(dir, 'registry.log');
+  for (let attempt = 0; ; attempt++) {
+    const port = await freePort();
+    const config = {
+      version: '0.1',
+      log: { level: opts.logLevel === 'debug' ? 'debug' : opts.logLevel, accesslog: { disabled: opts.logLevel !== 'info' && opts.logLevel !== 'debug' } },
+      storage: { filesystem: { rootdirectory: root }, cache: { blobdescriptor: 'inmemory' }, delete: { enabled: true } },
+      http: { addr: `127.0.0.1:${port}` },
+      proxy: { remoteurl: opts.upstreamUrl },
+    };
+    const configPath = join(dir, 'config.yml');
+    await writeFile(configPath, JSON.stringify(config)); // JSON is YAML
+    const fd = logFd(logPath);
+    const child = spawn('docker-registry', ['serve', configPath], { stdio: ['ignore', fd, fd] });
+    closeSync(fd);
+    const url = `http://127.0.0.1:${port}`;
+    try {
+      await waitFor('docker-registry', child, async () => (await fetch(`${url}/v2/`)).status === 200, logPath);
+    } catch (err) {
+      await stopChild(child);
+      if (attempt < 4 && /address already in use/.test(await tail(logPath))) continue;
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+    const blobPath = (d: string) => join(root, 'docker', 'registry', 'v2', 'blobs', 'sha256', d.slice(7, 9), d.slice(7), 'data');
+    return {
+      kind: 'distribution',
+      url,
+      pid: child.pid!,
+      dir,
+      waitCached: (digest, size, timeoutMs) => waitFile(blobPath(digest), size, timeoutMs),
+      logs: () => tail(logPath),
+      stop: async () => {
+        await stopChild(child);
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  }
+}
+
+async function waitFile(path: string, size: number, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const st = await stat(path).catch(() => undefined);
+    if (st && st.size === size) return;
+    await sleep(50);
+  }
+  throw new Error(`${path} did not reach ${size} bytes in ${timeoutMs} ms`);
+}
+
+// ---------------------------------------------------------------------------
+// nginx, serving one directory over loopback
+
+export interface Nginx {
+  url: string;
+  /** The master and its workers. */
+  pids(): Promise<number[]>;
+  stop(): Promise<void>;
+}
+
+/** nginx -c <tmp>/nginx.conf -g 'daemon off;' with one worker (one event loop, like regmirror) and sendfile. */
+export async function startNginx(nginxPath: string, root: string): Promise<Nginx> {
+  const dir = await mkdtemp(join(tmpdir(), 'nginx-bench-'));
+  for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) await mkdir(join(dir, d));
+  const logPath = join(dir, 'error.log');
+  for (let attempt = 0; ; attempt++) {
+    const port = await freePort();
+    const conf = [
+      // As root, workers would otherwise switch to an account that cannot enter the 0700 temp dirs.
+      ...(process.getuid?.() === 0 ? ['user root;'] : []),
+      'worker_processes 1;',
+      `pid ${join(dir, 'nginx.pid')};`,
+      `error_log ${logPath} warn;`,
+      'events { worker_connections 1024; }',
+      'http {',
+      '  access_log off;',
+      '  sendfile on;',
+      '  tcp_nopush on;',
+      '  keepalive_requests 100000;',
+      '  default_type application/octet-stream;',
+      ...['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((d) => `  ${d === 'body' ? 'client_body' : d}_temp_path ${join(dir, d)};`),
+      '  server {',
+      `    listen 127.0.0.1:${port};`,
+      `    root ${root};`,
+      '  }',
+      '}',
+      '',
+    ].join('\n');
+    const confPath = join(dir, 'nginx.conf');
+    await writeFile(confPath, conf);
+    const fd = logFd(logPath);
+    const child = spawn(nginxPath, ['-e', logPath, '-p', dir, '-c', confPath, '-g', 'daemon off;'], { stdio: ['ignore', fd, fd] });
+    closeSync(fd);
+    const url = `http://127.0.0.1:${port}`;
+    try {
+      await waitFor('nginx', child, async () => (await fetch(`${url}/`)).status > 0, logPath, 15_000);
+    } catch (err) {
+      await stopChild(child);
+      if (attempt < 4 && /Address already in use/i.test(await tail(logPath))) continue;
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+    const master = child.pid!;
+    return {
+      url,
+      pids: async () => {
+        const kids = await readFile(`/proc/${master}/task/${master}/children`, 'utf8').catch(() => '');
+        return [master, ...kids.trim().split(/\s+/).filter(Boolean).map(Number)];
+      },
+      stop: async () => {
+        await stopChild(child); // SIGTERM: fast shutdown of master and worker
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The fake upstream, in its own process
+
+export interface Upstream {
+  info: UpstreamInfo;
+  pid: number;
+  counters(): Promise<CountersJson>;
+  /** Zeroes the counters and returns them as they were. */
+  reset(): Promise<CountersJson>;
+  stop(): Promise<void>;
+}
+
+export async function startUpstream(spec: UpstreamSpec): Promise<Upstream> {
+  const child = fork(join(REPO_ROOT, 'bench', 'upstream-server.ts'), [JSON.stringify(spec)], {
+    cwd: REPO_ROOT,
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const waiting = new Map<number, (c: CountersJson) => void>();
+  let nextId = 1;
+  const info = await new Promise<UpstreamInfo>((resolveInfo, reject) => {
+    child.once('exit', (code) => reject(new Error(`bench upstream exited with ${code}`)));
+    child.on('message', (msg: { ready?: UpstreamInfo; id?: number; counters?: CountersJson }) => {
+      if (msg.ready) resolveInfo(msg.ready);
+      else if (msg.id !== undefined && msg.counters) {
+        waiting.get(msg.id)?.(msg.counters);
+        waiting.delete(msg.id);
+      }
+    });
+  });
+  const ask = (cmd: 'counters' | 'reset') =>
+    new Promise<CountersJson>((r) => {
+      const id = nextId++;
+      waiting.set(id, r);
+      child.send({ id, cmd });
+    });
+  return {
+    info,
+    pid: child.pid!,
+    counters: () => ask('counters'),
+    reset: () => ask('reset'),
+    stop: () => stopChild(child),
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Machine
+
+function cpuTimes(text: string): { idle: number; total: number } {
+  const f = text.split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return { idle: f[3] + f[4], total: f.reduce((a, b) => a + b, 0) };
+}
+
+/** Ticks (USER_HZ) spent in user, nice and system mode by all CPUs: /proc/stat, interrupts left out. */
+async function machineTicks(): Promise<number | undefined> {
+  const text = await readFile('/proc/stat', 'utf8').catch(() => undefined);
+  if (!text) return undefined;
+  const f = text.split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return f[0] + f[1] + f[2];
+}
+
+/** utime + stime of a process, all threads, in USER_HZ ticks (the unit /proc/stat uses). */
+async function processTicks(pid: number): Promise<number> {
+  const raw = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const f = raw.slice(raw.lastIndexOf(')') + 2).split(' ');
+  return raw ? Number(f[11]) + Number(f[12]) : 0;
+}
+
+export interface CpuAudit {
+  /** CPU-seconds the machine spent in user and system mode. */
+  machineS: number;
+  /** ...of which the given processes (the bench, its servers) spent. */
+  ownS: number;
+  /** The rest: other processes on the machine (a noisy neighbour), plus some kernel work. */
+  otherS: number;
+  wallS: number;
+}
+
+/** Starts accounting the machine's CPU time against `pids` (read at start and at stop). */
+export async function cpuAudit(pids: number[]): Promise<{ stop(): Promise<CpuAudit | undefined> }> {
+  const own = async () => (await Promise.all(pids.map(processTicks))).reduce((a, b) => a + b, 0);
+  const [m0, o0, t0] = [await machineTicks(), await own(), performance.now()];
+  return {
+    stop: async () => {
+      const [m1, o1] = [await machineTicks(), await own()];
+      if (m0 === undefined || m1 === undefined) return undefined;
+      const HZ = 100; // USER_HZ on Linux
+      const machineS = (m1 - m0) / HZ;
+      const ownS = (o1 - o0) / HZ;
+      return { machineS, ownS, otherS: Math.max(0, machineS - ownS), wallS: (performance.now() - t0) / 1000 };
+    },
+  };
+}
+
+/** Share (0..1) of all CPUs busy over `ms`, from /proc/stat; call it while the bench itself is idle. */
+export async function machineBusy(ms: number): Promise<number | undefined> {
+  const a = await readFile('/proc/stat', 'utf8').catch(() => undefined);
+  await sleep(ms);
+  const b = await readFile('/proc/stat', 'utf8').catch(() => undefined);
+  if (!a || !b) return undefined;
+  const [x, y] = [cpuTimes(a), cpuTimes(b)];
+  return y.total > x.total ? 1 - (y.idle - x.idle) / (y.total - x.total) : undefined;
+}
+
+// ---------------------------------------------------------------------------
+// Memory
+
+/** VmRSS of a process now, MiB. */
+export async function rssNow(pid: number): Promise<number> {
+  return (await readStatus(pid))?.rss ?? NaN;
+}
+
+export interface RssSample {
+  /** Largest VmRSS seen by the 100 ms sampler, MiB. */
+  peakRssMiB: number;
+  /** VmHWM (the kernel's own high-water mark since the process started) at stop(), MiB. */
+  hwmMiB: number;
+}
+
+async function readStatus(pid: number): Promise<{ rss: number; hwm: number } | undefined> {
+  const text = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => undefined);
+  if (!text) return undefined;
+  const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN);
+  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
+}
+
+/** Samples /proc/<pid>/status every 100 ms; lap() returns the peak since the last lap, stop() ends sampling. */
+export function sampleRss(pid: number): { lap(): Promise<number>; stop(): Promise<RssSample> } {
+  let peak = 0;
+  let lapPeak = 0;
+  let busy = false;
+  const sample = async () => {
+    const s = await readStatus(pid);
+    if (s) {
+      peak = Math.max(peak, s.rss);
+      lapPeak = Math.max(lapPeak, s.rss);
+    }
+    return s;
+  };
+  const timer = setInterval(() => {
+    if (busy) return;
+    busy = true;
+    void sample().finally(() => (busy = false));
+  }, 100);
+  return {
+    lap: async () => {
+      await sample();
+      const p = lapPeak;
+      lapPeak = 0;
+      return p;
+    },
+    stop: async () => {
+      clearInterval(timer);
+      const s = await sample();
+      return { peakRssMiB: peak, hwmMiB: s?.hwm ?? NaN };
+    },
+  };
+}

@@ -1,0 +1,473 @@
+// `npm run bench`: regmirror against distribution's proxy mode (when docker-registry is
+// installed), both in front of the same fake Docker Hub (token auth, 307 to a CDN), with
+// nginx (when installed), a direct upstream pull and a raw fs read as references.
+// Every server is a child process; this process only generates load and keeps time.
+//
+//   BENCH_ROUNDS=3        rounds (the proxies' order alternates per round)
+//   BENCH_QUICK=1         ~30-second smoke run: 1 round, 256 MiB layer, 2 s manifest loops
+//   BENCH_LARGE_MIB=1024  size of the large layer
+//   BENCH_MANIFEST_SECONDS=5
+//   BENCH_LOG_LEVEL=info  log level of both proxies (logs go to a file)
+//   BENCH_TSX=1           run regmirror with `node --import tsx src/main.ts` instead of building
+//                         dist/ (`npm run build`) and running `node dist/main.js`, as `npm start` does
+//   BENCH_PROFILE=1       afterwards, CPU-profile a regmirror child during warm manifest GETs
+//                         and during a cold then a warm blob pull, and print the top frames
+import { execFileSync } from 'node:child_process';
+import { copyFile, mkdir, mkdtemp, readdir, rm, stat as fsStat, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { coalesceBurst, directPull, fsRead, fsWriteSync, mbps, pullBlob, pullParallel, requestLoop, type LoopResult, type Transfer } from './load.js';
+import { cpuAudit, findTool, machineBusy, REPO_ROOT, rssNow, sampleRss, startDistribution, startNginx, startRegmirror, startUpstream, type Nginx, type Proxy, type RssSample, type Upstream } from './peers.js';
+import { formatProfile, monotonicUs, summarizeProfile, type ProfileSummary, type Window } from './profile.js';
+import { stat, table, type Row } from './report.js';
+import type { CountersJson } from './upstream-server.js';
+
+const MiB = 1024 * 1024;
+const env = process.env;
+const QUICK = env.BENCH_QUICK === '1';
+const ROUNDS = Math.max(1, Number(env.BENCH_ROUNDS ?? (QUICK ? 1 : 3)));
+const MANIFEST_MS = 1000 * Number(env.BENCH_MANIFEST_SECONDS ?? (QUICK ? 2 : 5));
+const WARMUP_MS = QUICK ? 300 : 1000;
+const LOG_LEVEL = env.BENCH_LOG_LEVEL ?? 'info';
+const PROFILE = env.BENCH_PROFILE === '1';
+const ENTRY: 'dist' | 'tsx' = env.BENCH_TSX === '1' ? 'tsx' : 'dist';
+const WARM_CLIENTS = 8;
+/** Single-client warm pulls (and their references) per round; the median is kept. */
+const REPEAT = 3;
+const BURST_CLIENTS = 16;
+const BURST_CONNS_PER_CLIENT = 8;
+const MANY_LAYERS = 64;
+const MANY_LAYER_BYTES = 256 * 1024;
+const MANIFEST_CONNECTIONS = 16;
+/** What containerd sends when it resolves a tag. */
+const ACCEPT = [
+  'application/vnd.docker.distribution.manifest.v2+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.oci.image.index.v1+json',
+  '*/*',
+].join(', ');
+
+type Kind = 'regmirror' | 'distribution';
+
+interface ManifestRun extends LoopResult {
+  /** Registry requests (401s included) plus token requests the upstream saw during the measured part. */
+  upstreamRequests: number;
+}
+
+interface ProxyRound {
+  cold: Transfer & { upstreamBlobGets: number; cdnGets: number; peakRssMiB: number };
+  warm1: Transfer;
+  warmN: Transfer;
+  /** VmRSS after start-up, before any request, MiB. */
+  idleRssMiB: number;
+  /** Peak VmRSS during the warm pulls alone, MiB. */
+  warmPeakRssMiB: number;
+  rss: RssSample;
+  burst: { ms: number; requests: number; failures: number; failureSamples: string[]; perDigestMin: number; perDigestMean: number; perDigestMax: number; blobGets: number; blobHeads: number; cdnGets: number };
+  manifestTag: ManifestRun;
+  manifestDigest: ManifestRun;
+  /** CPU-seconds other processes on the machine used during each phase. */
+  otherCpuS: Record<string, number | undefined>;
+}
+
+interface RoundResult {
+  round: number;
+  order: Kind[];
+  direct: Transfer;
+  fsWrite: Transfer;
+  fs1: Transfer;
+  fsN: Transfer;
+  nginx1?: Transfer;
+  nginxN?: Transfer;
+  proxies: Partial<Record<Kind, ProxyRound>>;
+}
+
+function log(msg: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+function fmtT(t: Transfer): string {
+  return `${(t.ms / 1000).toFixed(2)} s, ${mbps(t).toFixed(0)} MB/s`;
+}
+
+/** Runs `f` `n` times back to back and keeps the median run (single-client pulls are short and noisy). */
+async function medianOf(n: number, f: () => Promise<Transfer>): Promise<Transfer> {
+  const runs: Transfer[] = [];
+  for (let i = 0; i < n; i++) runs.push(await f());
+  return runs.sort((a, b) => a.ms - b.ms)[n >> 1];
+}
+
+function upstreamRequests(c: CountersJson): number {
+  return c.total + c.token;
+}
+
+async function getOk(url: string, headers: Record<string, string> = {}): Promise<void> {
+  const res = await request(url, { headers, signal: AbortSignal.timeout(30_000) });
+  const body = await res.body.text();
+  if (res.statusCode !== 200) throw new Error(`GET ${url}: HTTP ${res.statusCode} ${body.slice(0, 300)}`);
+}
+
+async function startProxy(kind: Kind, upstream: Upstream, cpuProfDir?: string): Promise<Proxy> {
+  return kind === 'regmirror'
+    ? startRegmirror({ upstreamUrl: upstream.info.url, logLevel: LOG_LEVEL, cpuProfDir, entry: ENTRY })
+    : startDistribution({ upstreamUrl: upstream.info.url, logLevel: LOG_LEVEL });
+}
+
+async function manifestRun(proxy: Proxy, upstream: Upstream, path: string): Promise<ManifestRun> {
+  const r = await requestLoop(proxy.url, {
+    connections: MANIFEST_CONNECTIONS,
+    durationMs: MANIFEST_MS,
+    warmupMs: WARMUP_MS,
+    path,
+    headers: { accept: ACCEPT },
+    beforeMeasure: () => upstream.reset(),
+  });
+  return { ...r, upstreamRequests: upstreamRequests(await upstream.counters()) };
+}
+
+/** Phases during which other processes took more than this share of the machine's CPUs. */
+const NOISY_SHARE = 0.1;
+const noisyPhases: string[] = [];
+
+/**
+ * Runs one measured phase while accounting the machine's CPU time: what the bench, the
+ * upstream and the proxy did not use was used by someone else, and the phase is flagged.
+ */
+async function audited<T>(phase: string, pids: number[], f: () => Promise<T>): Promise<{ value: T; otherCpuS?: number }> {
+  const audit = await cpuAudit([process.pid, ...pids]);
+  const value = await f();
+  const a = await audit.stop();
+  if (a && a.otherS > NOISY_SHARE * a.wallS * cpus().length) {
+    noisyPhases.push(`${phase} (${((100 * a.otherS) / (a.wallS * cpus().length)).toFixed(0)} % of the CPUs)`);
+    log(`  warning: other processes used ${a.otherS.toFixed(1)} CPU-s of ${(a.wallS * cpus().length).toFixed(1)} during ${phase}`);
+  }
+  return { value, otherCpuS: a?.otherS };
+}
+
+/** One proxy, fresh process and empty cache: cold pull, warm pulls, coalescing burst, manifest loops. */
+async function proxyRound(kind: Kind, upstream: Upstream, round: number): Promise<ProxyRound> {
+  const { large, many, index } = upstream.info;
+  const proxy = await startProxy(kind, upstream);
+  const pids = [proxy.pid, upstream.pid];
+  const otherCpuS: Record<string, number | undefined> = {};
+  const phase = async <T>(name: string, f: () => Promise<T>): Promise<T> => {
+    const r = await audited(`round ${round} ${kind} ${name}`, pids, f);
+    otherCpuS[name] = r.otherCpuS;
+    return r.value;
+  };
+  try {
+    const blobUrl = `${proxy.url}/v2/${large.name}/blobs/${large.digest}`;
+    const idleRssMiB = await rssNow(proxy.pid);
+    const rss = sampleRss(proxy.pid);
+    await upstream.reset();
+    const coldT = await phase('cold pull', () => pullBlob(blobUrl, large.size));
+    await proxy.waitCached(large.digest, large.size);
+    const c = await upstream.counters();
+    const cold = { ...coldT, upstreamBlobGets: c.blobGetByDigest[large.digest] ?? 0, cdnGets: c.cdnGet, peakRssMiB: await rss.lap() };
+    log(`  ${kind}: cold ${fmtT(cold)} (${cold.upstreamBlobGets} upstream GET)`);
+    const warm1 = await phase('warm pull 1 client', () => medianOf(REPEAT, () => pullBlob(blobUrl, large.size)));
+    const warmN = await phase(`warm pull ${WARM_CLIENTS} clients`, () => pullParallel(blobUrl, large.size, WARM_CLIENTS));
+    const warmPeakRssMiB = await rss.lap();
+    const mem = await rss.stop();
+    log(`  ${kind}: warm 1 client ${fmtT(warm1)}; ${WARM_CLIENTS} clients ${fmtT(warmN)}; RSS idle ${idleRssMiB.toFixed(0)}, cold peak ${cold.peakRssMiB.toFixed(0)}, warm peak ${warmPeakRssMiB.toFixed(0)} MiB`);
+
+    await upstream.reset();
+    const b = await phase('coalescing burst', () => coalesceBurst(proxy.url, many.name, many.layers, BURST_CLIENTS, BURST_CONNS_PER_CLIENT));
+    // distribution stores in the background: let that finish (and be counted) before going on.
+    await Promise.all(many.layers.map((l) => proxy.waitCached(l.digest, l.size, 60_000))).catch((err: Error) => log(`  ${kind}: ${err.message}`));
+    const bc = await upstream.counters();
+    const per = many.layers.map((l) => bc.blobGetByDigest[l.digest] ?? 0);
+    const burst = {
+      ...b,
+      perDigestMin: Math.min(...per),
+      perDigestMean: per.reduce((x, y) => x + y, 0) / per.length,
+      perDigestMax: Math.max(...per),
+      blobGets: bc.blobGet,
+      blobHeads: bc.blobHead,
+      cdnGets: bc.cdnGet,
+    };
+    log(`  ${kind}: burst ${(b.ms / 1000).toFixed(2)} s, ${b.failures} failed, upstream GETs per digest ${burst.perDigestMin}..${burst.perDigestMax}`);
+    for (const f of b.failureSamples) log(`  ${kind}: burst failure: ${f}`);
+
+    const tagPath = `/v2/${index.name}/manifests/${index.tag}`;
+    const digestPath = `/v2/${index.name}/manifests/${index.childDigest}`;
+    await getOk(`${proxy.url}${tagPath}`, { accept: ACCEPT });
+    await getOk(`${proxy.url}${digestPath}`, { accept: ACCEPT });
+    const manifestTag = await phase('manifests by tag', () => manifestRun(proxy, upstream, tagPath));
+    const manifestDigest = await phase('manifests by digest', () => manifestRun(proxy, upstream, digestPath));
+    for (const [what, m] of [['by tag', manifestTag], ['by digest', manifestDigest]] as const) {
+      log(`  ${kind}: manifest ${what} ${m.rps.toFixed(0)} req/s, p50 ${m.p50.toFixed(2)} ms, p99 ${m.p99.toFixed(2)} ms, ${m.errors} errors, ${m.upstreamRequests} upstream requests`);
+    }
+    return { cold, warm1, warmN, idleRssMiB, warmPeakRssMiB, rss: mem, burst, manifestTag, manifestDigest, otherCpuS };
+  } catch (err) {
+    log(`  ${kind} failed; its log ends:\n${await proxy.logs()}`);
+    throw err;
+  } finally {
+    await proxy.stop();
+  }
+}
+
+/**
+ * CPU profiles of regmirror children (`--cpu-prof`): one during warm manifest GETs, one
+ * during a cold pull followed by warm parallel pulls. Each summary covers only the samples
+ * taken while that load ran (start-up and shutdown are left out).
+ */
+async function profiles(upstream: Upstream, outPrefix: string): Promise<Record<string, ProfileSummary>> {
+  const { large, index } = upstream.info;
+  const out: Record<string, ProfileSummary> = {};
+  for (const what of ['manifests', 'blobs'] as const) {
+    const dir = await mkdtemp(join(tmpdir(), 'regmirror-prof-'));
+    const proxy = await startProxy('regmirror', upstream, dir);
+    const windows: Array<{ name: string; title: string; window: Window }> = [];
+    const timed = async <T>(name: string, title: string, f: () => Promise<T>): Promise<T> => {
+      const fromUs = monotonicUs();
+      const r = await f();
+      windows.push({ name, title, window: { fromUs, toUs: monotonicUs() } });
+      return r;
+    };
+    try {
+      if (what === 'manifests') {
+        const tagPath = `/v2/${index.name}/manifests/${index.tag}`;
+        const digestPath = `/v2/${index.name}/manifests/${index.childDigest}`;
+        await getOk(`${proxy.url}${tagPath}`, { accept: ACCEPT });
+        await getOk(`${proxy.url}${digestPath}`, { accept: ACCEPT });
+        const t = await timed('manifest-tag', `warm manifest GET by tag, ${MANIFEST_CONNECTIONS} connections`, () => manifestRun(proxy, upstream, tagPath));
+        const d = await timed('manifest-digest', `warm manifest GET by digest, ${MANIFEST_CONNECTIONS} connections`, () => manifestRun(proxy, upstream, digestPath));
+        log(`  profiled manifests: by tag ${t.rps.toFixed(0)} req/s, by digest ${d.rps.toFixed(0)} req/s`);
+      } else {
+        const blobUrl = `${proxy.url}/v2/${large.name}/blobs/${large.digest}`;
+        const c = await timed('blob-cold', 'cold pull, 1 client', () => pullBlob(blobUrl, large.size));
+        const w = await timed('blob-warm', `warm pull, ${WARM_CLIENTS} clients`, () => pullParallel(blobUrl, large.size, WARM_CLIENTS));
+        log(`  profiled blobs: cold ${fmtT(c)}; ${WARM_CLIENTS} clients ${fmtT(w)}`);
+      }
+    } finally {
+      await proxy.stop(); // SIGTERM: the child exits normally and writes its profile
+    }
+    const file = (await readdir(dir)).find((f) => f.endsWith('.cpuprofile'));
+    if (!file) {
+      log(`  no profile written for ${what}`);
+      await rm(dir, { recursive: true, force: true });
+      continue;
+    }
+    const keep = `${outPrefix}-regmirror-${what}.cpuprofile`;
+    await copyFile(join(dir, file), keep);
+    await rm(dir, { recursive: true, force: true });
+    for (const w of windows) {
+      out[w.name] = await summarizeProfile(keep, w.window);
+      console.log('\n' + formatProfile(`regmirror CPU profile: ${w.title} (${keep.slice(REPO_ROOT.length + 1)})`, out[w.name]));
+    }
+  }
+  return out;
+}
+
+function summaryRows(rounds: RoundResult[], largeLabel: string, haveNginx: boolean): Row[] {
+  const p = (k: Kind, f: (r: ProxyRound) => number) => stat(rounds.map((r) => (r.proxies[k] ? f(r.proxies[k]!) : undefined)));
+  const both = (metric: string, f: (r: ProxyRound) => number, extra: Partial<Row> = {}): Row => ({
+    metric,
+    regmirror: p('regmirror', f),
+    distribution: p('distribution', f),
+    ...extra,
+  });
+  const ref = (name: string, f: (r: RoundResult) => Transfer | undefined, g: (t: Transfer) => number) => ({
+    name,
+    stat: stat(rounds.map((r) => {
+      const t = f(r);
+      return t ? g(t) : undefined;
+    })),
+  });
+  const nginx = (f: (r: RoundResult) => Transfer | undefined) => (haveNginx ? ref('nginx', f, mbps) : { name: 'nginx: skipped' });
+  const sec = (t: Transfer) => t.ms / 1000;
+  return [
+    { metric: `1. cold pull of a ${largeLabel} incompressible layer (fresh cache, 1 client)`, section: true },
+    both('   MB/s', (r) => mbps(r.cold), { ref: ref('direct', (r) => r.direct, mbps) }),
+    both('', (r) => mbps(r.cold), { ref: ref('fs write+fsync', (r) => r.fsWrite, mbps), continuation: true }),
+    both('   wall time, s', (r) => sec(r.cold), { ref: ref('direct', (r) => r.direct, sec) }),
+    both('   upstream blob GETs', (r) => r.cold.upstreamBlobGets, { integer: true, ratios: false }),
+    { metric: `2. warm pull of the same layer (1 client: median of ${REPEAT} pulls per round)`, section: true },
+    both('   1 client, MB/s', (r) => mbps(r.warm1), { ref: nginx((r) => r.nginx1) }),
+    both('', (r) => mbps(r.warm1), { ref: ref('fs read', (r) => r.fs1, mbps), continuation: true }),
+    both(`   ${WARM_CLIENTS} clients, aggregate MB/s`, (r) => mbps(r.warmN), { ref: nginx((r) => r.nginxN) }),
+    both('', (r) => mbps(r.warmN), { ref: ref(`fs read ×${WARM_CLIENTS}`, (r) => r.fsN, mbps), continuation: true }),
+    both('   RSS after start-up, before any request, MiB', (r) => r.idleRssMiB, { integer: true }),
+    both('   peak RSS during the cold pull, MiB (VmRSS every 100 ms)', (r) => r.cold.peakRssMiB, { integer: true }),
+    both('   peak RSS during the warm pulls, MiB', (r) => r.warmPeakRssMiB, { integer: true }),
+    both('   VmHWM (kernel high-water mark) after 1+2, MiB', (r) => r.rss.hwmMiB, { integer: true }),
+    { metric: `3. coalescing: ${BURST_CLIENTS} clients × ${MANY_LAYERS} layers of ${MANY_LAYER_BYTES / 1024} KiB at once, cold`, section: true },
+    both('   upstream GETs per digest, max (ideal 1)', (r) => r.burst.perDigestMax, { integer: true, ratios: false }),
+    both('   upstream GETs per digest, mean', (r) => r.burst.perDigestMean, { ratios: false }),
+    both('   upstream blob HEADs', (r) => r.burst.blobHeads, { integer: true, ratios: false }),
+    both('   wall time, s', (r) => r.burst.ms / 1000),
+    both('   failed or wrong responses', (r) => r.burst.failures, { integer: true, ratios: false }),
+    { metric: `4. warm manifest GET, ${MANIFEST_CONNECTIONS} connections, ${MANIFEST_MS / 1000} s`, section: true },
+    both('   by tag, req/s', (r) => r.manifestTag.rps),
+    both('   by tag, p50 ms', (r) => r.manifestTag.p50),
+    both('   by tag, p99 ms', (r) => r.manifestTag.p99),
+    both('   by tag, upstream requests during run', (r) => r.manifestTag.upstreamRequests, { integer: true, ratios: false }),
+    both('   by digest, req/s', (r) => r.manifestDigest.rps),
+    both('   by digest, p50 ms', (r) => r.manifestDigest.p50),
+    both('   by digest, p99 ms', (r) => r.manifestDigest.p99),
+    both('   by digest, upstream requests during run', (r) => r.manifestDigest.upstreamRequests, { integer: true, ratios: false }),
+    both('   errors (tag + digest)', (r) => r.manifestTag.errors + r.manifestDigest.errors, { integer: true, ratios: false }),
+  ];
+}
+
+/** The table's rows as JSON, each named in full (section + metric). */
+function jsonSummary(rows: Row[]): unknown[] {
+  let section = '';
+  let last = '';
+  const out: unknown[] = [];
+  for (const r of rows) {
+    if (r.section) {
+      section = r.metric.replace(/^\d+\.\s*/, '');
+      continue;
+    }
+    const metric = r.continuation ? last : `${section}: ${r.metric.trim()}`;
+    last = metric;
+    out.push({ metric, regmirror: r.regmirror, distribution: r.distribution, reference: r.ref });
+  }
+  return out;
+}
+
+function gitCommit(): string | undefined {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', 'src'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim() !== '';
+    return dirty ? `${head}+dirty-src` : head;
+  } catch {
+    return undefined;
+  }
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const notes: string[] = [];
+  let largeMiB = Number(env.BENCH_LARGE_MIB ?? (QUICK ? 256 : 1024));
+  // The upstream child briefly holds ~3× the layer while generating it, and the page cache wants it too.
+  if (totalmem() < largeMiB * MiB * 8 && largeMiB > 512) {
+    notes.push(`only ${(totalmem() / 2 ** 30).toFixed(0)} GiB of memory: large layer reduced from ${largeMiB} to 512 MiB`);
+    largeMiB = 512;
+  }
+  const largeLabel = largeMiB % 1024 === 0 ? `${largeMiB / 1024} GiB` : `${largeMiB} MiB`;
+  const registryPath = findTool('docker-registry');
+  const nginxPath = findTool('nginx');
+  const kinds: Kind[] = registryPath ? ['regmirror', 'distribution'] : ['regmirror'];
+  const skipped: string[] = [];
+  if (!registryPath) skipped.push('distribution proxy: docker-registry not installed');
+  if (!nginxPath) skipped.push('nginx reference: nginx not installed');
+  for (const s of skipped) log(`skipped: ${s}`);
+  // Two cores are shared by the load, the proxy and the upstream: anything else running skews every number.
+  const checkQuiet = async (when: string) => {
+    const busy = await machineBusy(1000);
+    if (busy !== undefined && busy > 0.15) {
+      const note = `${when}, other processes kept ${(busy * 100).toFixed(0)} % of the CPUs busy: numbers are noisy`;
+      notes.push(note);
+      log(`warning: ${note}`);
+    }
+  };
+  await checkQuiet('before the run');
+  log(`${QUICK ? 'quick run, ' : ''}${ROUNDS} round(s), ${largeLabel} layer, manifest loops ${MANIFEST_MS / 1000} s, proxy log level ${LOG_LEVEL}, regmirror from ${ENTRY === 'dist' ? 'dist/' : 'src/ via tsx'}, ${cpus().length} CPUs`);
+
+  if (ENTRY === 'dist') {
+    log('building dist/ (npm run build)');
+    const buildStarted = Date.now();
+    try {
+      execFileSync('npm', ['run', 'build', '--silent'], { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+    } catch (err) {
+      // tsc still emits JavaScript when it finds type errors; run that, and say so.
+      const emitted = await fsStat(join(REPO_ROOT, 'dist', 'main.js')).catch(() => undefined);
+      if (!emitted || emitted.mtimeMs < buildStarted - 1000) throw err;
+      notes.push('npm run build reported type errors; the JavaScript tsc emitted anyway was benchmarked');
+      log(`warning: ${notes[notes.length - 1]}`);
+    }
+  }
+  const work = await mkdtemp(join(tmpdir(), 'regmirror-bench-'));
+  const www = join(work, 'www');
+  await mkdir(www);
+  const largeFile = join(www, 'large.bin');
+  let upstream: Upstream | undefined;
+  let nginx: Nginx | undefined;
+  const rounds: RoundResult[] = [];
+  let profileSummaries: Record<string, ProfileSummary> | undefined;
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const resultsDir = join(REPO_ROOT, 'bench', 'results');
+  try {
+    const t0 = Date.now();
+    upstream = await startUpstream({ largeBytes: largeMiB * MiB, largeFile, manyLayers: MANY_LAYERS, manyLayerBytes: MANY_LAYER_BYTES });
+    log(`fake upstream ${upstream.info.url} (CDN ${upstream.info.cdnUrl}) ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    if (nginxPath) nginx = await startNginx(nginxPath, www);
+    const { large } = upstream.info;
+    // Untimed: warms the upstream child's code paths and this process's client before round 1.
+    await directPull(upstream.info.url, large.name, large.digest, large.size);
+
+    for (let i = 0; i < ROUNDS; i++) {
+      const order = i % 2 === 0 ? kinds : [...kinds].reverse();
+      log(`round ${i + 1}/${ROUNDS} (${order.join(', ')})`);
+      await upstream.reset();
+      const refPids = [upstream.pid, ...((await nginx?.pids()) ?? [])];
+      const { value: refs } = await audited(`round ${i + 1} references`, refPids, async () => {
+        const direct = await directPull(upstream!.info.url, large.name, large.digest, large.size);
+        const fsWrite = await fsWriteSync(join(work, 'write-test.bin'), large.size);
+        const fs1 = await medianOf(REPEAT, () => fsRead(largeFile, large.size, 1));
+        const fsN = await fsRead(largeFile, large.size, WARM_CLIENTS);
+        const nginx1 = nginx ? await medianOf(REPEAT, () => pullBlob(`${nginx!.url}/large.bin`, large.size)) : undefined;
+        const nginxN = nginx ? await pullParallel(`${nginx.url}/large.bin`, large.size, WARM_CLIENTS) : undefined;
+        return { direct, fsWrite, fs1, fsN, nginx1, nginxN };
+      });
+      const { direct, fsWrite, fs1, fsN } = refs;
+      const r: RoundResult = { round: i + 1, order, ...refs, proxies: {} };
+      log(`  references: direct ${fmtT(direct)}; fs write+fsync ${fmtT(fsWrite)}; fs read ${fmtT(fs1)}, ×${WARM_CLIENTS} ${fmtT(fsN)}${r.nginx1 ? `; nginx ${fmtT(r.nginx1)}, ×${WARM_CLIENTS} ${fmtT(r.nginxN!)}` : ''}`);
+      for (const kind of order) r.proxies[kind] = await proxyRound(kind, upstream, i + 1);
+      rounds.push(r);
+    }
+    if (PROFILE) {
+      await mkdir(resultsDir, { recursive: true });
+      log('profiling regmirror');
+      profileSummaries = await profiles(upstream, join(resultsDir, stamp));
+    }
+  } finally {
+    await nginx?.stop();
+    await upstream?.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+  await checkQuiet('after the run');
+  if (noisyPhases.length > 0) notes.push(`other processes used over ${NOISY_SHARE * 100} % of the CPUs during: ${noisyPhases.join(', ')}`);
+
+  const rows = summaryRows(rounds, largeLabel, nginx !== undefined);
+  console.log(
+    `\nregmirror benchmark — ${rounds.length} round(s), median (min–max); ratios are of medians; ` +
+      `${cpus().length} CPUs, node ${process.version}, commit ${gitCommit() ?? '?'}, regmirror ${ENTRY === 'dist' ? 'dist/main.js' : 'tsx src/main.ts'}, log level ${LOG_LEVEL}${QUICK ? ', QUICK' : ''}`,
+  );
+  console.log(table(rows, { distributionNote: registryPath ? undefined : 'skipped' }));
+  console.log('ratios are a ÷ b of the medians: above 1× is better for MB/s and req/s, worse for s, ms and MiB');
+  for (const s of skipped) console.log(`skipped: ${s}`);
+  for (const n of notes) console.log(`note: ${n}`);
+
+  await mkdir(resultsDir, { recursive: true });
+  const jsonPath = join(resultsDir, `${stamp}.json`);
+  const result = {
+    date: new Date(started).toISOString(),
+    commit: gitCommit(),
+    node: process.version,
+    cpus: cpus().length,
+    memoryGiB: totalmem() / 2 ** 30,
+    settings: { quick: QUICK, rounds: ROUNDS, regmirrorEntry: ENTRY, largeBytes: largeMiB * MiB, manifestMs: MANIFEST_MS, warmupMs: WARMUP_MS, logLevel: LOG_LEVEL, warmClients: WARM_CLIENTS, burst: { clients: BURST_CLIENTS, connsPerClient: BURST_CONNS_PER_CLIENT, layers: MANY_LAYERS, layerBytes: MANY_LAYER_BYTES }, manifestConnections: MANIFEST_CONNECTIONS },
+    skipped,
+    notes,
+    rounds,
+    summary: jsonSummary(rows),
+    profiles: profileSummaries,
+    seconds: (Date.now() - started) / 1000,
+  };
+  await writeFile(jsonPath, JSON.stringify(result, null, 2) + '\n');
+  console.log(`\nresults: ${jsonPath.slice(REPO_ROOT.length + 1)} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error('bench failed:', err);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,86 @@
+// Child process for the benchmark: runs the Docker-Hub-like FakeUpstream (token auth,
+// 307 to a CDN origin) on loopback, with the bench images, so that serving the upstream
+// does not share an event loop with the load generator. Talks to the parent over IPC:
+//   parent → { id, cmd: 'counters' | 'reset' }     child → { id, counters? }
+// and announces itself once with { ready: UpstreamInfo }.
+import { writeFile } from 'node:fs/promises';
+import { largeBlobImage, multiPlatformImage, singleImage, type FixtureImage } from '../fixtures/images.js';
+import { FakeUpstream } from '../fixtures/upstream.js';
+
+export interface UpstreamSpec {
+  largeBytes: number;
+  /** Where the large layer's bytes are written, for the nginx and fs references. */
+  largeFile: string;
+  manyLayers: number;
+  manyLayerBytes: number;
+}
+
+export interface UpstreamInfo {
+  url: string;
+  cdnUrl: string;
+  large: { name: string; digest: string; size: number };
+  many: { name: string; layers: Array<{ digest: string; size: number }> };
+  /** A multi-platform index (tag) and one of its platform manifests (digest), as containerd resolves them. */
+  index: { name: string; tag: string; digest: string; childDigest: string; childMediaType: string };
+}
+
+/** Counters as plain JSON (the Map becomes an object). */
+export interface CountersJson {
+  manifestGet: number; manifestHead: number; blobGet: number; blobHead: number;
+  cdnGet: number; token: number; tagsList: number; referrers: number; total: number;
+  blobGetByDigest: Record<string, number>;
+}
+
+type Request = { id: number; cmd: 'counters' | 'reset' };
+
+function biggestBlob(img: FixtureImage): { digest: string; size: number } {
+  const [digest, bytes] = [...img.blobs].sort((a, b) => b[1].length - a[1].length)[0];
+  return { digest, size: bytes.length };
+}
+
+async function main(): Promise<void> {
+  const spec = JSON.parse(process.argv[2] ?? '') as UpstreamSpec;
+  const up = await FakeUpstream.start();
+
+  const large = largeBlobImage('library/large', 'latest', spec.largeBytes, 'bench-large');
+  const layer = biggestBlob(large);
+  await writeFile(spec.largeFile, large.blobs.get(layer.digest)!);
+  up.addImage(large);
+
+  const many = await singleImage({
+    name: 'library/many',
+    tag: 'latest',
+    seed: 'bench-many',
+    layerSizes: Array.from({ length: spec.manyLayers }, () => spec.manyLayerBytes),
+  });
+  up.addImage(many);
+  const manifest = JSON.parse(many.root.bytes.toString()) as { layers: Array<{ digest: string; size: number }> };
+
+  const platforms = ['amd64', 'arm64', 'ppc64le', 's390x', '386', 'riscv64'].map((architecture) => ({ os: 'linux', architecture }));
+  const index = await multiPlatformImage({ name: 'library/alpine', tag: '3', seed: 'bench-alpine', platforms });
+  up.addImage(index);
+  const child = [...index.manifests.values()].find((m) => m.digest !== index.root.digest)!;
+
+  const info: UpstreamInfo = {
+    url: up.url,
+    cdnUrl: up.cdnUrl,
+    large: { name: large.name, ...layer },
+    many: { name: many.name, layers: manifest.layers.map((l) => ({ digest: l.digest, size: l.size })) },
+    index: { name: index.name, tag: index.tag, digest: index.root.digest, childDigest: child.digest, childMediaType: child.mediaType },
+  };
+
+  process.on('message', (msg: Request) => {
+    if (msg.cmd === 'reset') up.resetCounters();
+    const { blobGetByDigest, cdnAuthorization: _ignored, ...rest } = up.counters;
+    const counters: CountersJson = { ...rest, blobGetByDigest: Object.fromEntries(blobGetByDigest) };
+    process.send!({ id: msg.id, counters });
+  });
+  process.on('disconnect', () => void up.close().then(() => process.exit(0)));
+  process.on('SIGTERM', () => void up.close().then(() => process.exit(0)));
+  process.send!({ ready: info });
+}
+
+main().catch((err: unknown) => {
+  console.error('bench upstream:', err);
+  process.exit(1);
+});
