@@ -99,8 +99,9 @@ export class BlobCache {
   /** A linked hit in the store, or the download (joined or started) that will bring it. */
   async #find(t: Target, digest: Digest): Promise<{ size: number } | { download: Download }> {
     const { metadata } = this.#deps;
-    const linked = metadata.isLinked(t.upstream.name, t.repository, digest);
     const st = await this.#intact(digest);
+    // Read after the await: a download may have published and linked the blob meanwhile.
+    const linked = metadata.isLinked(t.upstream.name, t.repository, digest);
     if (st) {
       if (!linked) {
         // The bytes are here, but this repository may not hold them: ask before serving.

@@ -50,6 +50,9 @@ export type RollupMetric =
   | 'passthrough';
 
 const HOUR = 3_600_000;
+/** How long a hot row read is reused (see #hotRead). */
+const HOT_MS = 1000;
+const HOT_MAX = 50_000;
 
 export interface MetadataOptions {
   now?: () => number;
@@ -66,6 +69,7 @@ export class MetadataDb {
   #pendingRollups = new Map<string, number>();
   #pendingRateLimits = new Map<string, RateLimitRow>();
   readonly #maintenanceStatements = new Map<string, Database.Statement>();
+  readonly #hot = new Map<string, { value: unknown; at: number }>();
 
   readonly #getTag: Database.Statement<[string, string, string, number], RawTag>;
   readonly #putTag: Database.Statement<[string, string, string, number, string, string, number, number, number]>;
@@ -148,18 +152,37 @@ export class MetadataDb {
   }
 
   getTag(k: TagKey): TagRow | undefined {
-    const row = this.#getTag.get(k.upstream, k.repository, k.tag, k.accept);
-    return row && { ...row, pinned: row.pinned !== 0 };
+    return this.#hotRead(`T${k.upstream}\n${k.repository}\n${k.tag}\n${k.accept}`, () => {
+      const row = this.#getTag.get(k.upstream, k.repository, k.tag, k.accept);
+      return row && { ...row, pinned: row.pinned !== 0 };
+    });
+  }
+
+  /**
+   * Warm hits read the same few rows thousands of times a second: they are remembered for
+   * HOT_MS. Every write through this object forgets them all (writes are rare next to
+   * reads); another process's writes (prewarm, import, cache rm) show within HOT_MS.
+   */
+  #hotRead<T>(key: string, read: () => T): T {
+    const now = performance.now();
+    const hit = this.#hot.get(key);
+    if (hit && now - hit.at < HOT_MS) return hit.value as T;
+    const value = read();
+    if (this.#hot.size >= HOT_MAX) this.#hot.clear();
+    this.#hot.set(key, { value, at: now });
+    return value;
   }
 
   /** Sets a tag's digest for `ttlMs`; an existing row, pinned or not, is replaced by an unpinned one. */
   putTag(k: TagKey, digest: string, mediaType: string, ttlMs: number): void {
+    this.#hot.clear();
     const now = this.#now();
     this.#putTag.run(k.upstream, k.repository, k.tag, k.accept, digest, mediaType, now, now + ttlMs, 0);
   }
 
   /** Sets a tag's digest for good: a pinned row is fresh whatever its expiry (imported bundles). */
   putPinnedTag(k: TagKey, digest: string, mediaType: string): void {
+    this.#hot.clear();
     const now = this.#now();
     this.#putTag.run(k.upstream, k.repository, k.tag, k.accept, digest, mediaType, now, now, 1);
   }
@@ -176,6 +199,7 @@ export class MetadataDb {
 
   /** The upstream confirmed the tag still names the same digest. */
   refreshTag(k: TagKey, ttlMs: number): void {
+    this.#hot.clear();
     const now = this.#now();
     this.#refreshTag.run(now, now + ttlMs, k.upstream, k.repository, k.tag, k.accept);
   }
@@ -205,11 +229,13 @@ export class MetadataDb {
 
   /** Pins or unpins every row of a tag (all Accept classes). */
   setTagPinned(upstream: string, repository: string, tag: string, pinned: boolean): number {
+    this.#hot.clear();
     return this.#maintenance('UPDATE tags SET pinned = ? WHERE upstream = ? AND repository = ? AND tag = ?').run(pinned ? 1 : 0, upstream, repository, tag).changes;
   }
 
   /** Forgets every row of a tag. */
   deleteTag(upstream: string, repository: string, tag: string): void {
+    this.#hot.clear();
     this.#maintenance('DELETE FROM tags WHERE upstream = ? AND repository = ? AND tag = ?').run(upstream, repository, tag);
   }
 
@@ -218,6 +244,7 @@ export class MetadataDb {
    * whose manifest is gone — and roll-ups older than `rollupsBefore`. Counts per kind.
    */
   reconcile(rollupsBefore: number, dryRun: boolean): Record<'links' | 'manifests' | 'tags' | 'rollups', number> {
+    this.#hot.clear();
     const queries = {
       links: 'FROM links WHERE digest NOT IN (SELECT digest FROM blobs)',
       manifests: 'FROM manifests WHERE digest NOT IN (SELECT digest FROM blobs)',
@@ -248,6 +275,7 @@ export class MetadataDb {
 
   /** Forgets blobs (and their manifest rows and links) in one transaction, before their files go. */
   removeBlobs(digests: string[]): void {
+    this.#hot.clear();
     this.#db.transaction(() => {
       for (const d of digests) {
         this.#deleteBlob.run(d);
@@ -258,15 +286,17 @@ export class MetadataDb {
   }
 
   unpinBlob(digest: string): void {
+    this.#hot.clear();
     this.#unpinBlob.run(digest);
   }
 
   getManifest(digest: string): { mediaType: string; size: number } | undefined {
-    return this.#getManifest.get(digest);
+    return this.#hotRead(`M${digest}`, () => this.#getManifest.get(digest));
   }
 
   /** Records a blob that was just published to the store, linked to the repository it came through. */
   recordBlob(digest: string, size: number, link?: { upstream: string; repository: string }, mtimeMs?: number): void {
+    this.#hot.clear();
     const now = this.#now();
     this.#db.transaction(() => {
       this.#putBlob.run(digest, size, now, now, mtimeMs ?? null);
@@ -276,6 +306,7 @@ export class MetadataDb {
 
   /** Records a published manifest body: a blob with a media type. */
   recordManifest(digest: string, mediaType: string, size: number, link: { upstream: string; repository: string }, mtimeMs?: number): void {
+    this.#hot.clear();
     const now = this.#now();
     this.#db.transaction(() => {
       this.#putBlob.run(digest, size, now, now, mtimeMs ?? null);
@@ -286,6 +317,7 @@ export class MetadataDb {
 
   /** Marks a recorded blob (or manifest body) as never to be evicted. */
   pinBlob(digest: string): void {
+    this.#hot.clear();
     this.#pinBlob.run(digest);
   }
 
@@ -296,14 +328,16 @@ export class MetadataDb {
 
   /** Forgets a blob whose file is gone (removed, or found missing). */
   forgetBlob(digest: string): void {
+    this.#hot.clear();
     this.#deleteBlob.run(digest);
   }
 
   isLinked(upstream: string, repository: string, digest: string): boolean {
-    return this.#isLinked.get(upstream, repository, digest) !== undefined;
+    return this.#hotRead(`L${upstream}\n${repository}\n${digest}`, () => this.#isLinked.get(upstream, repository, digest) !== undefined);
   }
 
   link(upstream: string, repository: string, digest: string): void {
+    this.#hot.clear();
     this.#link.run(upstream, repository, digest);
   }
 
