@@ -22,7 +22,7 @@ commands:
          [--write DIR|FILE | --print]         point a client at the mirror (merges into existing files)
 
 options:
-  -c, --config FILE       YAML configuration (see mirror.example.yaml)
+  -c, --config FILE       YAML configuration (see mirror.example.yaml); default $REGMIRROR_CONFIG
   -s, --server URL        ask a running regmirror instead of reading its data dir
                           (admin token from REGMIRROR_ADMIN_TOKEN when the server requires one)
   -f, --file FILE         image list: one reference per line (# comments), or Kubernetes/Helm YAML
@@ -83,4 +83,9 @@ export function readStdin(): Promise<string> {
     process.stdin.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     process.stdin.on('error', reject);
   });
+}
+
+/** The config file: --config, else $REGMIRROR_CONFIG (containers), else the embedded default. */
+export function configPath(values: Values): string | undefined {
+  return values.config ?? (process.env.REGMIRROR_CONFIG || undefined);
 }

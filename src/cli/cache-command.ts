@@ -3,13 +3,13 @@
 // may keep serving meanwhile) and print a table, or JSON with --json.
 import { duration, loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
-import { UsageError, type Values } from './args.js';
+import { configPath, UsageError, type Values } from './args.js';
 import { gc, listImages, removeImages, setPinned, verify, type CachedImage, type Selector } from './cache-admin.js';
 import { openCache, type CacheContext } from './context.js';
 import { formatBytes } from './status.js';
 
 async function withCache<T>(values: Values, fn: (ctx: CacheContext) => Promise<T>): Promise<T> {
-  const ctx = await openCache(loadConfig(values.config), { log: createLogger('warn') });
+  const ctx = await openCache(loadConfig(configPath(values)), { log: createLogger('warn') });
   try {
     return await fn(ctx);
   } finally {

@@ -11,7 +11,7 @@ import { dockerHubName, formatImageReference, parseImageReference } from '../oci
 import type { TagEntry } from '../store/metadata.js';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
-import { UsageError, type Values } from './args.js';
+import { configPath, UsageError, type Values } from './args.js';
 import { openCache, type CacheContext } from './context.js';
 import { parsePlatforms, prewarm } from './prewarm.js';
 import { ProgressView } from './progress.js';
@@ -277,7 +277,7 @@ export async function exportCommand(values: Values, refs: string[]): Promise<num
   if (!values.output) throw new UsageError('regmirror export: name the bundle with -o FILE (or -o - for standard output)');
   if (values.all === (refs.length > 0)) throw new UsageError('regmirror export: name images or give --all, not both or neither');
   const platforms = values.platform === undefined || values.platform === 'all' ? 'all' : values.platform.split(',').map((p) => p.trim());
-  const ctx = await openCache(loadConfig(values.config), { log: createLogger('warn') });
+  const ctx = await openCache(loadConfig(configPath(values)), { log: createLogger('warn') });
   try {
     if (values.fetch && refs.length > 0) {
       const view = new ProgressView(process.stderr, process.stderr.isTTY === true);

@@ -17,7 +17,7 @@ import { dockerHubName, formatImageReference, parseImageReference } from '../oci
 import { crashPoint, type TempBlob } from '../store/blob-store.js';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
-import { UsageError, type Values } from './args.js';
+import { configPath, UsageError, type Values } from './args.js';
 import { openCache, type CacheContext } from './context.js';
 import { formatBytes } from './status.js';
 
@@ -272,7 +272,7 @@ export async function importCommand(values: Values, args: string[]): Promise<num
             throw new UsageError(`regmirror import: cannot read ${args[0]}: ${err.code ?? err.message}`);
           })
         ).createReadStream();
-  const ctx = await openCache(loadConfig(values.config), { log: createLogger('warn') });
+  const ctx = await openCache(loadConfig(configPath(values)), { log: createLogger('warn') });
   try {
     const summary = await importBundle(ctx, input).catch((err: Error) => {
       throw new UsageError(err.message.startsWith('import:') ? `regmirror ${err.message}` : `regmirror import: ${err.message}`);

@@ -14,7 +14,7 @@ import { ALL_TYPES, isIndexType, parseManifest, type Descriptor } from '../oci/m
 import { formatImageReference, parseImageReference, type ImageReference } from '../oci/reference.js';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
-import { readStdin, UsageError, type Values } from './args.js';
+import { configPath, readStdin, UsageError, type Values } from './args.js';
 import { openCache, type CacheContext } from './context.js';
 import { ProgressView, summaryTable } from './progress.js';
 
@@ -352,7 +352,7 @@ export async function prewarmCommand(values: Values, args: string[]): Promise<nu
       onEvent,
     });
   } else {
-    const ctx = await openCache(loadConfig(values.config), { log: createLogger('warn') });
+    const ctx = await openCache(loadConfig(configPath(values)), { log: createLogger('warn') });
     try {
       results = await prewarm(ctx, images, { platforms, concurrency, referrers: values.referrers, dryRun: values['dry-run'], onEvent });
     } finally {

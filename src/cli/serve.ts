@@ -8,7 +8,7 @@ import { ClientAuth, parseHtpasswd } from '../http/access.js';
 import { createApp } from '../http/app.js';
 import type { Logger } from '../log.js';
 import type { MetadataDb } from '../store/metadata.js';
-import type { Values } from './args.js';
+import { configPath, type Values } from './args.js';
 import { verify } from './cache-admin.js';
 import { openCache, type CacheContext } from './context.js';
 import { listen } from './listener.js';
@@ -143,7 +143,7 @@ async function checkReadiness(metadata: MetadataDb, dataDir: string): Promise<{ 
 
 /** `regmirror serve`: runs until SIGTERM/SIGINT; SIGHUP reloads the TLS certificate. */
 export async function serveCommand(values: Values): Promise<number> {
-  const config = loadConfig(values.config);
+  const config = loadConfig(configPath(values));
   if (values.offline) config.offline = true;
   const server = await startServer(config);
   process.on('SIGHUP', () => {

@@ -6,7 +6,7 @@ import { request } from 'undici';
 import { loadConfig } from '../config.js';
 import { MetadataDb, type RateLimitRow, type RollupMetric } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
-import { UsageError, type Values } from './args.js';
+import { configPath, UsageError, type Values } from './args.js';
 
 export interface UpstreamStatus {
   name: string;
@@ -137,7 +137,7 @@ export async function statusCommand(values: Values): Promise<number> {
       throw new UsageError(`regmirror status: cannot reach ${values.server}: ${err.message}`);
     });
   } else {
-    const config = loadConfig(values.config);
+    const config = loadConfig(configPath(values));
     const metadata = new MetadataDb(join(config.dataDir, 'mirror.db'));
     try {
       report = gatherStatus({ metadata, now: Date.now() });
