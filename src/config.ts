@@ -3,6 +3,9 @@
 // name the key. mirror.example.yaml documents every key and is tested to equal DEFAULTS.
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
+import { ConfigError, bool, checkUrl, duration, known, listenAddress, nonNegativeInt, obj, oneOf, optStr, positiveInt, secret, size, str, strList } from './config-values.js';
+
+export { ConfigError, duration, size } from './config-values.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -89,12 +92,6 @@ export interface Config {
   };
 }
 
-export class ConfigError extends Error {
-  constructor(key: string, problem: string) {
-    super(`config: ${key}: ${problem}`);
-    this.name = 'ConfigError';
-  }
-}
 
 const UPSTREAM_DEFAULTS = {
   aliases: [] as string[],
@@ -314,16 +311,6 @@ function credentials(value: unknown, key: string, env: NodeJS.ProcessEnv): Crede
   return { username: secret(c.username, `${key}.username`, env), password: secret(c.password, `${key}.password`, env) };
 }
 
-/** A secret is a string, a ${ENV} reference, or `file:/path` (a mounted Kubernetes secret). */
-function secret(value: unknown, key: string, env: NodeJS.ProcessEnv): string {
-  const s = str(value, key, env);
-  if (!s.startsWith('file:')) return s;
-  try {
-    return readFileSync(s.slice(5), 'utf8').trim();
-  } catch (err) {
-    throw new ConfigError(key, `cannot read the file it names (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
-  }
-}
 
 function checkNames(cfg: Config): void {
   const seen = new Set<string>();
@@ -339,98 +326,3 @@ function checkNames(cfg: Config): void {
   }
 }
 
-// ---- value parsers; each names the key it failed on ----
-
-function obj(v: unknown, key: string): Record<string, unknown> {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(key, 'must be a mapping');
-  return v as Record<string, unknown>;
-}
-
-function known(o: Record<string, unknown>, prefix: string, keys: string[]): void {
-  for (const k of Object.keys(o)) {
-    if (!keys.includes(k)) throw new ConfigError(`${prefix}${k}`, `unknown key (expected one of ${keys.join(', ')})`);
-  }
-}
-
-/** Strings may carry ${VAR} references to the environment; an unset variable is an error. */
-function str(v: unknown, key: string, env: NodeJS.ProcessEnv): string {
-  if (typeof v === 'number') v = String(v);
-  if (typeof v !== 'string') throw new ConfigError(key, 'must be a string');
-  return v.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
-    const value = env[name];
-    if (value === undefined) throw new ConfigError(key, `environment variable ${name} is not set`);
-    return value;
-  });
-}
-
-function optStr(v: unknown, key: string, env: NodeJS.ProcessEnv): string | undefined {
-  return v === undefined || v === null || v === '' ? undefined : str(v, key, env);
-}
-
-function strList(v: unknown, key: string, env: NodeJS.ProcessEnv): string[] {
-  if (!Array.isArray(v)) throw new ConfigError(key, 'must be a list');
-  return v.map((item, i) => str(item, `${key}[${i}]`, env));
-}
-
-function oneOf<T extends string>(v: unknown, key: string, values: readonly T[]): T {
-  if (typeof v !== 'string' || !values.includes(v as T)) throw new ConfigError(key, `must be one of ${values.join(', ')}`);
-  return v as T;
-}
-
-function nonNegativeInt(v: unknown, key: string): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new ConfigError(key, 'must be a whole number of at least 0');
-  return v;
-}
-
-function bool(v: unknown, key: string): boolean {
-  if (typeof v !== 'boolean') throw new ConfigError(key, 'must be true or false');
-  return v;
-}
-
-function positiveInt(v: unknown, key: string): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new ConfigError(key, 'must be a whole number of at least 1');
-  return v;
-}
-
-function checkUrl(url: string, key: string): void {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    throw new ConfigError(key, 'not a URL');
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigError(key, 'must be an http or https URL');
-  if (u.pathname !== '/' && u.pathname !== '') throw new ConfigError(key, 'must have no path (the /v2/ API is at its root)');
-  if (u.search || u.hash || url.includes('?') || url.includes('#')) throw new ConfigError(key, 'must have no query or fragment');
-}
-
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** `90s`, `5m`, `168h`, `1h30m`; a bare 0 is zero. */
-export function duration(v: unknown, key: string, positive = false): number {
-  const text = typeof v === 'number' && v === 0 ? '0s' : v;
-  if (typeof text !== 'string' || !/^(\d+(ms|s|m|h|d))+$/.test(text)) {
-    throw new ConfigError(key, 'must be a duration such as 30s, 5m or 168h');
-  }
-  let ms = 0;
-  for (const [, n, unit] of text.matchAll(/(\d+)(ms|s|m|h|d)/g)) ms += Number(n) * DURATION_UNITS[unit];
-  if (positive && ms === 0) throw new ConfigError(key, 'must be longer than 0');
-  return ms;
-}
-
-const SIZE_UNITS: Record<string, number> = { '': 1, B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4 };
-
-/** Bytes with an optional unit: `64MiB`, `500GB`, `1048576`. */
-export function size(v: unknown, key: string): number {
-  const text = typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? String(v) : v;
-  const m = typeof text === 'string' ? /^(\d+)\s*([KMGT]i?B|B)?$/.exec(text) : null;
-  if (!m) throw new ConfigError(key, 'must be a size such as 64MiB or 500GB');
-  return Number(m[1]) * SIZE_UNITS[m[2] ?? ''];
-}
-
-function listenAddress(text: string, key: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]*)):(\d{1,5})$/.exec(text);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new ConfigError(key, 'must be host:port or :port, e.g. :5000 or 127.0.0.1:5000');
-  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
-}
