@@ -73,14 +73,14 @@ describe('eviction', () => {
 
 test('a blob a slow client is reading is not evicted under pressure', async () => {
   const up = await FakeUpstream.start();
-  const slow = largeBlobImage('library/slow', '1', 16 * MB, 'evict-slow');
-  const fillers = Array.from({ length: 5 }, (_, i) => largeBlobImage(`library/fill${i}`, '1', 4 * MB, `evict-fill-${i}`));
+  const slow = largeBlobImage('library/slow', '1', 64 * MB, 'evict-slow');
+  const fillers = Array.from({ length: 5 }, (_, i) => largeBlobImage(`library/fill${i}`, '1', 16 * MB, `evict-fill-${i}`));
   for (const img of [slow, ...fillers]) up.addImage(img);
-  const m = await startMirror({ upstreams: [{ name: 'docker.io', url: up.url }], defaultUpstream: 'docker.io', storage: { maxSize: 30 * MB, highWatermark: 90, lowWatermark: 60 } });
+  const m = await startMirror({ upstreams: [{ name: 'docker.io', url: up.url }], defaultUpstream: 'docker.io', storage: { maxSize: 120 * MB, highWatermark: 90, lowWatermark: 60 } });
   try {
     await pull(m, slow);
     const [layer, bytes] = [...slow.blobs].sort((a, b) => b[1].length - a[1].length)[0];
-    // Larger than the socket buffers: the server is still reading the file while we wait.
+    // Far larger than the socket buffers: the server is still reading the file while we wait.
     const res = await request(`${m.url}/v2/${slow.name}/blobs/${layer}`);
     const iter = res.body[Symbol.asyncIterator]();
     const first = await iter.next();
@@ -94,7 +94,7 @@ test('a blob a slow client is reading is not evicted under pressure', async () =
     assert.equal(sha256(Buffer.concat(chunks)), sha256(bytes));
     await new Promise((r) => setTimeout(r, 50));
     assert.ok(!m.blobs.inUse(layer), 'once the reader is gone the blob may be evicted like any other');
-    assert.ok(m.metadata.storeSize().bytes <= Math.floor(30 * MB * 0.9));
+    assert.ok(m.metadata.storeSize().bytes <= Math.floor(120 * MB * 0.9));
   } finally {
     await m.stop();
     await up.close();
