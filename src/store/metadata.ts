@@ -2,7 +2,9 @@
 // statement prepared once; access times and hit counts are gathered in memory and
 // flushed in one transaction every few seconds, so a cache hit writes nothing.
 import Database from 'better-sqlite3';
-import { MIGRATIONS } from './migrations.js';
+import { HotRows } from './hot-rows.js';
+import { PendingWrites } from './pending-writes.js';
+import { migrate } from './migrations.js';
 
 export interface TagRow {
   digest: string;
@@ -35,24 +37,11 @@ export interface RateLimitRow {
 }
 
 /** Roll-up metrics kept per upstream and hour. */
-export type RollupMetric =
-  | 'manifest_get'
-  | 'manifest_head'
-  | 'blob_get'
-  | 'blob_head'
-  | 'other'
-  | 'pulls_served'
-  | 'cache_hits'
-  | 'bytes_cache'
-  | 'bytes_upstream'
-  | 'evicted'
-  | 'verify_failed'
-  | 'passthrough';
+/** Upstream requests by kind (manifest_get is what Docker Hub counts as a pull). */
+export type UpstreamRequestMetric = 'manifest_get' | 'manifest_head' | 'blob_get' | 'blob_head' | 'other';
+export type RollupMetric = UpstreamRequestMetric | 'pulls_served' | 'cache_hits' | 'bytes_cache' | 'bytes_upstream' | 'evicted' | 'verify_failed' | 'passthrough';
 
 const HOUR = 3_600_000;
-/** How long a hot row read is reused (see #hotRead). */
-const HOT_MS = 1000;
-const HOT_MAX = 50_000;
 
 export interface MetadataOptions {
   now?: () => number;
@@ -65,11 +54,10 @@ export class MetadataDb {
   readonly #db: Database.Database;
   readonly #now: () => number;
   readonly #timer: NodeJS.Timeout;
-  #pendingTouches = new Map<string, { at: number; hits: number }>();
-  #pendingRollups = new Map<string, number>();
-  #pendingRateLimits = new Map<string, RateLimitRow>();
+  readonly #pending = new PendingWrites();
   readonly #maintenanceStatements = new Map<string, Database.Statement>();
-  readonly #hot = new Map<string, { value: unknown; at: number }>();
+  /** Hot rows for warm hits; every write below forgets them. */
+  readonly #hot = new HotRows();
 
   readonly #getTag: Database.Statement<[string, string, string, number], RawTag>;
   readonly #putTag: Database.Statement<[string, string, string, number, string, string, number, number, number]>;
@@ -152,37 +140,22 @@ export class MetadataDb {
   }
 
   getTag(k: TagKey): TagRow | undefined {
-    return this.#hotRead(`T${k.upstream}\n${k.repository}\n${k.tag}\n${k.accept}`, () => {
+    return this.#hot.read(`T${k.upstream}\n${k.repository}\n${k.tag}\n${k.accept}`, () => {
       const row = this.#getTag.get(k.upstream, k.repository, k.tag, k.accept);
       return row && { ...row, pinned: row.pinned !== 0 };
     });
   }
 
-  /**
-   * Warm hits read the same few rows thousands of times a second: they are remembered for
-   * HOT_MS. Every write through this object forgets them all (writes are rare next to
-   * reads); another process's writes (prewarm, import, cache rm) show within HOT_MS.
-   */
-  #hotRead<T>(key: string, read: () => T): T {
-    const now = performance.now();
-    const hit = this.#hot.get(key);
-    if (hit && now - hit.at < HOT_MS) return hit.value as T;
-    const value = read();
-    if (this.#hot.size >= HOT_MAX) this.#hot.clear();
-    this.#hot.set(key, { value, at: now });
-    return value;
-  }
-
   /** Sets a tag's digest for `ttlMs`; an existing row, pinned or not, is replaced by an unpinned one. */
   putTag(k: TagKey, digest: string, mediaType: string, ttlMs: number): void {
-    this.#hot.clear();
+    this.#hot.forget();
     const now = this.#now();
     this.#putTag.run(k.upstream, k.repository, k.tag, k.accept, digest, mediaType, now, now + ttlMs, 0);
   }
 
   /** Sets a tag's digest for good: a pinned row is fresh whatever its expiry (imported bundles). */
   putPinnedTag(k: TagKey, digest: string, mediaType: string): void {
-    this.#hot.clear();
+    this.#hot.forget();
     const now = this.#now();
     this.#putTag.run(k.upstream, k.repository, k.tag, k.accept, digest, mediaType, now, now, 1);
   }
@@ -199,7 +172,7 @@ export class MetadataDb {
 
   /** The upstream confirmed the tag still names the same digest. */
   refreshTag(k: TagKey, ttlMs: number): void {
-    this.#hot.clear();
+    this.#hot.forget();
     const now = this.#now();
     this.#refreshTag.run(now, now + ttlMs, k.upstream, k.repository, k.tag, k.accept);
   }
@@ -229,13 +202,13 @@ export class MetadataDb {
 
   /** Pins or unpins every row of a tag (all Accept classes). */
   setTagPinned(upstream: string, repository: string, tag: string, pinned: boolean): number {
-    this.#hot.clear();
+    this.#hot.forget();
     return this.#maintenance('UPDATE tags SET pinned = ? WHERE upstream = ? AND repository = ? AND tag = ?').run(pinned ? 1 : 0, upstream, repository, tag).changes;
   }
 
   /** Forgets every row of a tag. */
   deleteTag(upstream: string, repository: string, tag: string): void {
-    this.#hot.clear();
+    this.#hot.forget();
     this.#maintenance('DELETE FROM tags WHERE upstream = ? AND repository = ? AND tag = ?').run(upstream, repository, tag);
   }
 
@@ -244,7 +217,7 @@ export class MetadataDb {
    * whose manifest is gone — and roll-ups older than `rollupsBefore`. Counts per kind.
    */
   reconcile(rollupsBefore: number, dryRun: boolean): Record<'links' | 'manifests' | 'tags' | 'rollups', number> {
-    this.#hot.clear();
+    this.#hot.forget();
     const queries = {
       links: 'FROM links WHERE digest NOT IN (SELECT digest FROM blobs)',
       manifests: 'FROM manifests WHERE digest NOT IN (SELECT digest FROM blobs)',
@@ -275,7 +248,7 @@ export class MetadataDb {
 
   /** Forgets blobs (and their manifest rows and links) in one transaction, before their files go. */
   removeBlobs(digests: string[]): void {
-    this.#hot.clear();
+    this.#hot.forget();
     this.#db.transaction(() => {
       for (const d of digests) {
         this.#deleteBlob.run(d);
@@ -286,17 +259,17 @@ export class MetadataDb {
   }
 
   unpinBlob(digest: string): void {
-    this.#hot.clear();
+    this.#hot.forget();
     this.#unpinBlob.run(digest);
   }
 
   getManifest(digest: string): { mediaType: string; size: number } | undefined {
-    return this.#hotRead(`M${digest}`, () => this.#getManifest.get(digest));
+    return this.#hot.read(`M${digest}`, () => this.#getManifest.get(digest));
   }
 
   /** Records a blob that was just published to the store, linked to the repository it came through. */
   recordBlob(digest: string, size: number, link?: { upstream: string; repository: string }, mtimeMs?: number): void {
-    this.#hot.clear();
+    this.#hot.forget();
     const now = this.#now();
     this.#db.transaction(() => {
       this.#putBlob.run(digest, size, now, now, mtimeMs ?? null);
@@ -306,7 +279,7 @@ export class MetadataDb {
 
   /** Records a published manifest body: a blob with a media type. */
   recordManifest(digest: string, mediaType: string, size: number, link: { upstream: string; repository: string }, mtimeMs?: number): void {
-    this.#hot.clear();
+    this.#hot.forget();
     const now = this.#now();
     this.#db.transaction(() => {
       this.#putBlob.run(digest, size, now, now, mtimeMs ?? null);
@@ -317,7 +290,7 @@ export class MetadataDb {
 
   /** Marks a recorded blob (or manifest body) as never to be evicted. */
   pinBlob(digest: string): void {
-    this.#hot.clear();
+    this.#hot.forget();
     this.#pinBlob.run(digest);
   }
 
@@ -328,58 +301,50 @@ export class MetadataDb {
 
   /** Forgets a blob whose file is gone (removed, or found missing). */
   forgetBlob(digest: string): void {
-    this.#hot.clear();
+    this.#hot.forget();
     this.#deleteBlob.run(digest);
   }
 
   isLinked(upstream: string, repository: string, digest: string): boolean {
-    return this.#hotRead(`L${upstream}\n${repository}\n${digest}`, () => this.#isLinked.get(upstream, repository, digest) !== undefined);
+    return this.#hot.read(`L${upstream}\n${repository}\n${digest}`, () => this.#isLinked.get(upstream, repository, digest) !== undefined);
   }
 
   link(upstream: string, repository: string, digest: string): void {
-    this.#hot.clear();
+    this.#hot.forget();
     this.#link.run(upstream, repository, digest);
   }
 
   /** Notes a cache hit; written by the next flush, not now. */
   touch(digest: string): void {
-    const p = this.#pendingTouches.get(digest);
-    if (p) {
-      p.hits++;
-      p.at = this.#now();
-    } else this.#pendingTouches.set(digest, { at: this.#now(), hits: 1 });
+    this.#pending.touch(digest, this.#now());
   }
 
   /** Adds to an hourly roll-up; written by the next flush. */
   bump(upstream: string, metric: RollupMetric, n = 1): void {
-    const key = `${Math.floor(this.#now() / HOUR) * HOUR}\n${upstream}\n${metric}`;
-    this.#pendingRollups.set(key, (this.#pendingRollups.get(key) ?? 0) + n);
+    this.#pending.addRollup(Math.floor(this.#now() / HOUR) * HOUR, upstream, metric, n);
   }
 
   /** UpstreamObserver: the budget an upstream response reported; the latest per credential is written by the next flush. */
   rateLimit(upstream: string, credential: string, obs: { limit?: number; remaining?: number; windowSeconds?: number; source?: string }, at: number): void {
-    this.#pendingRateLimits.set(`${upstream}\n${credential}`, { upstream, credential, ...obs, observedAt: at });
+    this.#pending.rateLimit({ upstream, credential, ...obs, observedAt: at });
   }
 
   /** UpstreamObserver: one upstream request of a kind. */
-  request(upstream: string, kind: 'manifest_get' | 'manifest_head' | 'blob_get' | 'blob_head' | 'other'): void {
+  request(upstream: string, kind: UpstreamRequestMetric): void {
     this.bump(upstream, kind);
   }
 
   /** Writes the batched access times, roll-ups and budgets in one transaction. */
   flush(): void {
-    if (this.#pendingTouches.size === 0 && this.#pendingRollups.size === 0 && this.#pendingRateLimits.size === 0) return;
-    const [touches, rollups, limits] = [this.#pendingTouches, this.#pendingRollups, this.#pendingRateLimits];
-    this.#pendingTouches = new Map();
-    this.#pendingRollups = new Map();
-    this.#pendingRateLimits = new Map();
+    const batch = this.#pending.take();
+    if (!batch) return;
     this.#db.transaction(() => {
-      for (const [digest, { at, hits }] of touches) this.#touch.run(at, hits, digest);
-      for (const [key, n] of rollups) {
+      for (const [digest, { at, hits }] of batch.touches) this.#touch.run(at, hits, digest);
+      for (const [key, n] of batch.rollups) {
         const [hour, upstream, metric] = key.split('\n');
         this.#addRollup.run(Number(hour), upstream, metric, n);
       }
-      for (const r of limits.values()) {
+      for (const r of batch.rateLimits.values()) {
         this.#putRateLimit.run(r.upstream, r.credential, r.limit ?? null, r.remaining ?? null, r.windowSeconds ?? null, r.source ?? null, r.observedAt);
       }
     })();
@@ -388,18 +353,18 @@ export class MetadataDb {
   /** Every upstream budget on record (status, metrics). */
   rateLimits(): RateLimitRow[] {
     this.flush();
-    const rows = this.#db
-      .prepare('SELECT upstream, credential, limit_n AS "limit", remaining, window_s AS windowSeconds, source, observed_at AS observedAt FROM rate_limits ORDER BY upstream, credential')
-      .all() as Array<Record<string, unknown>>;
+    const rows = this.#maintenance(
+      'SELECT upstream, credential, limit_n AS "limit", remaining, window_s AS windowSeconds, source, observed_at AS observedAt FROM rate_limits ORDER BY upstream, credential',
+    ).all() as Array<Record<string, unknown>>;
     return rows.map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== null)) as unknown as RateLimitRow);
   }
 
   /** Roll-ups summed per upstream and metric since `sinceMs` (whole hours). */
   rollupsSince(sinceMs: number): Array<{ upstream: string; metric: RollupMetric; value: number }> {
     this.flush();
-    return this.#db
-      .prepare('SELECT upstream, metric, sum(value) AS value FROM rollups WHERE hour >= ? GROUP BY upstream, metric ORDER BY upstream, metric')
-      .all(Math.floor(sinceMs / HOUR) * HOUR) as Array<{ upstream: string; metric: RollupMetric; value: number }>;
+    return this.#maintenance('SELECT upstream, metric, sum(value) AS value FROM rollups WHERE hour >= ? GROUP BY upstream, metric ORDER BY upstream, metric').all(
+      Math.floor(sinceMs / HOUR) * HOUR,
+    ) as Array<{ upstream: string; metric: RollupMetric; value: number }>;
   }
 
   /** Published blobs (manifest bodies included) and their total size. */
@@ -407,9 +372,9 @@ export class MetadataDb {
     return this.#storeSize.get()!;
   }
 
-  /** Runs `fn` in a read-only query for tests and status; the statement is not kept. */
+  /** Rows in a table (tests, status). */
   count(table: 'blobs' | 'manifests' | 'links' | 'tags'): number {
-    return (this.#db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+    return (this.#maintenance(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
   }
 
   close(): void {
@@ -424,17 +389,4 @@ type RawTagEntry = TagKey & RawTag;
 
 function toTagEntry(r: RawTagEntry): TagEntry {
   return { ...r, pinned: r.pinned !== 0 };
-}
-
-function migrate(db: Database.Database): void {
-  const version = db.pragma('user_version', { simple: true }) as number;
-  if (version > MIGRATIONS.length) {
-    throw new Error(`database schema version ${version} is newer than this regmirror (${MIGRATIONS.length}); upgrade regmirror`);
-  }
-  for (let v = version; v < MIGRATIONS.length; v++) {
-    db.transaction(() => {
-      db.exec(MIGRATIONS[v]);
-      db.pragma(`user_version = ${v + 1}`);
-    })();
-  }
 }

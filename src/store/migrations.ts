@@ -1,5 +1,6 @@
 // Numbered schema migrations. The database's PRAGMA user_version says how many have run;
 // each runs once, in order, inside one transaction with the version bump.
+import type Database from 'better-sqlite3';
 
 /** Migration N (1-based) brings the schema from user_version N-1 to N. Append only. */
 export const MIGRATIONS: readonly string[] = [
@@ -80,3 +81,17 @@ export const MIGRATIONS: readonly string[] = [
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** Brings the database to SCHEMA_VERSION; refuses one written by a newer regmirror. */
+export function migrate(db: Database.Database): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > MIGRATIONS.length) {
+    throw new Error(`database schema version ${version} is newer than this regmirror (${MIGRATIONS.length}); upgrade regmirror`);
+  }
+  for (let v = version; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+}

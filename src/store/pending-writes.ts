@@ -1,0 +1,46 @@
+// Counters and access times gathered in memory between flushes, so that a cache hit writes
+// nothing to SQLite: MetadataDb takes them every few seconds and writes them in one
+// transaction.
+import type { RateLimitRow } from './metadata.js';
+
+export interface PendingBatch {
+  touches: Map<string, { at: number; hits: number }>;
+  /** `hour\nupstream\nmetric` → count */
+  rollups: Map<string, number>;
+  /** latest per `upstream\ncredential` */
+  rateLimits: Map<string, RateLimitRow>;
+}
+
+/** The writes waiting for the next flush. */
+export class PendingWrites {
+  #batch: PendingBatch = empty();
+
+  touch(digest: string, at: number): void {
+    const p = this.#batch.touches.get(digest);
+    if (p) {
+      p.hits++;
+      p.at = at;
+    } else this.#batch.touches.set(digest, { at, hits: 1 });
+  }
+
+  addRollup(hour: number, upstream: string, metric: string, n: number): void {
+    const key = `${hour}\n${upstream}\n${metric}`;
+    this.#batch.rollups.set(key, (this.#batch.rollups.get(key) ?? 0) + n);
+  }
+
+  rateLimit(row: RateLimitRow): void {
+    this.#batch.rateLimits.set(`${row.upstream}\n${row.credential}`, row);
+  }
+
+  /** Everything gathered since the last take, or undefined when there is nothing. */
+  take(): PendingBatch | undefined {
+    const b = this.#batch;
+    if (b.touches.size === 0 && b.rollups.size === 0 && b.rateLimits.size === 0) return undefined;
+    this.#batch = empty();
+    return b;
+  }
+}
+
+function empty(): PendingBatch {
+  return { touches: new Map(), rollups: new Map(), rateLimits: new Map() };
+}
