@@ -1,16 +1,17 @@
 // BlobCache: answers blob HEAD and GET for a repository of an upstream. A cached blob is
 // served only for repositories it is linked to; an unlinked one is first checked with an
 // upstream HEAD. A miss joins the download in flight for the digest or starts one.
-import type { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
 import type { Digest } from '../oci/digest.js';
 import type { Metrics } from '../metrics.js';
 import type { ByteRange, FsBlobStore } from '../store/blob-store.js';
+import type { BodySource } from '../store/body-source.js';
 import type { MetadataDb } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { Download } from './download.js';
 
-export type { ByteRange } from '../store/blob-store.js';
+export { READ_CHUNK, type ByteRange } from '../store/blob-store.js';
+export { sourceToReadable, type BodySource } from '../store/body-source.js';
 export type { UpstreamClient } from '../upstream/client.js';
 
 /** Where a request points: an upstream and a repository in it (already normalised). */
@@ -24,7 +25,7 @@ export interface BlobHandle {
   size?: number;
   /** `hit` when served from the store, `miss` when it streams from a download. */
   source: 'hit' | 'miss';
-  read(range?: ByteRange): Readable;
+  open(range?: ByteRange): BodySource;
 }
 
 export interface BlobCacheDeps {
@@ -72,7 +73,7 @@ export class BlobCache {
   /** For GET: a handle on the blob, starting or joining a download on a miss. */
   async get(t: Target, digest: Digest): Promise<BlobHandle> {
     const found = await this.#find(t, digest);
-    if ('size' in found) return this.#handle(t, 'hit', found.size, (range) => this.#track(digest, this.#deps.store.open(digest, range)));
+    if ('size' in found) return this.#handle(t, 'hit', found.size, (range) => this.#track(digest, this.#deps.store.source(digest, found.size, range)));
     const dl = found.download;
     await dl.ready;
     return this.#handle(t, 'miss', dl.size, (range) => dl.follow(range));
@@ -124,12 +125,12 @@ export class BlobCache {
   }
 
   /** Counts what is about to be sent (roll-ups, metrics) as the body is opened. */
-  #handle(t: Target, source: 'hit' | 'miss', size: number | undefined, open: (range?: ByteRange) => Readable): BlobHandle {
+  #handle(t: Target, source: 'hit' | 'miss', size: number | undefined, open: (range?: ByteRange) => BodySource): BlobHandle {
     const { metadata, metrics } = this.#deps;
     return {
       size,
       source,
-      read: (range) => {
+      open: (range) => {
         const bytes = range ? range.end - range.start + 1 : (size ?? 0);
         metadata.bump(t.upstream.name, source === 'hit' ? 'bytes_cache' : 'bytes_upstream', bytes);
         if (source === 'hit') metadata.bump(t.upstream.name, 'cache_hits');
@@ -158,15 +159,22 @@ export class BlobCache {
     return undefined;
   }
 
-  /** Counts an open reader until its stream closes. */
-  #track<S extends Readable>(digest: Digest, stream: S): S {
+  /** Counts an open reader until it is closed. */
+  #track(digest: Digest, source: BodySource): BodySource {
     this.#readers.set(digest, (this.#readers.get(digest) ?? 0) + 1);
-    stream.once('close', () => {
-      const n = (this.#readers.get(digest) ?? 1) - 1;
-      if (n > 0) this.#readers.set(digest, n);
-      else this.#readers.delete(digest);
-    });
-    return stream;
+    let open = true;
+    return {
+      readInto: (buf) => source.readInto(buf),
+      close: () => {
+        if (open) {
+          open = false;
+          const n = (this.#readers.get(digest) ?? 1) - 1;
+          if (n > 0) this.#readers.set(digest, n);
+          else this.#readers.delete(digest);
+        }
+        return source.close();
+      },
+    };
   }
 
   #start(t: Target, digest: Digest): Download {

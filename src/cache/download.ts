@@ -1,18 +1,17 @@
 // One blob download from an upstream, shared by every client that asks for the digest
 // while it runs. The upstream body is written to a temp file while it is hashed; each
-// client reads the growing file at its own pace through a FollowerStream, so the
+// client reads the growing file at its own pace through a Follower, so the
 // upstream is read once at full speed and memory stays flat. Every response's final
 // byte is held back until the digest is verified: a mismatch, a cut or a timeout
 // destroys every client's stream (a failed transfer, never a complete wrong 200) and
 // nothing is published.
-import type { Readable } from 'node:stream';
 import { UpstreamUnavailable } from '../errors.js';
 import { DigestVerifier, type Digest } from '../oci/digest.js';
 import type { Logger } from '../log.js';
 import { dropBytes, type ByteRange, type FsBlobStore, type TempBlob } from '../store/blob-store.js';
 import type { MetadataDb } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
-import { FollowerStream } from './follower.js';
+import { Follower } from './follower.js';
 
 /** How many times a cut upstream body is resumed with a Range request before the download fails. */
 const MAX_RESUMES = 2;
@@ -58,7 +57,7 @@ export class Download {
   /** Pass-through bytes from #windowStart on, kept until every follower has read them. */
   #window: Buffer[] = [];
   #windowStart = 0;
-  readonly #followers = new Set<FollowerStream>();
+  readonly #followers = new Set<Follower>();
   /** Received, not yet in the temp file: written in batches by #drain(). */
   #pending: Buffer[] = [];
   #pendingBytes = 0;
@@ -139,14 +138,13 @@ export class Download {
     return this.#tick.promise;
   }
 
-  /** A stream of the blob (or a range of it) that follows the download as it grows. */
-  follow(range?: ByteRange): Readable {
-    const f = new FollowerStream(this, this.#temp?.path, this.#deps.store.pathFor(this.digest), range);
-    this.#followers.add(f);
-    f.once('close', () => {
+  /** A reader of the blob (or a range of it) that follows the download as it grows. */
+  follow(range?: ByteRange): Follower {
+    const f = new Follower(this, this.#temp?.path, this.#deps.store.pathFor(this.digest), range, () => {
       this.#followers.delete(f);
       this.#wake();
     });
+    this.#followers.add(f);
     return f;
   }
 

@@ -2,27 +2,31 @@
 // its own pace, waits for bytes not written yet, never gets a response's final byte before
 // the digest is verified, and in pass-through reads the in-memory window instead.
 import { open, type FileHandle } from 'node:fs/promises';
-import { Readable } from 'node:stream';
-import { READ_CHUNK, type ByteRange } from '../store/blob-store.js';
+import type { ByteRange } from '../store/blob-store.js';
+import type { BodySource } from '../store/body-source.js';
 import type { Download } from './download.js';
 
 /** Reads a download's temp file from its own offset, waiting for bytes that are not written yet. */
-export class FollowerStream extends Readable {
+export class Follower implements BodySource {
   readonly #dl: Download;
-  readonly #tempPath?: string;
   readonly #finalPath: string;
-  #fh?: FileHandle;
+  /** Opened at once: the temp file is renamed on publish, and an open descriptor survives that. */
+  #fh?: Promise<FileHandle>;
   #pos: number;
   readonly #range?: ByteRange;
-  #pumping = false;
+  readonly #onClose: () => void;
+  #closed = false;
 
-  constructor(dl: Download, tempPath: string | undefined, finalPath: string, range?: ByteRange) {
-    super({ highWaterMark: READ_CHUNK });
+  constructor(dl: Download, tempPath: string | undefined, finalPath: string, range: ByteRange | undefined, onClose: () => void) {
     this.#dl = dl;
-    this.#tempPath = tempPath;
     this.#finalPath = finalPath;
     this.#range = range;
     this.#pos = range?.start ?? 0;
+    this.#onClose = onClose;
+    if (tempPath !== undefined) {
+      this.#fh = this.#open(tempPath);
+      this.#fh.catch(() => undefined); // reported by the first read
+    }
   }
 
   /** The next byte this follower will read. */
@@ -30,81 +34,58 @@ export class FollowerStream extends Readable {
     return this.#pos;
   }
 
-  override _construct(callback: (err?: Error | null) => void): void {
-    // Pass-through from the first byte: there is no file, everything comes from the window.
-    if (this.#tempPath === undefined) return callback();
-    // The temp file is renamed on publish; an open descriptor survives that, a late open does not.
-    open(this.#tempPath, 'r')
-      .catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT' && (this.#dl.state === 'done' || this.#dl.verified)) return open(this.#finalPath, 'r');
-        throw this.#dl.failed ?? err;
-      })
-      .then((fh) => {
-        this.#fh = fh;
-        callback();
-      }, callback);
-  }
-
-  override _read(): void {
-    if (!this.#pumping) void this.#pump();
-  }
-
-  async #pump(): Promise<void> {
-    this.#pumping = true;
-    try {
-      for (;;) {
-        if (this.destroyed) return;
-        const end = this.#range?.end ?? (this.#dl.size === undefined ? Infinity : this.#dl.size - 1);
-        if (this.#pos > end) {
-          this.push(null);
-          return;
-        }
-        // Once verified, the bytes are good even if publishing failed: finish from the open file.
-        const failed = this.#dl.verified ? undefined : this.#dl.failed;
-        if (failed) {
-          this.destroy(failed);
-          return;
-        }
-        const until = this.#dl.readableUntil(end);
-        if (this.#pos < until) {
-          const chunk = await this.#next(until);
-          if (!chunk) {
-            // Only reachable for a body of unknown size that is complete.
-            this.push(null);
-            return;
-          }
-          this.#pos += chunk.length;
-          this.#dl.consumed();
-          if (!this.push(chunk)) return;
-          continue;
-        }
-        await this.#dl.changed();
+  async readInto(buf: Buffer): Promise<number> {
+    const dl = this.#dl;
+    for (;;) {
+      if (this.#closed) throw new Error('read after close');
+      const end = this.#range?.end ?? (dl.size === undefined ? Infinity : dl.size - 1);
+      if (this.#pos > end) return 0;
+      // Once verified, the bytes are good even if publishing failed: finish from the open file.
+      const failed = dl.verified ? undefined : dl.failed;
+      if (failed) throw failed;
+      const until = dl.readableUntil(end);
+      if (this.#pos < until) {
+        const n = await this.#next(buf, until);
+        // Only reachable for a body of unknown size that is complete.
+        if (n === 0) return 0;
+        this.#pos += n;
+        dl.consumed();
+        return n;
       }
-    } catch (err) {
-      this.destroy(err as Error);
-    } finally {
-      this.#pumping = false;
+      await dl.changed();
     }
   }
 
-  /** Up to READ_CHUNK bytes at #pos: from the file while it holds them, then from the pass-through window. */
-  async #next(until: number): Promise<Buffer | undefined> {
+  /** Up to buf.length bytes at #pos: from the file while it holds them, then from the pass-through window. */
+  async #next(buf: Buffer, until: number): Promise<number> {
     const dl = this.#dl;
     if (!dl.passthrough || this.#pos < dl.onDisk) {
       const limit = dl.passthrough ? Math.min(until, dl.onDisk) : until;
-      const want = Math.min(limit - this.#pos, READ_CHUNK);
-      const buf = Buffer.allocUnsafe(Number.isFinite(want) ? want : READ_CHUNK);
-      const { bytesRead } = await this.#fh!.read(buf, 0, buf.length, this.#pos);
-      if (bytesRead === 0) return undefined;
-      return bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
+      const want = Math.min(limit - this.#pos, buf.length);
+      if (!this.#fh) throw new Error('no temp file to read');
+      return (await (await this.#fh).read(buf, 0, want, this.#pos)).bytesRead;
     }
-    return dl.fromWindow(this.#pos, Math.min(until - this.#pos, READ_CHUNK));
+    const chunk = dl.fromWindow(this.#pos, Math.min(until - this.#pos, buf.length));
+    if (!chunk) return 0;
+    buf.set(chunk);
+    return chunk.length;
   }
 
-  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+  async #open(tempPath: string): Promise<FileHandle> {
+    try {
+      return await open(tempPath, 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && (this.#dl.state === 'done' || this.#dl.verified)) return open(this.#finalPath, 'r');
+      throw this.#dl.failed ?? err;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
     const fh = this.#fh;
     this.#fh = undefined;
-    if (fh) fh.close().then(() => callback(err), () => callback(err));
-    else callback(err);
+    this.#onClose();
+    await fh?.then((f) => f.close()).catch(() => undefined);
   }
 }

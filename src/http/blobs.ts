@@ -1,14 +1,13 @@
 // Blob HEAD and GET. HEAD is answered from stat() and never starts a download (hono runs
-// GET handlers for HEAD, so the method is branched on explicitly). GET bodies are piped
-// straight into the Node response with large reads, not through Web Streams.
-import type { ServerResponse } from 'node:http';
+// GET handlers for HEAD, so the method is branched on explicitly). GET bodies are written
+// straight into the Node response by the serving loop (body-writer.ts), not through Web Streams.
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { Context } from 'hono';
-import type { BlobCache, ByteRange } from '../cache/blobs.js';
+import { READ_CHUNK, sourceToReadable, type BlobCache, type BodySource, type ByteRange } from '../cache/blobs.js';
 import { RangeNotSatisfiable } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
+import { writeBody, type Outgoing } from './body-writer.js';
 import type { ResolvedTarget } from './target.js';
 
 export async function serveBlob(c: Context, blobs: BlobCache, t: ResolvedTarget, digest: Digest): Promise<Response> {
@@ -29,27 +28,25 @@ export async function serveBlob(c: Context, blobs: BlobCache, t: ResolvedTarget,
   c.set('cache', handle.source);
   const range = handle.size === undefined ? undefined : parseRange(c.req.header('range'), handle.size);
   let status = 200;
+  const length = range ? range.end - range.start + 1 : handle.size;
   if (range) {
     status = 206;
     headers['content-range'] = `bytes ${range.start}-${range.end}/${handle.size}`;
-    headers['content-length'] = String(range.end - range.start + 1);
-  } else if (handle.size !== undefined) {
-    headers['content-length'] = String(handle.size);
   }
-  return send(c, status, headers, handle.read(range));
+  if (length !== undefined) headers['content-length'] = String(length);
+  return send(c, status, headers, handle.open(range), length);
 }
 
 /**
- * Writes the stream to the Node response when running under @hono/node-server. An error
- * after the headers destroys the socket: the client sees a failed transfer, never a
- * complete response with missing or wrong bytes.
+ * Hands the body to the serving loop when running under @hono/node-server (any other
+ * runtime, such as app.request() in a test, gets a Web stream of it).
  */
-function send(c: Context, status: number, headers: Record<string, string>, body: Readable): Response {
-  const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
-  if (!outgoing) return new Response(Readable.toWeb(body) as ReadableStream, { status, headers });
+function send(c: Context, status: number, headers: Record<string, string>, body: BodySource, length: number | undefined): Response {
+  const outgoing = (c.env as { outgoing?: Outgoing } | undefined)?.outgoing;
+  if (!outgoing) return new Response(Readable.toWeb(sourceToReadable(body, READ_CHUNK)) as ReadableStream, { status, headers });
   const id = c.get('requestId') as string | undefined;
   outgoing.writeHead(status, { ...headers, 'docker-distribution-api-version': 'registry/2.0', ...(id ? { 'x-request-id': id } : {}) });
-  pipeline(body, outgoing).catch(() => outgoing.destroy());
+  void writeBody(outgoing, body, length);
   return RESPONSE_ALREADY_SENT;
 }
 

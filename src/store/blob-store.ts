@@ -8,6 +8,7 @@
 // renames, so a crash leaves either the whole verified file or nothing.
 import { randomBytes } from 'node:crypto';
 import { createReadStream, type ReadStream } from 'node:fs';
+import { FileRangeSource, type BodySource } from './body-source.js';
 import { mkdir, open, readFile, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DigestVerifier, digestHex, isDigest, type Digest } from '../oci/digest.js';
@@ -108,6 +109,7 @@ export function dropBytes(chunks: Buffer[], n: number): Buffer[] {
 export interface BlobStore {
   stat(d: Digest): Promise<{ size: number; mtimeMs: number } | undefined>;
   open(d: Digest, range?: ByteRange): ReadStream;
+  source(d: Digest, size: number, range?: ByteRange): BodySource;
   read(d: Digest): Promise<Buffer>;
   createTemp(expected: Digest, expectedSize?: number): Promise<TempBlob>;
   publish(t: TempBlob): Promise<{ mtimeMs: number }>;
@@ -149,6 +151,11 @@ export class FsBlobStore implements BlobStore {
 
   open(d: Digest, range?: ByteRange): ReadStream {
     return createReadStream(this.pathFor(d), { highWaterMark: READ_CHUNK, ...(range ? { start: range.start, end: range.end } : {}) });
+  }
+
+  /** The blob (of the size checked before serving) for the serving loop, which reads into its own buffers. */
+  source(d: Digest, size: number, range?: ByteRange): BodySource {
+    return new FileRangeSource(this.pathFor(d), size, range);
   }
 
   read(d: Digest): Promise<Buffer> {

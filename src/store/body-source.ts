@@ -1,0 +1,67 @@
+// A blob body that is read into buffers its consumer owns. The serving loop
+// (http/body-writer.ts) keeps two buffers per response and reuses them from chunk to
+// chunk: a Readable would allocate a fresh buffer per chunk, and at a gigabyte a second
+// the allocation, page faults and garbage collection cost more than the copying itself.
+import { open, type FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import type { ByteRange } from './blob-store.js';
+
+export interface BodySource {
+  /** Copies the next bytes of the body into `buf` from its start; resolves 0 at the end. Never called twice at once. */
+  readInto(buf: Buffer): Promise<number>;
+  /** Stops reading and releases what the source holds; safe to call more than once. */
+  close(): Promise<void>;
+}
+
+/** A byte range (inclusive end) of a file, opened at the first read. */
+export class FileRangeSource implements BodySource {
+  readonly #path: string;
+  readonly #end: number;
+  #pos: number;
+  #fh?: Promise<FileHandle>;
+  #closed = false;
+
+  constructor(path: string, size: number, range?: ByteRange) {
+    this.#path = path;
+    this.#pos = range?.start ?? 0;
+    this.#end = range?.end ?? size - 1;
+  }
+
+  async readInto(buf: Buffer): Promise<number> {
+    const want = Math.min(buf.length, this.#end + 1 - this.#pos);
+    if (want <= 0) return 0;
+    if (this.#closed) throw new Error('read after close');
+    this.#fh ??= open(this.#path, 'r');
+    const { bytesRead } = await (await this.#fh).read(buf, 0, want, this.#pos);
+    // The file was checked before serving; shorter now means it changed under us.
+    if (bytesRead === 0) throw new Error(`${this.#path}: ends at ${this.#pos}, expected ${this.#end + 1} bytes`);
+    this.#pos += bytesRead;
+    return bytesRead;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const fh = this.#fh;
+    this.#fh = undefined;
+    await fh?.then((f) => f.close(), () => undefined);
+  }
+}
+
+/** The source as a Readable, for the few consumers that are not the serving loop (a fresh buffer per chunk). */
+export function sourceToReadable(source: BodySource, chunkSize: number): Readable {
+  return Readable.from(
+    (async function* () {
+      try {
+        for (;;) {
+          const buf = Buffer.allocUnsafe(chunkSize);
+          const n = await source.readInto(buf);
+          if (n === 0) return;
+          yield n === buf.length ? buf : buf.subarray(0, n);
+        }
+      } finally {
+        await source.close();
+      }
+    })(),
+    { objectMode: false },
+  );
+}
