@@ -6,9 +6,10 @@
 // destroys every client's stream (a failed transfer, never a complete wrong 200) and
 // nothing is published.
 import { UpstreamUnavailable } from '../errors.js';
-import { DigestVerifier, type Digest } from '../oci/digest.js';
+import type { Digest } from '../oci/digest.js';
 import type { Logger } from '../log.js';
 import { dropBytes, type ByteRange, type FsBlobStore, type TempBlob } from '../store/blob-store.js';
+import { InlineHash, type ContentHash } from '../store/content-hash.js';
 import type { MetadataDb } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { Follower } from './follower.js';
@@ -17,6 +18,8 @@ import { Follower } from './follower.js';
 const MAX_RESUMES = 2;
 /** In pass-through (store not writable), how far the fastest client may run ahead of the slowest. */
 const WINDOW_BYTES = 8 * 1024 * 1024;
+/** Blobs from this size on are hashed by the worker thread; below it a round trip costs more than the hash. */
+const OFF_THREAD_HASH_BYTES = 4 * 1024 * 1024;
 /** Received bytes waiting for the temp-file writer before reading upstream pauses. */
 const MAX_PENDING = 4 * 1024 * 1024;
 
@@ -53,7 +56,7 @@ export class Download {
   /** Bytes received and hashed; in pass-through, more than the file holds. */
   #received = 0;
   /** Set when the store refused a write: later bytes live only in #window, nothing is published. */
-  #passthrough?: { verifier: DigestVerifier };
+  #passthrough?: { hash: ContentHash };
   /** Pass-through bytes from #windowStart on, kept until every follower has read them. */
   #window: Buffer[] = [];
   #windowStart = 0;
@@ -169,7 +172,7 @@ export class Download {
     try {
       await this.#fetch(signal);
       if (this.#passthrough) {
-        this.#passthrough.verifier.verify();
+        await this.#passthrough.hash.verify();
         await this.#temp?.discard();
         this.#state = 'done';
         log.warn('blob streamed to its clients without caching: the store refused the write', { digest: this.digest, bytes: this.#received });
@@ -177,7 +180,7 @@ export class Download {
       }
       // The clients' last bytes go as soon as the digest is known good; fsync and rename
       // only decide whether the blob is cached, so they need not wait for them.
-      this.#temp!.verifier.verify();
+      await this.#temp!.verify();
       this.#verified = true;
       this.#wake();
       const { mtimeMs } = await store.publish(this.#temp!);
@@ -204,9 +207,10 @@ export class Download {
       try {
         if (from === 0) {
           this.size = res.length;
-          this.#temp = await this.#deps.store.createTemp(this.digest, this.size).catch((err: Error) => {
+          const hashOffThread = this.size === undefined || this.size >= OFF_THREAD_HASH_BYTES;
+          this.#temp = await this.#deps.store.createTemp(this.digest, this.size, { hashOffThread }).catch((err: Error) => {
             if (!isStoreFull(err)) throw err;
-            this.#enterPassthrough(err, new DigestVerifier(this.digest, this.size));
+            this.#enterPassthrough(err, new InlineHash(this.digest, this.size));
             return undefined;
           });
           this.#readyResolve();
@@ -230,7 +234,7 @@ export class Download {
     if (this.#writeError) throw this.#writeError;
     this.#received += chunk.length;
     if (this.#passthrough) {
-      this.#passthrough.verifier.update(chunk);
+      this.#passthrough.hash.tail(chunk);
       this.#window.push(chunk);
       this.#wake();
       await this.#throttle();
@@ -255,13 +259,12 @@ export class Download {
           await this.#temp!.append(batch);
         } catch (err) {
           if (!isStoreFull(err)) throw err;
-          // append() hashed the batch before writing; what is still pending is not hashed yet.
-          // A short write may have put part of the batch on disk: the window starts after it.
-          const verifier = this.#temp!.verifier;
-          this.#enterPassthrough(err as Error, verifier);
-          this.#window.push(...dropBytes(batch, this.onDisk - before));
-          for (const c of this.#pending) {
-            verifier.update(c);
+          // append() hashed what reached the file; a short write may have put part of the
+          // batch there. The window, and the hash's in-memory tail, start after it.
+          const hash = this.#temp!.hash;
+          this.#enterPassthrough(err as Error, hash);
+          for (const c of [...dropBytes(batch, this.onDisk - before), ...this.#pending]) {
+            hash.tail(c);
             this.#window.push(c);
           }
           this.#pending = [];
@@ -282,8 +285,8 @@ export class Download {
     if (this.#writeError) throw this.#writeError;
   }
 
-  #enterPassthrough(err: Error, verifier: DigestVerifier): void {
-    this.#passthrough = { verifier };
+  #enterPassthrough(err: Error, hash: ContentHash): void {
+    this.#passthrough = { hash };
     this.#windowStart = this.onDisk;
     this.#deps.log.warn('store write failed; streaming the blob without caching', { digest: this.digest, code: (err as NodeJS.ErrnoException).code });
     this.#deps.onStoreFull?.(err);

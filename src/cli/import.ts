@@ -131,13 +131,13 @@ async function receive(ctx: CacheWriter, input: NodeJS.ReadableStream, received:
     // A blob the store (or this bundle) already has is verified, not written again.
     const temp = known ? undefined : await ctx.store.createTemp(digest, entry.size);
     if (temp) received.set(digest, { size: entry.size, temp });
-    const verifier = temp?.verifier ?? new DigestVerifier(digest, entry.size);
+    const verifier = temp ? undefined : new DigestVerifier(digest, entry.size);
     for await (const chunk of entry.body) {
       if (temp) await temp.write(chunk);
-      else verifier.update(chunk);
+      else verifier!.update(chunk);
     }
     try {
-      verifier.verify();
+      await (temp ? temp.verify() : verifier!.verify());
     } catch (err) {
       if (err instanceof DigestMismatch) throw new LayoutError(entry.name, 'content does not match its digest');
       if (err instanceof SizeMismatch) throw new LayoutError(entry.name, err.message);

@@ -11,7 +11,8 @@ import { createReadStream, type ReadStream } from 'node:fs';
 import { FileRangeSource, type BodySource } from './body-source.js';
 import { mkdir, open, readFile, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DigestVerifier, digestHex, isDigest, type Digest } from '../oci/digest.js';
+import { digestHex, isDigest, type Digest } from '../oci/digest.js';
+import { InlineHash, OffThreadHash, type ContentHash } from './content-hash.js';
 
 /**
  * Crash tests name a point (REGMIRROR_CRASH_AT=publish:before-rename) at which the process
@@ -34,15 +35,18 @@ export const READ_CHUNK = 1024 * 1024;
 /** A blob being written: bytes are hashed as they are written, and publish() checks them. */
 export class TempBlob {
   readonly path: string;
-  readonly verifier: DigestVerifier;
+  readonly expected: Digest;
+  /** Hashes what is written (and, in pass-through, what follows in memory). */
+  readonly hash: ContentHash;
   #fh: FileHandle;
   #written = 0;
   #closed = false;
 
-  constructor(path: string, fh: FileHandle, verifier: DigestVerifier) {
+  constructor(path: string, fh: FileHandle, expected: Digest, hash: ContentHash) {
     this.path = path;
     this.#fh = fh;
-    this.verifier = verifier;
+    this.expected = expected;
+    this.hash = hash;
   }
 
   /** Bytes written so far; readers of the temp file may read up to here. */
@@ -50,27 +54,33 @@ export class TempBlob {
     return this.#written;
   }
 
-  async write(chunk: Uint8Array): Promise<void> {
-    this.verifier.update(chunk);
+  async write(bytes: Uint8Array): Promise<void> {
+    const chunk = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     let off = 0;
     while (off < chunk.byteLength) {
       const { bytesWritten } = await this.#fh.write(chunk, off, chunk.byteLength - off, this.#written + off);
       off += bytesWritten;
     }
     this.#written += chunk.byteLength;
+    this.hash.written([chunk], chunk.byteLength, this.#written);
   }
 
-  /** Hashes then writes several chunks with one writev: far fewer syscalls than one write each. */
+  /** Writes several chunks with one writev (far fewer syscalls than one write each), hashing what was written. */
   async append(chunks: Buffer[]): Promise<void> {
-    for (const c of chunks) this.verifier.update(c);
     let rest = chunks;
     let total = chunks.reduce((n, c) => n + c.length, 0);
     while (total > 0) {
       const { bytesWritten } = await this.#fh.writev(rest, this.#written);
       this.#written += bytesWritten;
       total -= bytesWritten;
+      this.hash.written(rest, bytesWritten, this.#written);
       rest = dropBytes(rest, bytesWritten);
     }
+  }
+
+  /** Throws SizeMismatch or DigestMismatch unless every byte hashed to the expected digest. */
+  verify(): Promise<void> {
+    return this.hash.verify();
   }
 
   /**
@@ -87,6 +97,7 @@ export class TempBlob {
 
   /** Closes and deletes the temp file; safe to call more than once. */
   async discard(): Promise<void> {
+    this.hash.close();
     await this.#fh.close().catch(() => {});
     await rm(this.path, { force: true });
   }
@@ -105,13 +116,18 @@ export function dropBytes(chunks: Buffer[], n: number): Buffer[] {
   return out;
 }
 
+export interface TempOptions {
+  /** Hash in the worker thread, reading the file back: for large downloads, whose hashing would hold up the event loop. */
+  hashOffThread?: boolean;
+}
+
 /** Where blobs live. One implementation today (FsBlobStore); tests run a contract suite on it. */
 export interface BlobStore {
   stat(d: Digest): Promise<{ size: number; mtimeMs: number } | undefined>;
   open(d: Digest, range?: ByteRange): ReadStream;
   source(d: Digest, size: number, range?: ByteRange): BodySource;
   read(d: Digest): Promise<Buffer>;
-  createTemp(expected: Digest, expectedSize?: number): Promise<TempBlob>;
+  createTemp(expected: Digest, expectedSize?: number, opts?: TempOptions): Promise<TempBlob>;
   publish(t: TempBlob): Promise<{ mtimeMs: number }>;
   put(d: Digest, bytes: Uint8Array): Promise<{ mtimeMs: number }>;
   remove(d: Digest): Promise<void>;
@@ -162,18 +178,19 @@ export class FsBlobStore implements BlobStore {
     return readFile(this.pathFor(d));
   }
 
-  async createTemp(expected: Digest, expectedSize?: number): Promise<TempBlob> {
+  async createTemp(expected: Digest, expectedSize?: number, opts: TempOptions = {}): Promise<TempBlob> {
     const path = join(this.#tmp, randomBytes(12).toString('hex'));
     const fh = await open(path, 'wx+', 0o644);
-    return new TempBlob(path, fh, new DigestVerifier(expected, expectedSize));
+    const hash = opts.hashOffThread ? new OffThreadHash(path, expected, expectedSize) : new InlineHash(expected, expectedSize);
+    return new TempBlob(path, fh, expected, hash);
   }
 
   /** Verifies, fsyncs and renames into place; throws DigestMismatch/SizeMismatch and deletes the temp file. */
   async publish(t: TempBlob): Promise<{ mtimeMs: number }> {
     try {
-      t.verifier.verify();
+      await t.verify();
       await t.syncAndClose();
-      const dest = this.pathFor(t.verifier.expected);
+      const dest = this.pathFor(t.expected);
       await mkdir(join(dest, '..'), { recursive: true });
       const { mtimeMs } = await stat(t.path);
       crashPoint('publish:before-rename');
