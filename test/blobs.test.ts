@@ -214,6 +214,33 @@ describe('blobs', () => {
     assert.equal(up.counters.blobGet, 0);
   });
 
+  test('a cached blob named by a manifest fetched through another repository is served there with no upstream HEAD', async () => {
+    const [first, second] = ['library/base-a', 'library/base-b'].map((name) => largeBlobImage(name, '1', 1 * MB, 'shared-base'));
+    const { digest, bytes } = layerOf(first);
+    // Same layer, but named as living elsewhere: such a manifest vouches for nothing.
+    const doc = JSON.parse(first.root.bytes.toString()) as { layers: Array<Record<string, unknown>> };
+    doc.layers[0] = { ...doc.layers[0], mediaType: 'application/vnd.oci.image.layer.nondistributable.v1.tar', urls: ['https://example.invalid/layer'] };
+    const foreignBytes = Buffer.from(JSON.stringify(doc));
+    const foreign = { name: 'library/base-f', tag: '1', root: { digest: sha256(foreignBytes), mediaType: first.root.mediaType, bytes: foreignBytes }, manifests: new Map(), blobs: new Map([[digest, bytes]]) };
+    foreign.manifests.set(foreign.root.digest, foreign.root);
+    for (const img of [first, second, foreign]) up.addImage(img);
+    const accept = { accept: first.root.mediaType };
+    assert.equal((await get(`${m.url}/v2/library/base-a/manifests/1`, { headers: accept })).status, 200);
+    assert.equal(sha256((await pull(`${m.url}/v2/library/base-a/blobs/${digest}`)).body), digest);
+    await settled(m);
+
+    up.resetCounters();
+    assert.equal((await get(`${m.url}/v2/library/base-b/manifests/1`, { headers: accept })).status, 200);
+    assert.equal(sha256((await pull(`${m.url}/v2/library/base-b/blobs/${digest}`)).body), digest);
+    assert.equal(up.counters.manifestGet, 1);
+    assert.equal(up.counters.blobHead + up.counters.blobGet, 0, 'the manifest from base-b vouched for its layer');
+
+    up.resetCounters();
+    assert.equal((await get(`${m.url}/v2/library/base-f/manifests/1`, { headers: accept })).status, 200);
+    assert.equal(sha256((await pull(`${m.url}/v2/library/base-f/blobs/${digest}`)).body), digest);
+    assert.equal(up.counters.blobHead, 1, 'a layer named with urls is checked with the upstream first');
+  });
+
   test('invalid digests are refused before any I/O', async () => {
     up.resetCounters();
     for (const d of ['sha256:abc', 'sha256:' + 'A'.repeat(64), 'md5:' + 'a'.repeat(32), 'notadigest']) {

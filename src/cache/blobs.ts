@@ -2,7 +2,8 @@
 // served only for repositories it is linked to; an unlinked one is first checked with an
 // upstream HEAD. A miss joins the download in flight for the digest or starts one.
 import type { Logger } from '../log.js';
-import type { Digest } from '../oci/digest.js';
+import { isDigest, type Digest } from '../oci/digest.js';
+import type { Descriptor } from '../oci/manifest.js';
 import type { Metrics } from '../metrics.js';
 import type { ByteRange, FsBlobStore } from '../store/blob-store.js';
 import type { BodySource } from '../store/body-source.js';
@@ -85,6 +86,21 @@ export class BlobCache {
     if ('size' in found) return { size: found.size, result: 'cached' };
     await found.download.done;
     return { size: found.download.received, result: 'fetched' };
+  }
+
+  /**
+   * A manifest fetched from the upstream through `t` names these blobs. A registry takes a
+   * manifest only when its repository holds every blob it names, so the ones the store
+   * has or is fetching are linked to `t` now, sparing the HEAD a cached blob otherwise
+   * needs before it is served to a new repository (a base layer shared by many images).
+   * Layers that live elsewhere (non-distributable, with `urls`) vouch for nothing.
+   */
+  vouch(t: Target, blobs: readonly Descriptor[]): void {
+    const { metadata } = this.#deps;
+    for (const b of blobs) {
+      if (!isDigest(b.digest) || /\.foreign\.|\.nondistributable\./.test(b.mediaType ?? '') || 'urls' in b) continue;
+      if (this.#downloads.has(b.digest as Digest) || metadata.getBlob(b.digest)) metadata.link(t.upstream.name, t.repository, b.digest);
+    }
   }
 
   /** Being downloaded or read by a client right now: not to be evicted. */

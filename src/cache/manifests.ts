@@ -7,7 +7,7 @@ import { ManifestNotFound, RepositoryNotFound, UpstreamInvalid, UpstreamRateLimi
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
-import { parseManifest } from '../oci/manifest.js';
+import { parseManifest, type Descriptor } from '../oci/manifest.js';
 import type { ManifestRef } from '../oci/reference.js';
 import type { FsBlobStore } from '../store/blob-store.js';
 import type { MetadataDb, TagKey, TagRow } from '../store/metadata.js';
@@ -40,6 +40,8 @@ export interface ManifestCacheDeps {
   metrics?: Metrics;
   /** Offline: tags never expire (nothing could revalidate them). */
   offline?: boolean;
+  /** Told of the blobs a manifest names when it comes from the upstream through `t` (BlobCache.vouch). */
+  onFetched?: (t: Target, blobs: readonly Descriptor[]) => void;
 }
 
 /** Manifest and tag cache. */
@@ -184,11 +186,12 @@ export class ManifestCache {
       throw new UpstreamInvalid(`upstream sent Docker-Content-Digest ${body.digest} for a body that hashes to ${actual}`);
     }
     if (digest !== undefined && actual !== digest) throw new UpstreamInvalid(`manifest fetched for ${digest} hashes to ${actual}`);
-    const { mediaType } = parseManifest(body.bytes, body.mediaType);
+    const { mediaType, blobs } = parseManifest(body.bytes, body.mediaType);
     const reply: ManifestReply = { digest: actual, mediaType, size: body.bytes.length, bytes: body.bytes, source: 'miss' };
     try {
       const { mtimeMs } = await store.put(actual, body.bytes);
       metadata.recordManifest(actual, mediaType, body.bytes.length, { upstream: t.upstream.name, repository: t.repository }, mtimeMs);
+      this.#deps.onFetched?.(t, blobs);
     } catch (err) {
       // A full or read-only store does not fail the pull: the manifest is served uncached.
       if (!isStoreFull(err)) throw err;

@@ -66,7 +66,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     const { highWatermark, lowWatermark } = config.storage;
     evictor = new Evictor({ store, metadata, metrics, log: log.child({ component: 'evict' }), inUse: (d) => blobs.inUse(d), limitBytes, highWatermark, lowWatermark });
   }
-  const manifests = new ManifestCache({ store, metadata, metrics, log: log.child({ component: 'manifests' }), now, memoryBytes: config.manifestMemoryBytes, offline: config.offline });
+  const manifests = new ManifestCache({ store, metadata, metrics, log: log.child({ component: 'manifests' }), now, memoryBytes: config.manifestMemoryBytes, offline: config.offline, onFetched: (t, referenced) => blobs.vouch(t, referenced) });
   const close = async () => {
     await evictor?.close();
     await blobs.close();
