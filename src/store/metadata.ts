@@ -95,6 +95,9 @@ export class MetadataDb {
     }
     this.#db.pragma('journal_mode = WAL');
     this.#db.pragma('synchronous = NORMAL');
+    // The WAL is reused, not shrunk, after a checkpoint: without a limit it stays at its
+    // high-water mark (4 MB and up), a good part of a small cache's footprint.
+    this.#db.pragma('journal_size_limit = 1048576');
     const db = this.#db;
     this.#getTag = db.prepare(
       'SELECT digest, media_type AS mediaType, fetched_at AS fetchedAt, expires_at AS expiresAt, pinned FROM tags WHERE upstream = ? AND repository = ? AND tag = ? AND accept = ?',
