@@ -255,12 +255,30 @@ export async function coalesceBurst(
 // ---------------------------------------------------------------------------
 // Fixed-duration request loop
 
+/** What containerd sends when it resolves a tag. */
+export const CONTAINERD_ACCEPT = [
+  'application/vnd.docker.distribution.manifest.v2+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.oci.image.index.v1+json',
+  '*/*',
+].join(', ');
+
+/** One request of a loop; with `expectBytes`, a 200 with another body length counts as an error. */
+export interface LoopRequest {
+  path: string;
+  headers?: Record<string, string>;
+  expectBytes?: number;
+}
+
 export interface LoopOptions {
   connections: number;
   durationMs: number;
   warmupMs: number;
   path: string;
   headers?: Record<string, string>;
+  /** When set, each worker (0..connections-1) asks it for every request instead of GETting `path`. */
+  next?: (worker: number) => LoopRequest;
   /** Called between warm-up and the measured part (e.g. to zero the upstream's counters). */
   beforeMeasure?: () => Promise<unknown>;
 }
@@ -277,19 +295,21 @@ export interface LoopResult {
   bodyBytes: number;
 }
 
-/** `connections` workers, one per Pool connection, each GETting `path` back to back until the deadline. */
+/** `connections` workers, one per Pool connection, each GETting `path` (or what `next` names) back to back until the deadline. */
 export async function requestLoop(origin: string, o: LoopOptions): Promise<LoopResult> {
   const pool = new Pool(origin, { connections: o.connections, pipelining: 1 });
   let bodyBytes = 0;
-  const run = async (until: number, hist?: Histogram): Promise<number> => {
+  const fixed: LoopRequest = { path: o.path, headers: o.headers };
+  const run = async (worker: number, until: number, hist?: Histogram): Promise<number> => {
     let errors = 0;
     // Bounded by time and, as a backstop, by count.
     for (let i = 0; i < 10_000_000 && performance.now() < until; i++) {
+      const r = o.next ? o.next(worker) : fixed;
       const t0 = performance.now();
       try {
-        const res = await pool.request({ path: o.path, method: 'GET', headers: o.headers });
+        const res = await pool.request({ path: r.path, method: 'GET', headers: r.headers });
         const body = Buffer.from(await res.body.arrayBuffer());
-        if (res.statusCode !== 200) errors++;
+        if (res.statusCode !== 200 || (r.expectBytes !== undefined && body.length !== r.expectBytes)) errors++;
         else bodyBytes = body.length;
       } catch {
         errors++;
@@ -300,12 +320,12 @@ export async function requestLoop(origin: string, o: LoopOptions): Promise<LoopR
   };
   try {
     const warmUntil = performance.now() + o.warmupMs;
-    await Promise.all(Array.from({ length: o.connections }, () => run(warmUntil)));
+    await Promise.all(Array.from({ length: o.connections }, (_, w) => run(w, warmUntil)));
     await o.beforeMeasure?.();
     const hist = new Histogram();
     const started = performance.now();
     const until = started + o.durationMs;
-    const errs = await Promise.all(Array.from({ length: o.connections }, () => run(until, hist)));
+    const errs = await Promise.all(Array.from({ length: o.connections }, (_, w) => run(w, until, hist)));
     const elapsed = performance.now() - started;
     return {
       requests: hist.count,

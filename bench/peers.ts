@@ -1,7 +1,7 @@
 // The processes the benchmark talks to, each a child on 127.0.0.1 with its own temp dir:
 // the fake upstream (bench/upstream-server.ts), regmirror (`src/main.ts serve`), Debian's
 // distribution in proxy mode (`docker-registry`) and nginx as a plain file server. Also
-// tool detection and a /proc-based RSS sampler.
+// tool detection (the /proc-based CPU audit and RSS sampler live in machine.ts).
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, openSync, closeSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -12,6 +12,8 @@ import { delimiter, dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { CountersJson, UpstreamInfo, UpstreamSpec } from './upstream-server.js';
+
+export { cpuAudit, machineBusy, rssNow, sampleRss, type CpuAudit, type RssSample } from './machine.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -52,12 +54,12 @@ export async function stopChild(child: ChildProcess, graceMs = 15_000): Promise<
   clearTimeout(timer);
 }
 
-async function waitFor(what: string, child: ChildProcess, probe: () => Promise<boolean>, logPath: string, timeoutMs = 30_000): Promise<void> {
+async function waitFor(what: string, child: ChildProcess, probe: () => Promise<boolean>, logPath: string, timeoutMs = 30_000, pollMs = 50): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (exited(child)) throw new Error(`${what} exited with ${child.exitCode ?? child.signalCode}:\n${await tail(logPath)}`);
     if (await probe().catch(() => false)) return;
-    await sleep(50);
+    await sleep(pollMs);
   }
   throw new Error(`${what} not ready after ${timeoutMs} ms:\n${await tail(logPath)}`);
 }
@@ -79,13 +81,26 @@ export interface Proxy {
   url: string;
   pid: number;
   dir: string;
+  /** Where the proxy keeps its cache (inside `dir`): what its size on disk is measured of. */
+  storeDir: string;
+  /** performance.now() when the process was spawned (the last attempt, if a port was taken). */
+  spawnedAt: number;
   /** Resolves once the blob is fully in the proxy's own storage (distribution stores it in the background). */
   waitCached(digest: string, size: number, timeoutMs?: number): Promise<void>;
   logs(): Promise<string>;
-  stop(): Promise<void>;
+  /** SIGTERM; the temp dir goes too unless `keepDir`, which lets a new process start on the same store. */
+  stop(opts?: { keepDir?: boolean }): Promise<void>;
 }
 
-export interface RegmirrorOptions {
+/** Options both proxies take. */
+export interface ProxyStartOptions {
+  /** The `dir` of an earlier instance stopped with keepDir: start on its store (a restart) instead of a fresh temp dir. */
+  reuseDir?: string;
+  /** How often readiness (/v2/ answering 200) is polled; default 50 ms. */
+  readyPollMs?: number;
+}
+
+export interface RegmirrorOptions extends ProxyStartOptions {
   upstreamUrl: string;
   logLevel: string;
   /** 'dist': `node dist/main.js` (built by `npm run build`, as `npm start` runs it); 'tsx': `node --import tsx src/main.ts`. */
@@ -96,7 +111,7 @@ export interface RegmirrorOptions {
 
 /** `node dist/main.js serve --config <tmp>/mirror.yaml` (or the tsx equivalent) on a free loopback port. */
 export async function startRegmirror(opts: RegmirrorOptions): Promise<Proxy> {
-  const dir = await mkdtemp(join(tmpdir(), 'regmirror-bench-'));
+  const dir = opts.reuseDir ?? (await mkdtemp(join(tmpdir(), 'regmirror-bench-')));
   const dataDir = join(dir, 'data');
   const logPath = join(dir, 'regmirror.log');
   for (let attempt = 0; ; attempt++) {
@@ -117,6 +132,7 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Proxy> {
     const fd = logFd(logPath);
     const prof = opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : [];
     const main = opts.entry === 'dist' ? ['dist/main.js'] : ['--import', 'tsx', 'src/main.ts'];
+    const spawnedAt = performance.now();
     const child = spawn(process.execPath, [...prof, ...main, 'serve', '--config', configPath], {
       cwd: REPO_ROOT,
       stdio: ['ignore', fd, fd],
@@ -124,11 +140,12 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Proxy> {
     closeSync(fd);
     const url = `http://127.0.0.1:${port}`;
     try {
-      await waitFor('regmirror', child, async () => (await fetch(`${url}/v2/`)).status === 200, logPath);
+      await waitFor('regmirror', child, async () => (await fetch(`${url}/v2/`)).status === 200, logPath, undefined, opts.readyPollMs);
     } catch (err) {
       await stopChild(child);
       if (attempt < 4 && /EADDRINUSE/.test(await tail(logPath))) continue;
-      await rm(dir, { recursive: true, force: true });
+      // A reused dir belongs to the caller, who may want its log.
+      if (!opts.reuseDir) await rm(dir, { recursive: true, force: true });
       throw err;
     }
     return {
@@ -136,19 +153,21 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Proxy> {
       url,
       pid: child.pid!,
       dir,
+      storeDir: dataDir,
+      spawnedAt,
       waitCached: (digest, size, timeoutMs) => waitFile(join(dataDir, 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7)), size, timeoutMs),
       logs: () => tail(logPath),
-      stop: async () => {
+      stop: async (o) => {
         await stopChild(child);
-        await rm(dir, { recursive: true, force: true });
+        if (!o?.keepDir) await rm(dir, { recursive: true, force: true });
       },
     };
   }
 }
 
 /** Debian's docker-registry (distribution 2.8) as a pull-through cache of `upstreamUrl`. */
-export async function startDistribution(opts: { upstreamUrl: string; logLevel: string }): Promise<Proxy> {
-  const dir = await mkdtemp(join(tmpdir(), 'distribution-bench-'));
+export async function startDistribution(opts: { upstreamUrl: string; logLevel: string } & ProxyStartOptions): Promise<Proxy> {
+  const dir = opts.reuseDir ?? (await mkdtemp(join(tmpdir(), 'distribution-bench-')));
   const root = join(dir, 'storage');
   const logPath = join(dir, 'registry.log');
   for (let attempt = 0; ; attempt++) {
@@ -163,15 +182,16 @@ export async function startDistribution(opts: { upstreamUrl: string; logLevel: s
     const configPath = join(dir, 'config.yml');
     await writeFile(configPath, JSON.stringify(config)); // JSON is YAML
     const fd = logFd(logPath);
+    const spawnedAt = performance.now();
     const child = spawn('docker-registry', ['serve', configPath], { stdio: ['ignore', fd, fd] });
     closeSync(fd);
     const url = `http://127.0.0.1:${port}`;
     try {
-      await waitFor('docker-registry', child, async () => (await fetch(`${url}/v2/`)).status === 200, logPath);
+      await waitFor('docker-registry', child, async () => (await fetch(`${url}/v2/`)).status === 200, logPath, undefined, opts.readyPollMs);
     } catch (err) {
       await stopChild(child);
       if (attempt < 4 && /address already in use/.test(await tail(logPath))) continue;
-      await rm(dir, { recursive: true, force: true });
+      if (!opts.reuseDir) await rm(dir, { recursive: true, force: true });
       throw err;
     }
     const blobPath = (d: string) => join(root, 'docker', 'registry', 'v2', 'blobs', 'sha256', d.slice(7, 9), d.slice(7), 'data');
@@ -180,11 +200,13 @@ export async function startDistribution(opts: { upstreamUrl: string; logLevel: s
       url,
       pid: child.pid!,
       dir,
+      storeDir: root,
+      spawnedAt,
       waitCached: (digest, size, timeoutMs) => waitFile(blobPath(digest), size, timeoutMs),
       logs: () => tail(logPath),
-      stop: async () => {
+      stop: async (o) => {
         await stopChild(child);
-        await rm(dir, { recursive: true, force: true });
+        if (!o?.keepDir) await rm(dir, { recursive: true, force: true });
       },
     };
   }
@@ -309,119 +331,5 @@ export async function startUpstream(spec: UpstreamSpec): Promise<Upstream> {
     counters: () => ask('counters'),
     reset: () => ask('reset'),
     stop: () => stopChild(child),
-  };
-}
-
-// ---------------------------------------------------------------------------
-// Machine
-
-function cpuTimes(text: string): { idle: number; total: number } {
-  const f = text.split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  return { idle: f[3] + f[4], total: f.reduce((a, b) => a + b, 0) };
-}
-
-/** Ticks (USER_HZ) spent in user, nice and system mode by all CPUs: /proc/stat, interrupts left out. */
-async function machineTicks(): Promise<number | undefined> {
-  const text = await readFile('/proc/stat', 'utf8').catch(() => undefined);
-  if (!text) return undefined;
-  const f = text.split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  return f[0] + f[1] + f[2];
-}
-
-/** utime + stime of a process, all threads, in USER_HZ ticks (the unit /proc/stat uses). */
-async function processTicks(pid: number): Promise<number> {
-  const raw = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  const f = raw.slice(raw.lastIndexOf(')') + 2).split(' ');
-  return raw ? Number(f[11]) + Number(f[12]) : 0;
-}
-
-export interface CpuAudit {
-  /** CPU-seconds the machine spent in user and system mode. */
-  machineS: number;
-  /** ...of which the given processes (the bench, its servers) spent. */
-  ownS: number;
-  /** The rest: other processes on the machine (a noisy neighbour), plus some kernel work. */
-  otherS: number;
-  wallS: number;
-}
-
-/** Starts accounting the machine's CPU time against `pids` (read at start and at stop). */
-export async function cpuAudit(pids: number[]): Promise<{ stop(): Promise<CpuAudit | undefined> }> {
-  const own = async () => (await Promise.all(pids.map(processTicks))).reduce((a, b) => a + b, 0);
-  const [m0, o0, t0] = [await machineTicks(), await own(), performance.now()];
-  return {
-    stop: async () => {
-      const [m1, o1] = [await machineTicks(), await own()];
-      if (m0 === undefined || m1 === undefined) return undefined;
-      const HZ = 100; // USER_HZ on Linux
-      const machineS = (m1 - m0) / HZ;
-      const ownS = (o1 - o0) / HZ;
-      return { machineS, ownS, otherS: Math.max(0, machineS - ownS), wallS: (performance.now() - t0) / 1000 };
-    },
-  };
-}
-
-/** Share (0..1) of all CPUs busy over `ms`, from /proc/stat; call it while the bench itself is idle. */
-export async function machineBusy(ms: number): Promise<number | undefined> {
-  const a = await readFile('/proc/stat', 'utf8').catch(() => undefined);
-  await sleep(ms);
-  const b = await readFile('/proc/stat', 'utf8').catch(() => undefined);
-  if (!a || !b) return undefined;
-  const [x, y] = [cpuTimes(a), cpuTimes(b)];
-  return y.total > x.total ? 1 - (y.idle - x.idle) / (y.total - x.total) : undefined;
-}
-
-// ---------------------------------------------------------------------------
-// Memory
-
-/** VmRSS of a process now, MiB. */
-export async function rssNow(pid: number): Promise<number> {
-  return (await readStatus(pid))?.rss ?? NaN;
-}
-
-export interface RssSample {
-  /** Largest VmRSS seen by the 100 ms sampler, MiB. */
-  peakRssMiB: number;
-  /** VmHWM (the kernel's own high-water mark since the process started) at stop(), MiB. */
-  hwmMiB: number;
-}
-
-async function readStatus(pid: number): Promise<{ rss: number; hwm: number } | undefined> {
-  const text = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => undefined);
-  if (!text) return undefined;
-  const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN);
-  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
-}
-
-/** Samples /proc/<pid>/status every 100 ms; lap() returns the peak since the last lap, stop() ends sampling. */
-export function sampleRss(pid: number): { lap(): Promise<number>; stop(): Promise<RssSample> } {
-  let peak = 0;
-  let lapPeak = 0;
-  let busy = false;
-  const sample = async () => {
-    const s = await readStatus(pid);
-    if (s) {
-      peak = Math.max(peak, s.rss);
-      lapPeak = Math.max(lapPeak, s.rss);
-    }
-    return s;
-  };
-  const timer = setInterval(() => {
-    if (busy) return;
-    busy = true;
-    void sample().finally(() => (busy = false));
-  }, 100);
-  return {
-    lap: async () => {
-      await sample();
-      const p = lapPeak;
-      lapPeak = 0;
-      return p;
-    },
-    stop: async () => {
-      clearInterval(timer);
-      const s = await sample();
-      return { peakRssMiB: peak, hwmMiB: s?.hwm ?? NaN };
-    },
   };
 }

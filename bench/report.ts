@@ -84,3 +84,20 @@ export function table(rows: Row[], opts: { distributionNote?: string }): string 
   }
   return out.join('\n');
 }
+
+/** The table's rows as JSON, each named in full (section + metric). */
+export function jsonSummary(rows: Row[]): unknown[] {
+  let section = '';
+  let last = '';
+  const out: unknown[] = [];
+  for (const r of rows) {
+    if (r.section) {
+      section = r.metric.replace(/^\d+\.\s*/, '');
+      continue;
+    }
+    const metric = r.continuation ? last : `${section}: ${r.metric.trim()}`;
+    last = metric;
+    out.push({ metric, regmirror: r.regmirror, distribution: r.distribution, reference: r.ref });
+  }
+  return out;
+}

@@ -4,12 +4,14 @@
 // Every server is a child process; this process only generates load and keeps time.
 //
 //   BENCH_ROUNDS=3        rounds (the proxies' order alternates per round)
-//   BENCH_QUICK=1         ~30-second smoke run: 1 round, 256 MiB layer, 2 s manifest loops
+//   BENCH_QUICK=1         ~1-minute smoke run: 1 round, 256 MiB layer, 2 s manifest loops, 300 scale images
 //   BENCH_LARGE_MIB=1024  size of the large layer
 //   BENCH_MANIFEST_SECONDS=5
 //   BENCH_LOG_LEVEL=info  log level of both proxies (logs go to a file)
 //   BENCH_TSX=1           run regmirror with `node --import tsx src/main.ts` instead of building
 //                         dist/ (`npm run build`) and running `node dist/main.js`, as `npm start` does
+//   BENCH_SCALE_IMAGES=2000  images of the scale scenario (300 with BENCH_QUICK; 0 skips it)
+//   BENCH_SCALE_SECONDS=15   length of its 256-connection loop (3 with BENCH_QUICK)
 //   BENCH_PROFILE=1       afterwards, CPU-profile a regmirror child during warm manifest GETs
 //                         and during a cold then a warm blob pull, and print the top frames
 import { execFileSync } from 'node:child_process';
@@ -17,10 +19,12 @@ import { copyFile, mkdir, mkdtemp, readdir, rm, stat as fsStat, writeFile } from
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { coalesceBurst, directPull, fsRead, fsWriteSync, mbps, pullBlob, pullParallel, requestLoop, type LoopResult, type Transfer } from './load.js';
-import { cpuAudit, findTool, machineBusy, REPO_ROOT, rssNow, sampleRss, startDistribution, startNginx, startRegmirror, startUpstream, type Nginx, type Proxy, type RssSample, type Upstream } from './peers.js';
+import { coalesceBurst, CONTAINERD_ACCEPT as ACCEPT, directPull, fsRead, fsWriteSync, mbps, pullBlob, pullParallel, requestLoop, type LoopResult, type Transfer } from './load.js';
+import { cpuAudit, findTool, machineBusy, REPO_ROOT, rssNow, sampleRss, startDistribution, startNginx, startRegmirror, startUpstream, type Nginx, type Proxy, type ProxyStartOptions, type RssSample, type Upstream } from './peers.js';
 import { formatProfile, monotonicUs, summarizeProfile, type ProfileSummary, type Window } from './profile.js';
-import { stat, table, type Row } from './report.js';
+import { jsonSummary, stat, table, type Row } from './report.js';
+import { SCALE_CLIENTS, SCALE_CONNECTIONS, scaleRound, scaleRows, type ScaleResult } from './scale.js';
+import type { ScaleInfo } from './scale-images.js';
 import type { CountersJson } from './upstream-server.js';
 
 const MiB = 1024 * 1024;
@@ -40,14 +44,9 @@ const BURST_CONNS_PER_CLIENT = 8;
 const MANY_LAYERS = 64;
 const MANY_LAYER_BYTES = 256 * 1024;
 const MANIFEST_CONNECTIONS = 16;
-/** What containerd sends when it resolves a tag. */
-const ACCEPT = [
-  'application/vnd.docker.distribution.manifest.v2+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.oci.image.index.v1+json',
-  '*/*',
-].join(', ');
+const SCALE_IMAGES = Math.max(0, Math.floor(Number(env.BENCH_SCALE_IMAGES ?? (QUICK ? 300 : 2000))) || 0);
+const SCALE_MS = 1000 * Number(env.BENCH_SCALE_SECONDS ?? (QUICK ? 3 : 15));
+const SCALE_BASE_BYTES = 256 * 1024;
 
 type Kind = 'regmirror' | 'distribution';
 
@@ -70,6 +69,8 @@ interface ProxyRound {
   manifestDigest: ManifestRun;
   /** CPU-seconds other processes on the machine used during each phase. */
   otherCpuS: Record<string, number | undefined>;
+  /** Scenario 5, on a proxy process of its own. */
+  scale?: ScaleResult;
 }
 
 interface RoundResult {
@@ -109,10 +110,10 @@ async function getOk(url: string, headers: Record<string, string> = {}): Promise
   if (res.statusCode !== 200) throw new Error(`GET ${url}: HTTP ${res.statusCode} ${body.slice(0, 300)}`);
 }
 
-async function startProxy(kind: Kind, upstream: Upstream, cpuProfDir?: string): Promise<Proxy> {
+async function startProxy(kind: Kind, upstream: Upstream, cpuProfDir?: string, opts: ProxyStartOptions = {}): Promise<Proxy> {
   return kind === 'regmirror'
-    ? startRegmirror({ upstreamUrl: upstream.info.url, logLevel: LOG_LEVEL, cpuProfDir, entry: ENTRY })
-    : startDistribution({ upstreamUrl: upstream.info.url, logLevel: LOG_LEVEL });
+    ? startRegmirror({ upstreamUrl: upstream.info.url, logLevel: LOG_LEVEL, cpuProfDir, entry: ENTRY, ...opts })
+    : startDistribution({ upstreamUrl: upstream.info.url, logLevel: LOG_LEVEL, ...opts });
 }
 
 async function manifestRun(proxy: Proxy, upstream: Upstream, path: string): Promise<ManifestRun> {
@@ -209,6 +210,26 @@ async function proxyRound(kind: Kind, upstream: Upstream, round: number): Promis
   }
 }
 
+/** Scenario 5 on a fresh proxy of `kind`; its phases' CPU audits go into `otherCpuS`. */
+async function proxyScale(kind: Kind, upstream: Upstream, info: ScaleInfo, round: number, otherCpuS: Record<string, number | undefined>): Promise<ScaleResult> {
+  let current: Proxy | undefined;
+  return scaleRound(
+    {
+      kind,
+      upstream,
+      start: async (opts) => (current = await startProxy(kind, upstream, undefined, opts)),
+      phase: async (name, f) => {
+        const r = await audited(`round ${round} ${kind} ${name}`, [current!.pid, upstream.pid], f);
+        otherCpuS[name] = r.otherCpuS;
+        return r.value;
+      },
+      log,
+    },
+    info,
+    { loadMs: SCALE_MS, warmupMs: WARMUP_MS },
+  );
+}
+
 /**
  * CPU profiles of regmirror children (`--cpu-prof`): one during warm manifest GETs, one
  * during a cold pull followed by warm parallel pulls. Each summary covers only the samples
@@ -262,7 +283,7 @@ async function profiles(upstream: Upstream, outPrefix: string): Promise<Record<s
   return out;
 }
 
-function summaryRows(rounds: RoundResult[], largeLabel: string, haveNginx: boolean): Row[] {
+function summaryRows(rounds: RoundResult[], largeLabel: string, haveNginx: boolean, scale?: ScaleInfo): Row[] {
   const p = (k: Kind, f: (r: ProxyRound) => number) => stat(rounds.map((r) => (r.proxies[k] ? f(r.proxies[k]!) : undefined)));
   const both = (metric: string, f: (r: ProxyRound) => number, extra: Partial<Row> = {}): Row => ({
     metric,
@@ -310,24 +331,8 @@ function summaryRows(rounds: RoundResult[], largeLabel: string, haveNginx: boole
     both('   by digest, p99 ms', (r) => r.manifestDigest.p99),
     both('   by digest, upstream requests during run', (r) => r.manifestDigest.upstreamRequests, { integer: true, ratios: false }),
     both('   errors (tag + digest)', (r) => r.manifestTag.errors + r.manifestDigest.errors, { integer: true, ratios: false }),
+    ...(scale ? scaleRows({ regmirror: rounds.map((r) => r.proxies.regmirror?.scale), distribution: rounds.map((r) => r.proxies.distribution?.scale) }, scale) : []),
   ];
-}
-
-/** The table's rows as JSON, each named in full (section + metric). */
-function jsonSummary(rows: Row[]): unknown[] {
-  let section = '';
-  let last = '';
-  const out: unknown[] = [];
-  for (const r of rows) {
-    if (r.section) {
-      section = r.metric.replace(/^\d+\.\s*/, '');
-      continue;
-    }
-    const metric = r.continuation ? last : `${section}: ${r.metric.trim()}`;
-    last = metric;
-    out.push({ metric, regmirror: r.regmirror, distribution: r.distribution, reference: r.ref });
-  }
-  return out;
 }
 
 function gitCommit(): string | undefined {
@@ -367,7 +372,7 @@ async function main(): Promise<void> {
     }
   };
   await checkQuiet('before the run');
-  log(`${QUICK ? 'quick run, ' : ''}${ROUNDS} round(s), ${largeLabel} layer, manifest loops ${MANIFEST_MS / 1000} s, proxy log level ${LOG_LEVEL}, regmirror from ${ENTRY === 'dist' ? 'dist/' : 'src/ via tsx'}, ${cpus().length} CPUs`);
+  log(`${QUICK ? 'quick run, ' : ''}${ROUNDS} round(s), ${largeLabel} layer, manifest loops ${MANIFEST_MS / 1000} s, scale ${SCALE_IMAGES} images, proxy log level ${LOG_LEVEL}, regmirror from ${ENTRY === 'dist' ? 'dist/' : 'src/ via tsx'}, ${cpus().length} CPUs`);
 
   if (ENTRY === 'dist') {
     log('building dist/ (npm run build)');
@@ -390,11 +395,20 @@ async function main(): Promise<void> {
   let nginx: Nginx | undefined;
   const rounds: RoundResult[] = [];
   let profileSummaries: Record<string, ProfileSummary> | undefined;
+  let scaleInfo: ScaleInfo | undefined;
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const resultsDir = join(REPO_ROOT, 'bench', 'results');
   try {
     const t0 = Date.now();
-    upstream = await startUpstream({ largeBytes: largeMiB * MiB, largeFile, manyLayers: MANY_LAYERS, manyLayerBytes: MANY_LAYER_BYTES });
+    upstream = await startUpstream({
+      largeBytes: largeMiB * MiB,
+      largeFile,
+      manyLayers: MANY_LAYERS,
+      manyLayerBytes: MANY_LAYER_BYTES,
+      scaleImages: SCALE_IMAGES,
+      scaleBaseBytes: SCALE_BASE_BYTES,
+    });
+    scaleInfo = upstream.info.scale;
     log(`fake upstream ${upstream.info.url} (CDN ${upstream.info.cdnUrl}) ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     if (nginxPath) nginx = await startNginx(nginxPath, www);
     const { large } = upstream.info;
@@ -418,7 +432,11 @@ async function main(): Promise<void> {
       const { direct, fsWrite, fs1, fsN } = refs;
       const r: RoundResult = { round: i + 1, order, ...refs, proxies: {} };
       log(`  references: direct ${fmtT(direct)}; fs write+fsync ${fmtT(fsWrite)}; fs read ${fmtT(fs1)}, ×${WARM_CLIENTS} ${fmtT(fsN)}${r.nginx1 ? `; nginx ${fmtT(r.nginx1)}, ×${WARM_CLIENTS} ${fmtT(r.nginxN!)}` : ''}`);
-      for (const kind of order) r.proxies[kind] = await proxyRound(kind, upstream, i + 1);
+      for (const kind of order) {
+        const p = await proxyRound(kind, upstream, i + 1);
+        if (scaleInfo) p.scale = await proxyScale(kind, upstream, scaleInfo, i + 1, p.otherCpuS);
+        r.proxies[kind] = p;
+      }
       rounds.push(r);
     }
     if (PROFILE) {
@@ -434,7 +452,7 @@ async function main(): Promise<void> {
   await checkQuiet('after the run');
   if (noisyPhases.length > 0) notes.push(`other processes used over ${NOISY_SHARE * 100} % of the CPUs during: ${noisyPhases.join(', ')}`);
 
-  const rows = summaryRows(rounds, largeLabel, nginx !== undefined);
+  const rows = summaryRows(rounds, largeLabel, nginx !== undefined, scaleInfo);
   console.log(
     `\nregmirror benchmark — ${rounds.length} round(s), median (min–max); ratios are of medians; ` +
       `${cpus().length} CPUs, node ${process.version}, commit ${gitCommit() ?? '?'}, regmirror ${ENTRY === 'dist' ? 'dist/main.js' : 'tsx src/main.ts'}, log level ${LOG_LEVEL}${QUICK ? ', QUICK' : ''}`,
@@ -452,7 +470,7 @@ async function main(): Promise<void> {
     node: process.version,
     cpus: cpus().length,
     memoryGiB: totalmem() / 2 ** 30,
-    settings: { quick: QUICK, rounds: ROUNDS, regmirrorEntry: ENTRY, largeBytes: largeMiB * MiB, manifestMs: MANIFEST_MS, warmupMs: WARMUP_MS, logLevel: LOG_LEVEL, warmClients: WARM_CLIENTS, burst: { clients: BURST_CLIENTS, connsPerClient: BURST_CONNS_PER_CLIENT, layers: MANY_LAYERS, layerBytes: MANY_LAYER_BYTES }, manifestConnections: MANIFEST_CONNECTIONS },
+    settings: { quick: QUICK, rounds: ROUNDS, regmirrorEntry: ENTRY, largeBytes: largeMiB * MiB, manifestMs: MANIFEST_MS, warmupMs: WARMUP_MS, logLevel: LOG_LEVEL, warmClients: WARM_CLIENTS, burst: { clients: BURST_CLIENTS, connsPerClient: BURST_CONNS_PER_CLIENT, layers: MANY_LAYERS, layerBytes: MANY_LAYER_BYTES }, manifestConnections: MANIFEST_CONNECTIONS, scale: { images: SCALE_IMAGES, baseBytes: SCALE_BASE_BYTES, contentBytes: scaleInfo?.contentBytes, clients: SCALE_CLIENTS, connections: SCALE_CONNECTIONS, loadMs: SCALE_MS } },
     skipped,
     notes,
     rounds,

@@ -6,6 +6,7 @@
 import { writeFile } from 'node:fs/promises';
 import { largeBlobImage, multiPlatformImage, singleImage, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
+import { scaleImages, type ScaleInfo } from './scale-images.js';
 
 export interface UpstreamSpec {
   largeBytes: number;
@@ -13,6 +14,10 @@ export interface UpstreamSpec {
   largeFile: string;
   manyLayers: number;
   manyLayerBytes: number;
+  /** Images of the scale scenario (default none). */
+  scaleImages?: number;
+  /** Size of the file inside the base layer they all share (default 256 KiB). */
+  scaleBaseBytes?: number;
 }
 
 export interface UpstreamInfo {
@@ -22,6 +27,8 @@ export interface UpstreamInfo {
   many: { name: string; layers: Array<{ digest: string; size: number }> };
   /** A multi-platform index (tag) and one of its platform manifests (digest), as containerd resolves them. */
   index: { name: string; tag: string; digest: string; childDigest: string; childMediaType: string };
+  /** The scale scenario's images, when the spec asked for any. */
+  scale?: ScaleInfo;
 }
 
 /** Counters as plain JSON (the Map becomes an object). */
@@ -61,12 +68,20 @@ async function main(): Promise<void> {
   up.addImage(index);
   const child = [...index.manifests.values()].find((m) => m.digest !== index.root.digest)!;
 
+  let scale: ScaleInfo | undefined;
+  if (spec.scaleImages) {
+    const built = await scaleImages(spec.scaleImages, spec.scaleBaseBytes ?? 256 * 1024);
+    for (const img of built.images) up.addImage(img);
+    scale = built.info;
+  }
+
   const info: UpstreamInfo = {
     url: up.url,
     cdnUrl: up.cdnUrl,
     large: { name: large.name, ...layer },
     many: { name: many.name, layers: manifest.layers.map((l) => ({ digest: l.digest, size: l.size })) },
     index: { name: index.name, tag: index.tag, digest: index.root.digest, childDigest: child.digest, childMediaType: child.mediaType },
+    scale,
   };
 
   process.on('message', (msg: Request) => {
