@@ -2,7 +2,7 @@
 // the fake upstream (bench/upstream-server.ts), regmirror (`src/main.ts serve`), Debian's
 // distribution in proxy mode (`docker-registry`) and nginx as a plain file server. Also
 // tool detection (the /proc-based CPU audit and RSS sampler live in machine.ts).
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, openSync, closeSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -332,4 +332,15 @@ export async function startUpstream(spec: UpstreamSpec): Promise<Upstream> {
     reset: () => ask('reset'),
     stop: () => stopChild(child),
   };
+}
+
+/** The commit being measured, marked when src/ has uncommitted changes. */
+export function gitCommit(): string | undefined {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', 'src'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim() !== '';
+    return dirty ? `${head}+dirty-src` : head;
+  } catch {
+    return undefined;
+  }
 }
