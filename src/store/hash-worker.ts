@@ -31,7 +31,9 @@ function thread(): Worker {
     else p.resolve(r);
   });
   const fail = (err: Error) => {
-    if (worker === w) worker = undefined;
+    // A thread retired after lingering is no longer `worker`; its exit concerns no job.
+    if (worker !== w) return;
+    worker = undefined;
     for (const p of waiting.values()) p.reject(err);
     waiting.clear();
   };
@@ -46,13 +48,24 @@ function thread(): Worker {
 
 /** Jobs opened and not yet ended or dropped. */
 let active = 0;
+/** An idle thread lingers this long for the next large download, then exits: it holds ~10 MiB. */
+const LINGER_MS = 2000;
+let lingering: NodeJS.Timeout | undefined;
 
 function jobOpened(): void {
+  clearTimeout(lingering);
   if (active++ === 0) worker?.ref();
 }
 
 function jobClosed(): void {
-  if (--active === 0) worker?.unref();
+  if (--active > 0) return;
+  worker?.unref();
+  lingering = setTimeout(() => {
+    const w = worker;
+    if (active > 0 || !w) return;
+    worker = undefined;
+    void w.terminate();
+  }, LINGER_MS).unref();
 }
 
 /** One file's hash, computed by the worker as the file grows. */

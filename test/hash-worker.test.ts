@@ -1,0 +1,64 @@
+// The off-thread hash: what the worker computes from a growing file plus an in-memory
+// tail must equal sha256 of those bytes, mismatches must be reported as such, and a
+// worker retired after idling must be replaced transparently.
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { DigestMismatch, SizeMismatch } from '../src/errors.js';
+import { parseDigest, type Digest } from '../src/oci/digest.js';
+import { OffThreadHash } from '../src/store/content-hash.js';
+
+let dir: string;
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'regmirror-hash-'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const sha = (...parts: Buffer[]) => parseDigest(`sha256:${createHash('sha256').update(Buffer.concat(parts)).digest('hex')}`);
+const bytes = (n: number, seed: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
+
+/** Creates the file, then the hash (as createTemp does), then writes `parts` one by one, telling the hash after each. */
+async function grow(path: string, expected: Digest, size: number, parts: Buffer[]): Promise<OffThreadHash> {
+  await writeFile(path, '');
+  const hash = new OffThreadHash(path, expected, size);
+  let end = 0;
+  for (const p of parts) {
+    await appendFile(path, p);
+    end += p.length;
+    hash.written([p], p.length, end);
+  }
+  return hash;
+}
+
+test('a file hashed as it grows, then an in-memory tail: the digest of all of it', async () => {
+  const parts = [bytes(3 << 20, 1), bytes(100_000, 2), bytes(2 << 20, 3)];
+  const tail = [bytes(70_000, 4), bytes(5, 5)];
+  const path = join(dir, 'grow');
+  const size = [...parts, ...tail].reduce((n, b) => n + b.length, 0);
+  const hash = await grow(path, sha(...parts, ...tail), size, parts);
+  for (const t of tail) hash.tail(t);
+  await hash.verify();
+});
+
+test('wrong content is a DigestMismatch, a short file a SizeMismatch', async () => {
+  const good = bytes(5 << 20, 7);
+  const path = join(dir, 'bad');
+  const wrong = await grow(path, sha(bytes(5 << 20, 8)), good.length, [good]);
+  await assert.rejects(wrong.verify(), DigestMismatch);
+  const short = await grow(path, sha(good), good.length + 1, [good]);
+  await assert.rejects(short.verify(), SizeMismatch);
+});
+
+test('after the idle worker has exited, the next hash starts a new one', async () => {
+  const path = join(dir, 'again');
+  const first = bytes(1 << 20, 9);
+  await (await grow(path, sha(first), first.length, [first])).verify();
+  await new Promise((r) => setTimeout(r, 2500)); // longer than the worker lingers
+  const second = bytes(2 << 20, 10);
+  await (await grow(path, sha(second), second.length, [second])).verify();
+});
