@@ -9,6 +9,7 @@ import { request } from 'undici';
 import { largeBlobImage, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
 import { errorCode, get, sha256, startMirror, type Mirror } from './helpers.js';
+import { parseDigest } from '../src/oci/digest.js';
 
 const MB = 1024 * 1024;
 
@@ -182,6 +183,28 @@ describe('blobs', () => {
     const bad = await get(`${m.url}/v2/library/ranged/blobs/${digest}`, { headers: { range: `bytes=${bytes.length}-` } });
     assert.equal(bad.status, 416);
     assert.equal(bad.headers['content-range'], `bytes */${bytes.length}`);
+  });
+
+  test('a client joining a download half-way reads the written part from the file, then keeps up from memory', async () => {
+    const img = largeBlobImage('library/join', '1', 12 * MB, 'join');
+    up.addImage(img);
+    const { digest } = layerOf(img);
+    up.faults = { blobBytesPerSecond: 24 * MB };
+    up.resetCounters();
+    const url = `${m.url}/v2/library/join/blobs/${digest}`;
+    const first = pull(url);
+    const deadline = Date.now() + 10_000;
+    while ((m.blobs.progress(parseDigest(digest)) ?? 0) < 5 * MB && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.ok((m.blobs.progress(parseDigest(digest)) ?? 0) >= 5 * MB, 'the download is well under way');
+    const [a, b, tail] = await Promise.all([first, pull(url), pull(url, { range: `bytes=${7 * MB}-` })]);
+    up.faults = {};
+    for (const r of [a, b]) {
+      assert.ok(r.complete);
+      assert.equal(sha256(r.body), digest);
+    }
+    assert.equal(tail.status, 206);
+    assert.ok(tail.body.equals(img.blobs.get(digest)!.subarray(7 * MB)));
+    assert.equal(up.counters.blobGetByDigest.get(digest), 1);
   });
 
   test('the download outlives the only client, which aborted mid-blob', async () => {

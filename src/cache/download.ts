@@ -20,6 +20,8 @@ const MAX_RESUMES = 2;
 const WINDOW_BYTES = 8 * 1024 * 1024;
 /** Blobs from this size on are hashed by the worker thread; below it a round trip costs more than the hash. */
 const OFF_THREAD_HASH_BYTES = 4 * 1024 * 1024;
+/** Followers are woken, and read, in steps of this many bytes while a download runs. */
+export const FOLLOW_STEP = 1024 * 1024;
 /** Received bytes waiting for the temp-file writer before reading upstream pauses. */
 const MAX_PENDING = 4 * 1024 * 1024;
 
@@ -64,6 +66,11 @@ export class Download {
   /** Received, not yet in the temp file: written in batches by #drain(). */
   #pending: Buffer[] = [];
   #pendingBytes = 0;
+  /** The batch being written, from file offset #batchStart: followers read it from memory meanwhile. */
+  #batch: Buffer[] = [];
+  #batchStart = 0;
+  /** #received when followers were last woken for new bytes in memory. */
+  #wokeAt = 0;
   #writing?: Promise<void>;
   #writeError?: Error;
   /** Every byte hashed and the digest matched: followers may have their last byte. */
@@ -133,7 +140,27 @@ export class Download {
    */
   readableUntil(end: number): number {
     if (this.#state === 'done' || this.#verified) return end + 1;
-    return Math.min(this.#passthrough ? this.#received : this.onDisk, end);
+    return Math.min(this.#received, end);
+  }
+
+  /**
+   * Where the bytes held in memory start (the batch being written, then those pending):
+   * a follower reads below it from the temp file, from it on with fromMemory().
+   */
+  get memoryStart(): number {
+    return this.#batch.length > 0 ? this.#batchStart : this.onDisk;
+  }
+
+  /** Received bytes not yet in the file, at `pos` (≥ memoryStart), at most `max`, without copying. */
+  fromMemory(pos: number, max: number): Buffer | undefined {
+    let at = this.memoryStart;
+    for (const list of [this.#batch, this.#pending]) {
+      for (const chunk of list) {
+        if (pos < at + chunk.length) return chunk.subarray(pos - at, Math.min(chunk.length, pos - at + max));
+        at += chunk.length;
+      }
+    }
+    return undefined;
   }
 
   /** Resolves at the next change: more bytes written, published, or failed. */
@@ -242,6 +269,11 @@ export class Download {
     }
     this.#pending.push(chunk);
     this.#pendingBytes += chunk.length;
+    // Followers read these from memory; waking them per chunk would mean a write per chunk.
+    if (this.#received - this.#wokeAt >= FOLLOW_STEP) {
+      this.#wokeAt = this.#received;
+      this.#wake();
+    }
     this.#writing ??= this.#drain();
     // Reading upstream waits only when the disk falls behind by MAX_PENDING.
     if (this.#pendingBytes >= MAX_PENDING) await this.#writing;
@@ -255,9 +287,13 @@ export class Download {
         this.#pending = [];
         this.#pendingBytes = 0;
         const before = this.onDisk;
+        this.#batch = batch;
+        this.#batchStart = before;
         try {
           await this.#temp!.append(batch);
+          this.#batch = [];
         } catch (err) {
+          this.#batch = [];
           if (!isStoreFull(err)) throw err;
           // append() hashed what reached the file; a short write may have put part of the
           // batch there. The window, and the hash's in-memory tail, start after it.

@@ -4,7 +4,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import type { ByteRange } from '../store/blob-store.js';
 import type { BodySource } from '../store/body-source.js';
-import type { Download } from './download.js';
+import { FOLLOW_STEP, type Download } from './download.js';
 
 /** Reads a download's temp file from its own offset, waiting for bytes that are not written yet. */
 export class Follower implements BodySource {
@@ -44,10 +44,17 @@ export class Follower implements BodySource {
       const failed = dl.verified ? undefined : dl.failed;
       if (failed) throw failed;
       const until = dl.readableUntil(end);
-      if (this.#pos < until) {
+      // While the download runs, read in steps of FOLLOW_STEP (or what is left): one socket
+      // write per step rather than one per upstream chunk.
+      const enough = dl.state !== 'running' || dl.verified || until - this.#pos >= Math.min(FOLLOW_STEP, buf.length, end + 1 - this.#pos);
+      if (this.#pos < until && enough) {
         const n = await this.#next(buf, until);
-        // Only reachable for a body of unknown size that is complete.
-        if (n === 0) return 0;
+        if (n === 0) {
+          // The end of a body of unknown size; while running, nothing to read after all.
+          if (dl.state !== 'running') return 0;
+          await dl.changed();
+          continue;
+        }
         this.#pos += n;
         dl.consumed();
         return n;
@@ -56,19 +63,29 @@ export class Follower implements BodySource {
     }
   }
 
-  /** Up to buf.length bytes at #pos: from the file while it holds them, then from the pass-through window. */
+  /**
+   * Up to buf.length bytes at #pos: from the file for what is written, from memory for
+   * what is not yet (the batch being written and those pending; in pass-through, the
+   * window). A follower keeping up with the upstream never reads the file back.
+   */
   async #next(buf: Buffer, until: number): Promise<number> {
     const dl = this.#dl;
-    if (!dl.passthrough || this.#pos < dl.onDisk) {
-      const limit = dl.passthrough ? Math.min(until, dl.onDisk) : until;
-      const want = Math.min(limit - this.#pos, buf.length);
+    const inMemory = dl.passthrough ? dl.onDisk : dl.memoryStart;
+    if (this.#pos < inMemory) {
+      const want = Math.min(Math.min(until, inMemory) - this.#pos, buf.length);
       if (!this.#fh) throw new Error('no temp file to read');
       return (await (await this.#fh).read(buf, 0, want, this.#pos)).bytesRead;
     }
-    const chunk = dl.fromWindow(this.#pos, Math.min(until - this.#pos, buf.length));
-    if (!chunk) return 0;
-    buf.set(chunk);
-    return chunk.length;
+    let n = 0;
+    // Copied out at once: the chunks may leave memory as soon as this returns.
+    while (n < buf.length && this.#pos + n < until) {
+      const max = Math.min(until - this.#pos - n, buf.length - n);
+      const chunk = dl.passthrough ? dl.fromWindow(this.#pos + n, max) : dl.fromMemory(this.#pos + n, max);
+      if (!chunk) break;
+      buf.set(chunk, n);
+      n += chunk.length;
+    }
+    return n;
   }
 
   async #open(tempPath: string): Promise<FileHandle> {
