@@ -344,3 +344,8 @@ export function gitCommit(): string | undefined {
     return undefined;
   }
 }
+
+/** sync(1): writes back every dirty page now, so that a measured phase does not pay for earlier ones. */
+export function flushDisk(): void {
+  execFileSync('sync');
+}

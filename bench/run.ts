@@ -20,7 +20,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { coalesceBurst, CONTAINERD_ACCEPT as ACCEPT, directPull, fsRead, fsWriteSync, mbps, pullBlob, pullParallel, requestLoop, type Transfer } from './load.js';
-import { cpuAudit, findTool, gitCommit, machineBusy, REPO_ROOT, rssNow, sampleRss, startDistribution, startNginx, startRegmirror, startUpstream, type Nginx, type Proxy, type ProxyStartOptions, type Upstream } from './peers.js';
+import { cpuAudit, findTool, flushDisk, gitCommit, machineBusy, REPO_ROOT, rssNow, sampleRss, startDistribution, startNginx, startRegmirror, startUpstream, type Nginx, type Proxy, type ProxyStartOptions, type Upstream } from './peers.js';
 import { formatProfile, monotonicUs, summarizeProfile, type ProfileSummary, type Window } from './profile.js';
 import { jsonSummary, table } from './report.js';
 import { SCALE_CLIENTS, SCALE_CONNECTIONS, scaleRound, type ScaleResult } from './scale.js';
@@ -128,6 +128,9 @@ async function proxyRound(kind: Kind, upstream: Upstream, round: number): Promis
     const idleRssMiB = await rssNow(proxy.pid);
     const rss = sampleRss(proxy.pid);
     await upstream.reset();
+    // Dirty pages left by earlier phases (the layer the upstream wrote, the other proxy's
+    // store) would be written back during the pull and compete with the store's writes.
+    flushDisk();
     const coldT = await phase('cold pull', () => pullBlob(blobUrl, large.size));
     await proxy.waitCached(large.digest, large.size);
     const c = await upstream.counters();
