@@ -3,7 +3,7 @@
 // upstream HEAD. A miss joins the download in flight for the digest or starts one.
 import type { Logger } from '../log.js';
 import { isDigest, type Digest } from '../oci/digest.js';
-import type { Descriptor } from '../oci/manifest.js';
+import { isNonDistributableType, type Descriptor } from '../oci/manifest.js';
 import type { Metrics } from '../metrics.js';
 import type { ByteRange, FsBlobStore } from '../store/blob-store.js';
 import type { BodySource } from '../store/body-source.js';
@@ -98,7 +98,7 @@ export class BlobCache {
   vouch(t: Target, blobs: readonly Descriptor[]): void {
     const { metadata } = this.#deps;
     for (const b of blobs) {
-      if (!isDigest(b.digest) || /\.foreign\.|\.nondistributable\./.test(b.mediaType ?? '') || 'urls' in b) continue;
+      if (!isDigest(b.digest) || isNonDistributableType(b.mediaType ?? '') || 'urls' in b) continue;
       if (this.#downloads.has(b.digest as Digest) || metadata.getBlob(b.digest)) metadata.link(t.upstream.name, t.repository, b.digest);
     }
   }

@@ -1,7 +1,7 @@
 // One blob download from an upstream, shared by every client that asks for the digest
-// while it runs. The upstream body is written to a temp file while it is hashed; each
-// client reads the growing file at its own pace through a Follower, so the
-// upstream is read once at full speed and memory stays flat. Every response's final
+// while it runs. The upstream body is written to a temp file and hashed; each client
+// follows at its own pace through a Follower (bytes not yet written from memory, older
+// ones from the file), so the upstream is read once at full speed and memory stays flat. Every response's final
 // byte is held back until the digest is verified: a mismatch, a cut or a timeout
 // destroys every client's stream (a failed transfer, never a complete wrong 200) and
 // nothing is published.
@@ -122,12 +122,7 @@ export class Download {
 
   /** Pass-through bytes at `pos`, at most `max` of them, without copying. */
   fromWindow(pos: number, max: number): Buffer | undefined {
-    let at = this.#windowStart;
-    for (const chunk of this.#window) {
-      if (pos < at + chunk.length) return chunk.subarray(pos - at, Math.min(chunk.length, pos - at + max));
-      at += chunk.length;
-    }
-    return undefined;
+    return sliceAt(this.#window, this.#windowStart, pos, max);
   }
 
   get failed(): Error | undefined {
@@ -153,14 +148,7 @@ export class Download {
 
   /** Received bytes not yet in the file, at `pos` (≥ memoryStart), at most `max`, without copying. */
   fromMemory(pos: number, max: number): Buffer | undefined {
-    let at = this.memoryStart;
-    for (const list of [this.#batch, this.#pending]) {
-      for (const chunk of list) {
-        if (pos < at + chunk.length) return chunk.subarray(pos - at, Math.min(chunk.length, pos - at + max));
-        at += chunk.length;
-      }
-    }
-    return undefined;
+    return sliceAt(this.#batch.length > 0 ? [...this.#batch, ...this.#pending] : this.#pending, this.memoryStart, pos, max);
   }
 
   /** Resolves at the next change: more bytes written, published, or failed. */
@@ -344,4 +332,14 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;
   const promise = new Promise<void>((r) => (resolve = r));
   return { promise, resolve };
+}
+
+/** Up to `max` bytes at `pos` of chunks that hold the bytes from `start` on, without copying. */
+function sliceAt(chunks: readonly Buffer[], start: number, pos: number, max: number): Buffer | undefined {
+  let at = start;
+  for (const chunk of chunks) {
+    if (pos < at + chunk.length) return chunk.subarray(pos - at, Math.min(chunk.length, pos - at + max));
+    at += chunk.length;
+  }
+  return undefined;
 }

@@ -6,7 +6,7 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { digestOf, DigestVerifier, parseDigest, type Digest } from '../oci/digest.js';
 import { blobEntryName, ImageLayoutWriter, INDEX_FILE, LAYOUT_FILE, layoutFile, layoutIndex, type LayoutRoot } from '../oci/image-layout.js';
-import { ALL_TYPES, isIndexType, parseManifest, type Descriptor } from '../oci/manifest.js';
+import { ALL_TYPES, isIndexType, isNonDistributableType, parseManifest, type Descriptor } from '../oci/manifest.js';
 import { dockerHubName, formatImageReference, parseImageReference } from '../oci/reference.js';
 import type { TagEntry } from '../store/metadata.js';
 import { loadConfig } from '../config.js';
@@ -269,7 +269,7 @@ function platformName(p: Descriptor['platform']): string {
 
 /** Windows base layers are fetched from their own URLs and never cached; nor exported. */
 function isForeignLayer(d: Descriptor): boolean {
-  return /\.foreign\.|\.nondistributable\./.test(d.mediaType) && Array.isArray((d as { urls?: unknown }).urls);
+  return isNonDistributableType(d.mediaType) && Array.isArray((d as { urls?: unknown }).urls);
 }
 
 /** `regmirror export`. */

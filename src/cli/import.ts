@@ -12,7 +12,7 @@ import { open, readFile } from 'node:fs/promises';
 import { DigestMismatch, SizeMismatch } from '../errors.js';
 import { DigestVerifier, parseDigest, type Digest } from '../oci/digest.js';
 import { blobEntryName, INDEX_FILE, LAYOUT_FILE, LayoutError, MAX_LAYOUT_FILE_BYTES, parseLayoutFile, parseLayoutIndex, readImageLayout } from '../oci/image-layout.js';
-import { accepts, ALL_TYPES, isIndexType, MANIFEST_TYPES, MAX_MANIFEST_BYTES, parseManifest, type Descriptor, type ParsedManifest } from '../oci/manifest.js';
+import { accepts, ALL_TYPES, isIndexType, isNonDistributableType, MANIFEST_TYPES, MAX_MANIFEST_BYTES, parseManifest, type Descriptor, type ParsedManifest } from '../oci/manifest.js';
 import { dockerHubName, formatImageReference, parseImageReference } from '../oci/reference.js';
 import { crashPoint, type TempBlob } from '../store/blob-store.js';
 import { loadConfig } from '../config.js';
@@ -243,7 +243,7 @@ class Checker {
     const r = this.received.get(d);
     if (!r) {
       // Windows base layers are fetched from their own URLs; no registry serves them.
-      if (/\.foreign\.|\.nondistributable\./.test(desc.mediaType)) return;
+      if (isNonDistributableType(desc.mediaType)) return;
       throw new LayoutError(blobEntryName(d), `missing from the bundle (${desc.mediaType} of ${image})`);
     }
     if (r.size !== desc.size) throw new LayoutError(blobEntryName(d), `is ${r.size} bytes, manifest ${manifest} says ${desc.size}`);

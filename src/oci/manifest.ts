@@ -88,6 +88,11 @@ function isDescriptor(v: unknown): v is Descriptor {
   return typeof v === 'object' && v !== null && typeof d.digest === 'string' && typeof d.size === 'number';
 }
 
+/** A layer type whose bytes live at the descriptor's `urls` (Windows base layers), not necessarily in the registry. */
+export function isNonDistributableType(mediaType: string): boolean {
+  return /\.foreign\.|\.nondistributable\./.test(mediaType);
+}
+
 export function isIndexType(mediaType: string): boolean {
   return mediaType === OCI_INDEX || mediaType === DOCKER_LIST;
 }
