@@ -77,6 +77,8 @@ export class InvalidDigest extends RegmirrorError {
     super('INVALID_DIGEST', message);
   }
 }
+/** A well-formed digest of a registered algorithm this mirror does not store (sha512). */
+export class UnsupportedDigest extends InvalidDigest {}
 /** The request names an upstream that is not configured (unknown `ns` or prefix). */
 export class UnknownUpstream extends RegmirrorError {
   constructor(message: string) {
