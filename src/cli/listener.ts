@@ -18,7 +18,7 @@ export interface Listener {
   port: number;
   /** Re-reads the TLS certificate and key; new connections use them, open ones are left alone. */
   reloadTls(): Promise<void>;
-  /** Stops accepting; waits up to `graceMs` for open connections to finish, then cuts them. */
+  /** Stops accepting; waits up to `graceMs` for open connections to finish, then cuts them. Called again, the shorter grace wins. */
   close(graceMs: number): Promise<void>;
 }
 
@@ -29,6 +29,7 @@ export async function listen(config: Config, fetch: FetchHandler, log: Logger): 
     ? createSecureServer({ ...(await readTls(tls)), allowHTTP1: true }, handler)
     : createHttpServer({ headersTimeout: config.limits.headersTimeoutMs, requestTimeout: 0 }, handler);
   const sockets = trackConnections(server, config.limits, log);
+  const close = gracefulCloser(server, sockets);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.listen.port, config.listen.host, () => {
@@ -47,7 +48,7 @@ export async function listen(config: Config, fetch: FetchHandler, log: Logger): 
       (server as Http2SecureServer).setSecureContext(await readTls(tls));
       log.info('TLS certificate reloaded', { cert: tls.cert });
     },
-    close: (graceMs) => closeGracefully(server, sockets, graceMs),
+    close,
   };
 }
 
@@ -82,15 +83,32 @@ function trackConnections(server: HttpServer | Http2SecureServer, limits: Config
   return sockets;
 }
 
-async function closeGracefully(server: HttpServer | Http2SecureServer, sockets: Set<Socket>, graceMs: number): Promise<void> {
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  // Idle keep-alive connections would hold close() open for nothing.
-  (server as HttpServer).closeIdleConnections?.();
-  const deadline = Date.now() + graceMs;
-  while (sockets.size > 0 && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 50));
+/**
+ * close(grace): stop accepting, wait for open connections up to the deadline, then cut them.
+ * A later call with a shorter grace (a second SIGTERM) moves the deadline closer; every call
+ * resolves when the one close is done.
+ */
+function gracefulCloser(server: HttpServer | Http2SecureServer, sockets: Set<Socket>): (graceMs: number) => Promise<void> {
+  let deadline = Infinity;
+  let closing: Promise<void> | undefined;
+  let wake: (() => void) | undefined;
+  const run = async () => {
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    // Idle keep-alive connections would hold close() open for nothing.
     (server as HttpServer).closeIdleConnections?.();
-  }
-  for (const s of sockets) s.destroy();
-  await closed;
+    while (sockets.size > 0 && Date.now() < deadline) {
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, Math.min(50, Math.max(0, deadline - Date.now())));
+      });
+      (server as HttpServer).closeIdleConnections?.();
+    }
+    for (const s of sockets) s.destroy();
+    await closed;
+  };
+  return (graceMs) => {
+    deadline = Math.min(deadline, Date.now() + graceMs);
+    wake?.();
+    return (closing ??= run());
+  };
 }
