@@ -13,7 +13,7 @@ const SHA512 = /^sha512:[a-f0-9]{128}$/;
 /** Validates a digest string; sha256 is the only algorithm stored. */
 export function parseDigest(text: string): Digest {
   if (SHA256.test(text)) return text as Digest;
-  if (SHA512.test(text)) throw new UnsupportedDigest(`sha512 digests are not supported by this mirror, only sha256: ${text.slice(0, 80)}`);
+  if (SHA512.test(text)) throw new UnsupportedDigest(text, ['sha256']);
   throw new InvalidDigest(`invalid digest ${JSON.stringify(text.slice(0, 80))}`);
 }
 
