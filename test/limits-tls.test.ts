@@ -7,6 +7,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { connect as http2Connect } from 'node:http2';
 import { connect, type TLSSocket } from 'node:tls';
 import type { Config } from '../src/config.js';
 import { startMirror, type Mirror } from './helpers.js';
@@ -154,6 +155,30 @@ test('13.11 over TLS, connections beyond connectionsPerClient are refused and id
     const again = await open(m.port, 'http/1.1');
     again.destroy();
   } finally {
+    await m.close();
+  }
+});
+
+test('13.11 over TLS, an idle HTTP/2 connection does not hold a graceful shutdown', async () => {
+  const m = await startMirror({ upstreams: [{ name: 'docker.io', url: 'http://127.0.0.1:9' }], tls: { cert, key }, limits: { shutdownGraceMs: 10_000 } });
+  const session = http2Connect(m.url, { ca });
+  session.on('error', () => {});
+  try {
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = session.request({ ':path': '/v2/' });
+      req.on('response', (h) => resolve(Number(h[':status'])));
+      req.on('error', reject);
+      req.resume();
+      req.end();
+    });
+    assert.equal(status, 200);
+    const goaway = new Promise<void>((resolve) => session.once('goaway', () => resolve()));
+    const started = Date.now();
+    await m.shutdown();
+    assert.ok(Date.now() - started < 3000, `shutdown took ${Date.now() - started} ms with an idle HTTP/2 client (grace 10 s)`);
+    await goaway;
+  } finally {
+    session.destroy();
     await m.close();
   }
 });

@@ -138,8 +138,10 @@ function gracefulCloser(server: HttpServer | Http2SecureServer, conns: Connectio
   let wake: (() => void) | undefined;
   const run = async () => {
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    // Idle keep-alive connections would hold close() open for nothing.
+    // Idle keep-alive connections would hold close() open for nothing. An HTTP/2 session is
+    // told to go away: its open streams finish, then it closes.
     (server as HttpServer).closeIdleConnections?.();
+    for (const s of conns.sessions) s.close();
     while (conns.sockets.size > 0 && Date.now() < deadline) {
       await new Promise<void>((r) => {
         wake = r;
