@@ -43,7 +43,7 @@ export async function serveReferrers(c: Context, manifests: ManifestCache, t: Re
  * as distribution does, and only then says it did. A body that is no index is passed on
  * as it came, claiming nothing.
  */
-export function filterReferrers(bytes: Buffer, artifactType: string): Buffer | undefined {
+function filterReferrers(bytes: Buffer, artifactType: string): Buffer | undefined {
   let index: unknown;
   try {
     index = JSON.parse(bytes.toString('utf8'));
