@@ -77,6 +77,15 @@ export class InvalidDigest extends RegmirrorError {
     super('INVALID_DIGEST', message);
   }
 }
+/** A well-formed digest of a registered algorithm this mirror does not store (sha512). */
+export class UnsupportedDigest extends InvalidDigest {
+  constructor(
+    readonly digest: string,
+    readonly supported: readonly string[],
+  ) {
+    super(`${digest.split(':')[0]} digests are not supported by this mirror, only ${supported.join(', ')}`);
+  }
+}
 /** The request names an upstream that is not configured (unknown `ns` or prefix). */
 export class UnknownUpstream extends RegmirrorError {
   constructor(message: string) {
@@ -176,6 +185,7 @@ export function toOciError(err: unknown): OciError {
   const m = err.message;
   if (err instanceof InvalidName) return new OciError('NAME_INVALID', m);
   if (err instanceof InvalidReference) return new OciError('MANIFEST_INVALID', m, { status: 400 });
+  if (err instanceof UnsupportedDigest) return new OciError('DIGEST_INVALID', m, { detail: { digest: err.digest, supported: err.supported } });
   if (err instanceof InvalidDigest) return new OciError('DIGEST_INVALID', m);
   if (err instanceof UnknownUpstream || err instanceof AccessDenied) return new OciError('DENIED', m);
   if (err instanceof BlobNotFound) return new OciError('BLOB_UNKNOWN', m);

@@ -6,7 +6,7 @@ import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
-import { largeBlobImage, type FixtureImage } from '../fixtures/images.js';
+import { largeBlobImage, MediaTypes, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
 import { errorCode, get, sha256, startMirror, type Mirror } from './helpers.js';
 import { parseDigest } from '../src/oci/digest.js';
@@ -262,6 +262,35 @@ describe('blobs', () => {
     assert.equal((await get(`${m.url}/v2/library/base-f/manifests/1`, { headers: accept })).status, 200);
     assert.equal(sha256((await pull(`${m.url}/v2/library/base-f/blobs/${digest}`)).body), digest);
     assert.equal(up.counters.blobHead, 1, 'a layer named with urls is checked with the upstream first');
+  });
+
+  test('13.5 an index carrying a layers array does not link those blobs to its repository', async () => {
+    const source = largeBlobImage('library/vouch-src', '1', 1 * MB, 'vouch-src');
+    const { digest, bytes } = layerOf(source);
+    up.addImage(source);
+    assert.equal(sha256((await pull(`${m.url}/v2/library/vouch-src/blobs/${digest}`)).body), digest);
+    await settled(m);
+    // What distribution refuses since CVE-2021-41190 and a hostile upstream can still serve.
+    const doc = JSON.parse(source.root.bytes.toString()) as { layers: unknown[]; config: unknown };
+    const crafted = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests: [], layers: doc.layers, config: doc.config }));
+    const index = { digest: sha256(crafted), mediaType: MediaTypes.ociIndex, bytes: crafted };
+    up.addImage({ name: 'library/vouch-evil', tag: '1', root: index, manifests: new Map([[index.digest, index]]), blobs: new Map() });
+
+    up.resetCounters();
+    const got = await get(`${m.url}/v2/library/vouch-evil/manifests/1`, { headers: { accept: MediaTypes.ociIndex } });
+    assert.equal(got.status, 200);
+    assert.equal(got.headers['docker-content-digest'], index.digest);
+    const head = await get(`${m.url}/v2/library/vouch-evil/blobs/${digest}`, { method: 'HEAD' });
+    const blob = await get(`${m.url}/v2/library/vouch-evil/blobs/${digest}`);
+    assert.equal(head.status, 404, 'the upstream does not hold the blob in that repository');
+    assert.equal(blob.status, 404);
+    assert.equal(errorCode(blob), 'BLOB_UNKNOWN');
+    assert.equal(up.counters.blobHead, 2, 'each answer was checked with the upstream');
+    assert.equal(up.counters.blobGet, 0);
+    // The repository that really holds it is served from the store as before.
+    up.resetCounters();
+    assert.deepEqual((await pull(`${m.url}/v2/library/vouch-src/blobs/${digest}`)).body, bytes);
+    assert.equal(up.counters.total, 0);
   });
 
   test('invalid digests are refused before any I/O', async () => {

@@ -10,6 +10,7 @@ import { after, before, test } from 'node:test';
 import { DigestMismatch, SizeMismatch } from '../src/errors.js';
 import { parseDigest, type Digest } from '../src/oci/digest.js';
 import { OffThreadHash } from '../src/store/content-hash.js';
+import { hashThread } from '../src/store/hash-worker.js';
 
 let dir: string;
 before(async () => {
@@ -58,7 +59,16 @@ test('after the idle worker has exited, the next hash starts a new one', async (
   const path = join(dir, 'again');
   const first = bytes(1 << 20, 9);
   await (await grow(path, sha(first), first.length, [first])).verify();
-  await new Promise((r) => setTimeout(r, 2500)); // longer than the worker lingers
+  const idle = hashThread();
+  assert.ok(idle, 'the worker lingers after its job');
+  // The thread and its linger timer hold no event loop open; this deadline does, and fails the test if the exit never comes.
+  let deadline: NodeJS.Timeout | undefined;
+  await Promise.race([idle.exited, new Promise((_, reject) => (deadline = setTimeout(() => reject(new Error('the idle worker did not exit')), 10_000)))]);
+  clearTimeout(deadline);
+  assert.equal(hashThread(), undefined, 'the idle worker has exited');
   const second = bytes(2 << 20, 10);
   await (await grow(path, sha(second), second.length, [second])).verify();
+  const next = hashThread();
+  assert.ok(next, 'a new worker hashed the second file');
+  assert.notEqual(next.threadId, idle.threadId);
 });

@@ -169,6 +169,26 @@ describe('manifests', () => {
     assert.deepEqual(JSON.parse(r.body.toString()).manifests, []);
   });
 
+  test('13.12 referrers filtered by artifactType are filtered, whatever the upstream did', async () => {
+    const img = images.ociManifest;
+    const sig = { mediaType: MediaTypes.ociManifest, digest: sha256(Buffer.from('sig')), size: 3, artifactType: 'application/vnd.example.signature' };
+    const sbom = { mediaType: MediaTypes.ociManifest, digest: sha256(Buffer.from('sbom')), size: 4, artifactType: 'application/spdx+json' };
+    up.referrers.set(img.root.digest, [sig, sbom]);
+    try {
+      const url = `${m.url}/v2/${img.name}/referrers/${img.root.digest}`;
+      const filtered = await get(`${url}?artifactType=${encodeURIComponent(sig.artifactType)}`);
+      assert.equal(filtered.status, 200);
+      assert.equal(filtered.headers['oci-filters-applied'], 'artifactType');
+      assert.deepEqual(JSON.parse(filtered.body.toString()).manifests, [sig]);
+      assert.equal(filtered.headers['content-length'], String(filtered.body.length));
+      const all = await get(url);
+      assert.equal(all.headers['oci-filters-applied'], undefined, 'nothing asked, nothing claimed');
+      assert.deepEqual(JSON.parse(all.body.toString()).manifests, [sig, sbom]);
+    } finally {
+      up.referrers.delete(img.root.digest);
+    }
+  });
+
   test('push methods are refused as unsupported', async () => {
     const r = await fetch(`${m.url}/v2/library/x/blobs/uploads/`, { method: 'POST' });
     assert.equal(r.status, 405);

@@ -88,9 +88,9 @@ describe('routing and bad input', () => {
     ['encoded slash trick', '/v2/library%2f..%2f..%2fetc/manifests/3', 400, 'NAME_INVALID'],
     ['300-character name', `/v2/${'a'.repeat(300)}/manifests/3`, 400, 'NAME_INVALID'],
     ['empty component', '/v2/library//alpine/manifests/3', 400, 'NAME_INVALID'],
-    ['bad tag', '/v2/library/alpine/manifests/-bad', 400, ''],
-    ['129-character tag', `/v2/library/alpine/manifests/${'t'.repeat(129)}`, 400, ''],
-    ['short digest', '/v2/library/alpine/manifests/sha256:abcd', 400, 'DIGEST_INVALID'],
+    ['bad tag', '/v2/library/alpine/manifests/-bad', 404, 'MANIFEST_UNKNOWN'],
+    ['129-character tag', `/v2/library/alpine/manifests/${'t'.repeat(129)}`, 404, 'MANIFEST_UNKNOWN'],
+    ['short digest', '/v2/library/alpine/manifests/sha256:abcd', 404, 'MANIFEST_UNKNOWN'],
     ['blob by tag', '/v2/library/alpine/blobs/latest', 400, 'DIGEST_INVALID'],
     ['unknown ns: metadata address', '/v2/library/alpine/manifests/3?ns=169.254.169.254', 403, 'DENIED'],
     ['unknown ns: trap port', '/v2/library/alpine/manifests/3?ns=127.0.0.1:TRAP', 403, 'DENIED'],
@@ -110,6 +110,23 @@ describe('routing and bad input', () => {
       assert.equal(trapConnections, 0);
     });
   }
+
+  test('13.13 a manifest reference that cannot exist is 404 MANIFEST_UNKNOWN, with no upstream request', async () => {
+    // What the distribution-spec conformance suite asks (pull workflow), and its neighbours.
+    for (const ref of ['.INVALID_MANIFEST_NAME', '-rc1', 'a+b', 'x'.repeat(129), 'sha256:abcd', `sha256:${'A'.repeat(64)}`, 'latest:1', `md5:${'a'.repeat(32)}`, 'sha512:abc']) {
+      for (const method of ['GET', 'HEAD'] as const) {
+        const r = await get(`${m.url}/v2/library/alpine/manifests/${ref}`, { method });
+        assert.equal(r.status, 404, `${method} ${ref}: ${r.body.toString()}`);
+        if (method === 'GET') assert.equal(errorCode(r), 'MANIFEST_UNKNOWN', ref);
+      }
+    }
+    assert.equal(hub.counters.total + hub.counters.token, 0);
+    // A well-formed tag that the upstream lacks is asked for, and is not found either.
+    const missing = await get(`${m.url}/v2/library/alpine/manifests/no-such-tag`);
+    assert.equal(missing.status, 404);
+    assert.equal(errorCode(missing), 'MANIFEST_UNKNOWN');
+    assert.ok(hub.counters.total > 0);
+  });
 
   test('the server keeps serving after bad input', async () => {
     const r = await get(`${m.url}/v2/alpine/manifests/3`);

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { request } from 'undici';
@@ -86,4 +87,59 @@ test('a new connection is refused once SIGTERM arrived', async () => {
   await drained;
   assert.equal((await s.exited).code, 0);
   up.faults = {};
+});
+
+/** Resolves once the address refuses connections: the server has stopped accepting. */
+async function refusing(url: string): Promise<void> {
+  const { hostname, port } = new URL(url);
+  for (;;) {
+    const refused = await new Promise<boolean>((resolve) => {
+      const s = connect(Number(port), hostname, () => {
+        s.destroy();
+        resolve(false);
+      });
+      s.once('error', () => resolve(true));
+    });
+    if (refused) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test('13.7 a second SIGTERM stops waiting for shutdownGrace and cuts what is left', async () => {
+  up.faults = { blobBytesPerSecond: 4 * MB };
+  const slow = largeBlobImage('library/slower', '1', 40 * MB, 'slower');
+  up.addImage(slow);
+  const [slowDigest] = [...slow.blobs].sort((a, b) => b[1].length - a[1].length)[0];
+  const s = serveChild(join(dir, 'mirror.yaml'));
+  try {
+    const url = await s.url;
+    const res = await request(`${url}/v2/library/slower/blobs/${slowDigest}`, { signal: AbortSignal.timeout(60_000) });
+    assert.equal(res.statusCode, 200);
+    let received = 0;
+    const body = (async () => {
+      try {
+        for await (const chunk of res.body) received += (chunk as Buffer).length;
+        return 'complete';
+      } catch {
+        return 'cut';
+      }
+    })();
+    s.kill('SIGTERM');
+    await refusing(url);
+    // The first signal lets the response go on.
+    const before = received;
+    while (received === before) await new Promise((r) => setTimeout(r, 20));
+    const second = Date.now();
+    s.kill('SIGTERM');
+    const exit = await s.exited;
+    const tookMs = Date.now() - second;
+    assert.equal(exit.code, 0);
+    assert.ok(tookMs < 5000, `exited ${tookMs} ms after the second SIGTERM (grace is 20 s, the transfer needs ~10 s)`);
+    assert.equal(await body, 'cut');
+    assert.ok(received < 40 * MB);
+    assert.deepEqual(await readdir(join(dir, 'data', 'tmp')), [], 'the abandoned download left no temp file');
+  } finally {
+    s.kill('SIGKILL');
+    up.faults = {};
+  }
 });

@@ -3,9 +3,10 @@
 // idle and header timeouts against slow or hostile clients, and a graceful close that
 // lets responses in flight finish within a grace period.
 import { readFile } from 'node:fs/promises';
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { createSecureServer, type Http2SecureServer } from 'node:http2';
+import { createServer as createHttpServer, Server as HttpServer } from 'node:http';
+import { createSecureServer, type Http2SecureServer, type ServerHttp2Session } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { getRequestListener } from '@hono/node-server';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
@@ -18,17 +19,18 @@ export interface Listener {
   port: number;
   /** Re-reads the TLS certificate and key; new connections use them, open ones are left alone. */
   reloadTls(): Promise<void>;
-  /** Stops accepting; waits up to `graceMs` for open connections to finish, then cuts them. */
+  /** Stops accepting; waits up to `graceMs` for open connections to finish, then cuts them. Called again, the shorter grace wins. */
   close(graceMs: number): Promise<void>;
 }
 
+/** HTTP/2 streams one connection may have open at once: nginx's and Go's default. */
+export const MAX_STREAMS_PER_CONNECTION = 100;
+
 export async function listen(config: Config, fetch: FetchHandler, log: Logger): Promise<Listener> {
-  const handler = getRequestListener(fetch);
   const tls = config.tls;
-  const server: HttpServer | Http2SecureServer = tls
-    ? createSecureServer({ ...(await readTls(tls)), allowHTTP1: true }, handler)
-    : createHttpServer({ headersTimeout: config.limits.headersTimeoutMs, requestTimeout: 0 }, handler);
-  const sockets = trackConnections(server, config.limits, log);
+  const server = createServer(config.limits, tls && (await readTls(tls)), getRequestListener(fetch));
+  const connections = trackConnections(server, config.limits, log);
+  const close = gracefulCloser(server, connections);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.listen.port, config.listen.host, () => {
@@ -47,19 +49,41 @@ export async function listen(config: Config, fetch: FetchHandler, log: Logger): 
       (server as Http2SecureServer).setSecureContext(await readTls(tls));
       log.info('TLS certificate reloaded', { cert: tls.cert });
     },
-    close: (graceMs) => closeGracefully(server, sockets, graceMs),
+    close,
   };
 }
 
-async function readTls(tls: { cert: string; key: string }): Promise<{ cert: Buffer; key: Buffer }> {
+/** The same limits for both: header deadline, no request deadline (blob bodies are long), bounded streams. */
+function createServer(limits: Config['limits'], tls: TlsFiles | undefined, handler: RequestHandler): HttpServer | Http2SecureServer {
+  const { headersTimeoutMs } = limits;
+  // node:http checks header deadlines only this often; its default (30 s) would double them.
+  const connectionsCheckingInterval = Math.max(10, Math.min(1000, headersTimeoutMs));
+  if (!tls) return createHttpServer({ headersTimeout: headersTimeoutMs, requestTimeout: 0, connectionsCheckingInterval }, handler);
+  const server = createSecureServer({ ...tls, allowHTTP1: true, handshakeTimeout: headersTimeoutMs, settings: { maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION } }, handler);
+  // HTTP/1.1 over TLS runs node:http's connection code, which reads these from the server.
+  Object.assign(server, { headersTimeout: headersTimeoutMs, requestTimeout: 0, connectionsCheckingInterval });
+  return server;
+}
+
+type RequestHandler = ReturnType<typeof getRequestListener>;
+type TlsFiles = { cert: Buffer; key: Buffer };
+
+async function readTls(tls: { cert: string; key: string }): Promise<TlsFiles> {
   const [cert, key] = await Promise.all([readFile(tls.cert), readFile(tls.key)]);
   return { cert, key };
 }
 
+/** Open connections: raw sockets, counted per client address, and the HTTP/2 sessions on some of them. */
+interface Connections {
+  sockets: Set<Socket>;
+  sessions: Set<ServerHttp2Session>;
+}
+
 /** Counts connections per client address, refuses those over the limit, closes idle ones. */
-function trackConnections(server: HttpServer | Http2SecureServer, limits: Config['limits'], log: Logger): Set<Socket> {
-  const sockets = new Set<Socket>();
+function trackConnections(server: HttpServer | Http2SecureServer, limits: Config['limits'], log: Logger): Connections {
+  const conns: Connections = { sockets: new Set(), sessions: new Set() };
   const perClient = new Map<string, number>();
+  const secure = !(server instanceof HttpServer);
   server.on('connection', (socket: Socket) => {
     const who = socket.remoteAddress ?? '?';
     const n = (perClient.get(who) ?? 0) + 1;
@@ -69,28 +93,69 @@ function trackConnections(server: HttpServer | Http2SecureServer, limits: Config
       return;
     }
     perClient.set(who, n);
-    sockets.add(socket);
+    conns.sockets.add(socket);
     // No byte either way for this long: a stalled or hostile client, never a slow transfer.
-    socket.setTimeout(limits.clientIdleTimeoutMs, () => socket.destroy());
+    // Under TLS the raw socket sees no activity of its own: the TLS socket or session is timed.
+    if (!secure) socket.setTimeout(limits.clientIdleTimeoutMs, () => socket.destroy());
     socket.once('close', () => {
-      sockets.delete(socket);
+      conns.sockets.delete(socket);
       const left = (perClient.get(who) ?? 1) - 1;
       if (left > 0) perClient.set(who, left);
       else perClient.delete(who);
     });
   });
-  return sockets;
+  if (secure) watchSecure(server, limits, conns);
+  return conns;
 }
 
-async function closeGracefully(server: HttpServer | Http2SecureServer, sockets: Set<Socket>, graceMs: number): Promise<void> {
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  // Idle keep-alive connections would hold close() open for nothing.
-  (server as HttpServer).closeIdleConnections?.();
-  const deadline = Date.now() + graceMs;
-  while (sockets.size > 0 && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 50));
+/** Idle and header deadlines for TLS connections: HTTP/1.1 ones on their socket, HTTP/2 ones on their session. */
+function watchSecure(server: Http2SecureServer, limits: Config['limits'], conns: Connections): void {
+  server.on('secureConnection', (socket: TLSSocket) => {
+    if (socket.alpnProtocol !== 'h2') socket.setTimeout(limits.clientIdleTimeoutMs, () => socket.destroy());
+  });
+  server.on('session', (session: ServerHttp2Session) => {
+    conns.sessions.add(session);
+    // The session owns the socket: destroying the socket would leave the connection open.
+    session.setTimeout(limits.clientIdleTimeoutMs, () => session.destroy());
+    // An HTTP/2 client has headersTimeout for its first request, as an HTTP/1.1 one has.
+    const first = setTimeout(() => session.destroy(), limits.headersTimeoutMs);
+    session.once('stream', () => clearTimeout(first));
+    session.once('close', () => {
+      clearTimeout(first);
+      conns.sessions.delete(session);
+    });
+  });
+}
+
+/**
+ * close(grace): stop accepting, wait for open connections up to the deadline, then cut them.
+ * A later call with a shorter grace (a second SIGTERM) moves the deadline closer; every call
+ * resolves when the one close is done.
+ */
+function gracefulCloser(server: HttpServer | Http2SecureServer, conns: Connections): (graceMs: number) => Promise<void> {
+  let deadline = Infinity;
+  let closing: Promise<void> | undefined;
+  let wake: (() => void) | undefined;
+  const run = async () => {
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    // Idle keep-alive connections would hold close() open for nothing. An HTTP/2 session is
+    // told to go away: its open streams finish, then it closes.
     (server as HttpServer).closeIdleConnections?.();
-  }
-  for (const s of sockets) s.destroy();
-  await closed;
+    for (const s of conns.sessions) s.close();
+    while (conns.sockets.size > 0 && Date.now() < deadline) {
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, Math.min(50, Math.max(0, deadline - Date.now())));
+      });
+      (server as HttpServer).closeIdleConnections?.();
+    }
+    for (const s of conns.sessions) s.destroy();
+    for (const s of conns.sockets) s.destroy();
+    await closed;
+  };
+  return (graceMs) => {
+    deadline = Math.min(deadline, Date.now() + graceMs);
+    wake?.();
+    return (closing ??= run());
+  };
 }

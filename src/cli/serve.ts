@@ -62,12 +62,15 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   }
 
   let closing: Promise<void> | undefined;
-  const stop = (graceMs: number) =>
-    (closing ??= (async () => {
+  const stop = (graceMs: number) => {
+    // Already closing (a second signal): only cut the grace short.
+    if (closing) void listener.close(graceMs);
+    return (closing ??= (async () => {
       clearInterval(verifier);
       await listener.close(graceMs);
       await ctx.close();
     })());
+  };
   return {
     url: listener.url,
     port: listener.port,

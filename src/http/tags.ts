@@ -33,8 +33,27 @@ export async function serveReferrers(c: Context, manifests: ManifestCache, t: Re
   const query = artifactType ? `?${new URLSearchParams({ artifactType })}` : '';
   const body = await manifests.referrers(t, digest, query);
   const headers: Record<string, string> = { 'content-type': body.contentType ?? 'application/vnd.oci.image.index.v1+json' };
-  if (artifactType) headers['oci-filters-applied'] = 'artifactType';
-  return c.body(new Uint8Array(body.bytes), 200, headers);
+  const filtered = artifactType ? filterReferrers(body.bytes, artifactType) : undefined;
+  if (filtered) headers['oci-filters-applied'] = 'artifactType';
+  return c.body(new Uint8Array(filtered ?? body.bytes), 200, headers);
+}
+
+/**
+ * Upstreams need not filter (the spec lets them ignore artifactType), so the mirror does,
+ * as distribution does, and only then says it did. A body that is no index is passed on
+ * as it came, claiming nothing.
+ */
+function filterReferrers(bytes: Buffer, artifactType: string): Buffer | undefined {
+  let index: unknown;
+  try {
+    index = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  const list = (index as { manifests?: unknown } | null)?.manifests;
+  if (typeof index !== 'object' || index === null || !Array.isArray(list)) return undefined;
+  const manifests = list.filter((d) => (d as { artifactType?: unknown } | null)?.artifactType === artifactType);
+  return Buffer.from(JSON.stringify({ ...index, manifests }));
 }
 
 /** `</v2/library/x/tags/list?n=2&last=b>; rel="next"` → the client's own path, keeping n and last. */

@@ -78,9 +78,14 @@ export function parseManifest(bytes: Uint8Array, contentType?: string): ParsedMa
   const header = contentType?.split(';')[0].trim();
   const declared = typeof m.mediaType === 'string' ? m.mediaType : undefined;
   const mediaType = declared ?? (header && header !== 'application/json' ? header : Array.isArray(m.manifests) ? OCI_INDEX : OCI_MANIFEST);
-  const manifests = Array.isArray(m.manifests) ? m.manifests.filter(isDescriptor) : [];
-  const blobs = [m.config, ...(Array.isArray(m.layers) ? m.layers : [])].filter(isDescriptor);
-  return { mediaType, manifests, blobs };
+  // Only the fields the media type defines are references: an index that also carries
+  // `layers` (CVE-2021-41190) must not make the mirror believe its repository holds them.
+  if (isIndexType(mediaType)) return { mediaType, manifests: descriptors(m.manifests), blobs: [] };
+  return { mediaType, manifests: [], blobs: [m.config, ...(Array.isArray(m.layers) ? m.layers : [])].filter(isDescriptor) };
+}
+
+function descriptors(list: unknown): Descriptor[] {
+  return Array.isArray(list) ? list.filter(isDescriptor) : [];
 }
 
 function isDescriptor(v: unknown): v is Descriptor {

@@ -17,6 +17,8 @@ export type HashReply = { id: number; digest: string; size: number } | { id: num
 const SCRIPT = new URL('./hash-thread.js', import.meta.url);
 
 let worker: Worker | undefined;
+/** Settles when `worker` has exited. */
+let workerExited: Promise<void> = Promise.resolve();
 let nextId = 1;
 const waiting = new Map<number, { resolve: (r: { digest: string; size: number }) => void; reject: (e: Error) => void }>();
 
@@ -39,11 +41,17 @@ function thread(): Worker {
   };
   w.on('error', fail);
   w.on('exit', (code) => fail(new Error(`hash worker exited with code ${code}`)));
+  workerExited = new Promise((resolve) => w.once('exit', () => resolve()));
   // Held only while a job is open (attaching a listener refs it, so this comes after):
   // an idle thread must not keep the process alive, a job waiting on it must.
   if (active === 0) w.unref();
   worker = w;
   return w;
+}
+
+/** The hash thread now running, if any, and a promise of its exit: a lingering thread's end can be awaited. */
+export function hashThread(): { threadId: number; exited: Promise<void> } | undefined {
+  return worker && { threadId: worker.threadId, exited: workerExited };
 }
 
 /** Jobs opened and not yet ended or dropped. */
