@@ -48,6 +48,11 @@ export class Metrics {
     help: 'Stored blobs found not to match their digest',
     registers: [this.registry],
   });
+  readonly metadataFlushFailures = new Counter({
+    name: 'regmirror_metadata_flush_failures_total',
+    help: 'Batched metadata writes (access times, roll-ups) that failed and were kept for the next try (database locked by another process, disk full)',
+    registers: [this.registry],
+  });
   readonly passThrough = new Counter({
     name: 'regmirror_passthrough_total',
     help: 'Blob downloads streamed to clients without caching (store write failed, e.g. disk full)',

@@ -104,12 +104,19 @@ export async function setPinned(ctx: Ctx, image: string, pinned: boolean): Promi
 async function repin(ctx: Ctx): Promise<void> {
   const keep = new Set<string>();
   for (const t of tags(ctx).filter((x) => x.pinned)) for (const d of await imageDigests(ctx, t.digest)) keep.add(d);
+  // Found outside the transaction: beside a running server, the write lock is held only
+  // for the changes, never for a walk of every row.
+  const pin: string[] = [];
+  const unpin: string[] = [];
+  for (const b of ctx.metadata.allBlobs()) {
+    const row = ctx.metadata.getBlob(b.digest);
+    if (keep.has(b.digest) && row && !row.pinned) pin.push(b.digest);
+    if (!keep.has(b.digest) && row?.pinned) unpin.push(b.digest);
+  }
+  if (pin.length + unpin.length === 0) return;
   ctx.metadata.transaction(() => {
-    for (const b of ctx.metadata.allBlobs()) {
-      const row = ctx.metadata.getBlob(b.digest);
-      if (keep.has(b.digest) && !row?.pinned) ctx.metadata.pinBlob(b.digest);
-      if (!keep.has(b.digest) && row?.pinned) ctx.metadata.unpinBlob(b.digest);
-    }
+    for (const d of pin) ctx.metadata.pinBlob(d);
+    for (const d of unpin) ctx.metadata.unpinBlob(d);
   });
 }
 
