@@ -130,15 +130,23 @@ export class BlobCache {
     const { metadata } = this.#deps;
     const st = await this.#intact(digest);
     // Read after the await: a download may have published and linked the blob meanwhile.
-    const linked = metadata.isLinked(t.upstream.name, t.repository, digest);
-    if (st) {
-      if (!linked) {
-        // The bytes are here, but this repository may not hold them: ask before serving.
-        await t.upstream.headBlob(t.repository, digest);
-        metadata.link(t.upstream.name, t.repository, digest);
-      }
+    let linked = metadata.isLinked(t.upstream.name, t.repository, digest);
+    if (st && linked) {
       metadata.touch(digest);
       return st;
+    }
+    if (st) {
+      // The bytes are here, but this repository may not hold them: ask before serving,
+      // keeping the blob from eviction meanwhile, and look again after (another process,
+      // gc or cache rm, may still have removed it).
+      await this.#holding(digest, () => t.upstream.headBlob(t.repository, digest));
+      metadata.link(t.upstream.name, t.repository, digest);
+      linked = true;
+      const still = await this.#intact(digest);
+      if (still) {
+        metadata.touch(digest);
+        return still;
+      }
     }
     let dl = this.#downloads.get(digest);
     // A failed download is not joined; nor is one streaming without caching, whose early
@@ -188,6 +196,22 @@ export class BlobCache {
     return undefined;
   }
 
+  /** Runs `fn` with `digest` counted as in use, so the evictor leaves it alone. */
+  async #holding<T>(digest: Digest, fn: () => Promise<T>): Promise<T> {
+    this.#readers.set(digest, (this.#readers.get(digest) ?? 0) + 1);
+    try {
+      return await fn();
+    } finally {
+      this.#release(digest);
+    }
+  }
+
+  #release(digest: Digest): void {
+    const n = (this.#readers.get(digest) ?? 1) - 1;
+    if (n > 0) this.#readers.set(digest, n);
+    else this.#readers.delete(digest);
+  }
+
   /** Counts an open reader until it is closed. */
   #track(digest: Digest, source: BodySource): BodySource {
     this.#readers.set(digest, (this.#readers.get(digest) ?? 0) + 1);
@@ -197,9 +221,7 @@ export class BlobCache {
       close: () => {
         if (open) {
           open = false;
-          const n = (this.#readers.get(digest) ?? 1) - 1;
-          if (n > 0) this.#readers.set(digest, n);
-          else this.#readers.delete(digest);
+          this.#release(digest);
         }
         return source.close();
       },
