@@ -190,6 +190,9 @@ export class BlobCache {
     const row = metadata.getBlob(digest);
     if (row && row.size === st.size && (row.mtimeMs === undefined || Math.abs(row.mtimeMs - st.mtimeMs) < 1)) return st;
     if (this.inUse(digest)) return undefined;
+    // No row yet may mean another process (import, prewarm) has just published it and
+    // records it next: a miss for now, not a leftover to delete.
+    if (!row && (await store.recentlyPublished(digest))) return undefined;
     log.warn(row ? 'stored blob changed on disk; fetching it again' : 'stored blob has no record; fetching it again', { digest });
     metadata.removeBlobs([digest]);
     await store.remove(digest);

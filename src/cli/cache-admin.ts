@@ -142,6 +142,8 @@ export async function removeImages(ctx: Ctx, sel: Selector): Promise<{ images: C
 
 export interface GcReport {
   orphanFiles: number;
+  /** Files with no row, left alone: published too recently (their publisher may be about to record them). */
+  recentFiles: number;
   orphanFileBytes: number;
   missingFiles: number;
   links: number;
@@ -154,9 +156,14 @@ const ROLLUP_DAYS = 30;
 
 /** Makes the store and the database agree; with dryRun, only counts. */
 export async function gc(ctx: Ctx, dryRun: boolean): Promise<GcReport> {
-  const report: GcReport = { orphanFiles: 0, orphanFileBytes: 0, missingFiles: 0, links: 0, manifests: 0, tags: 0, rollups: 0 };
+  const report: GcReport = { orphanFiles: 0, recentFiles: 0, orphanFileBytes: 0, missingFiles: 0, links: 0, manifests: 0, tags: 0, rollups: 0 };
   for await (const d of ctx.store.walk()) {
     if (ctx.metadata.getBlob(d)) continue;
+    // Maybe just published by an import or download beside us that records it next.
+    if (await ctx.store.recentlyPublished(d, ctx.now())) {
+      report.recentFiles++;
+      continue;
+    }
     const st = await ctx.store.stat(d);
     report.orphanFiles++;
     report.orphanFileBytes += st?.size ?? 0;
