@@ -153,6 +153,20 @@ describe('tools beside a running server', () => {
     assert.match(v.stdout, / 0 bad/, v.stdout + v.stderr);
   });
 
+  test('13.8 gc while a prewarm has published but not yet recorded deletes nothing of it', async () => {
+    const { dataDir, config } = await fresh(up.url);
+    const warm = stoppedAt('publish:after-rename', ['prewarm', '--config', config, 'library/bundled:1']);
+    await warm.stopped;
+    const gc = await cli(['gc', '--config', config]);
+    assert.equal(gc.code, 0, gc.stderr);
+    warm.cont();
+    const done = await warm.exited;
+    assert.equal(done.code, 0, done.stderr);
+    const v = await cli(['verify', '--config', config]);
+    assert.match(v.stdout, / 0 bad/, v.stdout + v.stderr);
+    for (const d of [bundled.root.digest, ...bundled.blobs.keys()]) assert.ok(existsSync(blobPath(dataDir, d)), `${d} is stored`);
+  });
+
   test('13.8 a running server’s integrity check while an import has published but not yet recorded deletes nothing of it', async () => {
     const { dataDir, config } = await fresh(empty.url);
     const s = serveChild(config);

@@ -20,11 +20,17 @@ import { InlineHash, OffThreadHash, type ContentHash } from './content-hash.js';
  * kills itself with SIGKILL, so a kill lands exactly there rather than by luck of timing.
  */
 const CRASH_AT = process.env.REGMIRROR_CRASH_AT;
-/** Likewise, REGMIRROR_STOP_AT stops the process there (SIGSTOP) until it gets SIGCONT: another process acts meanwhile. */
-const STOP_AT = process.env.REGMIRROR_STOP_AT;
+/**
+ * Likewise, REGMIRROR_STOP_AT stops the process the first time it gets there (SIGSTOP),
+ * until it gets SIGCONT: another process acts meanwhile.
+ */
+let stopAt = process.env.REGMIRROR_STOP_AT;
 export function crashPoint(name: string): void {
   if (CRASH_AT === name) process.kill(process.pid, 'SIGKILL');
-  if (STOP_AT === name) process.kill(process.pid, 'SIGSTOP');
+  if (stopAt === name) {
+    stopAt = undefined;
+    process.kill(process.pid, 'SIGSTOP');
+  }
 }
 
 /** An inclusive byte range, as HTTP Range speaks of it. */
