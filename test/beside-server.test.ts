@@ -47,9 +47,53 @@ function stoppedAt(at: string, args: string[]): { stopped: Promise<void>; exited
   return { stopped, exited, cont: () => child.kill('SIGCONT') };
 }
 
+/** `regmirror serve` that stops itself the first time it reaches crash point `at`. */
+function serveStoppingAt(config: string, at: string): { url: Promise<string>; stopped: Promise<void>; cont(): void; kill(): Promise<void> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve', '--config', config], { env: { ...process.env, REGMIRROR_STOP_AT: at }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let seen = '';
+  child.stderr!.on('data', (c: Buffer) => (seen += c.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  let gone = false;
+  void exited.then(() => (gone = true));
+  const check = () => {
+    if (gone) throw new Error(`regmirror serve exited:\n${seen}`);
+  };
+  const url = (async () => {
+    await until('regmirror serve to listen', () => (check(), /"msg":"listening"/.test(seen)));
+    return /"msg":"listening".*?"url":"([^"]+)"/.exec(seen)![1];
+  })();
+  const state = async () => (await readFile(`/proc/${child.pid}/stat`, 'utf8').catch(() => '')).split(') ')[1]?.[0];
+  const stopped = until(`regmirror serve to stop at ${at}`, async () => (check(), (await state()) === 'T'), 60_000);
+  url.catch(() => {});
+  stopped.catch(() => {});
+  return {
+    url,
+    stopped,
+    cont: () => child.kill('SIGCONT'),
+    kill: async () => {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
 function blobPath(dataDir: string, digest: string): string {
   const hex = digest.slice(7);
   return join(dataDir, 'blobs', 'sha256', hex.slice(0, 2), hex);
+}
+
+function counter(text: string, name: string): number {
+  const m = new RegExp(`^${name} (\\d+)`, 'm').exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
+function isPinned(dataDir: string, digest: string): boolean {
+  const db = new Database(join(dataDir, 'mirror.db'), { readonly: true, fileMustExist: true });
+  try {
+    return (db.prepare('SELECT pinned FROM blobs WHERE digest = ?').get(digest) as { pinned: number } | undefined)?.pinned === 1;
+  } finally {
+    db.close();
+  }
 }
 
 /** Pinned rows whose file is missing: must always be none. */
@@ -222,5 +266,40 @@ describe('tools beside a running server', () => {
     }
     const v = await cli(['verify', '--config', config]);
     assert.match(v.stdout, / 0 bad/, v.stdout + v.stderr);
+  });
+
+  test('13.8 the evictor never removes a blob an import pinned after the evictor chose it', async () => {
+    const older = await singleImage({ name: 'library/older', tag: '1', seed: 'beside-older', layerSizes: [400_000] });
+    const filler = largeBlobImage('library/filler2', '1', 3 * MB, 'beside-filler2');
+    up.addImage(older);
+    up.addImage(filler);
+    const { dataDir, config } = await fresh(up.url, 'storage:\n  maxSize: 3MiB\n  highWatermark: 90\n  lowWatermark: 50\n');
+    const s = serveStoppingAt(config, 'evict:before-delete');
+    try {
+      const url = await s.url;
+      for (const img of [older, bundled]) {
+        assert.equal((await get(`${url}/v2/${img.name}/manifests/1`)).status, 200);
+        for (const [d] of img.blobs) assert.equal(sha256((await get(`${url}/v2/${img.name}/blobs/${d}`)).body), d);
+      }
+      await until('the pulled blobs to be stored', () => [...older.blobs.keys(), ...bundled.blobs.keys()].every((d) => existsSync(blobPath(dataDir, d))));
+      // The filler pushes the store over its limit: the evictor picks the least recently
+      // used (older, then bundled) and the server stops just before it deletes them.
+      const [big] = [...filler.blobs].sort((a, b) => b[1].length - a[1].length)[0];
+      const pulling = get(`${url}/v2/${filler.name}/blobs/${big}`).catch(() => undefined);
+      await s.stopped;
+      // Meanwhile an import pins the bundled image (its blobs are in the store: held, not written).
+      const imp = await cli(['import', '--config', config, bundle]);
+      assert.equal(imp.code, 0, imp.stderr);
+      s.cont();
+      await pulling;
+      await until('the evictor to remove the unpinned image', async () => !existsSync(blobPath(dataDir, [...older.blobs.keys()][0])) && counter((await get(`${url}/metrics`)).body.toString(), 'regmirror_evicted_blobs_total') > 0);
+      assert.deepEqual(pinnedWithoutFile(dataDir), []);
+      for (const d of [bundled.root.digest, ...bundled.blobs.keys()]) {
+        assert.ok(existsSync(blobPath(dataDir, d)), `${d}, pinned by the import, is still stored`);
+        assert.ok(isPinned(dataDir, d), `${d} is still recorded and pinned`);
+      }
+    } finally {
+      await s.kill();
+    }
   });
 });

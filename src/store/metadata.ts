@@ -242,6 +242,25 @@ export class MetadataDb {
     })();
   }
 
+  /**
+   * Forgets the blobs that are still unpinned (the evictor chose them a moment ago; an
+   * import in another process may have pinned some since). Returns the ones forgotten,
+   * whose files may go.
+   */
+  evictBlobs(digests: string[]): string[] {
+    this.#hot.forget();
+    const gone: string[] = [];
+    this.#db.transaction(() => {
+      for (const d of digests) {
+        if (this.#maintenance('DELETE FROM blobs WHERE digest = ? AND pinned = 0').run(d).changes === 0) continue;
+        this.#deleteManifest.run(d);
+        this.#deleteLinks.run(d);
+        gone.push(d);
+      }
+    })();
+    return gone;
+  }
+
   unpinBlob(digest: string): void {
     this.#hot.forget();
     this.#unpinBlob.run(digest);
