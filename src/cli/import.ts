@@ -183,7 +183,6 @@ async function receive(ctx: CacheWriter, input: NodeJS.ReadableStream, received:
       throw err;
     }
     if (temp) await temp.syncAndClose();
-    else if (!received.has(digest)) received.set(digest, { size: entry.size });
   }
   if (!layout) throw new LayoutError(LAYOUT_FILE, 'missing from the bundle');
   parseLayoutFile(layout);
