@@ -48,6 +48,16 @@ export class Metrics {
     help: 'Stored blobs found not to match their digest',
     registers: [this.registry],
   });
+  readonly digestMismatches = new Counter({
+    name: 'regmirror_blob_digest_mismatches_total',
+    help: 'Blob downloads whose content did not match its digest (the digest is then refused for a minute without asking the upstream)',
+    registers: [this.registry],
+  });
+  readonly metadataFlushFailures = new Counter({
+    name: 'regmirror_metadata_flush_failures_total',
+    help: 'Batched metadata writes (access times, roll-ups) that failed and were kept for the next try (database locked by another process, disk full)',
+    registers: [this.registry],
+  });
   readonly passThrough = new Counter({
     name: 'regmirror_passthrough_total',
     help: 'Blob downloads streamed to clients without caching (store write failed, e.g. disk full)',

@@ -2,7 +2,7 @@
 // rm, gc --dry-run and gc, verify and verify --repair after a byte flipped on disk.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, open, rm, unlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, open, rm, unlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -116,6 +116,9 @@ describe('cache, gc and verify commands', () => {
     const strayPath = blobPath(dataDir, sha256(stray));
     await mkdir(join(strayPath, '..'), { recursive: true });
     await writeFile(strayPath, stray);
+    // Left long ago: a file published within the last hour may be about to be recorded.
+    const longAgo = new Date(Date.now() - 2 * 3_600_000);
+    await utimes(strayPath, longAgo, longAgo);
     const [configDigest] = [...a.blobs].sort((x, y) => x[1].length - y[1].length)[0];
     await copyFile(blobPath(dataDir, configDigest), join(dir, 'config.bak'));
     await unlink(blobPath(dataDir, configDigest));

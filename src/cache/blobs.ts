@@ -1,6 +1,7 @@
 // BlobCache: answers blob HEAD and GET for a repository of an upstream. A cached blob is
 // served only for repositories it is linked to; an unlinked one is first checked with an
 // upstream HEAD. A miss joins the download in flight for the digest or starts one.
+import { DigestMismatch, SizeMismatch, UpstreamInvalid } from '../errors.js';
 import type { Logger } from '../log.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import { isNonDistributableType, type Descriptor } from '../oci/manifest.js';
@@ -38,7 +39,16 @@ export interface BlobCacheDeps {
   onPublished?: (bytes: number) => void;
   /** The store refused a write (disk full, read-only). */
   onStoreFull?: (err: Error) => void;
+  now?: () => number;
 }
+
+/**
+ * How long a blob the upstream served with the wrong content is refused without asking
+ * again: long enough that retrying clients do not each download a corrupt blob in full,
+ * short enough that a fixed upstream is soon used again.
+ */
+export const MISMATCH_MEMORY_MS = 60_000;
+const MISMATCH_MAX = 10_000;
 
 /** Blob lookups and single-flight downloads. */
 export class BlobCache {
@@ -47,6 +57,8 @@ export class BlobCache {
   readonly #shutdown = new AbortController();
   /** Open readers of stored blobs: eviction leaves these alone. */
   readonly #readers = new Map<Digest, number>();
+  /** Digests whose last download did not match: when it was seen. */
+  readonly #mismatched = new Map<Digest, number>();
 
   constructor(deps: BlobCacheDeps) {
     this.#deps = deps;
@@ -118,20 +130,29 @@ export class BlobCache {
     const { metadata } = this.#deps;
     const st = await this.#intact(digest);
     // Read after the await: a download may have published and linked the blob meanwhile.
-    const linked = metadata.isLinked(t.upstream.name, t.repository, digest);
-    if (st) {
-      if (!linked) {
-        // The bytes are here, but this repository may not hold them: ask before serving.
-        await t.upstream.headBlob(t.repository, digest);
-        metadata.link(t.upstream.name, t.repository, digest);
-      }
+    let linked = metadata.isLinked(t.upstream.name, t.repository, digest);
+    if (st && linked) {
       metadata.touch(digest);
       return st;
+    }
+    if (st) {
+      // The bytes are here, but this repository may not hold them: ask before serving,
+      // keeping the blob from eviction meanwhile, and look again after (another process,
+      // gc or cache rm, may still have removed it).
+      await this.#holding(digest, () => t.upstream.headBlob(t.repository, digest));
+      metadata.link(t.upstream.name, t.repository, digest);
+      linked = true;
+      const still = await this.#intact(digest);
+      if (still) {
+        metadata.touch(digest);
+        return still;
+      }
     }
     let dl = this.#downloads.get(digest);
     // A failed download is not joined; nor is one streaming without caching, whose early
     // bytes are gone from memory: this client gets a download of its own.
     if (dl?.failed || dl?.passthrough) dl = undefined;
+    if (!dl) this.#refuseMismatched(digest);
     if (dl && !linked && (dl.upstream !== t.upstream || dl.repository !== t.repository)) {
       // Joining a download started through another repository is no way around the link rule.
       await t.upstream.headBlob(t.repository, digest);
@@ -169,10 +190,29 @@ export class BlobCache {
     const row = metadata.getBlob(digest);
     if (row && row.size === st.size && (row.mtimeMs === undefined || Math.abs(row.mtimeMs - st.mtimeMs) < 1)) return st;
     if (this.inUse(digest)) return undefined;
+    // No row yet may mean another process (import, prewarm) has just published it and
+    // records it next: a miss for now, not a leftover to delete.
+    if (!row && (await store.recentlyPublished(digest))) return undefined;
     log.warn(row ? 'stored blob changed on disk; fetching it again' : 'stored blob has no record; fetching it again', { digest });
     metadata.removeBlobs([digest]);
     await store.remove(digest);
     return undefined;
+  }
+
+  /** Runs `fn` with `digest` counted as in use, so the evictor leaves it alone. */
+  async #holding<T>(digest: Digest, fn: () => Promise<T>): Promise<T> {
+    this.#readers.set(digest, (this.#readers.get(digest) ?? 0) + 1);
+    try {
+      return await fn();
+    } finally {
+      this.#release(digest);
+    }
+  }
+
+  #release(digest: Digest): void {
+    const n = (this.#readers.get(digest) ?? 1) - 1;
+    if (n > 0) this.#readers.set(digest, n);
+    else this.#readers.delete(digest);
   }
 
   /** Counts an open reader until it is closed. */
@@ -184,9 +224,7 @@ export class BlobCache {
       close: () => {
         if (open) {
           open = false;
-          const n = (this.#readers.get(digest) ?? 1) - 1;
-          if (n > 0) this.#readers.set(digest, n);
-          else this.#readers.delete(digest);
+          this.#release(digest);
         }
         return source.close();
       },
@@ -199,8 +237,38 @@ export class BlobCache {
     const forget = () => {
       if (this.#downloads.get(digest) === dl) this.#downloads.delete(digest);
     };
-    dl.done.then(forget, forget);
+    dl.done.then(forget, (err: unknown) => {
+      forget();
+      if (err instanceof DigestMismatch || err instanceof SizeMismatch) this.#rememberMismatch(digest);
+    });
     return dl;
+  }
+
+  #rememberMismatch(digest: Digest): void {
+    const now = this.#now();
+    if (this.#mismatched.size >= MISMATCH_MAX) {
+      for (const [d, at] of this.#mismatched) if (now - at >= MISMATCH_MEMORY_MS) this.#mismatched.delete(d);
+      if (this.#mismatched.size >= MISMATCH_MAX) this.#mismatched.clear();
+    }
+    this.#mismatched.set(digest, now);
+    this.#deps.metrics?.digestMismatches.inc();
+  }
+
+  /** Throws, without asking the upstream, while a download of `digest` recently brought the wrong content. */
+  #refuseMismatched(digest: Digest): void {
+    const at = this.#mismatched.get(digest);
+    if (at === undefined) return;
+    const age = this.#now() - at;
+    if (age >= MISMATCH_MEMORY_MS) {
+      this.#mismatched.delete(digest);
+      return;
+    }
+    const wait = Math.ceil((MISMATCH_MEMORY_MS - age) / 1000);
+    throw new UpstreamInvalid(`blob ${digest} from the upstream did not match its digest ${Math.floor(age / 1000)} s ago; not fetched again for ${wait} s`);
+  }
+
+  #now(): number {
+    return (this.#deps.now ?? Date.now)();
   }
 
   /** Aborts downloads in flight (their temp files are removed) and waits for them to settle. */

@@ -5,7 +5,7 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { FsBlobStore } from '../store/blob-store.js';
+import { crashPoint, type FsBlobStore } from '../store/blob-store.js';
 import type { MetadataDb } from '../store/metadata.js';
 import type { Digest } from '../oci/digest.js';
 
@@ -100,13 +100,21 @@ export class Evictor {
         size -= c.size;
       }
       if (victims.length === 0) continue;
+      crashPoint('evict:before-delete');
       // The rows go first: a crash between the two leaves a file without a row, which is
-      // never served as a hit and is swept by gc.
-      metadata.removeBlobs(victims.map((v) => v.digest));
-      for (const v of victims) await store.remove(v.digest as Digest);
-      removed += victims.length;
-      metrics?.evictions.inc(victims.length);
-      metadata.bump('(store)', 'evicted', victims.length);
+      // never served as a hit and is swept by gc. A row pinned since it was chosen (an
+      // import beside the server) stays, and so does its file.
+      const gone = new Set(metadata.evictBlobs(victims.map((v) => v.digest)));
+      for (const v of victims) {
+        if (gone.has(v.digest)) await store.remove(v.digest as Digest);
+        else {
+          size += v.size;
+          skipped.add(v.digest);
+        }
+      }
+      removed += gone.size;
+      metrics?.evictions.inc(gone.size);
+      metadata.bump('(store)', 'evicted', gone.size);
       await yieldToLoop();
     }
     if (removed > 0) log.info('evicted least-recently-used blobs', { removed, freed: started - size, storeBytes: size, lowWatermarkBytes: this.lowBytes });

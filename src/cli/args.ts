@@ -9,7 +9,7 @@ commands:
   prewarm IMAGE... [-f FILE] [--platform linux/amd64,linux/arm64|all] [--concurrency N]
          [--server URL | --config FILE] [--referrers] [--dry-run] [--json]
                                               fill the cache ahead of a rollout
-  export -o FILE|- IMAGE...|--all [--platform LIST] [--fetch] [--config FILE]
+  export -o FILE|- IMAGE...|--all [--strict] [--platform LIST] [--fetch] [--config FILE]
                                               write cached images as an OCI image-layout tar
   import FILE|- [--config FILE]               verify a bundle and add it to the cache, tags pinned
   status [--server URL | --config FILE] [--json]
@@ -32,7 +32,8 @@ options:
       --dry-run           say what is cached and what would be fetched; fetch nothing
       --offline           never contact an upstream (serve)
   -o, --output FILE       export: the tar to write (- for standard output)
-      --all               export: every tag in the cache
+      --all               export: every tag in the cache (tags no longer whole in it are skipped with a warning)
+      --strict            export --all: fail instead of skipping such a tag
       --fetch             export: prewarm what is missing first
       --repository R      cache rm: every tag of a repository (e.g. docker.io/library/nginx)
       --older-than AGE    cache rm: images not pulled for this long (30d, 12h)
@@ -61,6 +62,7 @@ export const OPTIONS = {
   offline: { type: 'boolean' },
   output: { type: 'string', short: 'o' },
   all: { type: 'boolean' },
+  strict: { type: 'boolean' },
   fetch: { type: 'boolean' },
   repository: { type: 'string' },
   'older-than': { type: 'string' },

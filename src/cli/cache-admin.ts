@@ -104,12 +104,19 @@ export async function setPinned(ctx: Ctx, image: string, pinned: boolean): Promi
 async function repin(ctx: Ctx): Promise<void> {
   const keep = new Set<string>();
   for (const t of tags(ctx).filter((x) => x.pinned)) for (const d of await imageDigests(ctx, t.digest)) keep.add(d);
+  // Found outside the transaction: beside a running server, the write lock is held only
+  // for the changes, never for a walk of every row.
+  const pin: string[] = [];
+  const unpin: string[] = [];
+  for (const b of ctx.metadata.allBlobs()) {
+    const row = ctx.metadata.getBlob(b.digest);
+    if (keep.has(b.digest) && row && !row.pinned) pin.push(b.digest);
+    if (!keep.has(b.digest) && row?.pinned) unpin.push(b.digest);
+  }
+  if (pin.length + unpin.length === 0) return;
   ctx.metadata.transaction(() => {
-    for (const b of ctx.metadata.allBlobs()) {
-      const row = ctx.metadata.getBlob(b.digest);
-      if (keep.has(b.digest) && !row?.pinned) ctx.metadata.pinBlob(b.digest);
-      if (!keep.has(b.digest) && row?.pinned) ctx.metadata.unpinBlob(b.digest);
-    }
+    for (const d of pin) ctx.metadata.pinBlob(d);
+    for (const d of unpin) ctx.metadata.unpinBlob(d);
   });
 }
 
@@ -135,6 +142,8 @@ export async function removeImages(ctx: Ctx, sel: Selector): Promise<{ images: C
 
 export interface GcReport {
   orphanFiles: number;
+  /** Files with no row, left alone: published too recently (their publisher may be about to record them). */
+  recentFiles: number;
   orphanFileBytes: number;
   missingFiles: number;
   links: number;
@@ -147,9 +156,14 @@ const ROLLUP_DAYS = 30;
 
 /** Makes the store and the database agree; with dryRun, only counts. */
 export async function gc(ctx: Ctx, dryRun: boolean): Promise<GcReport> {
-  const report: GcReport = { orphanFiles: 0, orphanFileBytes: 0, missingFiles: 0, links: 0, manifests: 0, tags: 0, rollups: 0 };
+  const report: GcReport = { orphanFiles: 0, recentFiles: 0, orphanFileBytes: 0, missingFiles: 0, links: 0, manifests: 0, tags: 0, rollups: 0 };
   for await (const d of ctx.store.walk()) {
     if (ctx.metadata.getBlob(d)) continue;
+    // Maybe just published by an import or download beside us that records it next.
+    if (await ctx.store.recentlyPublished(d, ctx.now())) {
+      report.recentFiles++;
+      continue;
+    }
     const st = await ctx.store.stat(d);
     report.orphanFiles++;
     report.orphanFileBytes += st?.size ?? 0;

@@ -81,6 +81,7 @@ export async function gcCommand(values: Values): Promise<number> {
     const verb = dry ? 'would remove' : 'removed';
     out(values, r, [
       `${verb} ${r.orphanFiles} file(s) with no record (${formatBytes(r.orphanFileBytes)})`,
+      ...(r.recentFiles > 0 ? [`left ${r.recentFiles} file(s) with no record published within the last hour (another process may be recording them)`] : []),
       `${verb} ${r.missingFiles} record(s) whose file is gone`,
       `${verb} ${r.links} link(s), ${r.manifests} manifest row(s) and ${r.tags} tag(s) pointing at nothing`,
       `${verb} ${r.rollups} hourly roll-up(s) older than 30 days`,

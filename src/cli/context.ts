@@ -50,13 +50,17 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     const swept = await store.sweepTmp();
     if (swept > 0) log.info('removed unfinished downloads left by a previous run', { files: swept });
   }
-  const metadata = new MetadataDb(join(config.dataDir, 'mirror.db'), { now });
   const metrics = new Metrics({ defaultMetrics: opts.sweepTmp === true });
+  const onFlushError = (err: Error, pending: { touches: number; rollups: number }) => {
+    metrics.metadataFlushFailures.inc();
+    log.warn('metadata flush failed; the counts are kept for the next one', { err, ...pending });
+  };
+  const metadata = new MetadataDb(join(config.dataDir, 'mirror.db'), { now, onFlushError });
   const observer = observeInto(metadata, metrics);
   const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline }));
   const upstreams = new UpstreamTable(clients, config.defaultUpstream);
   let evictor: Evictor | undefined;
-  const blobs = new BlobCache({ store, metadata, metrics, log: log.child({ component: 'blobs' }), onPublished: () => evictor?.poke(), onStoreFull: () => {
+  const blobs = new BlobCache({ store, metadata, metrics, now, log: log.child({ component: 'blobs' }), onPublished: () => evictor?.poke(), onStoreFull: () => {
     metrics.passThrough.inc();
     metadata.bump('(store)', 'passthrough');
     evictor?.poke();

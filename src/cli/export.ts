@@ -24,6 +24,11 @@ export interface ExportOptions {
   platforms?: string[] | 'all';
   /** Where the tar goes. Ended when the bundle is complete; destroyed if the export fails. */
   out: NodeJS.WritableStream;
+  /**
+   * With refs 'all', a tag that cannot be exported (its manifest or a blob evicted since
+   * it was pulled) fails the export instead of being skipped.
+   */
+  strict?: boolean;
 }
 
 export interface ExportedImage {
@@ -41,6 +46,8 @@ export interface ExportSummary {
   blobs: number;
   /** Their total size (the tar adds headers and padding). */
   bytes: number;
+  /** Tags left out of an `--all` export, and why. */
+  skipped: Array<{ name: string; reason: string }>;
 }
 
 type CacheReader = Pick<CacheContext, 'store' | 'metadata' | 'upstreams'>;
@@ -56,6 +63,7 @@ interface Plan {
   roots: LayoutRoot[];
   images: ExportedImage[];
   entries: Map<Digest, { size: number; bytes?: Buffer }>;
+  skipped: Array<{ name: string; reason: string }>;
 }
 
 /** Docker attaches build attestations to an index; clients never pull them, so they may be absent. */
@@ -82,31 +90,54 @@ export async function exportImages(ctx: CacheReader, opts: ExportOptions): Promi
       else await writer.writeBlob(digest, e.size, verified(ctx, digest, e.size));
     }
     await writer.finish();
-    return { images: plan.images, blobs: plan.entries.size, bytes };
+    return { images: plan.images, blobs: plan.entries.size, bytes, skipped: plan.skipped };
   } catch (err) {
     writer.abort(err as Error);
     throw err;
   }
 }
 
-/** Finds every manifest and blob of the images before the first byte is written. */
+/**
+ * Finds every manifest and blob of the images before the first byte is written. With
+ * --all, the cache is whatever a running server left of it: a tag that cannot be exported
+ * is skipped (unless strict), and only a bundle with no image at all is an error.
+ */
 async function makePlan(ctx: CacheReader, opts: ExportOptions): Promise<Plan> {
   const platforms = opts.platforms === undefined || opts.platforms === 'all' ? 'all' : opts.platforms.map(parsePlatform);
-  const plan: Plan = { roots: [], images: [], entries: new Map() };
+  const plan: Plan = { roots: [], images: [], entries: new Map(), skipped: [] };
+  const skipping = opts.refs === 'all' && !opts.strict;
   const targets = opts.refs === 'all' ? allTags(ctx) : opts.refs.map((text) => resolveRef(ctx, text));
   if (targets.length === 0) throw new Error(opts.refs === 'all' ? 'export: the cache holds no tags' : 'export: no image references given');
   const seen = new Set<string>();
   for (const t of targets) {
     if (seen.has(t.name)) continue;
     seen.add(t.name);
+    const undo = checkpoint(plan);
     try {
       await planImage(ctx, plan, t, platforms);
     } catch (err) {
       const message = (err as Error).message;
-      throw message.startsWith('export: ') ? err : new Error(`export: ${t.name}: ${message}`, { cause: err });
+      if (!skipping) throw message.startsWith('export: ') ? err : new Error(`export: ${t.name}: ${message}`, { cause: err });
+      undo();
+      plan.skipped.push({ name: t.name, reason: message.replace(/^export: /, '').replace(`${t.name}: `, '') });
     }
   }
+  if (plan.images.length === 0) {
+    throw new Error(`export: no tag in the cache could be exported: ${plan.skipped.map((s) => `${s.name} (${s.reason})`).join('; ')}`);
+  }
   return plan;
+}
+
+/** Undoes what planning one image added, leaving the entries other images share. */
+function checkpoint(plan: Plan): () => void {
+  const roots = plan.roots.length;
+  const images = plan.images.length;
+  const entries = new Set(plan.entries.keys());
+  return () => {
+    plan.roots.length = roots;
+    plan.images.length = images;
+    for (const d of plan.entries.keys()) if (!entries.has(d)) plan.entries.delete(d);
+  };
 }
 
 /** `linux/arm64/v8` → a platform; throws on anything else. */
@@ -287,11 +318,12 @@ export async function exportCommand(values: Values, refs: string[]): Promise<num
     }
     const toStdout = values.output === '-';
     const out = toStdout ? process.stdout : createWriteStream(values.output);
-    const summary = await exportImages(ctx, { refs: values.all ? 'all' : refs, platforms, out }).catch(async (err: Error) => {
+    const summary = await exportImages(ctx, { refs: values.all ? 'all' : refs, platforms, out, strict: values.strict === true }).catch(async (err: Error) => {
       if (!toStdout) await rm(values.output!, { force: true });
       throw new UsageError(`regmirror export: ${err.message}`);
     });
     if (!toStdout) await new Promise<void>((resolve) => (out as WriteStream).once('close', () => resolve()));
+    for (const s of summary.skipped) process.stderr.write(`regmirror export: warning: skipped ${s.name}: ${s.reason}\n`);
     process.stderr.write(`exported ${summary.images.length} image(s), ${summary.blobs} blobs, ${formatBytes(summary.bytes)}\n`);
     for (const i of summary.images) process.stderr.write(`  ${i.name} ${i.digest.slice(0, 19)} ${i.platforms.join(',')}\n`);
     return 0;

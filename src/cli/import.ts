@@ -50,44 +50,33 @@ interface Received {
   size: number;
   /** Written to a temp file; absent when the store already had the blob. */
   temp?: TempBlob;
+  /**
+   * The store already had it: a link in tmp/ to its file, so eviction beside us cannot
+   * take the bytes before they are recorded and pinned.
+   */
+  held?: string;
 }
 
 /**
  * Reads a bundle from `input` (a file, or stdin for `-`) and records its images. On any
  * problem it rejects with an `import: <entry>: …` message, changes nothing, and destroys `input`.
+ *
+ * Beside a running server: every blob keeps a name in tmp/ (its temp file, or a link to
+ * the stored file) until it is recorded and pinned, and once the rows are committed each
+ * file is checked and put back if another process (gc, the evictor) removed it meanwhile.
  */
 export async function importBundle(ctx: CacheWriter, input: NodeJS.ReadableStream): Promise<ImportSummary> {
   const received = new Map<Digest, Received>();
   const published = new Set<Digest>();
-  const mtimes = new Map<string, number>();
   let committed = false;
   try {
     const files = await receive(ctx, input, received);
     const plan = await check(ctx, files, received);
-    for (const [digest, r] of received) {
-      if (!r.temp || !plan.blobs.has(digest)) continue;
-      const { mtimeMs } = await ctx.store.publish(r.temp);
-      r.temp = undefined;
-      published.add(digest);
-      mtimes.set(digest, mtimeMs);
-    }
+    const mtimes = await publishAll(ctx, plan, received, published);
     crashPoint('import:before-commit');
-    ctx.metadata.transaction(() => {
-      for (const img of plan.images) {
-        const link = { upstream: img.upstream, repository: img.repository };
-        for (const d of img.digests) {
-          const manifest = plan.manifests.get(d);
-          if (manifest) ctx.metadata.recordManifest(d, manifest.mediaType, manifest.size, link, mtimes.get(d));
-          else ctx.metadata.recordBlob(d, plan.blobs.get(d)!, link, mtimes.get(d));
-          ctx.metadata.pinBlob(d);
-        }
-        if (img.tag === undefined) continue;
-        for (let mask = 1; mask <= ALL_TYPES; mask++) {
-          if (accepts(mask, img.mediaType)) ctx.metadata.putPinnedTag({ ...link, tag: img.tag, accept: mask }, img.digest, img.mediaType);
-        }
-      }
-    });
+    ctx.metadata.transaction(() => record(ctx, plan, mtimes));
     committed = true;
+    await recheck(ctx, plan, received, mtimes);
     let bytes = 0;
     for (const size of plan.blobs.values()) bytes += size;
     const present = [...plan.blobs.keys()].filter((d) => !published.has(d)).length;
@@ -108,8 +97,57 @@ export async function importBundle(ctx: CacheWriter, input: NodeJS.ReadableStrea
     }
     throw new Error(`import: ${(err as Error).message}`, { cause: err });
   } finally {
-    await Promise.all([...received.values()].map((r) => r.temp?.discard()));
+    await Promise.all([...received.values()].map((r) => (r.held ? ctx.store.release(r.held) : r.temp?.discard())));
   }
+}
+
+/** Puts every planned blob in place (temps linked, keeping their names; held ones put back if gone); their mtimes. */
+async function publishAll(ctx: CacheWriter, plan: Plan, received: Map<Digest, Received>, published: Set<Digest>): Promise<Map<Digest, number>> {
+  const mtimes = new Map<Digest, number>();
+  for (const [digest, r] of received) {
+    if (!plan.blobs.has(digest)) continue;
+    if (r.temp) {
+      mtimes.set(digest, (await ctx.store.publish(r.temp, { keepTemp: true })).mtimeMs);
+      published.add(digest);
+    } else if (r.held) mtimes.set(digest, (await ctx.store.relink(r.held, digest)).mtimeMs);
+  }
+  return mtimes;
+}
+
+/** The rows: manifests and blobs linked and pinned, tags pinned for every Accept class that takes the root. */
+function record(ctx: CacheWriter, plan: Plan, mtimes: Map<Digest, number>): void {
+  for (const img of plan.images) {
+    const link = { upstream: img.upstream, repository: img.repository };
+    for (const d of img.digests) {
+      const manifest = plan.manifests.get(d);
+      if (manifest) ctx.metadata.recordManifest(d, manifest.mediaType, manifest.size, link, mtimes.get(d));
+      else ctx.metadata.recordBlob(d, plan.blobs.get(d)!, link, mtimes.get(d));
+      ctx.metadata.pinBlob(d);
+    }
+    if (img.tag === undefined) continue;
+    for (let mask = 1; mask <= ALL_TYPES; mask++) {
+      if (accepts(mask, img.mediaType)) ctx.metadata.putPinnedTag({ ...link, tag: img.tag, accept: mask }, img.digest, img.mediaType);
+    }
+  }
+}
+
+/**
+ * After the commit every blob is pinned, so nothing removes it any more; but gc or the
+ * evictor may have removed a file between its publish and the commit, or a download may
+ * have replaced it (another mtime). Put back what is gone and record the mtime on disk.
+ */
+async function recheck(ctx: CacheWriter, plan: Plan, received: Map<Digest, Received>, mtimes: Map<Digest, number>): Promise<void> {
+  const changed = new Map<Digest, number>();
+  for (const [digest, r] of received) {
+    const path = r.temp?.path ?? r.held;
+    if (!path || !plan.blobs.has(digest)) continue;
+    const { mtimeMs } = await ctx.store.relink(path, digest);
+    if (mtimeMs !== mtimes.get(digest)) changed.set(digest, mtimeMs);
+  }
+  if (changed.size === 0) return;
+  ctx.metadata.transaction(() => {
+    for (const [d, mtimeMs] of changed) ctx.metadata.recordBlob(d, plan.blobs.get(d)!, undefined, mtimeMs);
+  });
 }
 
 /** Reads the whole tar: blobs into temp files (verified), oci-layout and index.json into memory. */
@@ -127,9 +165,10 @@ async function receive(ctx: CacheWriter, input: NodeJS.ReadableStream, received:
     }
     if (entry.kind !== 'blob') continue; // other files (a docker-save manifest.json, …) are not ours to read
     const digest = entry.digest!;
-    const known = received.has(digest) || (await ctx.store.stat(digest))?.size === entry.size;
     // A blob the store (or this bundle) already has is verified, not written again.
-    const temp = known ? undefined : await ctx.store.createTemp(digest, entry.size);
+    const held = received.has(digest) ? undefined : await ctx.store.hold(digest, entry.size);
+    if (held) received.set(digest, { size: entry.size, held });
+    const temp = received.has(digest) ? undefined : await ctx.store.createTemp(digest, entry.size);
     if (temp) received.set(digest, { size: entry.size, temp });
     const verifier = temp ? undefined : new DigestVerifier(digest, entry.size);
     for await (const chunk of entry.body) {
@@ -144,7 +183,6 @@ async function receive(ctx: CacheWriter, input: NodeJS.ReadableStream, received:
       throw err;
     }
     if (temp) await temp.syncAndClose();
-    else if (!received.has(digest)) received.set(digest, { size: entry.size });
   }
   if (!layout) throw new LayoutError(LAYOUT_FILE, 'missing from the bundle');
   parseLayoutFile(layout);
@@ -216,7 +254,8 @@ class Checker {
     digests.add(digest);
     let parsed = this.#parsed.get(digest);
     if (!parsed) {
-      const bytes = r.temp ? await readFile(r.temp.path) : await this.ctx.store.read(digest);
+      const path = r.temp?.path ?? r.held;
+      const bytes = path ? await readFile(path) : await this.ctx.store.read(digest);
       try {
         parsed = parseManifest(bytes, desc.mediaType);
       } catch (err) {

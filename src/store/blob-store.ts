@@ -2,14 +2,15 @@
 // from a parsed Digest:
 //
 //   <data>/blobs/sha256/ab/<hex>   published blobs and manifest bodies (never partial)
-//   <data>/tmp/<random>            downloads in progress; swept at start-up
+//   <data>/tmp/<pid>-<random>      downloads and imports in progress, by process; swept at
+//                                  start-up unless that process is still running
 //
 // Bytes reach blobs/ only through publish(), which verifies size and digest, fsyncs and
-// renames, so a crash leaves either the whole verified file or nothing.
+// renames (or links), so a crash leaves either the whole verified file or nothing.
 import { randomBytes } from 'node:crypto';
 import { createReadStream, type ReadStream } from 'node:fs';
 import { FileRangeSource, type BodySource } from './body-source.js';
-import { mkdir, open, readFile, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readFile, readdir, rename, rm, stat, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { digestHex, isDigest, type Digest } from '../oci/digest.js';
 import { InlineHash, OffThreadHash, type ContentHash } from './content-hash.js';
@@ -19,8 +20,17 @@ import { InlineHash, OffThreadHash, type ContentHash } from './content-hash.js';
  * kills itself with SIGKILL, so a kill lands exactly there rather than by luck of timing.
  */
 const CRASH_AT = process.env.REGMIRROR_CRASH_AT;
+/**
+ * Likewise, REGMIRROR_STOP_AT stops the process the first time it gets there (SIGSTOP),
+ * until it gets SIGCONT: another process acts meanwhile.
+ */
+let stopAt = process.env.REGMIRROR_STOP_AT;
 export function crashPoint(name: string): void {
   if (CRASH_AT === name) process.kill(process.pid, 'SIGKILL');
+  if (stopAt === name) {
+    stopAt = undefined;
+    process.kill(process.pid, 'SIGSTOP');
+  }
 }
 
 /** An inclusive byte range, as HTTP Range speaks of it. */
@@ -116,9 +126,26 @@ export function dropBytes(chunks: Buffer[], n: number): Buffer[] {
   return out;
 }
 
+/**
+ * A published file with no row is normally a crash's leftover, but for a while it may be
+ * one another process (an import, a download) has just published and is about to record.
+ * gc and the open-time integrity check leave such files alone for this long after they
+ * were published.
+ */
+export const PUBLISH_GRACE_MS = 60 * 60_000;
+
 export interface TempOptions {
   /** Hash in the worker thread, reading the file back: for large downloads, whose hashing would hold up the event loop. */
   hashOffThread?: boolean;
+}
+
+export interface PublishOptions {
+  /**
+   * Link the temp file into place instead of renaming it, so it stays in tmp/ (until
+   * discarded) and the blob can be put back with relink() if another process removes it
+   * before the caller has recorded it.
+   */
+  keepTemp?: boolean;
 }
 
 /** Where blobs live. One implementation today (FsBlobStore); tests run a contract suite on it. */
@@ -128,7 +155,7 @@ export interface BlobStore {
   source(d: Digest, size: number, range?: ByteRange): BodySource;
   read(d: Digest): Promise<Buffer>;
   createTemp(expected: Digest, expectedSize?: number, opts?: TempOptions): Promise<TempBlob>;
-  publish(t: TempBlob): Promise<{ mtimeMs: number }>;
+  publish(t: TempBlob, opts?: PublishOptions): Promise<{ mtimeMs: number }>;
   put(d: Digest, bytes: Uint8Array): Promise<{ mtimeMs: number }>;
   remove(d: Digest): Promise<void>;
   sweepTmp(): Promise<number>;
@@ -179,28 +206,69 @@ export class FsBlobStore implements BlobStore {
   }
 
   async createTemp(expected: Digest, expectedSize?: number, opts: TempOptions = {}): Promise<TempBlob> {
-    const path = join(this.#tmp, randomBytes(12).toString('hex'));
+    const path = this.#tmpName();
     const fh = await open(path, 'wx+', 0o644);
     const hash = opts.hashOffThread ? new OffThreadHash(path, expected, expectedSize) : new InlineHash(expected, expectedSize);
     return new TempBlob(path, fh, expected, hash);
   }
 
-  /** Verifies, fsyncs and renames into place; throws DigestMismatch/SizeMismatch and deletes the temp file. */
-  async publish(t: TempBlob): Promise<{ mtimeMs: number }> {
+  /** Verifies, fsyncs and renames (or links) into place; throws DigestMismatch/SizeMismatch and deletes the temp file. */
+  async publish(t: TempBlob, opts: PublishOptions = {}): Promise<{ mtimeMs: number }> {
     try {
       await t.verify();
       await t.syncAndClose();
       const dest = this.pathFor(t.expected);
       await mkdir(join(dest, '..'), { recursive: true });
+      // A published file's mtime is when it was published (an import's temps may have been
+      // written long before): what PUBLISH_GRACE_MS is measured from.
+      const now = new Date();
+      await utimes(t.path, now, now);
       const { mtimeMs } = await stat(t.path);
       crashPoint('publish:before-rename');
-      await rename(t.path, dest);
+      if (opts.keepTemp) await linkInto(t.path, dest);
+      else await rename(t.path, dest);
       crashPoint('publish:after-rename');
       return { mtimeMs };
     } catch (err) {
       await t.discard();
       throw err;
     }
+  }
+
+  /**
+   * Holds a published blob of `size` bytes with a link in tmp/, so it outlives its
+   * removal from blobs/ (eviction) until relink() puts it back; undefined when the store
+   * has no such file. The hold is removed with release().
+   */
+  async hold(d: Digest, size: number): Promise<string | undefined> {
+    const path = this.#tmpName();
+    try {
+      await link(this.pathFor(d), path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+    if ((await stat(path)).size === size) return path;
+    await rm(path, { force: true });
+    return undefined;
+  }
+
+  /** Puts a held (or kept) file back at `d`'s place if it is missing there; returns the published file's mtime. */
+  async relink(path: string, d: Digest): Promise<{ mtimeMs: number }> {
+    const dest = this.pathFor(d);
+    await mkdir(join(dest, '..'), { recursive: true });
+    await linkInto(path, dest);
+    return { mtimeMs: (await stat(dest)).mtimeMs };
+  }
+
+  async release(path: string): Promise<void> {
+    await rm(path, { force: true });
+  }
+
+  /** Published within PUBLISH_GRACE_MS (by its mtime, set at publish): maybe not yet recorded by its publisher. */
+  async recentlyPublished(d: Digest, now = Date.now()): Promise<boolean> {
+    const st = await stat(this.pathFor(d)).catch(() => undefined);
+    return st !== undefined && now - st.mtimeMs < PUBLISH_GRACE_MS;
   }
 
   /** Writes a small blob (a manifest body) through the same verify-then-publish path. */
@@ -230,10 +298,37 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  /** Removes what a crash left in tmp/; returns how many files. */
+  /** Removes what a crash left in tmp/ (files of this process and of processes no longer running); returns how many files. */
   async sweepTmp(): Promise<number> {
-    const names = await readdir(this.#tmp).catch(() => [] as string[]);
+    const names = (await readdir(this.#tmp).catch(() => [] as string[])).filter((n) => !ownerRunning(n));
     await Promise.all(names.map((n) => rm(join(this.#tmp, n), { force: true, recursive: true })));
     return names.length;
+  }
+
+  /** `<pid>-<random>`: another process's sweep can tell the file is still being written. */
+  #tmpName(): string {
+    return join(this.#tmp, `${process.pid}-${randomBytes(12).toString('hex')}`);
+  }
+}
+
+/** The file's name says another process that is still running made it. */
+function ownerRunning(name: string): boolean {
+  const m = /^(\d+)-/.exec(name);
+  if (!m || Number(m[1]) === process.pid) return false;
+  try {
+    process.kill(Number(m[1]), 0);
+    return true;
+  } catch (err) {
+    // EPERM: running, as another user.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** A second name for `from` at `to`; one already there is the same verified content. */
+async function linkInto(from: string, to: string): Promise<void> {
+  try {
+    await link(from, to);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
 }

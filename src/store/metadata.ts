@@ -3,43 +3,11 @@
 // flushed in one transaction every few seconds, so a cache hit writes nothing.
 import Database from 'better-sqlite3';
 import { HotRows } from './hot-rows.js';
-import { PendingWrites } from './pending-writes.js';
+import { PendingWrites, type PendingBatch } from './pending-writes.js';
 import { migrate } from './migrations.js';
+import { toTagEntry, type RateLimitRow, type RawTag, type RawTagEntry, type RollupMetric, type TagEntry, type TagKey, type TagRow, type UpstreamRequestMetric } from './rows.js';
 
-export interface TagRow {
-  digest: string;
-  mediaType: string;
-  fetchedAt: number;
-  expiresAt: number;
-  /** Imported from a bundle: fresh whatever expiresAt says. */
-  pinned: boolean;
-}
-
-/** A tag row with its whole key, as listTags() and tagRows() return it. */
-export interface TagEntry extends TagKey, TagRow {}
-
-export interface TagKey {
-  upstream: string;
-  repository: string;
-  tag: string;
-  accept: number;
-}
-
-/** A rate-limit budget as an upstream last reported it. */
-export interface RateLimitRow {
-  upstream: string;
-  credential: string;
-  limit?: number;
-  remaining?: number;
-  windowSeconds?: number;
-  source?: string;
-  observedAt: number;
-}
-
-/** Roll-up metrics kept per upstream and hour. */
-/** Upstream requests by kind (manifest_get is what Docker Hub counts as a pull). */
-export type UpstreamRequestMetric = 'manifest_get' | 'manifest_head' | 'blob_get' | 'blob_head' | 'other';
-export type RollupMetric = UpstreamRequestMetric | 'pulls_served' | 'cache_hits' | 'bytes_cache' | 'bytes_upstream' | 'evicted' | 'verify_failed' | 'passthrough';
+export type { RateLimitRow, RollupMetric, TagEntry, TagKey, TagRow, UpstreamRequestMetric } from './rows.js';
 
 const HOUR = 3_600_000;
 
@@ -47,13 +15,25 @@ export interface MetadataOptions {
   now?: () => number;
   /** How often batched access times are written (ms). */
   flushEveryMs?: number;
+  /** A batched write failed (the database locked by another process, disk full); the batch is kept for the next one. */
+  onFlushError?: (err: Error, pending: { touches: number; rollups: number }) => void;
 }
+
+/**
+ * How long a write waits for another process's lock. Writes on the request path wait:
+ * their row matters. The timed flush only moves counters, so it gives up almost at once
+ * and tries again at the next tick rather than holding the event loop in SQLite's busy
+ * handler while `cache pin` or `gc` holds the lock.
+ */
+const BUSY_TIMEOUT_MS = 5000;
+const FLUSH_BUSY_TIMEOUT_MS = 20;
 
 /** SQLite-backed metadata: tags, manifests, blobs, repository links. */
 export class MetadataDb {
   readonly #db: Database.Database;
   readonly #now: () => number;
   readonly #timer: NodeJS.Timeout;
+  readonly #onFlushError: NonNullable<MetadataOptions['onFlushError']>;
   readonly #pending = new PendingWrites();
   readonly #maintenanceStatements = new Map<string, Database.Statement>();
   /** Hot rows for warm hits; every write below forgets them. */
@@ -83,9 +63,10 @@ export class MetadataDb {
 
   constructor(path: string, opts: MetadataOptions = {}) {
     this.#now = opts.now ?? Date.now;
+    this.#onFlushError = opts.onFlushError ?? (() => {});
     this.#db = new Database(path);
     // prewarm, import and gc open the same file beside a running server.
-    this.#db.pragma('busy_timeout = 5000');
+    this.#db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     try {
       // Refuse a newer schema before changing anything in the file (not even its journal mode).
       migrate(this.#db);
@@ -133,7 +114,7 @@ export class MetadataDb {
     this.#putRateLimit = db.prepare(
       'INSERT OR REPLACE INTO rate_limits (upstream, credential, limit_n, remaining, window_s, source, observed_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
     );
-    this.#timer = setInterval(() => this.flush(), opts.flushEveryMs ?? 5000);
+    this.#timer = setInterval(() => this.#flushSoon(), opts.flushEveryMs ?? 5000);
     this.#timer.unref();
   }
 
@@ -188,7 +169,7 @@ export class MetadataDb {
 
   /** The least recently used unpinned blobs, oldest first (access times flushed first). */
   evictionCandidates(limit: number): Array<{ digest: string; size: number }> {
-    this.flush();
+    this.#flushSoon();
     return this.#lru.all(limit);
   }
 
@@ -199,7 +180,7 @@ export class MetadataDb {
 
   /** Every blob row (gc, verify). */
   allBlobs(): Array<{ digest: string; size: number }> {
-    this.flush();
+    this.#flushSoon();
     return this.#maintenance('SELECT digest, size FROM blobs ORDER BY digest').all() as Array<{ digest: string; size: number }>;
   }
 
@@ -261,6 +242,25 @@ export class MetadataDb {
     })();
   }
 
+  /**
+   * Forgets the blobs that are still unpinned (the evictor chose them a moment ago; an
+   * import in another process may have pinned some since). Returns the ones forgotten,
+   * whose files may go.
+   */
+  evictBlobs(digests: string[]): string[] {
+    this.#hot.forget();
+    const gone: string[] = [];
+    this.#db.transaction(() => {
+      for (const d of digests) {
+        if (this.#maintenance('DELETE FROM blobs WHERE digest = ? AND pinned = 0').run(d).changes === 0) continue;
+        this.#deleteManifest.run(d);
+        this.#deleteLinks.run(d);
+        gone.push(d);
+      }
+    })();
+    return gone;
+  }
+
   unpinBlob(digest: string): void {
     this.#hot.forget();
     this.#unpinBlob.run(digest);
@@ -297,9 +297,14 @@ export class MetadataDb {
     this.#pinBlob.run(digest);
   }
 
-  /** Runs `fn` in one transaction (a savepoint when nested): all of its writes or none. */
+  /**
+   * Runs `fn` in one transaction (a savepoint when nested): all of its writes or none. It
+   * takes the write lock at its start (waiting for it as any write does): a transaction
+   * that read first could not wait for a lock a running server took meanwhile. Callers
+   * beside a running server keep `fn` short (no reads of the whole store in it).
+   */
   transaction<T>(fn: () => T): T {
-    return this.#db.transaction(fn)();
+    return this.#db.transaction(fn).immediate();
   }
 
   /** Forgets a blob whose file is gone (removed, or found missing). */
@@ -337,10 +342,46 @@ export class MetadataDb {
     this.bump(upstream, kind);
   }
 
-  /** Writes the batched access times, roll-ups and budgets in one transaction. */
+  /**
+   * Writes the batched access times, roll-ups and budgets in one transaction, waiting for
+   * another process's lock as long as any write does. Throws if it cannot; the batch is
+   * kept for the next flush.
+   */
   flush(): void {
     const batch = this.#pending.take();
     if (!batch) return;
+    try {
+      this.#writeBatch(batch);
+    } catch (err) {
+      this.#pending.restore(batch);
+      throw err;
+    }
+  }
+
+  /** The timed flush (and reads that want recent counts): never waits on a lock, never throws. */
+  #flushSoon(): void {
+    const batch = this.#pending.take();
+    if (!batch) return;
+    try {
+      this.#db.pragma(`busy_timeout = ${FLUSH_BUSY_TIMEOUT_MS}`);
+      this.#writeBatch(batch);
+    } catch (err) {
+      this.#pending.restore(batch);
+      this.#reportFlushError(err as Error, batch);
+    } finally {
+      if (this.#db.open) this.#db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    }
+  }
+
+  #reportFlushError(err: Error, batch: PendingBatch): void {
+    try {
+      this.#onFlushError(err, { touches: batch.touches.size, rollups: batch.rollups.size });
+    } catch {
+      // A reporter's own failure must not escape a timer.
+    }
+  }
+
+  #writeBatch(batch: PendingBatch): void {
     this.#db.transaction(() => {
       for (const [digest, { at, hits }] of batch.touches) this.#touch.run(at, hits, digest);
       for (const [key, n] of batch.rollups) {
@@ -355,7 +396,7 @@ export class MetadataDb {
 
   /** Every upstream budget on record (status, metrics). */
   rateLimits(): RateLimitRow[] {
-    this.flush();
+    this.#flushSoon();
     const rows = this.#maintenance(
       'SELECT upstream, credential, limit_n AS "limit", remaining, window_s AS windowSeconds, source, observed_at AS observedAt FROM rate_limits ORDER BY upstream, credential',
     ).all() as Array<Record<string, unknown>>;
@@ -364,7 +405,7 @@ export class MetadataDb {
 
   /** Roll-ups summed per upstream and metric since `sinceMs` (whole hours). */
   rollupsSince(sinceMs: number): Array<{ upstream: string; metric: RollupMetric; value: number }> {
-    this.flush();
+    this.#flushSoon();
     return this.#maintenance('SELECT upstream, metric, sum(value) AS value FROM rollups WHERE hour >= ? GROUP BY upstream, metric ORDER BY upstream, metric').all(
       Math.floor(sinceMs / HOUR) * HOUR,
     ) as Array<{ upstream: string; metric: RollupMetric; value: number }>;
@@ -380,16 +421,15 @@ export class MetadataDb {
     return (this.#maintenance(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
   }
 
+  /** Writes what is pending (waiting for a lock as any write does) and closes; a failed last write is reported, not thrown. */
   close(): void {
     clearInterval(this.#timer);
-    this.flush();
+    const batch = this.#pending.take();
+    try {
+      if (batch) this.#writeBatch(batch);
+    } catch (err) {
+      this.#reportFlushError(err as Error, batch!);
+    }
     this.#db.close();
   }
-}
-
-type RawTag = Omit<TagRow, 'pinned'> & { pinned: number };
-type RawTagEntry = TagKey & RawTag;
-
-function toTagEntry(r: RawTagEntry): TagEntry {
-  return { ...r, pinned: r.pinned !== 0 };
 }

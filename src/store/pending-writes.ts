@@ -39,6 +39,20 @@ export class PendingWrites {
     this.#batch = empty();
     return b;
   }
+
+  /** Puts back a batch whose write failed, under what was gathered since it was taken. */
+  restore(b: PendingBatch): void {
+    for (const [digest, t] of b.touches) {
+      const p = this.#batch.touches.get(digest);
+      if (p) {
+        p.hits += t.hits;
+        p.at = Math.max(p.at, t.at);
+      } else this.#batch.touches.set(digest, { ...t });
+    }
+    for (const [key, n] of b.rollups) this.#batch.rollups.set(key, (this.#batch.rollups.get(key) ?? 0) + n);
+    // A budget observed since the take is newer than the one that failed to be written.
+    for (const [key, r] of b.rateLimits) if (!this.#batch.rateLimits.has(key)) this.#batch.rateLimits.set(key, r);
+  }
 }
 
 function empty(): PendingBatch {

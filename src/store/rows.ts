@@ -1,0 +1,43 @@
+// The shapes of the rows MetadataDb reads and writes, as its callers see them.
+
+export interface TagRow {
+  digest: string;
+  mediaType: string;
+  fetchedAt: number;
+  expiresAt: number;
+  /** Imported from a bundle: fresh whatever expiresAt says. */
+  pinned: boolean;
+}
+
+/** A tag row with its whole key, as listTags() and tagRows() return it. */
+export interface TagEntry extends TagKey, TagRow {}
+
+export interface TagKey {
+  upstream: string;
+  repository: string;
+  tag: string;
+  accept: number;
+}
+
+/** A rate-limit budget as an upstream last reported it. */
+export interface RateLimitRow {
+  upstream: string;
+  credential: string;
+  limit?: number;
+  remaining?: number;
+  windowSeconds?: number;
+  source?: string;
+  observedAt: number;
+}
+
+/** Upstream requests by kind (manifest_get is what Docker Hub counts as a pull). */
+export type UpstreamRequestMetric = 'manifest_get' | 'manifest_head' | 'blob_get' | 'blob_head' | 'other';
+/** Roll-up metrics kept per upstream and hour: upstream requests and what was served. */
+export type RollupMetric = UpstreamRequestMetric | 'pulls_served' | 'cache_hits' | 'bytes_cache' | 'bytes_upstream' | 'evicted' | 'verify_failed' | 'passthrough';
+
+export type RawTag = Omit<TagRow, 'pinned'> & { pinned: number };
+export type RawTagEntry = TagKey & RawTag;
+
+export function toTagEntry(r: RawTagEntry): TagEntry {
+  return { ...r, pinned: r.pinned !== 0 };
+}
