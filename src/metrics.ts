@@ -53,6 +53,12 @@ export class Metrics {
     help: 'Blob downloads streamed to clients without caching (store write failed, e.g. disk full)',
     registers: [this.registry],
   });
+  readonly uncaught = new Counter({
+    name: 'regmirror_uncaught_errors_total',
+    help: 'Errors no request handler caught (logged, and the process kept serving), by kind',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
   readonly rateLimitRemaining = new Gauge({
     name: 'regmirror_upstream_ratelimit_remaining',
     help: 'Pulls left in the upstream rate-limit window, as the upstream last reported',

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { ClientAuth, parseHtpasswd } from '../http/access.js';
 import { createApp } from '../http/app.js';
-import type { Logger } from '../log.js';
+import { createLogger, type Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { MetadataDb } from '../store/metadata.js';
 import { configPath, type Values } from './args.js';
 import { verify } from './cache-admin.js';
@@ -141,11 +142,31 @@ async function checkReadiness(metadata: MetadataDb, dataDir: string): Promise<{ 
   return { ok: Object.values(checks).every((v) => v === 'ok'), checks };
 }
 
+/**
+ * The last line of defence: an error no handler caught (a throw in a timer or stream
+ * callback, a rejection nobody awaited) is logged and counted, and the process keeps
+ * serving. Exiting would cut every client's pull for one request's fault; staying up is
+ * safe because nothing half-done can be read back as good: blobs are verified before
+ * they are published, rows are written in transactions, and a request left hanging is
+ * closed by the idle timeout. `regmirror_uncaught_errors_total` is the alert to set.
+ */
+function keepServing(log: Logger, metrics: Metrics): void {
+  const report = (kind: 'exception' | 'rejection') => (err: unknown) => {
+    metrics.uncaught.inc({ kind });
+    const e = err instanceof Error ? err : new Error(String(err));
+    log.error(`uncaught ${kind}, kept serving`, { err: e, stack: e.stack });
+  };
+  process.on('uncaughtException', report('exception'));
+  process.on('unhandledRejection', report('rejection'));
+}
+
 /** `regmirror serve`: runs until SIGTERM/SIGINT; SIGHUP reloads the TLS certificate. */
 export async function serveCommand(values: Values): Promise<number> {
   const config = loadConfig(configPath(values));
   if (values.offline) config.offline = true;
-  const server = await startServer(config);
+  const log = createLogger(config.log.level);
+  const server = await startServer(config, { log });
+  keepServing(log.child({ component: 'process' }), server.metrics);
   process.on('SIGHUP', () => {
     server.reloadTls().catch((err: Error) => console.error(`regmirror: TLS reload failed, keeping the old certificate: ${err.message}`));
   });

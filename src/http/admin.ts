@@ -3,6 +3,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { Hono } from 'hono';
 import type { Metrics } from '../metrics.js';
+import { ndjsonStream } from './ndjson-stream.js';
 
 export interface Readiness {
   ok: boolean;
@@ -42,16 +43,9 @@ export function adminRoutes(deps: AdminDeps): Hono {
     } catch (err) {
       return c.json({ error: (err as Error).message }, 400);
     }
-    // Progress is streamed as JSON lines, so a CI job sees it while the server works.
-    const encoder = new TextEncoder();
-    const body = new ReadableStream<Uint8Array>({
-      async start(controller) {
-        const emit = (event: object) => controller.enqueue(encoder.encode(JSON.stringify(event) + '\n'));
-        const results = await job.run(emit).catch((err: Error) => ({ error: err.message }));
-        emit({ type: 'summary', results });
-        controller.close();
-      },
-    });
+    // Progress is streamed as JSON lines, so a CI job sees it while the server works. A
+    // client that leaves does not stop the job: what it fetched is cached all the same.
+    const body = ndjsonStream((emit) => job.run(emit));
     return new Response(body, { status: 200, headers: { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' } });
   });
   return app;
