@@ -46,7 +46,7 @@ export async function startMirror(opts: MirrorOptions): Promise<Mirror> {
     limits: { ...DEFAULTS.limits, ...opts.limits },
     storage: { ...DEFAULTS.storage, ...opts.storage },
     ...(opts.tls ? { tls: opts.tls } : {}),
-    ...(opts.adminToken ? { adminToken: opts.adminToken } : {}),
+    ...(opts.adminToken !== undefined ? { adminToken: opts.adminToken } : {}),
   };
   const logs: string[] = [];
   const log: Logger = createLogger('debug', (line) => logs.push(line));

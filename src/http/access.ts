@@ -62,6 +62,8 @@ export class ClientAuth {
   }
 
   #isToken(value: string): boolean {
+    // Never a match for nothing, even if an empty token was configured.
+    if (value.trim() === '') return false;
     const given = Buffer.from(value);
     return this.#tokens.some((t) => t.length === given.length && timingSafeEqual(t, given));
   }

@@ -52,6 +52,7 @@ export function adminRoutes(deps: AdminDeps): Hono {
 }
 
 function tokenMatches(header: string | undefined, token: string): boolean {
+  if (token.trim() === '') return false;
   const given = Buffer.from(header?.replace(/^Bearer\s+/i, '') ?? '');
   const want = Buffer.from(token);
   return given.length === want.length && timingSafeEqual(given, want);
