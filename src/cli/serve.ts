@@ -3,6 +3,7 @@
 // tests run.
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import pLimit from 'p-limit';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { ClientAuth, parseHtpasswd } from '../http/access.js';
 import { createApp } from '../http/app.js';
@@ -15,6 +16,9 @@ import { openCache, type CacheContext } from './context.js';
 import { listen } from './listener.js';
 import { prewarm, prewarmRequest } from './prewarm.js';
 import { gatherStatus } from './status.js';
+
+/** Images a server's prewarms resolve at once (manifests fetched, blobs listed), across all requests. */
+const PREWARM_IMAGES_AT_ONCE = 8;
 
 export interface ServerOptions {
   log?: Logger;
@@ -43,12 +47,14 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   const verifier = scheduleVerify(ctx, config.storage.verifyEveryMs);
   const status = () => gatherStatus({ metadata, upstreams: clients, now: now(), inFlight: blobs.inFlight });
   const readiness = () => checkReadiness(metadata, config.dataDir);
+  // One bound for every prewarm the server runs, however many requests ask at once.
+  const imageLimit = pLimit(PREWARM_IMAGES_AT_ONCE);
   const prewarmJob = (body: unknown) => {
     const { images, options } = prewarmRequest(body);
-    return { run: (emit: (e: object) => void) => prewarm(ctx, images, { ...options, onEvent: emit }) };
+    return { run: (emit: (e: object) => void) => prewarm(ctx, images, { ...options, imageLimit, onEvent: emit }) };
   };
-  const admin = { metrics, readiness, status, prewarm: prewarmJob, adminToken: config.adminToken };
   const clientAuth = await loadClientAuth(config);
+  const admin = { metrics, readiness, status, prewarm: prewarmJob, adminToken: config.adminToken, clientAuth };
   const app = createApp({ upstreams, blobs, manifests, metrics, log, admin, clientAuth });
   let listener;
   try {
@@ -129,7 +135,8 @@ async function checkReadiness(metadata: MetadataDb, dataDir: string): Promise<{ 
     metadata.storeSize();
     checks.database = 'ok';
   } catch (err) {
-    checks.database = (err as Error).message;
+    // A code, not the message: messages name files, and /readyz is open to anyone.
+    checks.database = `failed: ${(err as NodeJS.ErrnoException).code ?? (err as Error).name}`;
   }
   const probe = join(dataDir, 'tmp', `.ready-${process.pid}`);
   try {

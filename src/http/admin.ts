@@ -1,8 +1,15 @@
 // Operational endpoints, outside /v2/: Prometheus metrics, liveness, readiness and the
-// status summary that `regmirror status --server` reads.
+// status summary that `regmirror status --server` reads, and the server-side prewarm.
+//
+// Who may call them (README and mirror.example.yaml state the same rule):
+//   /metrics, /healthz, /readyz   anyone: they carry no credential, user name or path
+//   /_regmirror/status            anyone without client auth; with it, a client credential or the admin token
+//   /_regmirror/prewarm           the admin token when one is set; else as status
 import { timingSafeEqual } from 'node:crypto';
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
 import type { Metrics } from '../metrics.js';
+import { ClientAuth } from './access.js';
 import { ndjsonStream } from './ndjson-stream.js';
 
 export interface Readiness {
@@ -18,9 +25,14 @@ export interface AdminDeps {
   status: () => unknown;
   /** Runs a prewarm described by a JSON body, emitting progress events; throws on a bad body before emitting. */
   prewarm?: (body: unknown) => { run: (emit: (event: object) => void) => Promise<unknown> };
-  /** Bearer token that POST endpoints require, when set. */
+  /** Bearer token that prewarm requires, and that status accepts, when set. */
   adminToken?: string;
+  /** Client access control of /v2: when set, status and prewarm are closed to anonymous callers too. */
+  clientAuth?: ClientAuth;
 }
+
+/** A prewarm request names images, platforms and a few options: a megabyte is plenty. */
+const MAX_PREWARM_BODY = 1024 * 1024;
 
 /** The admin routes, mounted at the root beside /v2/. */
 export function adminRoutes(deps: AdminDeps): Hono {
@@ -31,15 +43,22 @@ export function adminRoutes(deps: AdminDeps): Hono {
     const r = await deps.readiness();
     return c.json(r, r.ok ? 200 : 503);
   });
-  app.get('/_regmirror/status', (c) => c.json(deps.status() as object));
-  app.post('/_regmirror/prewarm', async (c) => {
+  app.get('/_regmirror/status', async (c) => {
+    if (!(await mayRead(deps, c.req.header('authorization')))) return refuse(c, 'a client credential or the admin token is required', ClientAuth.challenge);
+    return c.json(deps.status() as object);
+  });
+  const limit = bodyLimit({ maxSize: MAX_PREWARM_BODY, onError: (c) => c.json({ error: `the request body is over ${MAX_PREWARM_BODY} bytes` }, 413) });
+  app.post('/_regmirror/prewarm', async (c, next) => {
     if (!deps.prewarm) return c.json({ error: 'prewarm is not available' }, 404);
-    if (deps.adminToken !== undefined && !tokenMatches(c.req.header('authorization'), deps.adminToken)) {
-      return c.json({ error: 'admin token required' }, 401, { 'www-authenticate': 'Bearer realm="regmirror-admin"' });
-    }
+    const header = c.req.header('authorization');
+    if (deps.adminToken !== undefined) {
+      if (!tokenMatches(header, deps.adminToken)) return refuse(c, 'admin token required', 'Bearer realm="regmirror-admin"');
+    } else if (!(await mayRead(deps, header))) return refuse(c, 'a client credential is required', ClientAuth.challenge);
+    await next();
+  }, limit, async (c) => {
     let job;
     try {
-      job = deps.prewarm(await c.req.json());
+      job = deps.prewarm!(await c.req.json());
     } catch (err) {
       return c.json({ error: (err as Error).message }, 400);
     }
@@ -49,6 +68,17 @@ export function adminRoutes(deps: AdminDeps): Hono {
     return new Response(body, { status: 200, headers: { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' } });
   });
   return app;
+}
+
+/** Status: open when pulls are; with client auth, a client credential or the admin token. */
+async function mayRead(deps: AdminDeps, header: string | undefined): Promise<boolean> {
+  if (!deps.clientAuth) return true;
+  if (deps.adminToken !== undefined && tokenMatches(header, deps.adminToken)) return true;
+  return deps.clientAuth.allows(header);
+}
+
+function refuse(c: Context, error: string, challenge: string): Response {
+  return c.json({ error }, 401, { 'www-authenticate': challenge });
 }
 
 function tokenMatches(header: string | undefined, token: string): boolean {
