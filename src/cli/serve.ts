@@ -60,6 +60,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   try {
     listener = await listen(config, app.fetch, log);
   } catch (err) {
+    await clientAuth?.close();
     await ctx.close();
     throw err;
   }
@@ -73,6 +74,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     (closing ??= (async () => {
       clearInterval(verifier);
       await listener.close(graceMs);
+      await clientAuth?.close();
       await ctx.close();
     })());
   return {

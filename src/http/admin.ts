@@ -9,7 +9,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { Metrics } from '../metrics.js';
-import { ClientAuth } from './access.js';
+import { ClientAuth, clientAddress } from './access.js';
 import { ndjsonStream } from './ndjson-stream.js';
 
 export interface Readiness {
@@ -44,7 +44,7 @@ export function adminRoutes(deps: AdminDeps): Hono {
     return c.json(r, r.ok ? 200 : 503);
   });
   app.get('/_regmirror/status', async (c) => {
-    if (!(await mayRead(deps, c.req.header('authorization')))) return refuse(c, 'a client credential or the admin token is required', ClientAuth.challenge);
+    if (!(await mayRead(deps, c.req.header('authorization'), clientAddress(c.env)))) return refuse(c, 'a client credential or the admin token is required', ClientAuth.challenge);
     return c.json(deps.status() as object);
   });
   const limit = bodyLimit({ maxSize: MAX_PREWARM_BODY, onError: (c) => c.json({ error: `the request body is over ${MAX_PREWARM_BODY} bytes` }, 413) });
@@ -53,7 +53,7 @@ export function adminRoutes(deps: AdminDeps): Hono {
     const header = c.req.header('authorization');
     if (deps.adminToken !== undefined) {
       if (!tokenMatches(header, deps.adminToken)) return refuse(c, 'admin token required', 'Bearer realm="regmirror-admin"');
-    } else if (!(await mayRead(deps, header))) return refuse(c, 'a client credential is required', ClientAuth.challenge);
+    } else if (!(await mayRead(deps, header, clientAddress(c.env)))) return refuse(c, 'a client credential is required', ClientAuth.challenge);
     await next();
   }, limit, async (c) => {
     let job;
@@ -71,10 +71,10 @@ export function adminRoutes(deps: AdminDeps): Hono {
 }
 
 /** Status: open when pulls are; with client auth, a client credential or the admin token. */
-async function mayRead(deps: AdminDeps, header: string | undefined): Promise<boolean> {
+async function mayRead(deps: AdminDeps, header: string | undefined, client: string): Promise<boolean> {
   if (!deps.clientAuth) return true;
   if (deps.adminToken !== undefined && tokenMatches(header, deps.adminToken)) return true;
-  return deps.clientAuth.allows(header);
+  return deps.clientAuth.allows(header, client);
 }
 
 function refuse(c: Context, error: string, challenge: string): Response {

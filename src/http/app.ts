@@ -8,7 +8,7 @@ import type { ManifestCache } from '../cache/manifests.js';
 import { OciError, toOciError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { ClientAuth } from './access.js';
+import { ClientAuth, clientAddress } from './access.js';
 import { adminRoutes, type AdminDeps } from './admin.js';
 import { parseDigest } from '../oci/digest.js';
 import { parseV2Path } from '../oci/reference.js';
@@ -58,9 +58,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   if (deps.clientAuth) {
     const auth = deps.clientAuth;
     const guard = async (c: Context<AppEnv>, next: () => Promise<void>) => {
-      if (!(await auth.allows(c.req.header('authorization')))) {
-        throw new OciError('UNAUTHORIZED', 'authentication required', { headers: { 'www-authenticate': ClientAuth.challenge } });
-      }
+      const verdict = await auth.check(c.req.header('authorization'), clientAddress(c.env));
+      if (verdict === 'throttled') throw new OciError('TOOMANYREQUESTS', 'too many failed logins from this address; try again later', { headers: { 'retry-after': '60' } });
+      if (verdict !== 'ok') throw new OciError('UNAUTHORIZED', 'authentication required', { headers: { 'www-authenticate': ClientAuth.challenge } });
       await next();
     };
     app.use('/v2', guard);
