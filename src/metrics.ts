@@ -10,8 +10,8 @@ export class Metrics {
   readonly registry = new Registry();
   readonly requests = new Counter({
     name: 'regmirror_http_requests_total',
-    help: 'Client requests by route kind, method and status',
-    labelNames: ['route', 'method', 'status'] as const,
+    help: 'Client requests by route kind, method, status sent and result (complete, or aborted: the body was cut)',
+    labelNames: ['route', 'method', 'status', 'result'] as const,
     registers: [this.registry],
   });
   readonly cache = new Counter({
