@@ -7,7 +7,6 @@
 //   /_regmirror/prewarm           the admin token when one is set; else as status
 import { timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import type { Metrics } from '../metrics.js';
 import { ClientAuth, clientAddress } from './access.js';
 import { ndjsonStream } from './ndjson-stream.js';
@@ -47,18 +46,17 @@ export function adminRoutes(deps: AdminDeps): Hono {
     if (!(await mayRead(deps, c.req.header('authorization'), clientAddress(c.env)))) return refuse(c, 'a client credential or the admin token is required', ClientAuth.challenge);
     return c.json(deps.status() as object);
   });
-  const limit = bodyLimit({ maxSize: MAX_PREWARM_BODY, onError: (c) => c.json({ error: `the request body is over ${MAX_PREWARM_BODY} bytes` }, 413) });
-  app.post('/_regmirror/prewarm', async (c, next) => {
+  app.post('/_regmirror/prewarm', async (c) => {
     if (!deps.prewarm) return c.json({ error: 'prewarm is not available' }, 404);
     const header = c.req.header('authorization');
     if (deps.adminToken !== undefined) {
       if (!tokenMatches(header, deps.adminToken)) return refuse(c, 'admin token required', 'Bearer realm="regmirror-admin"');
     } else if (!(await mayRead(deps, header, clientAddress(c.env)))) return refuse(c, 'a client credential is required', ClientAuth.challenge);
-    await next();
-  }, limit, async (c) => {
+    const request = await readJson(c.req.raw);
+    if ('status' in request) return c.json({ error: request.error }, request.status);
     let job;
     try {
-      job = deps.prewarm!(await c.req.json());
+      job = deps.prewarm(request.value);
     } catch (err) {
       return c.json({ error: (err as Error).message }, 400);
     }
@@ -68,6 +66,34 @@ export function adminRoutes(deps: AdminDeps): Hono {
     return new Response(body, { status: 200, headers: { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' } });
   });
   return app;
+}
+
+/** The JSON body, at most MAX_PREWARM_BODY bytes; a body cut by its sender is a 400, never a throw. */
+async function readJson(req: Request): Promise<{ value: unknown } | { status: 400 | 413; error: string }> {
+  const tooLarge = { status: 413 as const, error: `the request body is over ${MAX_PREWARM_BODY} bytes` };
+  if (Number(req.headers.get('content-length') ?? 0) > MAX_PREWARM_BODY) return tooLarge;
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    const reader = req.body?.getReader();
+    for (;;) {
+      const chunk = await reader?.read();
+      if (!chunk || chunk.done) break;
+      size += chunk.value.length;
+      if (size > MAX_PREWARM_BODY) {
+        await reader!.cancel().catch(() => undefined);
+        return tooLarge;
+      }
+      chunks.push(chunk.value);
+    }
+  } catch {
+    return { status: 400, error: 'the request body ended early' };
+  }
+  try {
+    return { value: JSON.parse(Buffer.concat(chunks).toString('utf8')) };
+  } catch {
+    return { status: 400, error: 'the request body is not JSON' };
+  }
 }
 
 /** Status: open when pulls are; with client auth, a client credential or the admin token. */
