@@ -53,7 +53,21 @@ function timedGet(path: string, authorization: string, localAddress = '127.0.0.1
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
+/** What one cost-10 compare takes on this machine now, in ms (the machine may be busy). */
+function compareCost(): number {
+  const hash = bcrypt.hashSync('x', 10);
+  const times = [0, 1, 2].map(() => {
+    const t = performance.now();
+    bcrypt.compareSync('y', hash);
+    return performance.now() - t;
+  });
+  return median(times);
+}
+
 test('13.6 forty wrong passwords in flight do not stall a valid token, and are bounded per address', async () => {
+  // On the event loop the forty compares add up (3.1 s when first reproduced); the bound
+  // is a quarter of that, measured now, so a loaded machine does not make it flaky.
+  const bound = Math.max(300, (40 * compareCost()) / 4);
   const flood = Promise.all(Array.from({ length: 40 }, (_, i) => timedGet('/v2/', basic('alice', `wrong-${i}`))));
   const latencies: number[] = [];
   for (let i = 0; i < 5; i++) {
@@ -62,8 +76,7 @@ test('13.6 forty wrong passwords in flight do not stall a valid token, and are b
     latencies.push(r.ms);
   }
   const statuses = (await flood).map((r) => r.status);
-  // Reproduced before: 3.1 s for a cost-10 entry. A bound well under that, on a busy machine.
-  assert.ok(Math.max(...latencies) < 800, `a valid token waited ${Math.round(Math.max(...latencies))} ms`);
+  assert.ok(Math.max(...latencies) < bound, `a valid token waited ${latencies.map(Math.round).join(', ')} ms (bound ${Math.round(bound)} ms)`);
   assert.ok(statuses.every((s) => s === 401 || s === 429), statuses.join(','));
   assert.ok(statuses.filter((s) => s === 429).length >= 20, `failed attempts per address are bounded: ${statuses.join(',')}`);
 });

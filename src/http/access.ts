@@ -33,6 +33,27 @@ const FAILURE_WINDOW_MS = 60_000;
 /** Password checks queued on the worker at once, across all addresses. */
 const MAX_PENDING = 64;
 
+/** Password checks per client address: those that failed lately and those still running. */
+class AddressBudget {
+  readonly #failures = new LRUCache<string, number>({ max: 10_000, ttl: FAILURE_WINDOW_MS });
+  readonly #running = new Map<string, number>();
+
+  spent(client: string): boolean {
+    return (this.#failures.get(client) ?? 0) + (this.#running.get(client) ?? 0) >= FAILURES_PER_ADDRESS;
+  }
+
+  /** Counts a check as running until the returned function is called with its outcome. */
+  begin(client: string): (ok: boolean) => void {
+    this.#running.set(client, (this.#running.get(client) ?? 0) + 1);
+    return (ok) => {
+      const left = (this.#running.get(client) ?? 1) - 1;
+      if (left > 0) this.#running.set(client, left);
+      else this.#running.delete(client);
+      if (!ok) this.#failures.set(client, (this.#failures.get(client) ?? 0) + 1);
+    };
+  }
+}
+
 /**
  * Checks Authorization headers. Verified headers are remembered briefly, since bcrypt is
  * slow on purpose; it runs on a worker thread, a header that just failed is refused at
@@ -46,8 +67,7 @@ export class ClientAuth {
   readonly #bcrypt = new BcryptWorker();
   readonly #verified = new LRUCache<string, true>({ max: 10_000, ttl: 5 * 60_000 });
   readonly #failed = new LRUCache<string, true>({ max: 10_000, ttl: FAILURE_WINDOW_MS });
-  readonly #failures = new LRUCache<string, number>({ max: 10_000, ttl: FAILURE_WINDOW_MS });
-  readonly #running = new Map<string, number>();
+  readonly #budget = new AddressBudget();
 
   constructor(cfg: ClientAuthConfig) {
     this.#tokens = cfg.tokens.filter((t) => t.trim() !== '').map((t) => Buffer.from(t));
@@ -70,22 +90,15 @@ export class ClientAuth {
     if (this.#failed.get(key)) return 'refused';
     const basic = this.#parse(header);
     if (typeof basic === 'string') return basic;
-    if ((this.#failures.get(client) ?? 0) + (this.#running.get(client) ?? 0) >= FAILURES_PER_ADDRESS) return 'throttled';
-    if (this.#bcrypt.pending >= MAX_PENDING) return 'throttled';
-    this.#running.set(client, (this.#running.get(client) ?? 0) + 1);
+    if (this.#budget.spent(client) || this.#bcrypt.pending >= MAX_PENDING) return 'throttled';
+    const end = this.#budget.begin(client);
     let ok = false;
     try {
       ok = await this.#password(basic.user, basic.password);
     } finally {
-      const left = (this.#running.get(client) ?? 1) - 1;
-      if (left > 0) this.#running.set(client, left);
-      else this.#running.delete(client);
+      end(ok);
     }
-    if (ok) this.#verified.set(key, true);
-    else {
-      this.#failed.set(key, true);
-      this.#failures.set(client, (this.#failures.get(client) ?? 0) + 1);
-    }
+    (ok ? this.#verified : this.#failed).set(key, true);
     return ok ? 'ok' : 'refused';
   }
 
