@@ -9,17 +9,29 @@ export class ConfigError extends Error {
   }
 }
 
-/** A secret is a string, a ${ENV} reference, or `file:/path` (a mounted Kubernetes secret). */
+/**
+ * A secret is a string, a ${ENV} reference, or `file:/path` (a mounted Kubernetes secret).
+ * An empty or blank one is refused: an empty ${CI_TOKEN} or secret file would otherwise
+ * turn "a token is required" into "an empty token will do".
+ */
 export function secret(value: unknown, key: string, env: NodeJS.ProcessEnv): string {
   const s = str(value, key, env);
-  if (!s.startsWith('file:')) return s;
+  if (!s.startsWith('file:')) return nonBlank(s, key);
+  let text: string;
   try {
-    return readFileSync(s.slice(5), 'utf8').trim();
+    text = readFileSync(s.slice(5), 'utf8').trim();
   } catch (err) {
     throw new ConfigError(key, `cannot read the file it names (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
+  if (!text) throw new ConfigError(key, 'is empty: the file it names holds no secret');
+  return text;
 }
 
+/** The value, unless it is empty or only whitespace (such as an unset-but-defined ${VAR}). */
+export function nonBlank(s: string, key: string): string {
+  if (s.trim() === '') throw new ConfigError(key, 'is empty: a secret or path must have a value');
+  return s;
+}
 
 export function obj(v: unknown, key: string): Record<string, unknown> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(key, 'must be a mapping');

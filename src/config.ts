@@ -3,7 +3,7 @@
 // name the key. mirror.example.yaml documents every key and is tested to equal DEFAULTS.
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { ConfigError, bool, checkUrl, duration, known, listenAddress, nonNegativeInt, obj, oneOf, optStr, positiveInt, secret, size, str, strList } from './config-values.js';
+import { ConfigError, bool, checkUrl, duration, known, listenAddress, nonBlank, nonNegativeInt, obj, oneOf, optStr, positiveInt, secret, size, str, strList } from './config-values.js';
 
 export { ConfigError, duration, size } from './config-values.js';
 
@@ -272,7 +272,7 @@ function clientAuth(v: unknown, env: NodeJS.ProcessEnv): Config['auth'] {
   const a = obj(v, 'auth');
   known(a, 'auth.', ['tokens', 'htpasswd']);
   const tokens = a.tokens === undefined ? [] : strList(a.tokens, 'auth.tokens', env).map((t, i) => secret(t, `auth.tokens[${i}]`, env));
-  return { tokens, ...(a.htpasswd === undefined ? {} : { htpasswd: str(a.htpasswd, 'auth.htpasswd', env) }) };
+  return { tokens, ...(a.htpasswd === undefined ? {} : { htpasswd: nonBlank(str(a.htpasswd, 'auth.htpasswd', env), 'auth.htpasswd') }) };
 }
 
 function storage(v: unknown): Config['storage'] {

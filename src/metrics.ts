@@ -10,8 +10,8 @@ export class Metrics {
   readonly registry = new Registry();
   readonly requests = new Counter({
     name: 'regmirror_http_requests_total',
-    help: 'Client requests by route kind, method and status',
-    labelNames: ['route', 'method', 'status'] as const,
+    help: 'Client requests by route kind, method, status sent and result (complete, or aborted: the body was cut)',
+    labelNames: ['route', 'method', 'status', 'result'] as const,
     registers: [this.registry],
   });
   readonly cache = new Counter({
@@ -61,6 +61,12 @@ export class Metrics {
   readonly passThrough = new Counter({
     name: 'regmirror_passthrough_total',
     help: 'Blob downloads streamed to clients without caching (store write failed, e.g. disk full)',
+    registers: [this.registry],
+  });
+  readonly uncaught = new Counter({
+    name: 'regmirror_uncaught_errors_total',
+    help: 'Errors no request handler caught (logged, and the process kept serving), by kind',
+    labelNames: ['kind'] as const,
     registers: [this.registry],
   });
   readonly rateLimitRemaining = new Gauge({

@@ -46,7 +46,7 @@ export async function startMirror(opts: MirrorOptions): Promise<Mirror> {
     limits: { ...DEFAULTS.limits, ...opts.limits },
     storage: { ...DEFAULTS.storage, ...opts.storage },
     ...(opts.tls ? { tls: opts.tls } : {}),
-    ...(opts.adminToken ? { adminToken: opts.adminToken } : {}),
+    ...(opts.adminToken !== undefined ? { adminToken: opts.adminToken } : {}),
   };
   const logs: string[] = [];
   const log: Logger = createLogger('debug', (line) => logs.push(line));
@@ -134,14 +134,16 @@ export interface ChildServer {
   url: Promise<string>;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   kill(signal?: NodeJS.Signals): void;
+  /** Everything the process wrote to stderr so far (its JSON log lines). */
+  stderr(): string;
 }
 
 /** `regmirror serve --config FILE` as a child process (for signals and kill -9). */
 export function serveChild(config: string, env: Record<string, string> = {}): ChildServer {
   const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  let seen = '';
   const url = new Promise<string>((resolve, reject) => {
-    let seen = '';
     const timer = setTimeout(() => reject(new Error(`regmirror did not start within 20 s:\n${seen}`)), 20_000);
     child.stderr!.on('data', (c: Buffer) => {
       seen += c.toString();
@@ -157,7 +159,7 @@ export function serveChild(config: string, env: Record<string, string> = {}): Ch
     });
   });
   url.catch(() => {});
-  return { url, exited, kill: (signal = 'SIGKILL') => child.kill(signal) };
+  return { url, exited, kill: (signal = 'SIGKILL') => child.kill(signal), stderr: () => seen };
 }
 
 /** Waits until no download is in flight: a client's transfer can end before its blob is recorded. */

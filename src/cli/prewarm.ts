@@ -4,11 +4,11 @@
 // rate-limit state is respected (the run waits, and says so, rather than spending the
 // last pulls of the budget).
 import { readFile } from 'node:fs/promises';
-import pLimit from 'p-limit';
+import pLimit, { type LimitFunction } from 'p-limit';
 import { request } from 'undici';
 import { parseAllDocuments } from 'yaml';
 import type { Target } from '../cache/blobs.js';
-import { RegmirrorError, toOciError } from '../errors.js';
+import { AccessDenied, RegmirrorError, toOciError } from '../errors.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { ALL_TYPES, isIndexType, parseManifest, type Descriptor } from '../oci/manifest.js';
 import { formatImageReference, parseImageReference, type ImageReference } from '../oci/reference.js';
@@ -35,6 +35,8 @@ export interface PrewarmOptions {
   dryRun?: boolean;
   /** How long to wait for an upstream's rate limit before giving up on an image. */
   maxWaitMs?: number;
+  /** Bounds the images resolved at once (default IMAGES_AT_ONCE); a server shares one across requests. */
+  imageLimit?: LimitFunction;
   onEvent?: (e: PrewarmEvent) => void;
   /** For tests: how waiting passes. */
   sleep?: (ms: number) => Promise<void>;
@@ -107,12 +109,18 @@ function collectImages(node: unknown, found: Set<string>): void {
   }
 }
 
+/** Images resolved at once by default: each holds its manifests in memory and asks the upstream for them. */
+const IMAGES_AT_ONCE = 8;
+/** Images one request may name. */
+const MAX_IMAGES = 1000;
+
 /** Prewarms every image; one image's failure does not stop the others. */
 export async function prewarm(ctx: CacheContext, images: string[], opts: PrewarmOptions): Promise<PrewarmResult[]> {
   const limit = pLimit(opts.concurrency);
+  const imageLimit = opts.imageLimit ?? pLimit(IMAGES_AT_ONCE);
   // Shared across images, so a layer common to several is fetched (or checked) once.
   const blobsSeen = new Map<Digest, Promise<'cached' | 'fetched'>>();
-  return Promise.all(images.map((image) => prewarmOne(ctx, image, opts, limit, blobsSeen)));
+  return Promise.all(images.map((image) => imageLimit(() => prewarmOne(ctx, image, opts, limit, blobsSeen))));
 }
 
 async function prewarmOne(
@@ -131,6 +139,7 @@ async function prewarmOne(
     const upstream = ctx.upstreams.lookup(ref.registry);
     if (!upstream) throw new Error(`registry ${ref.registry} is not configured on this mirror`);
     result.upstream = upstream.name;
+    if (!ctx.upstreams.permits(upstream, ref.repository)) throw new AccessDenied(`repository ${ref.repository} of ${upstream.name} is not served by this mirror`);
     const target: Target = { upstream, repository: ref.repository };
     if (opts.dryRun) return await dryRun(ctx, target, ref, result);
     await waitForBudget(ctx, target, result.image, opts);
@@ -268,6 +277,7 @@ export function prewarmRequest(body: unknown): { images: string[]; options: Prew
   if (!Array.isArray(b.images) || b.images.length === 0 || !b.images.every((i) => typeof i === 'string')) {
     throw new Error('images: a non-empty list of image references is required');
   }
+  if (b.images.length > MAX_IMAGES) throw new Error(`images: at most ${MAX_IMAGES} per request (send several)`);
   if (b.platforms !== undefined && typeof b.platforms !== 'string') throw new Error('platforms: must be a string such as linux/amd64,linux/arm64 or all');
   if (b.concurrency !== undefined && (!Number.isInteger(b.concurrency) || (b.concurrency as number) < 1 || (b.concurrency as number) > 64)) {
     throw new Error('concurrency: must be a whole number from 1 to 64');

@@ -3,10 +3,12 @@
 // tests run.
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import pLimit from 'p-limit';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { ClientAuth, parseHtpasswd } from '../http/access.js';
 import { createApp } from '../http/app.js';
-import type { Logger } from '../log.js';
+import { createLogger, type Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { MetadataDb } from '../store/metadata.js';
 import { configPath, type Values } from './args.js';
 import { verify } from './cache-admin.js';
@@ -14,6 +16,9 @@ import { openCache, type CacheContext } from './context.js';
 import { listen } from './listener.js';
 import { prewarm, prewarmRequest } from './prewarm.js';
 import { gatherStatus } from './status.js';
+
+/** Images a server's prewarms resolve at once (manifests fetched, blobs listed), across all requests. */
+const PREWARM_IMAGES_AT_ONCE = 8;
 
 export interface ServerOptions {
   log?: Logger;
@@ -42,17 +47,20 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   const verifier = scheduleVerify(ctx, config.storage.verifyEveryMs);
   const status = () => gatherStatus({ metadata, upstreams: clients, now: now(), inFlight: blobs.inFlight });
   const readiness = () => checkReadiness(metadata, config.dataDir);
+  // One bound for every prewarm the server runs, however many requests ask at once.
+  const imageLimit = pLimit(PREWARM_IMAGES_AT_ONCE);
   const prewarmJob = (body: unknown) => {
     const { images, options } = prewarmRequest(body);
-    return { run: (emit: (e: object) => void) => prewarm(ctx, images, { ...options, onEvent: emit }) };
+    return { run: (emit: (e: object) => void) => prewarm(ctx, images, { ...options, imageLimit, onEvent: emit }) };
   };
-  const admin = { metrics, readiness, status, prewarm: prewarmJob, adminToken: config.adminToken };
   const clientAuth = await loadClientAuth(config);
+  const admin = { metrics, readiness, status, prewarm: prewarmJob, adminToken: config.adminToken, clientAuth };
   const app = createApp({ upstreams, blobs, manifests, metrics, log, admin, clientAuth });
   let listener;
   try {
     listener = await listen(config, app.fetch, log);
   } catch (err) {
+    await clientAuth?.close();
     await ctx.close();
     throw err;
   }
@@ -68,6 +76,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     return (closing ??= (async () => {
       clearInterval(verifier);
       await listener.close(graceMs);
+      await clientAuth?.close();
       await ctx.close();
     })());
   };
@@ -131,7 +140,8 @@ async function checkReadiness(metadata: MetadataDb, dataDir: string): Promise<{ 
     metadata.storeSize();
     checks.database = 'ok';
   } catch (err) {
-    checks.database = (err as Error).message;
+    // A code, not the message: messages name files, and /readyz is open to anyone.
+    checks.database = `failed: ${(err as NodeJS.ErrnoException).code ?? (err as Error).name}`;
   }
   const probe = join(dataDir, 'tmp', `.ready-${process.pid}`);
   try {
@@ -144,11 +154,31 @@ async function checkReadiness(metadata: MetadataDb, dataDir: string): Promise<{ 
   return { ok: Object.values(checks).every((v) => v === 'ok'), checks };
 }
 
+/**
+ * The last line of defence: an error no handler caught (a throw in a timer or stream
+ * callback, a rejection nobody awaited) is logged and counted, and the process keeps
+ * serving. Exiting would cut every client's pull for one request's fault; staying up is
+ * safe because nothing half-done can be read back as good: blobs are verified before
+ * they are published, rows are written in transactions, and a request left hanging is
+ * closed by the idle timeout. `regmirror_uncaught_errors_total` is the alert to set.
+ */
+function keepServing(log: Logger, metrics: Metrics): void {
+  const report = (kind: 'exception' | 'rejection') => (err: unknown) => {
+    metrics.uncaught.inc({ kind });
+    const e = err instanceof Error ? err : new Error(String(err));
+    log.error(`uncaught ${kind}, kept serving`, { err: e, stack: e.stack });
+  };
+  process.on('uncaughtException', report('exception'));
+  process.on('unhandledRejection', report('rejection'));
+}
+
 /** `regmirror serve`: runs until SIGTERM/SIGINT; SIGHUP reloads the TLS certificate. */
 export async function serveCommand(values: Values): Promise<number> {
   const config = loadConfig(configPath(values));
   if (values.offline) config.offline = true;
-  const server = await startServer(config);
+  const log = createLogger(config.log.level);
+  const server = await startServer(config, { log });
+  keepServing(log.child({ component: 'process' }), server.metrics);
   process.on('SIGHUP', () => {
     server.reloadTls().catch((err: Error) => console.error(`regmirror: TLS reload failed, keeping the old certificate: ${err.message}`));
   });

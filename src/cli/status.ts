@@ -119,9 +119,10 @@ export function formatBytes(n: number): string {
   return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
 }
 
-/** Asks a running regmirror for its report. */
-export async function fetchStatus(server: string): Promise<StatusReport> {
-  const res = await request(new URL('/_regmirror/status', server), { signal: AbortSignal.timeout(10_000) });
+/** Asks a running regmirror for its report; with client auth it needs a client token or the admin token. */
+export async function fetchStatus(server: string, token = process.env.REGMIRROR_ADMIN_TOKEN): Promise<StatusReport> {
+  const headers = token ? { authorization: `Bearer ${token}` } : {};
+  const res = await request(new URL('/_regmirror/status', server), { headers, signal: AbortSignal.timeout(10_000) });
   if (res.statusCode !== 200) {
     await res.body.dump();
     throw new Error(`${server} answered ${res.statusCode} to its status request`);

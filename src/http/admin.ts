@@ -1,8 +1,15 @@
 // Operational endpoints, outside /v2/: Prometheus metrics, liveness, readiness and the
-// status summary that `regmirror status --server` reads.
+// status summary that `regmirror status --server` reads, and the server-side prewarm.
+//
+// Who may call them (README and mirror.example.yaml state the same rule):
+//   /metrics, /healthz, /readyz   anyone: they carry no credential, user name or path
+//   /_regmirror/status            anyone without client auth; with it, a client credential or the admin token
+//   /_regmirror/prewarm           the admin token when one is set; else as status
 import { timingSafeEqual } from 'node:crypto';
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
 import type { Metrics } from '../metrics.js';
+import { ClientAuth, clientAddress } from './access.js';
+import { ndjsonStream } from './ndjson-stream.js';
 
 export interface Readiness {
   ok: boolean;
@@ -17,9 +24,14 @@ export interface AdminDeps {
   status: () => unknown;
   /** Runs a prewarm described by a JSON body, emitting progress events; throws on a bad body before emitting. */
   prewarm?: (body: unknown) => { run: (emit: (event: object) => void) => Promise<unknown> };
-  /** Bearer token that POST endpoints require, when set. */
+  /** Bearer token that prewarm requires, and that status accepts, when set. */
   adminToken?: string;
+  /** Client access control of /v2: when set, status and prewarm are closed to anonymous callers too. */
+  clientAuth?: ClientAuth;
 }
+
+/** A prewarm request names images, platforms and a few options: a megabyte is plenty. */
+const MAX_PREWARM_BODY = 1024 * 1024;
 
 /** The admin routes, mounted at the root beside /v2/. */
 export function adminRoutes(deps: AdminDeps): Hono {
@@ -30,34 +42,73 @@ export function adminRoutes(deps: AdminDeps): Hono {
     const r = await deps.readiness();
     return c.json(r, r.ok ? 200 : 503);
   });
-  app.get('/_regmirror/status', (c) => c.json(deps.status() as object));
+  app.get('/_regmirror/status', async (c) => {
+    if (!(await mayRead(deps, c.req.header('authorization'), clientAddress(c.env)))) return refuse(c, 'a client credential or the admin token is required', ClientAuth.challenge);
+    return c.json(deps.status() as object);
+  });
   app.post('/_regmirror/prewarm', async (c) => {
     if (!deps.prewarm) return c.json({ error: 'prewarm is not available' }, 404);
-    if (deps.adminToken !== undefined && !tokenMatches(c.req.header('authorization'), deps.adminToken)) {
-      return c.json({ error: 'admin token required' }, 401, { 'www-authenticate': 'Bearer realm="regmirror-admin"' });
-    }
+    const header = c.req.header('authorization');
+    if (deps.adminToken !== undefined) {
+      if (!tokenMatches(header, deps.adminToken)) return refuse(c, 'admin token required', 'Bearer realm="regmirror-admin"');
+    } else if (!(await mayRead(deps, header, clientAddress(c.env)))) return refuse(c, 'a client credential is required', ClientAuth.challenge);
+    const request = await readJson(c.req.raw);
+    if ('status' in request) return c.json({ error: request.error }, request.status);
     let job;
     try {
-      job = deps.prewarm(await c.req.json());
+      job = deps.prewarm(request.value);
     } catch (err) {
       return c.json({ error: (err as Error).message }, 400);
     }
-    // Progress is streamed as JSON lines, so a CI job sees it while the server works.
-    const encoder = new TextEncoder();
-    const body = new ReadableStream<Uint8Array>({
-      async start(controller) {
-        const emit = (event: object) => controller.enqueue(encoder.encode(JSON.stringify(event) + '\n'));
-        const results = await job.run(emit).catch((err: Error) => ({ error: err.message }));
-        emit({ type: 'summary', results });
-        controller.close();
-      },
-    });
+    // Progress is streamed as JSON lines, so a CI job sees it while the server works. A
+    // client that leaves does not stop the job: what it fetched is cached all the same.
+    const body = ndjsonStream((emit) => job.run(emit));
     return new Response(body, { status: 200, headers: { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' } });
   });
   return app;
 }
 
+/** The JSON body, at most MAX_PREWARM_BODY bytes; a body cut by its sender is a 400, never a throw. */
+async function readJson(req: Request): Promise<{ value: unknown } | { status: 400 | 413; error: string }> {
+  const tooLarge = { status: 413 as const, error: `the request body is over ${MAX_PREWARM_BODY} bytes` };
+  if (Number(req.headers.get('content-length') ?? 0) > MAX_PREWARM_BODY) return tooLarge;
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    const reader = req.body?.getReader();
+    for (;;) {
+      const chunk = await reader?.read();
+      if (!chunk || chunk.done) break;
+      size += chunk.value.length;
+      if (size > MAX_PREWARM_BODY) {
+        await reader!.cancel().catch(() => undefined);
+        return tooLarge;
+      }
+      chunks.push(chunk.value);
+    }
+  } catch {
+    return { status: 400, error: 'the request body ended early' };
+  }
+  try {
+    return { value: JSON.parse(Buffer.concat(chunks).toString('utf8')) };
+  } catch {
+    return { status: 400, error: 'the request body is not JSON' };
+  }
+}
+
+/** Status: open when pulls are; with client auth, a client credential or the admin token. */
+async function mayRead(deps: AdminDeps, header: string | undefined, client: string): Promise<boolean> {
+  if (!deps.clientAuth) return true;
+  if (deps.adminToken !== undefined && tokenMatches(header, deps.adminToken)) return true;
+  return deps.clientAuth.allows(header, client);
+}
+
+function refuse(c: Context, error: string, challenge: string): Response {
+  return c.json({ error }, 401, { 'www-authenticate': challenge });
+}
+
 function tokenMatches(header: string | undefined, token: string): boolean {
+  if (token.trim() === '') return false;
   const given = Buffer.from(header?.replace(/^Bearer\s+/i, '') ?? '');
   const want = Buffer.from(token);
   return given.length === want.length && timingSafeEqual(given, want);

@@ -8,11 +8,11 @@ import type { ManifestCache } from '../cache/manifests.js';
 import { OciError, toOciError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { ClientAuth } from './access.js';
+import { ClientAuth, clientAddress } from './access.js';
 import { adminRoutes, type AdminDeps } from './admin.js';
 import { parseDigest } from '../oci/digest.js';
 import { parseV2Path } from '../oci/reference.js';
-import { serveBlob } from './blobs.js';
+import { serveBlob, type Streamed } from './blobs.js';
 import { serveManifest } from './manifests.js';
 import { serveReferrers, serveTags } from './tags.js';
 import { resolveTarget, type UpstreamTable } from './target.js';
@@ -28,7 +28,7 @@ export interface AppDeps {
   clientAuth?: ClientAuth;
 }
 
-export type AppEnv = { Variables: { cache: string; upstream: string; repo: string; route: string; requestId: string } };
+export type AppEnv = { Variables: { cache: string; upstream: string; repo: string; route: string; requestId: string; streamed?: Streamed } };
 
 const API_VERSION = { 'docker-distribution-api-version': 'registry/2.0' };
 
@@ -40,27 +40,34 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.use('*', async (c, next) => {
     const started = performance.now();
     await next();
-    deps.metrics?.requests.inc({ route: c.get('route') ?? 'other', method: c.req.method, status: c.res.status });
     // A streamed blob wrote its own headers; RESPONSE_ALREADY_SENT is shared and left alone.
     if (!c.res.headers.has('x-hono-already-sent')) c.res.headers.set('docker-distribution-api-version', 'registry/2.0');
+    const streamed = c.get('streamed');
+    if (!streamed) return record(c, c.res.status, true, started);
+    // Logged when the body has ended, with the status really sent and whether it was cut.
+    void streamed.then(({ status, complete }) => record(c, status, complete, started)).catch(() => undefined);
+  });
+  const record = (c: Context<AppEnv>, status: number, complete: boolean, started: number) => {
+    deps.metrics?.requests.inc({ route: c.get('route') ?? 'other', method: c.req.method, status, result: complete ? 'complete' : 'aborted' });
     log.info('request', {
       id: c.get('requestId'),
       method: c.req.method,
       path: c.req.path,
-      status: c.res.status,
+      status,
+      ...(complete ? {} : { aborted: true }),
       upstream: c.get('upstream'),
       repo: c.get('repo'),
       cache: c.get('cache'),
       ms: Math.round((performance.now() - started) * 10) / 10,
     });
-  });
+  };
 
   if (deps.clientAuth) {
     const auth = deps.clientAuth;
     const guard = async (c: Context<AppEnv>, next: () => Promise<void>) => {
-      if (!(await auth.allows(c.req.header('authorization')))) {
-        throw new OciError('UNAUTHORIZED', 'authentication required', { headers: { 'www-authenticate': ClientAuth.challenge } });
-      }
+      const verdict = await auth.check(c.req.header('authorization'), clientAddress(c.env));
+      if (verdict === 'throttled') throw new OciError('TOOMANYREQUESTS', 'too many failed logins from this address; try again later', { headers: { 'retry-after': '60' } });
+      if (verdict !== 'ok') throw new OciError('UNAUTHORIZED', 'authentication required', { headers: { 'www-authenticate': ClientAuth.challenge } });
       await next();
     };
     app.use('/v2', guard);

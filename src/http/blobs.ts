@@ -37,6 +37,9 @@ export async function serveBlob(c: Context, blobs: BlobCache, t: ResolvedTarget,
   return send(c, status, headers, handle.open(range), length);
 }
 
+/** How a body written by the serving loop ended: the status sent, and whether every byte went. */
+export type Streamed = Promise<{ status: number; complete: boolean }>;
+
 /**
  * Hands the body to the serving loop when running under @hono/node-server (any other
  * runtime, such as app.request() in a test, gets a Web stream of it).
@@ -46,7 +49,12 @@ function send(c: Context, status: number, headers: Record<string, string>, body:
   if (!outgoing) return new Response(Readable.toWeb(sourceToReadable(body, READ_CHUNK)) as ReadableStream, { status, headers });
   const id = c.get('requestId') as string | undefined;
   outgoing.writeHead(status, { ...headers, 'docker-distribution-api-version': 'registry/2.0', ...(id ? { 'x-request-id': id } : {}) });
-  void writeBody(outgoing, body, length);
+  // The access log waits for this: the status hono sees is the shared placeholder's.
+  const streamed: Streamed = writeBody(outgoing, body, length).then(
+    (complete) => ({ status, complete }),
+    () => ({ status, complete: false }),
+  );
+  c.set('streamed', streamed);
   return RESPONSE_ALREADY_SENT;
 }
 

@@ -41,9 +41,10 @@ class ClientGone extends Error {
  * Writes the body (whose headers are already set, with `length` as Content-Length when
  * known) and ends the response. A failure after the headers destroys the response: the
  * client sees a failed transfer, never a complete response with missing or wrong bytes.
- * Never rejects; the source is closed in every case.
+ * Resolves true when the whole body was written, false when the transfer was cut. Never
+ * rejects; the source is closed in every case.
  */
-export async function writeBody(out: Outgoing, source: BodySource, length: number | undefined): Promise<void> {
+export async function writeBody(out: Outgoing, source: BodySource, length: number | undefined): Promise<boolean> {
   let onGone!: (err: Error) => void;
   const gone = new Promise<never>((_, reject) => (onGone = reject));
   gone.catch(() => undefined);
@@ -73,8 +74,10 @@ export async function writeBody(out: Outgoing, source: BodySource, length: numbe
     if (left > 0 && length !== undefined) throw new Error(`body ended ${left} bytes short of its length`);
     out.end();
     release([cur, next]);
+    return true;
   } catch {
     out.destroy();
+    return false;
   } finally {
     out.off('close', onClose);
     await source.close().catch(() => undefined);
