@@ -106,8 +106,19 @@ export class ManifestCache {
       if (!cached) throw err;
       return this.#staleReply(t, key, cached, (err as Error).message);
     }
-    if (withBody && !reply.bytes) return (await this.#cached(reply.digest, true)) ?? reply;
+    if (withBody && !reply.bytes) return this.#withBody(t, reply, accept);
     return reply;
+  }
+
+  /**
+   * A revalidation started by a HEAD answers without bytes; a GET sharing it reads them
+   * from the cache, or fetches them by digest when the stored copy is gone or damaged.
+   */
+  async #withBody(t: Target, reply: ManifestReply, accept: number): Promise<ManifestReply> {
+    const cached = await this.#cached(reply.digest, true);
+    if (cached) return { ...cached, source: reply.source, stale: reply.stale };
+    const fetched = await this.#fetch(t, parseDigest(reply.digest), accept);
+    return { ...fetched, source: reply.source === 'hit' ? 'miss' : reply.source };
   }
 
   /** A tag is answered from the cache without asking the upstream. */
