@@ -197,8 +197,8 @@ export class UpstreamClient {
    */
   async #send(o: SendOptions): Promise<{ status: number; headers: Headers; body: Readable; release(): void }> {
     if (this.#offline) throw offlineMiss(o);
-    // While rate-limited or recently down, fail at once: nothing goes upstream.
-    this.state.check();
+    // While rate-limited, or down with a probe already out, fail at once.
+    const endProbe = this.state.admit();
     const release = await this.#acquire();
     try {
       let auth = await this.#authorize(() => this.#auth.header(o.scope));
@@ -221,6 +221,8 @@ export class UpstreamClient {
     } catch (err) {
       release();
       throw err;
+    } finally {
+      endProbe();
     }
   }
 

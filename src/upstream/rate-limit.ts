@@ -66,25 +66,41 @@ export interface UpstreamStateOptions {
   defaultRetryAfterSeconds?: number;
 }
 
+const NO_PROBE = (): void => {};
+
 /** In-memory health of one upstream. */
 export class UpstreamState {
   readonly #o: UpstreamStateOptions;
   #limitedUntil = 0;
   #downUntil = 0;
   #downReason = '';
+  #probing = false;
   #budget?: RateLimitObservation & { at: number };
 
   constructor(o: UpstreamStateOptions) {
     this.#o = o;
   }
 
-  /** Throws instead of sending a request while the upstream is rate-limited or down. */
-  check(): void {
+  /**
+   * Throws instead of sending a request while the upstream is rate-limited, or down with
+   * a probe already out. While down, one request at a time goes through as a probe, so
+   * the first success after an outage ends the backoff for everyone (half-open). Call
+   * the returned function once the request has its answer or has failed.
+   */
+  admit(): () => void {
     const now = this.#o.now();
     if (now < this.#limitedUntil) {
       throw new UpstreamRateLimited(`${this.#o.name} is rate-limited; not asking it again yet`, Math.ceil((this.#limitedUntil - now) / 1000));
     }
-    if (now < this.#downUntil) throw new UpstreamUnavailable(`${this.#o.name} failed recently (${this.#downReason}); not asking it again yet`);
+    if (now >= this.#downUntil) return NO_PROBE;
+    if (this.#probing) throw new UpstreamUnavailable(`${this.#o.name} failed recently (${this.#downReason}); not asking it again yet`);
+    this.#probing = true;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      this.#probing = false;
+    };
   }
 
   /** A 429: limited until Retry-After (or the default) has passed. */
