@@ -8,6 +8,7 @@ import { Agent, interceptors, request, type Dispatcher } from 'undici';
 import type { UpstreamConfig } from '../config.js';
 import {
   BlobNotFound,
+  EgressRefused,
   ManifestNotFound,
   NotInOfflineCache,
   RegmirrorError,
@@ -21,6 +22,7 @@ import type { Logger } from '../log.js';
 import { acceptHeader, MAX_MANIFEST_BYTES } from '../oci/manifest.js';
 import { parseChallenges, readLimited, RegistryAuthorizer, type Authorizer } from './auth.js';
 import { ECR_EXPIRED_TOKEN, EcrAuthorizer } from './ecr.js';
+import { EgressPolicy } from './egress.js';
 import { parseRateLimit, parseRetryAfter, UpstreamState, type UpstreamObserver, type UpstreamRequestKind } from './rate-limit.js';
 
 export interface ManifestHead {
@@ -103,8 +105,17 @@ export class UpstreamClient {
     this.state = new UpstreamState({ name: config.name, now: this.#now, budgetFloor: config.budgetFloor, failureBackoffMs: config.failureBackoffMs });
     this.#log = opts.log.child({ component: 'upstream', upstream: config.name });
     if (!opts.dispatcher) {
+      // Every hop (the registry, its redirects, its token realm) connects through here.
+      const egress = new EgressPolicy({
+        upstreamUrl: config.url,
+        listed: [...config.tokenRealms, ...config.redirectHosts],
+        onRefused: (err) => {
+          this.#log.warn('refused to follow the upstream to a restricted address', { reason: err.message });
+          this.#observer?.egressRefused?.(config.name, err.kind);
+        },
+      });
       this.#agent = new Agent({
-        connect: { timeout: config.connectTimeoutMs },
+        connect: egress.connector({ timeout: config.connectTimeoutMs }),
         headersTimeout: config.headersTimeoutMs,
         bodyTimeout: config.idleTimeoutMs,
         keepAliveTimeout: 30_000,
@@ -236,6 +247,8 @@ export class UpstreamClient {
       });
     } catch (err) {
       if (o.signal?.aborted) throw err;
+      // The upstream pointed somewhere it may not: its fault, not an outage.
+      if (err instanceof EgressRefused) throw err;
       const reason = describeNetworkError(err);
       this.state.failed(reason);
       throw new UpstreamUnavailable(`${this.name} unreachable: ${reason}`);

@@ -2,7 +2,7 @@
 // ratelimit-* headers), whether it is rate-limited until some time (429 Retry-After), and
 // whether it failed recently (refused, timed out, 5xx), so that requests during an outage
 // are answered at once from the cache instead of each waiting for its own timeout.
-import { UpstreamRateLimited, UpstreamUnavailable } from '../errors.js';
+import { UpstreamRateLimited, UpstreamUnavailable, type RestrictedAddress } from '../errors.js';
 
 /** Parsed `ratelimit-limit` / `ratelimit-remaining` (`100;w=21600`) and `docker-ratelimit-source`. */
 export interface RateLimitObservation {
@@ -17,6 +17,8 @@ export interface UpstreamObserver {
   rateLimit(upstream: string, credential: string, obs: RateLimitObservation, at: number): void;
   /** One upstream request of a kind; manifest GETs are what Docker Hub counts as pulls. */
   request(upstream: string, kind: UpstreamRequestKind, status: number, at: number): void;
+  /** A redirect or token realm led to an address the egress rule refuses. */
+  egressRefused?(upstream: string, kind: RestrictedAddress): void;
 }
 
 export type UpstreamRequestKind = 'manifest_get' | 'manifest_head' | 'blob_get' | 'blob_head' | 'other';
