@@ -23,7 +23,7 @@ export interface UpstreamConfig {
   aliases: string[];
   /** How long a tag's digest is trusted before an upstream HEAD revalidates it; 0 revalidates every pull. */
   tagTtlMs: number;
-  /** Upstream requests in flight at once. */
+  /** Blob downloads in flight at once; other upstream requests have as many slots again. */
   concurrency: number;
   connectTimeoutMs: number;
   /** Time to wait for response headers. */
