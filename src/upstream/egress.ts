@@ -47,6 +47,8 @@ export interface EgressPolicyOptions {
   onRefused?: (err: EgressRefused) => void;
 }
 
+const MAX_UPSTREAM_ADDRESSES = 64;
+
 type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
 
 /** The egress rule of one upstream, applied in the connector of its undici Agent. */
@@ -72,7 +74,11 @@ export class EgressPolicy {
     const named = host === address ? address : `${host} (${address})`;
     if (kind === 'link-local') return new EgressRefused(kind, `refused to connect to ${named}: a link-local address is never reached`);
     if (host === this.#upstreamHost) {
-      this.#upstreamAddresses.add(address);
+      // DNS may rotate the upstream's addresses; remember the recent ones only.
+      if (!this.#upstreamAddresses.has(address)) {
+        if (this.#upstreamAddresses.size >= MAX_UPSTREAM_ADDRESSES) this.#upstreamAddresses.delete(this.#upstreamAddresses.values().next().value!);
+        this.#upstreamAddresses.add(address);
+      }
       return undefined;
     }
     if (this.#upstreamAddresses.has(address) || this.#listed.has(host)) return undefined;
