@@ -23,7 +23,7 @@ export interface UpstreamConfig {
   aliases: string[];
   /** How long a tag's digest is trusted before an upstream HEAD revalidates it; 0 revalidates every pull. */
   tagTtlMs: number;
-  /** Upstream requests in flight at once. */
+  /** Blob downloads in flight at once; other upstream requests have as many slots again. */
   concurrency: number;
   connectTimeoutMs: number;
   /** Time to wait for response headers. */
@@ -39,8 +39,10 @@ export interface UpstreamConfig {
   registryId?: string;
   /** ecr: URL of the ECR API, e.g. a VPC endpoint (default: the region's public endpoint). */
   endpoint?: string;
-  /** Token-realm hosts, besides the upstream's own domain, that may receive the credentials. */
+  /** Token-realm hosts, besides the upstream's own domain, that may receive the credentials (and may be on loopback or private addresses). */
   tokenRealms: string[];
+  /** Redirect targets that may be on loopback or private addresses (public ones need no listing). */
+  redirectHosts: string[];
   /** Under this many remaining pulls (ratelimit-remaining), stale tags are served without revalidation; 0 disables. */
   budgetFloor: number;
   /** How long an upstream 404 for a tag or digest is remembered. */
@@ -101,6 +103,7 @@ const UPSTREAM_DEFAULTS = {
   headersTimeoutMs: 30_000,
   idleTimeoutMs: 60_000,
   tokenRealms: [] as string[],
+  redirectHosts: [] as string[],
   budgetFloor: 0,
   negativeTtlMs: 60_000,
   failureBackoffMs: 10_000,
@@ -184,7 +187,7 @@ function upstreams(value: unknown, env: NodeJS.ProcessEnv): UpstreamConfig[] {
 
 function upstreamEntry(name: string, u: Record<string, unknown>, env: NodeJS.ProcessEnv): UpstreamConfig {
   const k = `upstreams.${name}`;
-  known(u, `${k}.`, ['url', 'aliases', 'tagTtl', 'concurrency', 'timeouts', 'credentials', 'tokenRealms', ...ECR_KEYS, ...POLICY_KEYS]);
+  known(u, `${k}.`, ['url', 'aliases', 'tagTtl', 'concurrency', 'timeouts', 'credentials', 'tokenRealms', 'redirectHosts', ...ECR_KEYS, ...POLICY_KEYS]);
   if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?$/.test(name)) throw new ConfigError(k, 'an upstream name must be a registry host name such as ghcr.io');
   const url = str(u.url, `${k}.url`, env);
   checkUrl(url, `${k}.url`);
@@ -201,7 +204,8 @@ function upstreamEntry(name: string, u: Record<string, unknown>, env: NodeJS.Pro
     headersTimeoutMs: t.headers === undefined ? d.headersTimeoutMs : duration(t.headers, `${k}.timeouts.headers`, true),
     idleTimeoutMs: t.idle === undefined ? d.idleTimeoutMs : duration(t.idle, `${k}.timeouts.idle`, true),
     ...(u.credentials === undefined ? {} : { credentials: credentials(u.credentials, `${k}.credentials`, env) }),
-    tokenRealms: u.tokenRealms === undefined ? [] : strList(u.tokenRealms, `${k}.tokenRealms`, env),
+    tokenRealms: u.tokenRealms === undefined ? [] : hosts(u.tokenRealms, `${k}.tokenRealms`, env),
+    redirectHosts: u.redirectHosts === undefined ? [] : hosts(u.redirectHosts, `${k}.redirectHosts`, env),
     ...upstreamType(u, k, env),
     ...upstreamPolicy(u, k),
   };
@@ -252,6 +256,15 @@ function upstreamType(u: Record<string, unknown>, k: string, env: NodeJS.Process
     if (url.search || url.hash || out.endpoint.includes('?') || out.endpoint.includes('#')) throw new ConfigError(`${k}.endpoint`, 'must have no query or fragment');
   }
   return out;
+}
+
+/** Host names or addresses, with an optional port: `auth.example.com`, `10.0.0.7:5001`, `[fd00::7]`. */
+function hosts(v: unknown, key: string, env: NodeJS.ProcessEnv): string[] {
+  const list = strList(v, key, env);
+  list.forEach((h, i) => {
+    if (!/^(?:[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:[0-9]+)?$/i.test(h)) throw new ConfigError(`${key}[${i}]`, 'must be a host name or address, optionally with :port (no scheme or path)');
+  });
+  return list;
 }
 
 function globs(v: unknown, key: string): string[] {

@@ -158,6 +158,17 @@ export class UpstreamUnavailable extends RegmirrorError {
     super('UPSTREAM_UNAVAILABLE', message);
   }
 }
+export type RestrictedAddress = 'loopback' | 'private' | 'link-local';
+
+/** An upstream's redirect or token realm led to an address the mirror may not connect to. */
+export class EgressRefused extends RegmirrorError {
+  constructor(
+    readonly kind: RestrictedAddress,
+    message: string,
+  ) {
+    super('EGRESS_REFUSED', message);
+  }
+}
 /** Offline mode and the content is not in the cache. */
 export class NotInOfflineCache extends RegmirrorError {
   constructor(
@@ -202,7 +213,7 @@ export function toOciError(err: unknown): OciError {
     return new OciError('TOOMANYREQUESTS', m, { headers });
   }
   // A bad upstream answer is the upstream's fault, not the client's: 502 like a gateway.
-  if (err instanceof DigestMismatch || err instanceof SizeMismatch || err instanceof UpstreamInvalid) {
+  if (err instanceof DigestMismatch || err instanceof SizeMismatch || err instanceof UpstreamInvalid || err instanceof EgressRefused) {
     return new OciError('UNAVAILABLE', m, { status: 502 });
   }
   if (err instanceof UpstreamUnavailable) return new OciError('UNAVAILABLE', m, { status: 502 });

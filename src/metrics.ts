@@ -32,6 +32,12 @@ export class Metrics {
     labelNames: ['upstream', 'kind', 'status'] as const,
     registers: [this.registry],
   });
+  readonly egressRefused = new Counter({
+    name: 'regmirror_upstream_egress_refused_total',
+    help: 'Connections an upstream led to (redirect, token realm) and the mirror refused, by the kind of address',
+    labelNames: ['upstream', 'address'] as const,
+    registers: [this.registry],
+  });
   readonly stale = new Counter({
     name: 'regmirror_stale_served_total',
     help: 'Cached tags served without a successful revalidation, by reason',

@@ -41,6 +41,7 @@ describe('DEFAULTS', () => {
       headersTimeoutMs: 30_000,
       idleTimeoutMs: 60_000,
       tokenRealms: [],
+      redirectHosts: [],
       budgetFloor: 0,
       negativeTtlMs: 60_000,
       failureBackoffMs: 10_000,
@@ -134,6 +135,7 @@ upstreams:
       username: bob
       password: \${HUB_TOKEN}
     tokenRealms: [auth.docker.io]
+    redirectHosts: [blobs.internal, "10.0.0.9:9000"]
     budgetFloor: 20
     negativeTtl: 30s
     failureBackoff: 1m
@@ -166,6 +168,7 @@ upstreams:
           idleTimeoutMs: 120_000,
           credentials: { username: 'bob', password: 'dckr_pat_abc' },
           tokenRealms: ['auth.docker.io'],
+          redirectHosts: ['blobs.internal', '10.0.0.9:9000'],
           budgetFloor: 20,
           negativeTtlMs: 30_000,
           failureBackoffMs: 60_000,
@@ -182,6 +185,7 @@ upstreams:
           headersTimeoutMs: 30_000,
           idleTimeoutMs: 60_000,
           tokenRealms: [],
+          redirectHosts: [],
           budgetFloor: 0,
           negativeTtlMs: 60_000,
           failureBackoffMs: 10_000,
@@ -222,6 +226,12 @@ upstreams:
 
   test('a file: secret that cannot be read names the key, not the contents', () => {
     refuses(ghcr(`credentials:\n  username: octo\n  password: file:${join(dir, 'missing')}`), 'upstreams.ghcr.io.credentials.password', /cannot read.*ENOENT/);
+  });
+
+  test('13.9 redirectHosts and tokenRealms take host names or addresses, not URLs', () => {
+    assert.deepEqual(upstreamOf(parseConfig(ghcr('redirectHosts: [s3.internal, "[fd00::7]:9000"]'), {}), 'ghcr.io').redirectHosts, ['s3.internal', '[fd00::7]:9000']);
+    refuses(ghcr('redirectHosts: [https://s3.internal/]'), 'upstreams.ghcr.io.redirectHosts[0]', /host name/);
+    refuses(ghcr('tokenRealms: [auth.example.com, "auth.example.com/token"]'), 'upstreams.ghcr.io.tokenRealms[1]', /host name/);
   });
 
   test('credentials need both username and password, and nothing else', () => {

@@ -163,7 +163,7 @@ describe('upstream down', () => {
     assert.match(metrics, /regmirror_stale_served_total\{upstream="docker\.io",reason="upstream_error"\} [1-9]/);
   });
 
-  test('hanging: a miss fails within the configured timeout, never hangs; then the upstream is not asked for a while', async () => {
+  test('hanging: a miss fails within the configured timeout, never hangs; then only one probe at a time asks the upstream', async () => {
     clock += 20_000; // past the backoff from the previous test
     up.faults = { hang: true };
     up.resetCounters();
@@ -172,13 +172,16 @@ describe('upstream down', () => {
     const took = Date.now() - started;
     assert.equal(miss.status, 502);
     assert.ok(took < 5000, `answered in ${took} ms`);
-    const seen = up.counters.total;
-    // Within the backoff the next miss is answered at once, without another attempt.
+    const seen = up.requests.length;
+    // Within the backoff one miss probes the upstream; the others are answered at once.
+    const probe = get(`${m.url}/v2/library/probe/manifests/v1`, { timeoutMs: 10_000 });
+    while (up.requests.length === seen) await new Promise((r) => setTimeout(r, 5));
     const quick = Date.now();
     const second = await get(`${m.url}/v2/library/third/manifests/v1`);
     assert.equal(second.status, 502);
     assert.ok(Date.now() - quick < 500);
-    assert.equal(up.counters.total, seen);
+    assert.equal(up.requests.length, seen + 1, 'only the probe reached the upstream');
+    assert.equal((await probe).status, 502);
   });
 });
 

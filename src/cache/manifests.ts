@@ -7,10 +7,10 @@ import { ManifestNotFound, RepositoryNotFound, UpstreamInvalid, UpstreamRateLimi
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
-import { parseManifest, type Descriptor } from '../oci/manifest.js';
+import { accepts, DOCKER_LIST, isIndexType, OCI_INDEX, parseManifest, type Descriptor } from '../oci/manifest.js';
 import type { ManifestRef } from '../oci/reference.js';
 import type { FsBlobStore } from '../store/blob-store.js';
-import type { MetadataDb, TagKey, TagRow } from '../store/metadata.js';
+import type { MetadataDb, TagEntry, TagKey, TagRow } from '../store/metadata.js';
 import type { PassThroughBody } from '../upstream/client.js';
 import type { Target } from './blobs.js';
 import { isStoreFull } from './download.js';
@@ -87,11 +87,19 @@ export class ManifestCache {
 
   async #byTag(t: Target, tag: string, accept: number, withBody: boolean): Promise<ManifestReply> {
     const key: TagKey = { upstream: t.upstream.name, repository: t.repository, tag, accept };
-    const row = this.#deps.metadata.getTag(key);
-    if (row && this.#fresh(row)) {
-      const cached = await this.#cached(row.digest, withBody);
+    const own = this.#deps.metadata.getTag(key);
+    if (own && this.#fresh(own)) {
+      const cached = await this.#cached(own.digest, withBody);
       if (cached) return cached;
     }
+    // Another client's Accept list may have cached an answer this one takes.
+    const shared = this.#otherRows(key).find((r) => this.#fresh(r) && answersToo(r, key.accept));
+    if (shared) {
+      const cached = await this.#cached(shared.digest, withBody);
+      if (cached) return cached;
+    }
+    // What to serve as stale when the upstream cannot be asked.
+    const row = own ?? this.#otherRows(key).find((r) => answersToo(r, key.accept));
     if (row && !t.upstream.state.canRevalidate()) {
       const cached = await this.#cached(row.digest, withBody);
       if (cached) return this.#staleReply(t, key, cached, 'upstream pull budget at its floor');
@@ -106,8 +114,24 @@ export class ManifestCache {
       if (!cached) throw err;
       return this.#staleReply(t, key, cached, (err as Error).message);
     }
-    if (withBody && !reply.bytes) return (await this.#cached(reply.digest, true)) ?? reply;
+    if (withBody && !reply.bytes) return this.#withBody(t, reply, accept);
     return reply;
+  }
+
+  /**
+   * A revalidation started by a HEAD answers without bytes; a GET sharing it reads them
+   * from the cache, or fetches them by digest when the stored copy is gone or damaged.
+   */
+  async #withBody(t: Target, reply: ManifestReply, accept: number): Promise<ManifestReply> {
+    const cached = await this.#cached(reply.digest, true);
+    if (cached) return { ...cached, source: reply.source, stale: reply.stale };
+    const fetched = await this.#fetch(t, parseDigest(reply.digest), accept);
+    return { ...fetched, source: reply.source === 'hit' ? 'miss' : reply.source };
+  }
+
+  /** The tag's rows for other Accept classes whose manifest type this class takes. */
+  #otherRows(key: TagKey): TagEntry[] {
+    return this.#deps.metadata.tagRows(key.upstream, key.repository, key.tag).filter((r) => r.accept !== key.accept && accepts(key.accept, r.mediaType));
   }
 
   /** A tag is answered from the cache without asking the upstream. */
@@ -158,15 +182,18 @@ export class ManifestCache {
     const { metadata, log } = this.#deps;
     const ttl = t.upstream.config.tagTtlMs;
     const row = metadata.getTag(key);
-    if (row && metadata.getManifest(row.digest)) {
+    // A HEAD (free on Docker Hub) first whenever some Accept class has this tag cached:
+    // a GET is needed only when the upstream names a digest the cache does not hold.
+    const cachedForSomeone = row ? metadata.getManifest(row.digest) !== undefined : metadata.tagRows(key.upstream, key.repository, key.tag).length > 0;
+    if (cachedForSomeone) {
       const head = await t.upstream.headManifest(t.repository, key.tag, key.accept);
       const known = head.digest !== undefined && isDigest(head.digest) ? metadata.getManifest(head.digest) : undefined;
-      if (head.digest !== undefined && known && (head.digest === row.digest || metadata.isLinked(key.upstream, key.repository, head.digest))) {
+      if (head.digest !== undefined && known && (head.digest === row?.digest || metadata.isLinked(key.upstream, key.repository, head.digest))) {
         const cached = await this.#cached(head.digest, false);
         if (cached) {
-          if (head.digest === row.digest) metadata.refreshTag(key, ttl);
+          if (head.digest === row?.digest) metadata.refreshTag(key, ttl);
           else metadata.putTag(key, head.digest, cached.mediaType, ttl);
-          log.debug('tag revalidated', { repo: key.repository, tag: key.tag, changed: head.digest !== row.digest });
+          log.debug('tag revalidated', { repo: key.repository, tag: key.tag, changed: head.digest !== row?.digest });
           return { ...cached, source: 'revalidated' };
         }
       }
@@ -229,4 +256,17 @@ export class ManifestCache {
     metadata.touch(digest);
     return { digest, mediaType: row.mediaType, size: row.size, bytes: withBody ? bytes : undefined, source: 'hit' };
   }
+}
+
+/**
+ * Whether a row cached for another Accept class is what the upstream would answer this
+ * one. Its type must be one this class takes; and since one tag can answer an index to
+ * one list and a single manifest to another, a single manifest is reused only for a
+ * class that takes no index or that the row's own class covers.
+ */
+function answersToo(row: TagEntry, accept: number): boolean {
+  if (!accepts(accept, row.mediaType)) return false;
+  if (isIndexType(row.mediaType)) return true;
+  const takesIndex = accepts(accept, OCI_INDEX) || accepts(accept, DOCKER_LIST);
+  return !takesIndex || (row.accept & accept) === accept;
 }

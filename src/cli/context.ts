@@ -100,5 +100,8 @@ function observeInto(metadata: MetadataDb, metrics: Metrics): UpstreamObserver {
       metadata.request(upstream, kind);
       metrics.upstreamRequests.inc({ upstream, kind, status });
     },
+    egressRefused(upstream, kind) {
+      metrics.egressRefused.inc({ upstream, address: kind });
+    },
   };
 }

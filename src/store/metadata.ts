@@ -146,7 +146,7 @@ export class MetadataDb {
 
   /** Every Accept class's row for one tag, the most recently fetched first. */
   tagRows(upstream: string, repository: string, tag: string): TagEntry[] {
-    return this.#tagRows.all(upstream, repository, tag).map(toTagEntry);
+    return this.#hot.read(`R${upstream}\n${repository}\n${tag}`, () => this.#tagRows.all(upstream, repository, tag).map(toTagEntry));
   }
 
   /** Every tag row in the database, ordered by upstream, repository, tag and Accept class. */

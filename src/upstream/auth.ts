@@ -6,7 +6,7 @@
 import { getDomain } from 'tldts';
 import { request, type Dispatcher } from 'undici';
 import type { Credentials } from '../config.js';
-import { UpstreamInvalid, UpstreamUnavailable, UpstreamUnauthorized } from '../errors.js';
+import { EgressRefused, UpstreamInvalid, UpstreamUnavailable, UpstreamUnauthorized } from '../errors.js';
 import type { Logger } from '../log.js';
 
 export interface Challenge {
@@ -139,6 +139,7 @@ export class RegistryAuthorizer implements Authorizer {
       headersTimeout: this.#opts.timeoutMs,
       bodyTimeout: this.#opts.timeoutMs,
     }).catch((err: unknown) => {
+      if (err instanceof EgressRefused) throw err;
       throw new UpstreamUnavailable(`token server ${url.host} unreachable: ${(err as Error).message}`);
     });
     const body = await readLimited(res.body, MAX_TOKEN_RESPONSE);

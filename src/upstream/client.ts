@@ -8,6 +8,7 @@ import { Agent, interceptors, request, type Dispatcher } from 'undici';
 import type { UpstreamConfig } from '../config.js';
 import {
   BlobNotFound,
+  EgressRefused,
   ManifestNotFound,
   NotInOfflineCache,
   RegmirrorError,
@@ -21,6 +22,7 @@ import type { Logger } from '../log.js';
 import { acceptHeader, MAX_MANIFEST_BYTES } from '../oci/manifest.js';
 import { parseChallenges, readLimited, RegistryAuthorizer, type Authorizer } from './auth.js';
 import { ECR_EXPIRED_TOKEN, EcrAuthorizer } from './ecr.js';
+import { EgressPolicy } from './egress.js';
 import { parseRateLimit, parseRetryAfter, UpstreamState, type UpstreamObserver, type UpstreamRequestKind } from './rate-limit.js';
 
 export interface ManifestHead {
@@ -53,6 +55,13 @@ export interface PassThroughBody {
 }
 
 type Headers = Record<string, string | string[] | undefined>;
+
+interface Sent {
+  status: number;
+  headers: Headers;
+  body: Readable;
+  release(): void;
+}
 
 interface SendOptions {
   method: 'GET' | 'HEAD';
@@ -91,7 +100,10 @@ export class UpstreamClient {
   readonly #dispatcher: Dispatcher;
   readonly #agent?: Agent;
   readonly #auth: Authorizer;
-  readonly #limit: LimitFunction;
+  /** Blob bodies hold their slot while they stream… */
+  readonly #bodies: LimitFunction;
+  /** …so manifest, HEAD, tag-list and referrer requests (and their tokens) have slots of their own. */
+  readonly #small: LimitFunction;
   readonly #log: Logger;
 
   constructor(config: UpstreamConfig, opts: UpstreamClientOptions) {
@@ -103,18 +115,29 @@ export class UpstreamClient {
     this.state = new UpstreamState({ name: config.name, now: this.#now, budgetFloor: config.budgetFloor, failureBackoffMs: config.failureBackoffMs });
     this.#log = opts.log.child({ component: 'upstream', upstream: config.name });
     if (!opts.dispatcher) {
+      // Every hop (the registry, its redirects, its token realm) connects through here.
+      const egress = new EgressPolicy({
+        upstreamUrl: config.url,
+        listed: [...config.tokenRealms, ...config.redirectHosts],
+        onRefused: (err) => {
+          this.#log.warn('refused to follow the upstream to a restricted address', { reason: err.message });
+          this.#observer?.egressRefused?.(config.name, err.kind);
+        },
+      });
       this.#agent = new Agent({
-        connect: { timeout: config.connectTimeoutMs },
+        connect: egress.connector({ timeout: config.connectTimeoutMs }),
         headersTimeout: config.headersTimeoutMs,
         bodyTimeout: config.idleTimeoutMs,
         keepAliveTimeout: 30_000,
-        connections: config.concurrency,
+        // Blob bodies and small requests each have `concurrency` slots.
+        connections: 2 * config.concurrency,
       });
     }
     // The redirect interceptor drops Authorization and Cookie when a hop changes origin,
     // which is what CDN and S3 presigned blob URLs require.
     this.#dispatcher = (opts.dispatcher ?? this.#agent!).compose(interceptors.redirect({ maxRedirections: 5 }));
-    this.#limit = pLimit(config.concurrency);
+    this.#bodies = pLimit(config.concurrency);
+    this.#small = pLimit(config.concurrency);
     this.#auth =
       config.type === 'ecr'
         ? EcrAuthorizer.fromConfig(config, { log: this.#log, now: opts.now })
@@ -190,16 +213,25 @@ export class UpstreamClient {
     }
   }
 
-  /**
-   * Sends one request under the concurrency bound, answering a 401 challenge once with
-   * fresh credentials. The slot is held until the caller calls release(), so a blob
-   * body counts against the bound while it streams.
-   */
-  async #send(o: SendOptions): Promise<{ status: number; headers: Headers; body: Readable; release(): void }> {
+  async #send(o: SendOptions): Promise<Sent> {
     if (this.#offline) throw offlineMiss(o);
-    // While rate-limited or recently down, fail at once: nothing goes upstream.
-    this.state.check();
-    const release = await this.#acquire();
+    // While rate-limited, or down with a probe already out, fail at once.
+    const endProbe = this.state.admit();
+    try {
+      return await this.#sendAdmitted(o);
+    } finally {
+      endProbe();
+    }
+  }
+
+  /**
+   * Sends one request under its concurrency bound, answering a 401 challenge once with
+   * fresh credentials. The slot is held until the caller calls release(), so a blob
+   * body counts against the bound while it streams. A small request waits for its slot
+   * no longer than the connect timeout: a caller with a cached answer serves it instead.
+   */
+  async #sendAdmitted(o: SendOptions): Promise<Sent> {
+    const release = o.kind === 'blob_get' ? await this.#acquire(this.#bodies) : await this.#acquire(this.#small, this.config.connectTimeoutMs);
     try {
       let auth = await this.#authorize(() => this.#auth.header(o.scope));
       for (let attempt = 0; ; attempt++) {
@@ -234,6 +266,8 @@ export class UpstreamClient {
       });
     } catch (err) {
       if (o.signal?.aborted) throw err;
+      // The upstream pointed somewhere it may not: its fault, not an outage.
+      if (err instanceof EgressRefused) throw err;
       const reason = describeNetworkError(err);
       this.state.failed(reason);
       throw new UpstreamUnavailable(`${this.name} unreachable: ${reason}`);
@@ -281,11 +315,23 @@ export class UpstreamClient {
     return new UpstreamInvalid(`${this.name} answered ${status} to ${o.method} ${o.path.split('?')[0]}`);
   }
 
-  #acquire(): Promise<() => void> {
-    return new Promise((resolveAcquire) => {
-      void this.#limit(
+  /** A slot of `limit`, released by calling the function it resolves to; rejects after `deadlineMs` in the queue. */
+  #acquire(limit: LimitFunction, deadlineMs?: number): Promise<() => void> {
+    return new Promise((resolveAcquire, rejectAcquire) => {
+      let gaveUp = false;
+      const timer =
+        deadlineMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              gaveUp = true;
+              rejectAcquire(new UpstreamUnavailable(`${this.name}: no upstream slot came free within ${deadlineMs} ms (${limit.activeCount} requests in flight)`));
+            }, deadlineMs).unref();
+      void limit(
         () =>
           new Promise<void>((release) => {
+            // The slot came after the caller left: hand it straight on.
+            if (gaveUp) return release();
+            clearTimeout(timer);
             let released = false;
             resolveAcquire(() => {
               if (!released) {

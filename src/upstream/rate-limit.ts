@@ -2,7 +2,7 @@
 // ratelimit-* headers), whether it is rate-limited until some time (429 Retry-After), and
 // whether it failed recently (refused, timed out, 5xx), so that requests during an outage
 // are answered at once from the cache instead of each waiting for its own timeout.
-import { UpstreamRateLimited, UpstreamUnavailable } from '../errors.js';
+import { UpstreamRateLimited, UpstreamUnavailable, type RestrictedAddress } from '../errors.js';
 
 /** Parsed `ratelimit-limit` / `ratelimit-remaining` (`100;w=21600`) and `docker-ratelimit-source`. */
 export interface RateLimitObservation {
@@ -17,6 +17,8 @@ export interface UpstreamObserver {
   rateLimit(upstream: string, credential: string, obs: RateLimitObservation, at: number): void;
   /** One upstream request of a kind; manifest GETs are what Docker Hub counts as pulls. */
   request(upstream: string, kind: UpstreamRequestKind, status: number, at: number): void;
+  /** A redirect or token realm led to an address the egress rule refuses. */
+  egressRefused?(upstream: string, kind: RestrictedAddress): void;
 }
 
 export type UpstreamRequestKind = 'manifest_get' | 'manifest_head' | 'blob_get' | 'blob_head' | 'other';
@@ -66,25 +68,41 @@ export interface UpstreamStateOptions {
   defaultRetryAfterSeconds?: number;
 }
 
+const NO_PROBE = (): void => {};
+
 /** In-memory health of one upstream. */
 export class UpstreamState {
   readonly #o: UpstreamStateOptions;
   #limitedUntil = 0;
   #downUntil = 0;
   #downReason = '';
+  #probing = false;
   #budget?: RateLimitObservation & { at: number };
 
   constructor(o: UpstreamStateOptions) {
     this.#o = o;
   }
 
-  /** Throws instead of sending a request while the upstream is rate-limited or down. */
-  check(): void {
+  /**
+   * Throws instead of sending a request while the upstream is rate-limited, or down with
+   * a probe already out. While down, one request at a time goes through as a probe, so
+   * the first success after an outage ends the backoff for everyone (half-open). Call
+   * the returned function once the request has its answer or has failed.
+   */
+  admit(): () => void {
     const now = this.#o.now();
     if (now < this.#limitedUntil) {
       throw new UpstreamRateLimited(`${this.#o.name} is rate-limited; not asking it again yet`, Math.ceil((this.#limitedUntil - now) / 1000));
     }
-    if (now < this.#downUntil) throw new UpstreamUnavailable(`${this.#o.name} failed recently (${this.#downReason}); not asking it again yet`);
+    if (now >= this.#downUntil) return NO_PROBE;
+    if (this.#probing) throw new UpstreamUnavailable(`${this.#o.name} failed recently (${this.#downReason}); not asking it again yet`);
+    this.#probing = true;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      this.#probing = false;
+    };
   }
 
   /** A 429: limited until Retry-After (or the default) has passed. */
