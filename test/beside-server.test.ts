@@ -15,7 +15,7 @@ import Database from 'better-sqlite3';
 import { request } from 'undici';
 import { largeBlobImage, singleImage, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
-import { cli, get, serveChild, sha256, startMirror, type CliResult } from './helpers.js';
+import { cli, counter, get, serveChild, sha256, startMirror, type CliResult } from './helpers.js';
 
 const MB = 1024 * 1024;
 const MAIN = new URL('../src/main.ts', import.meta.url).pathname;
@@ -82,10 +82,6 @@ function blobPath(dataDir: string, digest: string): string {
   return join(dataDir, 'blobs', 'sha256', hex.slice(0, 2), hex);
 }
 
-function counter(text: string, name: string): number {
-  const m = new RegExp(`^${name} (\\d+)`, 'm').exec(text);
-  return m ? Number(m[1]) : 0;
-}
 
 function isPinned(dataDir: string, digest: string): boolean {
   const db = new Database(join(dataDir, 'mirror.db'), { readonly: true, fileMustExist: true });

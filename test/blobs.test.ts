@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
 import { largeBlobImage, MediaTypes, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
-import { errorCode, get, sha256, startMirror, type Mirror } from './helpers.js';
+import { errorCode, get, pull, sha256, startMirror, type Mirror } from './helpers.js';
 import { parseDigest } from '../src/oci/digest.js';
 
 const MB = 1024 * 1024;
@@ -19,17 +19,6 @@ function layerOf(img: FixtureImage): { digest: string; bytes: Buffer } {
   return { digest, bytes };
 }
 
-/** Reads a whole response; `complete` is false when the transfer failed part-way. */
-async function pull(url: string, headers: Record<string, string> = {}): Promise<{ status: number; complete: boolean; body: Buffer }> {
-  const res = await request(url, { headers, signal: AbortSignal.timeout(30_000) });
-  const chunks: Buffer[] = [];
-  try {
-    for await (const c of res.body) chunks.push(c as Buffer);
-    return { status: res.statusCode, complete: true, body: Buffer.concat(chunks) };
-  } catch {
-    return { status: res.statusCode, complete: false, body: Buffer.concat(chunks) };
-  }
-}
 
 async function settled(m: Mirror): Promise<void> {
   const deadline = Date.now() + 20_000;

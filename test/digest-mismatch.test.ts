@@ -3,27 +3,11 @@
 // each re-download the corrupt blob in full.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { request } from 'undici';
 import { largeBlobImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
-import { downloadsSettled, errorCode, get, sha256, startMirror, type Mirror } from './helpers.js';
+import { counter, downloadsSettled, errorCode, get, pull, sha256, startMirror, type Mirror } from './helpers.js';
 
-/** Reads a whole response; `complete` is false when the transfer failed part-way. */
-async function pull(url: string): Promise<{ status: number; complete: boolean; body: Buffer }> {
-  const res = await request(url, { signal: AbortSignal.timeout(30_000) });
-  const chunks: Buffer[] = [];
-  try {
-    for await (const c of res.body) chunks.push(c as Buffer);
-    return { status: res.statusCode, complete: true, body: Buffer.concat(chunks) };
-  } catch {
-    return { status: res.statusCode, complete: false, body: Buffer.concat(chunks) };
-  }
-}
 
-function counter(text: string, name: string): number {
-  const m = new RegExp(`^${name} (\\d+)`, 'm').exec(text);
-  return m ? Number(m[1]) : 0;
-}
 
 describe('digest mismatch', () => {
   let up: FakeUpstream;

@@ -170,3 +170,21 @@ export async function downloadsSettled(m: { blobs: { inFlight: number } }, timeo
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/** Reads a whole response; `complete` is false when the transfer failed part-way. */
+export async function pull(url: string, headers: Record<string, string> = {}): Promise<{ status: number; complete: boolean; body: Buffer }> {
+  const res = await request(url, { headers, signal: AbortSignal.timeout(30_000) });
+  const chunks: Buffer[] = [];
+  try {
+    for await (const c of res.body) chunks.push(c as Buffer);
+    return { status: res.statusCode, complete: true, body: Buffer.concat(chunks) };
+  } catch {
+    return { status: res.statusCode, complete: false, body: Buffer.concat(chunks) };
+  }
+}
+
+/** The value of an unlabelled Prometheus counter in a /metrics text, 0 when absent. */
+export function counter(metricsText: string, name: string): number {
+  const m = new RegExp(`^${name} (\\d+)`, 'm').exec(metricsText);
+  return m ? Number(m[1]) : 0;
+}

@@ -8,13 +8,9 @@ import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { largeBlobImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
-import { downloadsSettled, get, sha256, startMirror, type Mirror } from './helpers.js';
+import { counter, downloadsSettled, get, sha256, startMirror, type Mirror } from './helpers.js';
 
 /** The value of a counter without labels in a /metrics text, 0 when absent. */
-function counter(text: string, name: string): number {
-  const m = new RegExp(`^${name} (\\d+)`, 'm').exec(text);
-  return m ? Number(m[1]) : 0;
-}
 
 async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
