@@ -63,6 +63,8 @@ describe('blobs', () => {
     }
     assert.equal(up.counters.blobGetByDigest.get(digest), 1);
     assert.equal(up.counters.cdnAuthorization, 0, 'the CDN must never see Authorization');
+    // Clients get their last byte before the blob is published and recorded.
+    await settled(m);
     assert.ok(existsSync(publishedPath(m, digest)));
   });
 
