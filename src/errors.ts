@@ -178,6 +178,21 @@ export class NotInOfflineCache extends RegmirrorError {
     super('NOT_IN_OFFLINE_CACHE', message);
   }
 }
+/** The store cannot take a write now (disk full, quota, read-only, I/O error): the content is served uncached. */
+export class StoreFull extends RegmirrorError {
+  constructor(
+    /** What the store reported, e.g. ENOSPC; for logs. */
+    readonly reason: string,
+  ) {
+    super('STORE_FULL', `the blob store cannot take writes (${reason})`);
+  }
+}
+/** A stored blob was expected but is not there (removed by gc or eviction meanwhile). */
+export class BlobGone extends RegmirrorError {
+  constructor(readonly digest: string) {
+    super('BLOB_GONE', `blob ${digest} is no longer in the store`);
+  }
+}
 export class RangeNotSatisfiable extends RegmirrorError {
   constructor(readonly size: number) {
     super('RANGE_NOT_SATISFIABLE', `requested range is not satisfiable for a blob of ${size} bytes`);
@@ -207,6 +222,8 @@ export function toOciError(err: unknown): OciError {
   }
   if (err instanceof RangeNotSatisfiable) return new OciError('RANGE_INVALID', m, { headers: { 'content-range': `bytes */${err.size}` } });
   if (err instanceof Unsupported) return new OciError('UNSUPPORTED', m);
+  if (err instanceof StoreFull) return new OciError('UNAVAILABLE', m, { status: 503 });
+  if (err instanceof BlobGone) return new OciError('BLOB_UNKNOWN', m);
   if (err instanceof UpstreamUnauthorized) return new OciError(err.status === 401 ? 'UNAUTHORIZED' : 'DENIED', m);
   if (err instanceof UpstreamRateLimited) {
     const headers: Record<string, string> = err.retryAfterSeconds === undefined ? {} : { 'retry-after': String(err.retryAfterSeconds) };

@@ -5,7 +5,7 @@
 // byte is held back until the digest is verified: a mismatch, a cut or a timeout
 // destroys every client's stream (a failed transfer, never a complete wrong 200) and
 // nothing is published.
-import { UpstreamUnavailable } from '../errors.js';
+import { StoreFull, UpstreamUnavailable } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { Logger } from '../log.js';
 import { dropBytes, type ByteRange, type FsBlobStore, type TempBlob } from '../store/blob-store.js';
@@ -25,9 +25,9 @@ export const FOLLOW_STEP = 1024 * 1024;
 /** Received bytes waiting for the temp-file writer before reading upstream pauses. */
 const MAX_PENDING = 4 * 1024 * 1024;
 
-/** Write errors that mean "the store cannot take this blob now", not "the download is bad". */
-export function isStoreFull(err: unknown): boolean {
-  return ['ENOSPC', 'EDQUOT', 'EROFS', 'EIO', 'EFBIG'].includes((err as NodeJS.ErrnoException).code ?? '');
+/** The store refused a write: the blob goes on to its clients uncached, the download is not bad. */
+export function isStoreFull(err: unknown): err is StoreFull {
+  return err instanceof StoreFull;
 }
 
 export interface DownloadDeps {
@@ -312,7 +312,7 @@ export class Download {
   #enterPassthrough(err: Error, hash: ContentHash): void {
     this.#passthrough = { hash };
     this.#windowStart = this.onDisk;
-    this.#deps.log.warn('store write failed; streaming the blob without caching', { digest: this.digest, code: (err as NodeJS.ErrnoException).code });
+    this.#deps.log.warn('store write failed; streaming the blob without caching', { digest: this.digest, code: err instanceof StoreFull ? err.reason : err.message });
     this.#deps.onStoreFull?.(err);
   }
 

@@ -3,7 +3,7 @@
 // is revalidated with a HEAD and fetched with GET only when its digest changed.
 // Concurrent revalidations of one tag share one upstream request.
 import { LRUCache } from 'lru-cache';
-import { ManifestNotFound, RepositoryNotFound, UpstreamInvalid, UpstreamRateLimited, UpstreamUnavailable } from '../errors.js';
+import { BlobGone, ManifestNotFound, RepositoryNotFound, UpstreamInvalid, UpstreamRateLimited, UpstreamUnavailable } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
@@ -222,7 +222,7 @@ export class ManifestCache {
     } catch (err) {
       // A full or read-only store does not fail the pull: the manifest is served uncached.
       if (!isStoreFull(err)) throw err;
-      this.#deps.log.warn('store write failed; serving the manifest without caching it', { digest: actual, code: (err as NodeJS.ErrnoException).code });
+      this.#deps.log.warn('store write failed; serving the manifest without caching it', { digest: actual, code: err.reason });
       return { ...reply, uncached: true };
     }
     this.#bodies.set(actual, body.bytes);
@@ -240,7 +240,7 @@ export class ManifestCache {
       try {
         bytes = await store.read(digest);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        if (!(err instanceof BlobGone)) throw err;
         metadata.forgetBlob(digest);
         return undefined;
       }

@@ -4,6 +4,7 @@
 // index is exported whole but only the chosen platforms' manifests and blobs go with it.
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import { BlobGone } from '../errors.js';
 import { digestOf, DigestVerifier, parseDigest, type Digest } from '../oci/digest.js';
 import { blobEntryName, ImageLayoutWriter, INDEX_FILE, LAYOUT_FILE, layoutFile, layoutIndex, type LayoutRoot } from '../oci/image-layout.js';
 import { ALL_TYPES, isIndexType, isNonDistributableType, parseManifest, type Descriptor } from '../oci/manifest.js';
@@ -268,7 +269,7 @@ async function readManifest(ctx: CacheReader, image: string, digest: Digest): Pr
   try {
     bytes = await ctx.store.read(digest);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    if (err instanceof BlobGone) return undefined;
     throw err;
   }
   if (digestOf(bytes) !== digest) throw new Error(`export: ${image}: manifest ${digest} is damaged in the cache`);

@@ -14,6 +14,7 @@ import { link, mkdir, open, readFile, readdir, rename, rm, stat, utimes, type Fi
 import { join } from 'node:path';
 import { digestHex, isDigest, type Digest } from '../oci/digest.js';
 import { InlineHash, OffThreadHash, type ContentHash } from './content-hash.js';
+import { BlobGone, StoreFull } from '../errors.js';
 
 /**
  * Crash tests name a point (REGMIRROR_CRASH_AT=publish:before-rename) at which the process
@@ -68,7 +69,7 @@ export class TempBlob {
     const chunk = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     let off = 0;
     while (off < chunk.byteLength) {
-      const { bytesWritten } = await this.#fh.write(chunk, off, chunk.byteLength - off, this.#written + off);
+      const { bytesWritten } = await this.#fh.write(chunk, off, chunk.byteLength - off, this.#written + off).catch(rethrowAsStoreError);
       off += bytesWritten;
     }
     this.#written += chunk.byteLength;
@@ -80,7 +81,7 @@ export class TempBlob {
     let rest = chunks;
     let total = chunks.reduce((n, c) => n + c.length, 0);
     while (total > 0) {
-      const { bytesWritten } = await this.#fh.writev(rest, this.#written);
+      const { bytesWritten } = await this.#fh.writev(rest, this.#written).catch(rethrowAsStoreError);
       this.#written += bytesWritten;
       total -= bytesWritten;
       this.hash.written(rest, bytesWritten, this.#written);
@@ -201,13 +202,16 @@ export class FsBlobStore implements BlobStore {
     return new FileRangeSource(this.pathFor(d), size, range);
   }
 
+  /** A stored blob whole (manifest bodies); BlobGone when it is not there. */
   read(d: Digest): Promise<Buffer> {
-    return readFile(this.pathFor(d));
+    return readFile(this.pathFor(d)).catch((err: NodeJS.ErrnoException) => {
+      throw err.code === 'ENOENT' ? new BlobGone(d) : err;
+    });
   }
 
   async createTemp(expected: Digest, expectedSize?: number, opts: TempOptions = {}): Promise<TempBlob> {
     const path = this.#tmpName();
-    const fh = await open(path, 'wx+', 0o644);
+    const fh = await open(path, 'wx+', 0o644).catch(rethrowAsStoreError);
     const hash = opts.hashOffThread ? new OffThreadHash(path, expected, expectedSize) : new InlineHash(expected, expectedSize);
     return new TempBlob(path, fh, expected, hash);
   }
@@ -231,7 +235,7 @@ export class FsBlobStore implements BlobStore {
       return { mtimeMs };
     } catch (err) {
       await t.discard();
-      throw err;
+      rethrowAsStoreError(err);
     }
   }
 
@@ -331,4 +335,13 @@ async function linkInto(from: string, to: string): Promise<void> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
+}
+
+/** File-system answers that mean "the store cannot take this write now", not "the content is bad". */
+const STORE_FULL_CODES = new Set(['ENOSPC', 'EDQUOT', 'EROFS', 'EIO', 'EFBIG']);
+
+/** Rethrows a file-system error as the domain error callers above the store know (StoreFull), anything else as it is. */
+function rethrowAsStoreError(err: unknown): never {
+  const code = (err as NodeJS.ErrnoException).code;
+  throw code !== undefined && STORE_FULL_CODES.has(code) ? new StoreFull(code) : err;
 }

@@ -207,7 +207,7 @@ export function blobStoreContract(name: string, makeStore: MakeStore): void {
       await store.remove(a);
       assert.equal(await store.stat(a), undefined);
       assert.equal(existsSync(store.pathFor(a)), false);
-      await assert.rejects(store.read(a), { code: 'ENOENT' });
+      await assert.rejects(store.read(a), { code: 'BLOB_GONE' });
       assert.ok((await store.read(b)).equals(large), 'other blobs are untouched');
       await store.remove(a);
     });
