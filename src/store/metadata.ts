@@ -1,10 +1,10 @@
 // MetadataDb: the only module that prepares SQL. better-sqlite3 in WAL mode with every
 // statement prepared once; access times and hit counts are gathered in memory and
 // flushed in one transaction every few seconds, so a cache hit writes nothing.
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { HotRows } from './hot-rows.js';
 import { PendingWrites, type PendingBatch } from './pending-writes.js';
-import { migrate } from './migrations.js';
+import { BUSY_TIMEOUT_MS, FLUSH_BUSY_TIMEOUT_MS, openDatabase } from './migrations.js';
 import { toTagEntry, type RateLimitRow, type RawTag, type RawTagEntry, type RollupMetric, type TagEntry, type TagKey, type TagRow, type UpstreamRequestMetric } from './rows.js';
 
 export type { RateLimitRow, RollupMetric, TagEntry, TagKey, TagRow, UpstreamRequestMetric } from './rows.js';
@@ -18,15 +18,6 @@ export interface MetadataOptions {
   /** A batched write failed (the database locked by another process, disk full); the batch is kept for the next one. */
   onFlushError?: (err: Error, pending: { touches: number; rollups: number }) => void;
 }
-
-/**
- * How long a write waits for another process's lock. Writes on the request path wait:
- * their row matters. The timed flush only moves counters, so it gives up almost at once
- * and tries again at the next tick rather than holding the event loop in SQLite's busy
- * handler while `cache pin` or `gc` holds the lock.
- */
-const BUSY_TIMEOUT_MS = 5000;
-const FLUSH_BUSY_TIMEOUT_MS = 20;
 
 /** SQLite-backed metadata: tags, manifests, blobs, repository links. */
 export class MetadataDb {
@@ -64,21 +55,7 @@ export class MetadataDb {
   constructor(path: string, opts: MetadataOptions = {}) {
     this.#now = opts.now ?? Date.now;
     this.#onFlushError = opts.onFlushError ?? (() => {});
-    this.#db = new Database(path);
-    // prewarm, import and gc open the same file beside a running server.
-    this.#db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
-    try {
-      // Refuse a newer schema before changing anything in the file (not even its journal mode).
-      migrate(this.#db);
-    } catch (err) {
-      this.#db.close();
-      throw err;
-    }
-    this.#db.pragma('journal_mode = WAL');
-    this.#db.pragma('synchronous = NORMAL');
-    // The WAL is reused, not shrunk, after a checkpoint: without a limit it stays at its
-    // high-water mark (4 MB and up), a good part of a small cache's footprint.
-    this.#db.pragma('journal_size_limit = 1048576');
+    this.#db = openDatabase(path, BUSY_TIMEOUT_MS);
     const db = this.#db;
     this.#getTag = db.prepare(
       'SELECT digest, media_type AS mediaType, fetched_at AS fetchedAt, expires_at AS expiresAt, pinned FROM tags WHERE upstream = ? AND repository = ? AND tag = ? AND accept = ?',
@@ -348,37 +325,26 @@ export class MetadataDb {
    * kept for the next flush.
    */
   flush(): void {
-    const batch = this.#pending.take();
-    if (!batch) return;
-    try {
-      this.#writeBatch(batch);
-    } catch (err) {
-      this.#pending.restore(batch);
-      throw err;
-    }
+    this.#pending.writeWith((batch) => this.#writeBatch(batch));
   }
 
   /** The timed flush (and reads that want recent counts): never waits on a lock, never throws. */
   #flushSoon(): void {
-    const batch = this.#pending.take();
-    if (!batch) return;
-    try {
-      this.#db.pragma(`busy_timeout = ${FLUSH_BUSY_TIMEOUT_MS}`);
-      this.#writeBatch(batch);
-    } catch (err) {
-      this.#pending.restore(batch);
-      this.#reportFlushError(err as Error, batch);
-    } finally {
-      if (this.#db.open) this.#db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
-    }
+    this.#pending.tryWriteWith(
+      (batch) => {
+        this.#db.pragma(`busy_timeout = ${FLUSH_BUSY_TIMEOUT_MS}`);
+        try {
+          this.#writeBatch(batch);
+        } finally {
+          if (this.#db.open) this.#db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+        }
+      },
+      (err, batch) => this.#reportFlushError(err, batch),
+    );
   }
 
   #reportFlushError(err: Error, batch: PendingBatch): void {
-    try {
-      this.#onFlushError(err, { touches: batch.touches.size, rollups: batch.rollups.size });
-    } catch {
-      // A reporter's own failure must not escape a timer.
-    }
+    this.#onFlushError(err, { touches: batch.touches.size, rollups: batch.rollups.size });
   }
 
   #writeBatch(batch: PendingBatch): void {
@@ -424,12 +390,10 @@ export class MetadataDb {
   /** Writes what is pending (waiting for a lock as any write does) and closes; a failed last write is reported, not thrown. */
   close(): void {
     clearInterval(this.#timer);
-    const batch = this.#pending.take();
-    try {
-      if (batch) this.#writeBatch(batch);
-    } catch (err) {
-      this.#reportFlushError(err as Error, batch!);
-    }
+    this.#pending.tryWriteWith(
+      (batch) => this.#writeBatch(batch),
+      (err, batch) => this.#reportFlushError(err, batch),
+    );
     this.#db.close();
   }
 }

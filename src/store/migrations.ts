@@ -1,6 +1,7 @@
-// Numbered schema migrations. The database's PRAGMA user_version says how many have run;
-// each runs once, in order, inside one transaction with the version bump.
-import type Database from 'better-sqlite3';
+// The SQLite file: opening it (pragmas, lock waits) and its numbered schema migrations.
+// PRAGMA user_version says how many migrations have run; each runs once, in order,
+// inside one transaction with the version bump.
+import Database from 'better-sqlite3';
 
 /** Migration N (1-based) brings the schema from user_version N-1 to N. Append only. */
 export const MIGRATIONS: readonly string[] = [
@@ -94,4 +95,35 @@ export function migrate(db: Database.Database): void {
       db.pragma(`user_version = ${v + 1}`);
     })();
   }
+}
+
+/**
+ * How long a write waits for another process's lock. Writes on the request path wait:
+ * their row matters. The timed flush only moves counters, so it gives up almost at once
+ * and tries again at the next tick rather than holding the event loop in SQLite's busy
+ * handler while `cache pin` or `gc` holds the lock.
+ */
+export const BUSY_TIMEOUT_MS = 5000;
+export const FLUSH_BUSY_TIMEOUT_MS = 20;
+
+/**
+ * Opens the SQLite file for a MetadataDb: migrated, WAL, and waiting `busyTimeoutMs` for
+ * the write lock, since prewarm, import and gc open the same file beside a running server.
+ */
+export function openDatabase(path: string, busyTimeoutMs: number): Database.Database {
+  const db = new Database(path);
+  db.pragma(`busy_timeout = ${busyTimeoutMs}`);
+  try {
+    // Refuse a newer schema before changing anything in the file (not even its journal mode).
+    migrate(db);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  // The WAL is reused, not shrunk, after a checkpoint: without a limit it stays at its
+  // high-water mark (4 MB and up), a good part of a small cache's footprint.
+  db.pragma('journal_size_limit = 1048576');
+  return db;
 }

@@ -40,6 +40,31 @@ export class PendingWrites {
     return b;
   }
 
+  /** Writes what is pending with `write`; a batch whose write throws is put back, and the error rethrown. */
+  writeWith(write: (b: PendingBatch) => void): void {
+    const batch = this.take();
+    if (!batch) return;
+    try {
+      write(batch);
+    } catch (err) {
+      this.restore(batch);
+      throw err;
+    }
+  }
+
+  /** As writeWith, but a failure goes to `failed` instead of up: this runs in timers, which must never throw. */
+  tryWriteWith(write: (b: PendingBatch) => void, failed: (err: Error, b: PendingBatch) => void): void {
+    try {
+      this.writeWith(write);
+    } catch (err) {
+      try {
+        failed(err as Error, this.#batch);
+      } catch {
+        // A reporter's own failure must not escape a timer either.
+      }
+    }
+  }
+
   /** Puts back a batch whose write failed, under what was gathered since it was taken. */
   restore(b: PendingBatch): void {
     for (const [digest, t] of b.touches) {
