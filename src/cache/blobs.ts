@@ -1,6 +1,7 @@
 // BlobCache: answers blob HEAD and GET for a repository of an upstream. A cached blob is
 // served only for repositories it is linked to; an unlinked one is first checked with an
 // upstream HEAD. A miss joins the download in flight for the digest or starts one.
+import { LRUCache } from 'lru-cache';
 import { DigestMismatch, SizeMismatch, UpstreamInvalid } from '../errors.js';
 import type { Logger } from '../log.js';
 import { isDigest, type Digest } from '../oci/digest.js';
@@ -48,7 +49,6 @@ export interface BlobCacheDeps {
  * short enough that a fixed upstream is soon used again.
  */
 export const MISMATCH_MEMORY_MS = 60_000;
-const MISMATCH_MAX = 10_000;
 
 /** Blob lookups and single-flight downloads. */
 export class BlobCache {
@@ -58,7 +58,7 @@ export class BlobCache {
   /** Open readers of stored blobs: eviction leaves these alone. */
   readonly #readers = new Map<Digest, number>();
   /** Digests whose last download did not match: when it was seen. */
-  readonly #mismatched = new Map<Digest, number>();
+  readonly #mismatched = new LRUCache<Digest, number>({ max: 10_000 });
 
   constructor(deps: BlobCacheDeps) {
     this.#deps = deps;
@@ -245,12 +245,7 @@ export class BlobCache {
   }
 
   #rememberMismatch(digest: Digest): void {
-    const now = this.#now();
-    if (this.#mismatched.size >= MISMATCH_MAX) {
-      for (const [d, at] of this.#mismatched) if (now - at >= MISMATCH_MEMORY_MS) this.#mismatched.delete(d);
-      if (this.#mismatched.size >= MISMATCH_MAX) this.#mismatched.clear();
-    }
-    this.#mismatched.set(digest, now);
+    this.#mismatched.set(digest, this.#now());
     this.#deps.metrics?.digestMismatches.inc();
   }
 
