@@ -15,18 +15,10 @@ import Database from 'better-sqlite3';
 import { request } from 'undici';
 import { largeBlobImage, singleImage, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
-import { cli, counter, get, serveChild, sha256, startMirror, type CliResult } from './helpers.js';
+import { cli, type CliResult, counter, get, serveChild, sha256, startMirror, until } from './helpers.js';
 
 const MB = 1024 * 1024;
 const MAIN = new URL('../src/main.ts', import.meta.url).pathname;
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /** `regmirror ARGS` stopped by itself at crash point `at`; cont() lets it go on. */
 function stoppedAt(at: string, args: string[]): { stopped: Promise<void>; exited: Promise<CliResult>; cont(): void } {

@@ -188,3 +188,12 @@ export function counter(metricsText: string, name: string): number {
   const m = new RegExp(`^${name} (\\d+)`, 'm').exec(metricsText);
   return m ? Number(m[1]) : 0;
 }
+
+/** Polls `check` until it holds; fails naming `what` after `timeoutMs`. */
+export async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

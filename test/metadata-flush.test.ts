@@ -8,17 +8,9 @@ import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { largeBlobImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
-import { counter, downloadsSettled, get, sha256, startMirror, type Mirror } from './helpers.js';
+import { counter, downloadsSettled, get, type Mirror, sha256, startMirror, until } from './helpers.js';
 
 /** The value of a counter without labels in a /metrics text, 0 when absent. */
-
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('metadata flush under a held write lock', () => {
   let up: FakeUpstream;

@@ -4,15 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { singleImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
-import { errorCode, get, startMirror } from './helpers.js';
-
-async function until(what: string, ok: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+import { errorCode, get, startMirror, until } from './helpers.js';
 
 test('13.14 once the upstream is back, the first request through ends the failure backoff; meanwhile one probe at a time goes upstream', async (t) => {
   const up = await FakeUpstream.start({ auth: 'none' });

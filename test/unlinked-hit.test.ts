@@ -7,18 +7,10 @@ import { request } from 'undici';
 import { randomBytes, sha256 as fixtureSha } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
 import { singleImage, type FixtureImage } from '../fixtures/images.js';
-import { downloadsSettled, get, sha256, startMirror, type Mirror } from './helpers.js';
+import { downloadsSettled, get, type Mirror, sha256, startMirror, until } from './helpers.js';
 import type { Digest } from '../src/oci/digest.js';
 
 const MB = 1024 * 1024;
-
-async function until(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe('unlinked hit during eviction', () => {
   let up: FakeUpstream;

@@ -4,15 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { singleImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
-import { get, sha256, startMirror } from './helpers.js';
-
-async function until(what: string, ok: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+import { get, sha256, startMirror, until } from './helpers.js';
 
 test('13.10 a stale tag is revalidated while a long blob download holds every blob slot', async (t) => {
   const big = await singleImage({ name: 'library/big', tag: 'v1', seed: 'queue-big', layerSizes: [1024 * 1024] });
