@@ -193,6 +193,19 @@ export class BlobGone extends RegmirrorError {
     super('BLOB_GONE', `blob ${digest} is no longer in the store`);
   }
 }
+/**
+ * The metadata database cannot be reached or answered too late (PostgreSQL down or
+ * restarting, SQLite locked by another process past its wait). Hot reads fall back to
+ * what is remembered; queued writes land when it is back.
+ */
+export class MetadataUnavailable extends RegmirrorError {
+  constructor(
+    /** What the backend reported, e.g. ECONNREFUSED or 57P01; for logs. */
+    readonly reason: string,
+  ) {
+    super('METADATA_UNAVAILABLE', `the metadata database is unavailable (${reason})`);
+  }
+}
 export class RangeNotSatisfiable extends RegmirrorError {
   constructor(readonly size: number) {
     super('RANGE_NOT_SATISFIABLE', `requested range is not satisfiable for a blob of ${size} bytes`);
@@ -224,6 +237,7 @@ export function toOciError(err: unknown): OciError {
   if (err instanceof Unsupported) return new OciError('UNSUPPORTED', m);
   if (err instanceof StoreFull) return new OciError('UNAVAILABLE', m, { status: 503 });
   if (err instanceof BlobGone) return new OciError('BLOB_UNKNOWN', m);
+  if (err instanceof MetadataUnavailable) return new OciError('UNAVAILABLE', m, { status: 503 });
   if (err instanceof UpstreamUnauthorized) return new OciError(err.status === 401 ? 'UNAUTHORIZED' : 'DENIED', m);
   if (err instanceof UpstreamRateLimited) {
     const headers: Record<string, string> = err.retryAfterSeconds === undefined ? {} : { 'retry-after': String(err.retryAfterSeconds) };
