@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { FsBlobStore } from '../src/store/blob-store.js';
-import { MetadataDb } from '../src/store/metadata.js';
+import type { ImportRecord } from '../src/store/metadata-store.js';
+import { SqliteMetadataStore } from '../src/store/sqlite/metadata-sqlite.js';
 import { parseDigest } from '../src/oci/digest.js';
 import { ALL_TYPES, OCI_MANIFEST } from '../src/oci/manifest.js';
 
@@ -18,7 +19,7 @@ const MAIN = new URL('../src/main.ts', import.meta.url).pathname;
 async function fill(dataDir: string): Promise<string> {
   const store = new FsBlobStore(dataDir);
   await store.init();
-  const db = new MetadataDb(join(dataDir, 'mirror.db'));
+  const db = new SqliteMetadataStore(join(dataDir, 'mirror.db'));
   const link = { upstream: 'docker.io', repository: 'library/app' };
   let manifestDigest = '';
   const batch: Array<Promise<void>> = [];
@@ -31,16 +32,16 @@ async function fill(dataDir: string): Promise<string> {
     if (i === 0) manifestDigest = digest;
   }
   await Promise.all(batch);
-  db.transaction(() => {
-    for (let i = 0; i < N; i++) {
-      const bytes = Buffer.from(i === 0 ? JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { digest: 'sha256:' + '0'.repeat(64), size: 1 }, layers: [] }) : `blob ${i}`);
-      const digest = 'sha256:' + createHash('sha256').update(bytes).digest('hex');
-      if (i === 0) db.recordManifest(digest, OCI_MANIFEST, bytes.length, link);
-      else db.recordBlob(digest, bytes.length, link);
-    }
-  });
-  db.putPinnedTag({ ...link, tag: 'v1', accept: ALL_TYPES }, manifestDigest, OCI_MANIFEST);
-  db.close();
+  // One import-shaped transaction; the pins are then taken off again, as pulled content has none.
+  const record: ImportRecord = { blobs: [], tags: [{ key: { ...link, tag: 'v1', accept: ALL_TYPES }, digest: manifestDigest, mediaType: OCI_MANIFEST }] };
+  for (let i = 0; i < N; i++) {
+    const bytes = Buffer.from(i === 0 ? JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { digest: 'sha256:' + '0'.repeat(64), size: 1 }, layers: [] }) : `blob ${i}`);
+    const digest = 'sha256:' + createHash('sha256').update(bytes).digest('hex');
+    record.blobs.push({ digest, size: bytes.length, link, ...(i === 0 ? { mediaType: OCI_MANIFEST } : {}) });
+  }
+  await db.recordImport(record);
+  await db.setBlobPins([], record.blobs.map((b) => b.digest));
+  await db.close();
   return manifestDigest;
 }
 

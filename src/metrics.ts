@@ -64,6 +64,12 @@ export class Metrics {
     help: 'Batched metadata writes (access times, roll-ups) that failed and were kept for the next try (database locked by another process, disk full)',
     registers: [this.registry],
   });
+  readonly metadataUnavailable = new Counter({
+    name: 'regmirror_metadata_unavailable_total',
+    help: 'Metadata operations met with an unreachable database: reads answered from memory or as a miss, writes queued, writes dropped (queue full)',
+    labelNames: ['what'] as const,
+    registers: [this.registry],
+  });
   readonly passThrough = new Counter({
     name: 'regmirror_passthrough_total',
     help: 'Blob downloads streamed to clients without caching (store write failed, e.g. disk full)',
@@ -93,13 +99,17 @@ export class Metrics {
   }
 
   /** A gauge whose value is read when /metrics is scraped. */
-  gauge(name: string, help: string, read: () => number): void {
+  gauge(name: string, help: string, read: () => number | Promise<number>): void {
     new Gauge({
       name,
       help,
       registers: [this.registry],
-      collect() {
-        this.set(read());
+      async collect() {
+        try {
+          this.set(await read());
+        } catch {
+          // The last value stays: /metrics answers while the database is down.
+        }
       },
     });
   }

@@ -85,14 +85,14 @@ describe('cache, gc and verify commands', () => {
       json.map((i: { pinned: boolean }) => i.pinned),
       [true, false],
     );
-    const { MetadataDb } = await import('../src/store/metadata.js');
-    const db = new MetadataDb(join(dataDir, 'mirror.db'));
+    const { SqliteMetadataStore } = await import('../src/store/sqlite/metadata-sqlite.js');
+    const db = new SqliteMetadataStore(join(dataDir, 'mirror.db'));
     try {
-      assert.equal(db.getBlob(sharedDigest)?.pinned, true, 'still held by pinned team/a');
+      assert.equal((await db.getBlob(sharedDigest))?.pinned, true, 'still held by pinned team/a');
       const onlyB = [...b.blobs.keys()].find((d) => d !== sharedDigest)!;
-      assert.equal(db.getBlob(onlyB)?.pinned, false);
+      assert.equal((await db.getBlob(onlyB))?.pinned, false);
     } finally {
-      db.close();
+      await db.close();
     }
     const missing = await cli('cache', 'pin', 'team/nope:v1');
     assert.equal(missing.code, 1);

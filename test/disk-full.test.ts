@@ -55,7 +55,7 @@ test('a pull larger than the free space succeeds uncached; the store stays whole
       assert.equal(sha256(r.body), layer);
     }
     await downloadsSettled(m);
-    assert.equal(m.metadata.getBlob(layer), undefined, 'nothing published');
+    assert.equal(await m.metadata.getBlob(layer), undefined, 'nothing published');
     assert.deepEqual(await readdir(join(dataDir, 'tmp')), [], 'no partial file left');
     assert.ok(m.logs.some((l) => l.includes('streaming the blob without caching')));
     assert.match((await get(`${m.url}/metrics`)).body.toString(), /regmirror_passthrough_total [1-9]/);
@@ -64,7 +64,7 @@ test('a pull larger than the free space succeeds uncached; the store stays whole
     assert.equal(up.counters.total, 0, 'hits are still served from the store');
     await pullAll(later);
     await downloadsSettled(m);
-    for (const [d] of later.blobs) assert.ok(m.metadata.getBlob(d), 'the next small pull is cached');
+    for (const [d] of later.blobs) assert.ok(await m.metadata.getBlob(d), 'the next small pull is cached');
   } finally {
     await m.close();
     await up.close();

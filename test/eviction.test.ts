@@ -28,8 +28,9 @@ async function pull(m: Mirror, img: FixtureImage): Promise<void> {
   await downloadsSettled(m);
 }
 
-function cached(m: Mirror, img: FixtureImage): boolean {
-  return [...img.blobs.keys()].every((d) => m.metadata.getBlob(d) !== undefined);
+async function cached(m: Mirror, img: FixtureImage): Promise<boolean> {
+  for (const d of img.blobs.keys()) if ((await m.metadata.getBlob(d)) === undefined) return false;
+  return true;
 }
 
 describe('eviction', () => {
@@ -51,23 +52,23 @@ describe('eviction', () => {
   test('pulling more than fits keeps the store under the high watermark; the newest image stays', async () => {
     // img0 is pinned as an imported bundle would pin it.
     await pull(m, images[0]);
-    for (const d of [...images[0].blobs.keys(), images[0].root.digest]) m.metadata.pinBlob(d);
+    await m.metadata.setBlobPins([...images[0].blobs.keys(), images[0].root.digest], []);
     for (const img of images.slice(1)) {
       await pull(m, img);
       await m.evictor!.run();
-      assert.ok(m.metadata.storeSize().bytes <= high, `store ${m.metadata.storeSize().bytes} over ${high}`);
+      assert.ok((await m.metadata.storeSize()).bytes <= high, `store ${(await m.metadata.storeSize()).bytes} over ${high}`);
       assert.ok((await bytesOnDisk(m.dataDir)) <= high, 'the files agree with the rows');
-      assert.ok(cached(m, img), `${img.name}, just pulled, is still cached`);
+      assert.ok(await cached(m, img), `${img.name}, just pulled, is still cached`);
     }
-    assert.ok(cached(m, images[0]), 'the pinned image survived');
-    assert.ok(!cached(m, images[1]), 'the least recently used image was evicted');
+    assert.ok(await cached(m, images[0]), 'the pinned image survived');
+    assert.ok(!(await cached(m, images[1])), 'the least recently used image was evicted');
   });
 
   test('an evicted image can be pulled again', async () => {
     up.resetCounters();
     await pull(m, images[1]);
     assert.ok(up.counters.blobGet > 0);
-    assert.ok(cached(m, images[1]));
+    assert.ok(await cached(m, images[1]));
   });
 });
 
@@ -88,13 +89,13 @@ test('a blob a slow client is reading is not evicted under pressure', async () =
       await pull(m, img);
       await m.evictor!.run();
     }
-    assert.ok(m.metadata.getBlob(layer), 'the blob being read was kept although it is the least recently used');
+    assert.ok(await m.metadata.getBlob(layer), 'the blob being read was kept although it is the least recently used');
     const chunks = [first.value as Buffer];
     for (let r = await iter.next(); !r.done; r = await iter.next()) chunks.push(r.value as Buffer);
     assert.equal(sha256(Buffer.concat(chunks)), sha256(bytes));
     await new Promise((r) => setTimeout(r, 50));
     assert.ok(!m.blobs.inUse(layer), 'once the reader is gone the blob may be evicted like any other');
-    assert.ok(m.metadata.storeSize().bytes <= Math.floor(120 * MB * 0.9));
+    assert.ok((await m.metadata.storeSize()).bytes <= Math.floor(120 * MB * 0.9));
   } finally {
     await m.stop();
     await up.close();

@@ -33,7 +33,7 @@ describe('export --all over an evicted tag', () => {
       await downloadsSettled(m);
       // What the evictor does to a least recently used manifest: its rows, then its file. The tag stays.
       const gone = images[1].root.digest as Digest;
-      m.metadata.removeBlobs([gone]);
+      await m.metadata.forgetBlobs([gone]);
       await m.store.remove(gone);
     } finally {
       await m.stop();

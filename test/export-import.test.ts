@@ -74,8 +74,9 @@ async function snapshot(ctx: CacheContext, dataDir: string): Promise<unknown> {
   };
   await walk(join(dataDir, 'blobs'));
   await walk(join(dataDir, 'tmp'));
-  const counts = Object.fromEntries((['blobs', 'manifests', 'links', 'tags'] as const).map((t) => [t, ctx.metadata.count(t)]));
-  return { files: files.sort(), counts, tags: ctx.metadata.listTags() };
+  const counts: Record<string, number> = {};
+  for (const t of ['blobs', 'manifests', 'links', 'tags'] as const) counts[t] = await ctx.metadata.count(t);
+  return { files: files.sort(), counts, tags: await ctx.metadata.listTags() };
 }
 
 /** The entries of a tar: name, header offset, data offset and size (ustar, as the exporter writes it). */
@@ -210,14 +211,14 @@ describe('export and import', () => {
     // Pins: every blob, and the tag for every Accept class that takes the root's type.
     const check = await openCache(configFor(target, wire.url), { log: quiet() });
     try {
-      const tags = check.metadata.listTags();
+      const tags = await check.metadata.listTags();
       for (const img of Object.values(images)) {
         const rows = tags.filter((r) => r.repository === img.name && r.tag === img.tag);
         const masks = Array.from({ length: ALL_TYPES }, (_, i) => i + 1).filter((m) => accepts(m, img.root.mediaType));
         assert.deepEqual(rows.map((r) => r.accept), masks, img.name);
         assert.ok(rows.every((r) => r.pinned && r.digest === img.root.digest));
       }
-      assert.equal(check.metadata.count('blobs'), all.size);
+      assert.equal(await check.metadata.count('blobs'), all.size);
     } finally {
       await check.close();
     }

@@ -7,8 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { MetadataDb } from '../src/store/metadata.js';
-import { MIGRATIONS, SCHEMA_VERSION } from '../src/store/migrations.js';
+import { Metadata } from '../src/store/metadata.js';
+import { SqliteMetadataStore } from '../src/store/sqlite/metadata-sqlite.js';
+import { MIGRATIONS, SCHEMA_VERSION } from '../src/store/sqlite/migrations.js';
 
 const D1 = `sha256:${'1'.repeat(64)}`;
 const D2 = `sha256:${'2'.repeat(64)}`;
@@ -17,11 +18,11 @@ const HOUR = 3_600_000;
 let dir: string;
 let path: string;
 let clock: number;
-const open: MetadataDb[] = [];
+const open: Metadata[] = [];
 
 /** Opens the database with the test clock and a flush timer that never fires during a test. */
-function db(): MetadataDb {
-  const m = new MetadataDb(path, { now: () => clock, flushEveryMs: 24 * HOUR });
+async function db(): Promise<Metadata> {
+  const m = new Metadata(new SqliteMetadataStore(path, { now: () => clock }), { now: () => clock, flushEveryMs: 24 * HOUR });
   open.push(m);
   return m;
 }
@@ -50,7 +51,7 @@ beforeEach(async () => {
 afterEach(async () => {
   for (const m of open.splice(0)) {
     try {
-      m.close();
+      await m.close();
     } catch {
       // already closed by the test
     }
@@ -59,57 +60,57 @@ afterEach(async () => {
 });
 
 describe('migrations', () => {
-  test('an empty file is migrated to SCHEMA_VERSION', () => {
+  test('an empty file is migrated to SCHEMA_VERSION', async () => {
     assert.equal(SCHEMA_VERSION, MIGRATIONS.length);
     assert.ok(SCHEMA_VERSION >= 1);
-    const m = db();
-    assert.equal(m.schemaVersion, SCHEMA_VERSION);
+    const m = await db();
+    assert.equal(await m.schemaVersion(), SCHEMA_VERSION);
     const tables = reader((c) => (c.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as Array<{ name: string }>).map((r) => r.name));
     assert.deepEqual(tables, ['blobs', 'links', 'manifests', 'rate_limits', 'rollups', 'tags']);
     assert.equal(reader((c) => c.pragma('user_version', { simple: true })), SCHEMA_VERSION);
     assert.equal(reader((c) => c.pragma('journal_mode', { simple: true })), 'wal');
-    for (const t of ['blobs', 'manifests', 'links', 'tags'] as const) assert.equal(m.count(t), 0);
+    for (const t of ['blobs', 'manifests', 'links', 'tags'] as const) assert.equal(await m.count(t), 0);
   });
 
-  test('a database at every older version is migrated forward, keeping its rows', () => {
+  test('a database at every older version is migrated forward, keeping its rows', async () => {
     for (let version = 1; version < SCHEMA_VERSION; version++) {
       const old = new Database(path);
       for (let v = 0; v < version; v++) old.exec(MIGRATIONS[v]);
       old.pragma(`user_version = ${version}`);
       old.prepare('INSERT INTO blobs (digest, size, created_at, last_access) VALUES (?, 7, 1, 1)').run(D1);
       old.close();
-      const m = db();
-      assert.equal(m.schemaVersion, SCHEMA_VERSION, `from version ${version}`);
-      assert.deepEqual(m.getBlob(D1), { size: 7, pinned: false });
-      m.close();
+      const m = await db();
+      assert.equal(await m.schemaVersion(), SCHEMA_VERSION, `from version ${version}`);
+      assert.deepEqual(await m.getBlob(D1), { size: 7, pinned: false });
+      await m.close();
       rmSync(path, { force: true });
       rmSync(path + '-wal', { force: true });
       rmSync(path + '-shm', { force: true });
     }
   });
 
-  test('reopening a current database is a no-op that keeps the data', () => {
-    const first = db();
-    first.recordBlob(D1, 10, { upstream: 'docker.io', repository: 'library/nginx' });
-    first.close();
+  test('reopening a current database is a no-op that keeps the data', async () => {
+    const first = await db();
+    await first.recordBlob(D1, 10, { upstream: 'docker.io', repository: 'library/nginx' });
+    await first.close();
     const schemaBefore = reader((c) => c.prepare('SELECT sql FROM sqlite_master ORDER BY name').all());
 
-    const second = db();
-    assert.equal(second.schemaVersion, SCHEMA_VERSION);
-    assert.deepEqual(second.getBlob(D1), { size: 10, pinned: false });
-    assert.equal(second.isLinked('docker.io', 'library/nginx', D1), true);
-    second.close();
+    const second = await db();
+    assert.equal(await second.schemaVersion(), SCHEMA_VERSION);
+    assert.deepEqual(await second.getBlob(D1), { size: 10, pinned: false });
+    assert.equal(await second.isLinked('docker.io', 'library/nginx', D1), true);
+    await second.close();
     assert.deepEqual(
       reader((c) => c.prepare('SELECT sql FROM sqlite_master ORDER BY name').all()),
       schemaBefore,
     );
   });
 
-  test('a database from a newer regmirror is refused, and left at its version', () => {
+  test('a database from a newer regmirror is refused, and left at its version', async () => {
     const newer = new Database(path);
     newer.pragma(`user_version = ${SCHEMA_VERSION + 1}`);
     newer.close();
-    assert.throws(
+    await assert.rejects(
       () => db(),
       (err: unknown) =>
         err instanceof Error &&
@@ -130,11 +131,11 @@ describe('migrations', () => {
 describe('tags', () => {
   const key = { upstream: 'docker.io', repository: 'library/nginx', tag: 'latest', accept: 15 };
 
-  test('put then get, with fetched and expiry times from the clock', () => {
-    const m = db();
-    assert.equal(m.getTag(key), undefined);
-    m.putTag(key, D1, 'application/vnd.oci.image.index.v1+json', 5 * 60_000);
-    assert.deepEqual(m.getTag(key), {
+  test('put then get, with fetched and expiry times from the clock', async () => {
+    const m = await db();
+    assert.equal(await m.getTag(key), undefined);
+    await m.putTag(key, D1, 'application/vnd.oci.image.index.v1+json', 5 * 60_000);
+    assert.deepEqual(await m.getTag(key), {
       digest: D1,
       mediaType: 'application/vnd.oci.image.index.v1+json',
       fetchedAt: clock,
@@ -143,49 +144,49 @@ describe('tags', () => {
     });
   });
 
-  test('a tag is keyed by upstream, repository, tag and accept class', () => {
-    const m = db();
-    m.putTag(key, D1, 'application/vnd.oci.image.index.v1+json', 1000);
-    m.putTag({ ...key, accept: 8 }, D2, 'application/vnd.docker.distribution.manifest.v2+json', 1000);
-    assert.equal(m.getTag(key)?.digest, D1);
-    assert.equal(m.getTag({ ...key, accept: 8 })?.digest, D2);
-    assert.equal(m.getTag({ ...key, accept: 1 }), undefined);
-    assert.equal(m.getTag({ ...key, tag: 'stable' }), undefined);
-    assert.equal(m.getTag({ ...key, repository: 'library/alpine' }), undefined);
-    assert.equal(m.getTag({ ...key, upstream: 'ghcr.io' }), undefined);
-    assert.equal(m.count('tags'), 2);
+  test('a tag is keyed by upstream, repository, tag and accept class', async () => {
+    const m = await db();
+    await m.putTag(key, D1, 'application/vnd.oci.image.index.v1+json', 1000);
+    await m.putTag({ ...key, accept: 8 }, D2, 'application/vnd.docker.distribution.manifest.v2+json', 1000);
+    assert.equal((await m.getTag(key))?.digest, D1);
+    assert.equal((await m.getTag({ ...key, accept: 8 }))?.digest, D2);
+    assert.equal(await m.getTag({ ...key, accept: 1 }), undefined);
+    assert.equal(await m.getTag({ ...key, tag: 'stable' }), undefined);
+    assert.equal(await m.getTag({ ...key, repository: 'library/alpine' }), undefined);
+    assert.equal(await m.getTag({ ...key, upstream: 'ghcr.io' }), undefined);
+    assert.equal(await m.count('tags'), 2);
   });
 
-  test('put again replaces the digest', () => {
-    const m = db();
-    m.putTag(key, D1, 'a', 1000);
+  test('put again replaces the digest', async () => {
+    const m = await db();
+    await m.putTag(key, D1, 'a', 1000);
     clock += 10_000;
-    m.putTag(key, D2, 'b', 2000);
-    assert.deepEqual(m.getTag(key), { digest: D2, mediaType: 'b', fetchedAt: clock, expiresAt: clock + 2000, pinned: false });
-    assert.equal(m.count('tags'), 1);
+    await m.putTag(key, D2, 'b', 2000);
+    assert.deepEqual(await m.getTag(key), { digest: D2, mediaType: 'b', fetchedAt: clock, expiresAt: clock + 2000, pinned: false });
+    assert.equal(await m.count('tags'), 1);
   });
 
-  test('refresh moves the times and keeps the digest', () => {
-    const m = db();
+  test('refresh moves the times and keeps the digest', async () => {
+    const m = await db();
     const t0 = clock;
-    m.putTag(key, D1, 'a', 60_000);
+    await m.putTag(key, D1, 'a', 60_000);
     clock += 90_000;
-    m.refreshTag(key, 60_000);
-    assert.deepEqual(m.getTag(key), { digest: D1, mediaType: 'a', fetchedAt: t0 + 90_000, expiresAt: t0 + 150_000, pinned: false });
+    await m.refreshTag(key, 60_000);
+    assert.deepEqual(await m.getTag(key), { digest: D1, mediaType: 'a', fetchedAt: t0 + 90_000, expiresAt: t0 + 150_000, pinned: false });
   });
 
-  test('refreshing an unknown tag creates nothing', () => {
-    const m = db();
-    m.refreshTag(key, 60_000);
-    assert.equal(m.getTag(key), undefined);
-    assert.equal(m.count('tags'), 0);
+  test('refreshing an unknown tag creates nothing', async () => {
+    const m = await db();
+    await m.refreshTag(key, 60_000);
+    assert.equal(await m.getTag(key), undefined);
+    assert.equal(await m.count('tags'), 0);
   });
 
-  test('tags survive a reopen', () => {
-    const m = db();
-    m.putTag(key, D1, 'a', 1000);
-    m.close();
-    assert.equal(db().getTag(key)?.digest, D1);
+  test('tags survive a reopen', async () => {
+    const m = await db();
+    await m.putTag(key, D1, 'a', 1000);
+    await m.close();
+    assert.equal((await (await db()).getTag(key))?.digest, D1);
   });
 });
 
@@ -194,128 +195,125 @@ describe('pins', () => {
   const columns = (table: string) => reader((c) => (c.prepare(`SELECT name FROM pragma_table_info('${table}')`).all() as Array<{ name: string }>).map((r) => r.name));
   const pinnedBlob = (digest: string) => reader((c) => (c.prepare('SELECT pinned FROM blobs WHERE digest = ?').get(digest) as { pinned: number } | undefined)?.pinned);
 
-  test('tags and blobs have a pinned column, 0 by default (rows from before migration 3 too)', () => {
+  test('tags and blobs have a pinned column, 0 by default (rows from before migration 3 too)', async () => {
     const old = new Database(path);
     for (let v = 0; v < 2; v++) old.exec(MIGRATIONS[v]);
     old.pragma('user_version = 2');
     old.prepare('INSERT INTO blobs (digest, size, created_at, last_access) VALUES (?, 7, 1, 1)').run(D1);
     old.prepare("INSERT INTO tags VALUES ('docker.io', 'library/nginx', 'latest', 15, ?, 'a', 1, 2)").run(D1);
     old.close();
-    const m = db();
+    const m = await db();
     assert.ok(columns('tags').includes('pinned'));
     assert.ok(columns('blobs').includes('pinned'));
     assert.equal(pinnedBlob(D1), 0);
-    assert.deepEqual(m.getTag(key), { digest: D1, mediaType: 'a', fetchedAt: 1, expiresAt: 2, pinned: false });
+    assert.deepEqual(await m.getTag(key), { digest: D1, mediaType: 'a', fetchedAt: 1, expiresAt: 2, pinned: false });
   });
 
-  test('putPinnedTag pins; putTag replaces the row with an unpinned one', () => {
-    const m = db();
-    m.putPinnedTag(key, D1, 'a');
-    assert.deepEqual(m.getTag(key), { digest: D1, mediaType: 'a', fetchedAt: clock, expiresAt: clock, pinned: true });
+  test('an imported tag is pinned; putTag replaces the row with an unpinned one', async () => {
+    const m = await db();
+    await m.recordImport({ blobs: [], tags: [{ key, digest: D1, mediaType: 'a' }] });
+    assert.deepEqual(await m.getTag(key), { digest: D1, mediaType: 'a', fetchedAt: clock, expiresAt: clock, pinned: true });
     clock += 1000;
-    m.refreshTag(key, 5000);
-    assert.equal(m.getTag(key)?.pinned, true, 'a refresh keeps the pin');
-    m.putTag(key, D2, 'b', 5000);
-    assert.deepEqual(m.getTag(key), { digest: D2, mediaType: 'b', fetchedAt: clock, expiresAt: clock + 5000, pinned: false });
+    await m.refreshTag(key, 5000);
+    assert.equal((await m.getTag(key))?.pinned, true, 'a refresh keeps the pin');
+    await m.putTag(key, D2, 'b', 5000);
+    assert.deepEqual(await m.getTag(key), { digest: D2, mediaType: 'b', fetchedAt: clock, expiresAt: clock + 5000, pinned: false });
   });
 
-  test('tagRows lists every Accept class of one tag, newest first; listTags lists every row', () => {
-    const m = db();
-    m.putTag({ ...key, accept: 4 }, D2, 'b', 1000);
+  test('tagRows lists every Accept class of one tag, newest first; listTags lists every row', async () => {
+    const m = await db();
+    await m.putTag({ ...key, accept: 4 }, D2, 'b', 1000);
     clock += 1000;
-    m.putPinnedTag(key, D1, 'a');
-    m.putTag({ ...key, tag: 'other' }, D1, 'a', 1000);
-    m.putTag({ ...key, repository: 'library/alpine' }, D1, 'a', 1000);
+    await m.recordImport({ blobs: [], tags: [{ key, digest: D1, mediaType: 'a' }] });
+    await m.putTag({ ...key, tag: 'other' }, D1, 'a', 1000);
+    await m.putTag({ ...key, repository: 'library/alpine' }, D1, 'a', 1000);
     assert.deepEqual(
-      m.tagRows('docker.io', 'library/nginx', 'latest').map((r) => [r.accept, r.digest, r.pinned]),
+      (await m.tagRows('docker.io', 'library/nginx', 'latest')).map((r) => [r.accept, r.digest, r.pinned]),
       [
         [15, D1, true],
         [4, D2, false],
       ],
     );
-    assert.deepEqual(m.tagRows('docker.io', 'library/nginx', 'missing'), []);
+    assert.deepEqual(await m.tagRows('docker.io', 'library/nginx', 'missing'), []);
     assert.deepEqual(
-      m.listTags().map((r) => `${r.upstream} ${r.repository}:${r.tag} ${r.accept} ${r.pinned}`),
+      (await m.listTags()).map((r) => `${r.upstream} ${r.repository}:${r.tag} ${r.accept} ${r.pinned}`),
       ['docker.io library/alpine:latest 15 false', 'docker.io library/nginx:latest 4 false', 'docker.io library/nginx:latest 15 true', 'docker.io library/nginx:other 15 false'],
     );
-    const row = m.listTags()[2];
+    const row = (await m.listTags())[2];
     assert.deepEqual(row, { upstream: 'docker.io', repository: 'library/nginx', tag: 'latest', accept: 15, digest: D1, mediaType: 'a', fetchedAt: clock, expiresAt: clock, pinned: true });
   });
 
-  test('pinBlob pins a recorded blob and creates no row for an unknown one', () => {
-    const m = db();
-    m.recordBlob(D1, 5);
-    m.pinBlob(D1);
-    m.pinBlob(D2);
+  test('setBlobPins pins a recorded blob and creates no row for an unknown one', async () => {
+    const m = await db();
+    await m.recordBlob(D1, 5);
+    await m.setBlobPins([D1, D2], []);
     assert.equal(pinnedBlob(D1), 1);
-    assert.equal(m.getBlob(D2), undefined);
-    m.recordBlob(D1, 5, { upstream: 'docker.io', repository: 'library/nginx' });
+    assert.equal(await m.getBlob(D2), undefined);
+    await m.recordBlob(D1, 5, { upstream: 'docker.io', repository: 'library/nginx' });
     assert.equal(pinnedBlob(D1), 1, 'recording the blob again keeps the pin');
   });
 
-  test('transaction: all writes or none, nested calls included', () => {
-    const m = db();
-    assert.throws(() =>
-      m.transaction(() => {
-        m.recordBlob(D1, 5, { upstream: 'docker.io', repository: 'library/nginx' });
-        m.putPinnedTag(key, D1, 'a');
-        throw new Error('boom');
-      }),
-    /boom/);
-    assert.equal(m.count('blobs'), 0);
-    assert.equal(m.count('links'), 0);
-    assert.equal(m.count('tags'), 0);
-    assert.equal(m.transaction(() => (m.recordBlob(D1, 5), 42)), 42);
-    assert.equal(m.count('blobs'), 1);
+  test('recordImport: all rows or none', async () => {
+    const m = await db();
+    const link = { upstream: 'docker.io', repository: 'library/nginx' };
+    await assert.rejects(
+      m.recordImport({ blobs: [{ digest: D1, size: 5, link }, { digest: D2, size: null as unknown as number, link }], tags: [{ key, digest: D1, mediaType: 'a' }] }),
+      /NOT NULL/,
+    );
+    assert.equal(await m.count('blobs'), 0);
+    assert.equal(await m.count('links'), 0);
+    assert.equal(await m.count('tags'), 0);
+    await m.recordImport({ blobs: [{ digest: D1, size: 5, link }], tags: [] });
+    assert.deepEqual(await m.getBlob(D1), { size: 5, pinned: true });
   });
 });
 
 describe('blobs and links', () => {
   const nginx = { upstream: 'docker.io', repository: 'library/nginx' };
 
-  test('recordBlob with a link: the blob is known and linked to that repository only', () => {
-    const m = db();
-    assert.equal(m.getBlob(D1), undefined);
-    m.recordBlob(D1, 1234, nginx);
-    assert.deepEqual(m.getBlob(D1), { size: 1234, pinned: false });
-    assert.equal(m.isLinked('docker.io', 'library/nginx', D1), true);
-    assert.equal(m.isLinked('docker.io', 'library/alpine', D1), false);
-    assert.equal(m.isLinked('ghcr.io', 'library/nginx', D1), false);
-    assert.equal(m.isLinked('docker.io', 'library/nginx', D2), false);
+  test('recordBlob with a link: the blob is known and linked to that repository only', async () => {
+    const m = await db();
+    assert.equal(await m.getBlob(D1), undefined);
+    await m.recordBlob(D1, 1234, nginx);
+    assert.deepEqual(await m.getBlob(D1), { size: 1234, pinned: false });
+    assert.equal(await m.isLinked('docker.io', 'library/nginx', D1), true);
+    assert.equal(await m.isLinked('docker.io', 'library/alpine', D1), false);
+    assert.equal(await m.isLinked('ghcr.io', 'library/nginx', D1), false);
+    assert.equal(await m.isLinked('docker.io', 'library/nginx', D2), false);
     assert.deepEqual(blobRow(D1), { size: 1234, createdAt: clock, lastAccess: clock, hits: 0 });
   });
 
-  test('recordBlob without a link links nothing; link() adds one, idempotently', () => {
-    const m = db();
-    m.recordBlob(D1, 5);
-    assert.equal(m.count('links'), 0);
-    assert.equal(m.isLinked('docker.io', 'library/nginx', D1), false);
-    m.link('docker.io', 'library/nginx', D1);
-    m.link('docker.io', 'library/nginx', D1);
-    m.link('ghcr.io', 'org/app', D1);
-    assert.equal(m.isLinked('docker.io', 'library/nginx', D1), true);
-    assert.equal(m.isLinked('ghcr.io', 'org/app', D1), true);
-    assert.equal(m.count('links'), 2);
+  test('recordBlob without a link links nothing; link() adds one, idempotently', async () => {
+    const m = await db();
+    await m.recordBlob(D1, 5);
+    assert.equal(await m.count('links'), 0);
+    assert.equal(await m.isLinked('docker.io', 'library/nginx', D1), false);
+    await m.link('docker.io', 'library/nginx', D1);
+    await m.link('docker.io', 'library/nginx', D1);
+    await m.link('ghcr.io', 'org/app', D1);
+    assert.equal(await m.isLinked('docker.io', 'library/nginx', D1), true);
+    assert.equal(await m.isLinked('ghcr.io', 'org/app', D1), true);
+    assert.equal(await m.count('links'), 2);
   });
 
-  test('recording a blob again updates its size but keeps its creation time and hits', () => {
-    const m = db();
+  test('recording a blob again updates its size but keeps its creation time and hits', async () => {
+    const m = await db();
     const t0 = clock;
-    m.recordBlob(D1, 5);
+    await m.recordBlob(D1, 5);
     m.touch(D1);
-    m.flush();
+    await m.flush();
     clock += HOUR;
-    m.recordBlob(D1, 6, nginx);
+    await m.recordBlob(D1, 6, nginx);
     assert.deepEqual(blobRow(D1), { size: 6, createdAt: t0, lastAccess: t0, hits: 1 });
-    assert.equal(m.count('blobs'), 1);
-    assert.equal(m.isLinked('docker.io', 'library/nginx', D1), true);
+    assert.equal(await m.count('blobs'), 1);
+    assert.equal(await m.isLinked('docker.io', 'library/nginx', D1), true);
   });
 
-  test('forgetBlob removes the blob row', () => {
-    const m = db();
-    m.recordBlob(D1, 5);
-    m.forgetBlob(D1);
-    assert.equal(m.getBlob(D1), undefined);
+  test('forgetBlobs removes the blob row', async () => {
+    const m = await db();
+    await m.recordBlob(D1, 5);
+    await m.forgetBlobs([D1]);
+    assert.equal(await m.getBlob(D1), undefined);
   });
 });
 
@@ -323,39 +321,39 @@ describe('manifests', () => {
   const link = { upstream: 'ghcr.io', repository: 'org/app' };
   const INDEX = 'application/vnd.oci.image.index.v1+json';
 
-  test('recordManifest: a blob with a media type, linked to its repository', () => {
-    const m = db();
-    assert.equal(m.getManifest(D1), undefined);
-    m.recordManifest(D1, INDEX, 789, link);
-    assert.deepEqual(m.getManifest(D1), { mediaType: INDEX, size: 789 });
-    assert.deepEqual(m.getBlob(D1), { size: 789, pinned: false });
-    assert.equal(m.isLinked('ghcr.io', 'org/app', D1), true);
-    assert.equal(m.isLinked('ghcr.io', 'org/other', D1), false);
-    assert.equal(m.count('manifests'), 1);
+  test('recordManifest: a blob with a media type, linked to its repository', async () => {
+    const m = await db();
+    assert.equal(await m.getManifest(D1), undefined);
+    await m.recordManifest(D1, INDEX, 789, link);
+    assert.deepEqual(await m.getManifest(D1), { mediaType: INDEX, size: 789 });
+    assert.deepEqual(await m.getBlob(D1), { size: 789, pinned: false });
+    assert.equal(await m.isLinked('ghcr.io', 'org/app', D1), true);
+    assert.equal(await m.isLinked('ghcr.io', 'org/other', D1), false);
+    assert.equal(await m.count('manifests'), 1);
   });
 
-  test('a plain blob is no manifest', () => {
-    const m = db();
-    m.recordBlob(D2, 10, link);
-    assert.equal(m.getManifest(D2), undefined);
+  test('a plain blob is no manifest', async () => {
+    const m = await db();
+    await m.recordBlob(D2, 10, link);
+    assert.equal(await m.getManifest(D2), undefined);
   });
 
-  test('recording a manifest again replaces its media type', () => {
-    const m = db();
-    m.recordManifest(D1, INDEX, 789, link);
-    m.recordManifest(D1, 'application/vnd.docker.distribution.manifest.list.v2+json', 789, link);
-    assert.equal(m.getManifest(D1)?.mediaType, 'application/vnd.docker.distribution.manifest.list.v2+json');
-    assert.equal(m.count('manifests'), 1);
-    assert.equal(m.count('links'), 1);
+  test('recording a manifest again replaces its media type', async () => {
+    const m = await db();
+    await m.recordManifest(D1, INDEX, 789, link);
+    await m.recordManifest(D1, 'application/vnd.docker.distribution.manifest.list.v2+json', 789, link);
+    assert.equal((await m.getManifest(D1))?.mediaType, 'application/vnd.docker.distribution.manifest.list.v2+json');
+    assert.equal(await m.count('manifests'), 1);
+    assert.equal(await m.count('links'), 1);
   });
 });
 
 describe('touch and flush', () => {
-  test('touch() writes nothing until flush()', () => {
-    const m = db();
+  test('touch() writes nothing until flush()', async () => {
+    const m = await db();
     const t0 = clock;
-    m.recordBlob(D1, 10);
-    m.recordBlob(D2, 20);
+    await m.recordBlob(D1, 10);
+    await m.recordBlob(D2, 20);
 
     clock = t0 + 5000;
     m.touch(D1);
@@ -365,50 +363,50 @@ describe('touch and flush', () => {
     assert.deepEqual(blobRow(D1), { size: 10, createdAt: t0, lastAccess: t0, hits: 0 }, 'nothing written before flush');
     assert.deepEqual(blobRow(D2), { size: 20, createdAt: t0, lastAccess: t0, hits: 0 });
 
-    m.flush();
+    await m.flush();
     assert.deepEqual(blobRow(D1), { size: 10, createdAt: t0, lastAccess: t0 + 7000, hits: 2 });
     assert.deepEqual(blobRow(D2), { size: 20, createdAt: t0, lastAccess: t0 + 7000, hits: 1 });
 
     // A second flush with nothing pending changes nothing; new touches add up.
-    m.flush();
+    await m.flush();
     assert.equal(blobRow(D1)?.hits, 2);
     m.touch(D1);
-    m.flush();
+    await m.flush();
     assert.equal(blobRow(D1)?.hits, 3);
   });
 
-  test('close() flushes what is pending', () => {
-    const m = db();
-    m.recordBlob(D1, 10);
+  test('close() flushes what is pending', async () => {
+    const m = await db();
+    await m.recordBlob(D1, 10);
     clock += 1000;
     m.touch(D1);
     assert.equal(blobRow(D1)?.hits, 0);
-    m.close();
+    await m.close();
     assert.deepEqual(blobRow(D1), { size: 10, createdAt: clock - 1000, lastAccess: clock, hits: 1 });
   });
 
-  test('an older clock never moves last_access back', () => {
-    const m = db();
-    m.recordBlob(D1, 10);
+  test('an older clock never moves last_access back', async () => {
+    const m = await db();
+    await m.recordBlob(D1, 10);
     const t0 = clock;
     clock -= HOUR;
     m.touch(D1);
-    m.flush();
+    await m.flush();
     assert.deepEqual(blobRow(D1), { size: 10, createdAt: t0, lastAccess: t0, hits: 1 });
   });
 
-  test('touching an unknown digest creates no row', () => {
-    const m = db();
+  test('touching an unknown digest creates no row', async () => {
+    const m = await db();
     m.touch(D2);
-    m.flush();
-    assert.equal(m.getBlob(D2), undefined);
-    assert.equal(m.count('blobs'), 0);
+    await m.flush();
+    assert.equal(await m.getBlob(D2), undefined);
+    assert.equal(await m.count('blobs'), 0);
   });
 });
 
 describe('roll-ups and rate limits', () => {
-  test('counts and budgets are batched, then summed per upstream and metric', () => {
-    const m = db();
+  test('counts and budgets are batched, then summed per upstream and metric', async () => {
+    const m = await db();
     m.bump('docker.io', 'pulls_served', 3);
     m.request('docker.io', 'manifest_get');
     m.rateLimit('docker.io', 'anonymous', { limit: 100, remaining: 42, windowSeconds: 21600, source: '1.2.3.4' }, clock);
@@ -416,12 +414,12 @@ describe('roll-ups and rate limits', () => {
     clock += HOUR;
     m.bump('docker.io', 'pulls_served', 2);
     m.rateLimit('docker.io', 'anonymous', { limit: 100, remaining: 41, windowSeconds: 21600 }, clock);
-    m.flush();
-    assert.deepEqual(m.rollupsSince(clock - 2 * HOUR), [
+    await m.flush();
+    assert.deepEqual(await m.rollupsSince(clock - 2 * HOUR), [
       { upstream: 'docker.io', metric: 'manifest_get', value: 1 },
       { upstream: 'docker.io', metric: 'pulls_served', value: 5 },
     ]);
-    assert.deepEqual(m.rollupsSince(clock), [{ upstream: 'docker.io', metric: 'pulls_served', value: 2 }], 'older hours are left out');
-    assert.deepEqual(m.rateLimits(), [{ upstream: 'docker.io', credential: 'anonymous', limit: 100, remaining: 41, windowSeconds: 21600, observedAt: clock }]);
+    assert.deepEqual(await m.rollupsSince(clock), [{ upstream: 'docker.io', metric: 'pulls_served', value: 2 }], 'older hours are left out');
+    assert.deepEqual(await m.rateLimits(), [{ upstream: 'docker.io', credential: 'anonymous', limit: 100, remaining: 41, windowSeconds: 21600, observedAt: clock }]);
   });
 });

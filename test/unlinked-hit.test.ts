@@ -42,8 +42,8 @@ describe('unlinked hit during eviction', () => {
   test('13.12 unlinked hit is protected from eviction while its upstream HEAD is in flight', async () => {
     assert.equal(sha256((await get(`${m.url}/v2/library/a/blobs/${layer}`)).body), layer);
     await downloadsSettled(m);
-    assert.ok(m.metadata.getBlob(layer), 'stored through library/a');
-    assert.ok(!m.metadata.isLinked('docker.io', 'library/b', layer));
+    assert.ok(await m.metadata.getBlob(layer), 'stored through library/a');
+    assert.ok(!await m.metadata.isLinked('docker.io', 'library/b', layer));
 
     // The HEAD that checks library/b holds the layer is held up at the upstream...
     up.faults = { latencyMs: 3000 };
@@ -57,7 +57,7 @@ describe('unlinked hit during eviction', () => {
     const other = randomBytes(1 * MB, 'unlinked-other');
     const otherDigest = fixtureSha(other) as Digest;
     const { mtimeMs } = await m.store.put(otherDigest, other);
-    m.metadata.recordBlob(otherDigest, other.length, undefined, mtimeMs);
+    await m.metadata.recordBlob(otherDigest, other.length, undefined, String(mtimeMs));
     const run = await m.evictor!.run();
     assert.ok(run.removed > 0, 'the evictor ran and removed something');
 

@@ -2,14 +2,14 @@
 // served only for repositories it is linked to; an unlinked one is first checked with an
 // upstream HEAD. A miss joins the download in flight for the digest or starts one.
 import { LRUCache } from 'lru-cache';
-import { DigestMismatch, SizeMismatch, UpstreamInvalid } from '../errors.js';
+import { DigestMismatch, MetadataUnavailable, SizeMismatch, UpstreamInvalid } from '../errors.js';
 import type { Logger } from '../log.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import { isNonDistributableType, type Descriptor } from '../oci/manifest.js';
 import type { Metrics } from '../metrics.js';
 import type { ByteRange, FsBlobStore } from '../store/blob-store.js';
 import type { BodySource } from '../store/body-source.js';
-import type { MetadataDb } from '../store/metadata.js';
+import type { BlobRow, Metadata } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { Download } from './download.js';
 
@@ -33,7 +33,7 @@ export interface BlobHandle {
 
 export interface BlobCacheDeps {
   store: FsBlobStore;
-  metadata: MetadataDb;
+  metadata: Metadata;
   log: Logger;
   metrics?: Metrics;
   /** Told of every blob published by a download (the evictor watches the store grow). */
@@ -72,7 +72,7 @@ export class BlobCache {
   /** For HEAD: the blob's size, from the store or from the upstream; never starts a download. */
   async stat(t: Target, digest: Digest): Promise<{ size?: number }> {
     const { metadata, store } = this.#deps;
-    const linked = metadata.isLinked(t.upstream.name, t.repository, digest);
+    const linked = await metadata.isLinked(t.upstream.name, t.repository, digest);
     if (linked) {
       const st = await store.stat(digest);
       if (st) return st;
@@ -107,11 +107,11 @@ export class BlobCache {
    * needs before it is served to a new repository (a base layer shared by many images).
    * Layers that live elsewhere (non-distributable, with `urls`) vouch for nothing.
    */
-  vouch(t: Target, blobs: readonly Descriptor[]): void {
+  async vouch(t: Target, blobs: readonly Descriptor[]): Promise<void> {
     const { metadata } = this.#deps;
     for (const b of blobs) {
       if (!isDigest(b.digest) || isNonDistributableType(b.mediaType ?? '') || 'urls' in b) continue;
-      if (this.#downloads.has(b.digest as Digest) || metadata.getBlob(b.digest)) metadata.link(t.upstream.name, t.repository, b.digest);
+      if (this.#downloads.has(b.digest as Digest) || (await metadata.getBlob(b.digest))) await metadata.link(t.upstream.name, t.repository, b.digest);
     }
   }
 
@@ -130,7 +130,7 @@ export class BlobCache {
     const { metadata } = this.#deps;
     const st = await this.#intact(digest);
     // Read after the await: a download may have published and linked the blob meanwhile.
-    let linked = metadata.isLinked(t.upstream.name, t.repository, digest);
+    let linked = await metadata.isLinked(t.upstream.name, t.repository, digest);
     if (st && linked) {
       metadata.touch(digest);
       return st;
@@ -140,7 +140,7 @@ export class BlobCache {
       // keeping the blob from eviction meanwhile, and look again after (another process,
       // gc or cache rm, may still have removed it).
       await this.#holding(digest, () => t.upstream.headBlob(t.repository, digest));
-      metadata.link(t.upstream.name, t.repository, digest);
+      await metadata.link(t.upstream.name, t.repository, digest);
       linked = true;
       const still = await this.#intact(digest);
       if (still) {
@@ -156,7 +156,7 @@ export class BlobCache {
     if (dl && !linked && (dl.upstream !== t.upstream || dl.repository !== t.repository)) {
       // Joining a download started through another repository is no way around the link rule.
       await t.upstream.headBlob(t.repository, digest);
-      metadata.link(t.upstream.name, t.repository, digest);
+      await metadata.link(t.upstream.name, t.repository, digest);
     }
     return { download: dl ?? this.#start(t, digest) };
   }
@@ -187,16 +187,27 @@ export class BlobCache {
     const { metadata, store, log } = this.#deps;
     const st = await store.stat(digest);
     if (!st) return undefined;
-    const row = metadata.getBlob(digest);
-    if (row && row.size === st.size && (row.mtimeMs === undefined || Math.abs(row.mtimeMs - st.mtimeMs) < 1)) return st;
+    const row = await this.#row(digest);
+    if (row === 'unknown') return undefined;
+    if (row && row.size === st.size && (row.version === undefined || row.version === String(st.mtimeMs))) return st;
     if (this.inUse(digest)) return undefined;
     // No row yet may mean another process (import, prewarm) has just published it and
     // records it next: a miss for now, not a leftover to delete.
     if (!row && (await store.recentlyPublished(digest))) return undefined;
     log.warn(row ? 'stored blob changed on disk; fetching it again' : 'stored blob has no record; fetching it again', { digest });
-    metadata.removeBlobs([digest]);
+    await metadata.forgetBlobs([digest]);
     await store.remove(digest);
     return undefined;
+  }
+
+  /** The blob's row; 'unknown' while the database cannot say (a miss then, never a reason to drop the file). */
+  async #row(digest: Digest): Promise<BlobRow | undefined | 'unknown'> {
+    try {
+      return await this.#deps.metadata.getBlob(digest);
+    } catch (err) {
+      if (err instanceof MetadataUnavailable) return 'unknown';
+      throw err;
+    }
   }
 
   /** Runs `fn` with `digest` counted as in use, so the evictor leaves it alone. */

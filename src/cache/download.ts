@@ -10,7 +10,7 @@ import type { Digest } from '../oci/digest.js';
 import type { Logger } from '../log.js';
 import { dropBytes, type ByteRange, type FsBlobStore, type TempBlob } from '../store/blob-store.js';
 import { InlineHash, type ContentHash } from '../store/content-hash.js';
-import type { MetadataDb } from '../store/metadata.js';
+import type { Metadata } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { Follower } from './follower.js';
 
@@ -32,7 +32,7 @@ export function isStoreFull(err: unknown): err is StoreFull {
 
 export interface DownloadDeps {
   store: FsBlobStore;
-  metadata: MetadataDb;
+  metadata: Metadata;
   log: Logger;
   /** Aborted at shutdown; never tied to one client's connection. */
   signal: AbortSignal;
@@ -199,7 +199,7 @@ export class Download {
       this.#verified = true;
       this.#wake();
       const { mtimeMs } = await store.publish(this.#temp!);
-      metadata.recordBlob(this.digest, this.#temp!.written, { upstream: this.upstream.name, repository: this.repository }, mtimeMs);
+      await metadata.recordBlob(this.digest, this.#temp!.written, { upstream: this.upstream.name, repository: this.repository }, String(mtimeMs));
       this.#deps.onPublished?.(this.#temp!.written);
       this.#state = 'done';
       log.info('blob downloaded', { digest: this.digest, repo: this.repository, bytes: this.#temp!.written, ms: Date.now() - started });

@@ -6,12 +6,12 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { crashPoint, type FsBlobStore } from '../store/blob-store.js';
-import type { MetadataDb } from '../store/metadata.js';
+import type { Metadata } from '../store/metadata.js';
 import type { Digest } from '../oci/digest.js';
 
 export interface EvictorDeps {
   store: FsBlobStore;
-  metadata: MetadataDb;
+  metadata: Metadata;
   log: Logger;
   metrics?: Metrics;
   /** Being downloaded or read right now. */
@@ -78,14 +78,13 @@ export class Evictor {
 
   async #evict(): Promise<{ removed: number; freed: number }> {
     const { metadata, store, log, inUse, metrics } = this.#d;
-    let size = metadata.storeSize().bytes;
+    let size = (await metadata.storeSize()).bytes;
     if (size <= this.highBytes) return { removed: 0, freed: 0 };
     const started = size;
     let removed = 0;
     const skipped = new Set<string>();
     while (size > this.lowBytes) {
-      const batch = metadata
-        .evictionCandidates(BATCH + skipped.size)
+      const batch = (await metadata.evictionCandidates(BATCH + skipped.size))
         .filter((c) => !skipped.has(c.digest))
         .slice(0, BATCH);
       if (batch.length === 0) break;
@@ -104,7 +103,7 @@ export class Evictor {
       // The rows go first: a crash between the two leaves a file without a row, which is
       // never served as a hit and is swept by gc. A row pinned since it was chosen (an
       // import beside the server) stays, and so does its file.
-      const gone = new Set(metadata.evictBlobs(victims.map((v) => v.digest)));
+      const gone = new Set(await metadata.evictBlobs(victims.map((v) => v.digest)));
       for (const v of victims) {
         if (gone.has(v.digest)) await store.remove(v.digest as Digest);
         else {

@@ -10,7 +10,7 @@ import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
 import { accepts, DOCKER_LIST, isIndexType, OCI_INDEX, parseManifest, type Descriptor } from '../oci/manifest.js';
 import type { ManifestRef } from '../oci/reference.js';
 import type { FsBlobStore } from '../store/blob-store.js';
-import type { MetadataDb, TagEntry, TagKey, TagRow } from '../store/metadata.js';
+import type { Metadata, TagEntry, TagKey, TagRow } from '../store/metadata.js';
 import type { PassThroughBody } from '../upstream/client.js';
 import type { Target } from './blobs.js';
 import { isStoreFull } from './download.js';
@@ -32,7 +32,7 @@ export interface ManifestReply {
 
 export interface ManifestCacheDeps {
   store: FsBlobStore;
-  metadata: MetadataDb;
+  metadata: Metadata;
   log: Logger;
   now?: () => number;
   /** Bytes of manifest bodies kept in memory. */
@@ -41,7 +41,7 @@ export interface ManifestCacheDeps {
   /** Offline: tags never expire (nothing could revalidate them). */
   offline?: boolean;
   /** Told of the blobs a manifest names when it comes from the upstream through `t` (BlobCache.vouch). */
-  onFetched?: (t: Target, blobs: readonly Descriptor[]) => void;
+  onFetched?: (t: Target, blobs: readonly Descriptor[]) => Promise<void>;
 }
 
 /** Manifest and tag cache. */
@@ -87,19 +87,19 @@ export class ManifestCache {
 
   async #byTag(t: Target, tag: string, accept: number, withBody: boolean): Promise<ManifestReply> {
     const key: TagKey = { upstream: t.upstream.name, repository: t.repository, tag, accept };
-    const own = this.#deps.metadata.getTag(key);
+    const own = await this.#deps.metadata.getTag(key);
     if (own && this.#fresh(own)) {
       const cached = await this.#cached(own.digest, withBody);
       if (cached) return cached;
     }
     // Another client's Accept list may have cached an answer this one takes.
-    const shared = this.#otherRows(key).find((r) => this.#fresh(r) && answersToo(r, key.accept));
+    const shared = (await this.#otherRows(key)).find((r) => this.#fresh(r) && answersToo(r, key.accept));
     if (shared) {
       const cached = await this.#cached(shared.digest, withBody);
       if (cached) return cached;
     }
     // What to serve as stale when the upstream cannot be asked.
-    const row = own ?? this.#otherRows(key).find((r) => answersToo(r, key.accept));
+    const row = own ?? (await this.#otherRows(key)).find((r) => answersToo(r, key.accept));
     if (row && !t.upstream.state.canRevalidate()) {
       const cached = await this.#cached(row.digest, withBody);
       if (cached) return this.#staleReply(t, key, cached, 'upstream pull budget at its floor');
@@ -130,8 +130,8 @@ export class ManifestCache {
   }
 
   /** The tag's rows for other Accept classes whose manifest type this class takes. */
-  #otherRows(key: TagKey): TagEntry[] {
-    return this.#deps.metadata.tagRows(key.upstream, key.repository, key.tag).filter((r) => r.accept !== key.accept && accepts(key.accept, r.mediaType));
+  async #otherRows(key: TagKey): Promise<TagEntry[]> {
+    return (await this.#deps.metadata.tagRows(key.upstream, key.repository, key.tag)).filter((r) => r.accept !== key.accept && accepts(key.accept, r.mediaType));
   }
 
   /** A tag is answered from the cache without asking the upstream. */
@@ -157,7 +157,7 @@ export class ManifestCache {
 
   async #byDigest(t: Target, digest: Digest, accept: number, withBody: boolean): Promise<ManifestReply> {
     const { metadata, log } = this.#deps;
-    if (metadata.isLinked(t.upstream.name, t.repository, digest)) {
+    if (await metadata.isLinked(t.upstream.name, t.repository, digest)) {
       const cached = await this.#cached(digest, withBody);
       if (cached) return cached;
     }
@@ -165,8 +165,8 @@ export class ManifestCache {
       // A HEAD needs no body: ask the upstream with a HEAD, which Docker Hub does not count.
       const head = await t.upstream.headManifest(t.repository, digest, accept);
       if (head.digest !== undefined && head.digest !== digest) throw new UpstreamInvalid(`upstream answered digest ${head.digest} for ${digest}`);
-      if (metadata.getManifest(digest)) {
-        metadata.link(t.upstream.name, t.repository, digest);
+      if (await metadata.getManifest(digest)) {
+        await metadata.link(t.upstream.name, t.repository, digest);
         const cached = await this.#cached(digest, false);
         if (cached) return cached;
       }
@@ -181,25 +181,25 @@ export class ManifestCache {
   async #revalidate(t: Target, key: TagKey): Promise<ManifestReply> {
     const { metadata, log } = this.#deps;
     const ttl = t.upstream.config.tagTtlMs;
-    const row = metadata.getTag(key);
+    const row = await metadata.getTag(key);
     // A HEAD (free on Docker Hub) first whenever some Accept class has this tag cached:
     // a GET is needed only when the upstream names a digest the cache does not hold.
-    const cachedForSomeone = row ? metadata.getManifest(row.digest) !== undefined : metadata.tagRows(key.upstream, key.repository, key.tag).length > 0;
+    const cachedForSomeone = row ? (await metadata.getManifest(row.digest)) !== undefined : (await metadata.tagRows(key.upstream, key.repository, key.tag)).length > 0;
     if (cachedForSomeone) {
       const head = await t.upstream.headManifest(t.repository, key.tag, key.accept);
-      const known = head.digest !== undefined && isDigest(head.digest) ? metadata.getManifest(head.digest) : undefined;
-      if (head.digest !== undefined && known && (head.digest === row?.digest || metadata.isLinked(key.upstream, key.repository, head.digest))) {
+      const known = head.digest !== undefined && isDigest(head.digest) ? await metadata.getManifest(head.digest) : undefined;
+      if (head.digest !== undefined && known && (head.digest === row?.digest || (await metadata.isLinked(key.upstream, key.repository, head.digest)))) {
         const cached = await this.#cached(head.digest, false);
         if (cached) {
-          if (head.digest === row?.digest) metadata.refreshTag(key, ttl);
-          else metadata.putTag(key, head.digest, cached.mediaType, ttl);
+          if (head.digest === row?.digest) await metadata.refreshTag(key, ttl);
+          else await metadata.putTag(key, head.digest, cached.mediaType, ttl);
           log.debug('tag revalidated', { repo: key.repository, tag: key.tag, changed: head.digest !== row?.digest });
           return { ...cached, source: 'revalidated' };
         }
       }
     }
     const fetched = await this.#fetch(t, undefined, key.accept, key.tag);
-    if (!fetched.uncached) metadata.putTag(key, fetched.digest, fetched.mediaType, ttl);
+    if (!fetched.uncached) await metadata.putTag(key, fetched.digest, fetched.mediaType, ttl);
     return fetched;
   }
 
@@ -217,8 +217,8 @@ export class ManifestCache {
     const reply: ManifestReply = { digest: actual, mediaType, size: body.bytes.length, bytes: body.bytes, source: 'miss' };
     try {
       const { mtimeMs } = await store.put(actual, body.bytes);
-      metadata.recordManifest(actual, mediaType, body.bytes.length, { upstream: t.upstream.name, repository: t.repository }, mtimeMs);
-      this.#deps.onFetched?.(t, blobs);
+      await metadata.recordManifest(actual, mediaType, body.bytes.length, { upstream: t.upstream.name, repository: t.repository }, String(mtimeMs));
+      await this.#deps.onFetched?.(t, blobs);
     } catch (err) {
       // A full or read-only store does not fail the pull: the manifest is served uncached.
       if (!isStoreFull(err)) throw err;
@@ -232,7 +232,7 @@ export class ManifestCache {
   /** A manifest from memory or the store, or undefined when its row or file is gone. */
   async #cached(digestText: string, withBody: boolean): Promise<ManifestReply | undefined> {
     const { metadata, store } = this.#deps;
-    const row = metadata.getManifest(digestText);
+    const row = await metadata.getManifest(digestText);
     if (!row) return undefined;
     const digest = parseDigest(digestText);
     let bytes = this.#bodies.get(digest);
@@ -241,13 +241,13 @@ export class ManifestCache {
         bytes = await store.read(digest);
       } catch (err) {
         if (!(err instanceof BlobGone)) throw err;
-        metadata.forgetBlob(digest);
+        await metadata.forgetBlobs([digest]);
         return undefined;
       }
       // Manifests are small: re-hash on every read from disk, and fetch again if damaged.
       if (digestOf(bytes) !== digest) {
         this.#deps.log.warn('stored manifest does not match its digest; fetching it again', { digest });
-        metadata.removeBlobs([digest]);
+        await metadata.forgetBlobs([digest]);
         await store.remove(digest);
         return undefined;
       }

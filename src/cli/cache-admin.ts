@@ -30,9 +30,9 @@ export interface CachedImage {
 export async function imageDigests(ctx: Ctx, root: string): Promise<Set<string>> {
   const found = new Set<string>();
   const visit = async (digest: string): Promise<void> => {
-    if (found.has(digest) || !ctx.metadata.getBlob(digest)) return;
+    if (found.has(digest) || !(await ctx.metadata.getBlob(digest))) return;
     found.add(digest);
-    if (!ctx.metadata.getManifest(digest)) return;
+    if (!(await ctx.metadata.getManifest(digest))) return;
     const m = parseManifest(await ctx.store.read(parseDigest(digest)));
     for (const d of [...m.manifests, ...m.blobs]) await visit(d.digest);
   };
@@ -41,9 +41,9 @@ export async function imageDigests(ctx: Ctx, root: string): Promise<Set<string>>
 }
 
 /** One entry per tag (its Accept-class rows folded together). */
-function tags(ctx: Ctx): TagEntry[] {
+async function tags(ctx: Ctx): Promise<TagEntry[]> {
   const seen = new Map<string, TagEntry>();
-  for (const t of ctx.metadata.listTags()) {
+  for (const t of await ctx.metadata.listTags()) {
     const key = `${t.upstream}\n${t.repository}\n${t.tag}`;
     const prev = seen.get(key);
     // Prefer the index row: it names every platform.
@@ -54,10 +54,11 @@ function tags(ctx: Ctx): TagEntry[] {
 
 export async function listImages(ctx: Ctx): Promise<CachedImage[]> {
   const out: CachedImage[] = [];
-  for (const t of tags(ctx)) {
+  for (const t of await tags(ctx)) {
     const digests = await imageDigests(ctx, t.digest);
-    const size = [...digests].reduce((n, d) => n + (ctx.metadata.getBlob(d)?.size ?? 0), 0);
-    const stats = ctx.metadata.blobStats(t.digest);
+    let size = 0;
+    for (const d of digests) size += (await ctx.metadata.getBlob(d))?.size ?? 0;
+    const stats = await ctx.metadata.blobStats(t.digest);
     out.push({
       image: `${t.upstream}/${t.repository}:${t.tag}`,
       upstream: t.upstream,
@@ -95,7 +96,7 @@ function select(ctx: Ctx, images: CachedImage[], sel: Selector): CachedImage[] {
 /** Pins or unpins whole images: the tag (it never expires) and every manifest and blob (never evicted). */
 export async function setPinned(ctx: Ctx, image: string, pinned: boolean): Promise<CachedImage[]> {
   const chosen = select(ctx, await listImages(ctx), { image });
-  for (const img of chosen) ctx.metadata.setTagPinned(img.upstream, img.repository, img.tag, pinned);
+  for (const img of chosen) await ctx.metadata.setTagPinned(img.upstream, img.repository, img.tag, pinned);
   await repin(ctx);
   return chosen;
 }
@@ -103,21 +104,18 @@ export async function setPinned(ctx: Ctx, image: string, pinned: boolean): Promi
 /** Blob pins follow tag pins: a blob is pinned while any pinned image holds it. */
 async function repin(ctx: Ctx): Promise<void> {
   const keep = new Set<string>();
-  for (const t of tags(ctx).filter((x) => x.pinned)) for (const d of await imageDigests(ctx, t.digest)) keep.add(d);
+  for (const t of (await tags(ctx)).filter((x) => x.pinned)) for (const d of await imageDigests(ctx, t.digest)) keep.add(d);
   // Found outside the transaction: beside a running server, the write lock is held only
   // for the changes, never for a walk of every row.
   const pin: string[] = [];
   const unpin: string[] = [];
-  for (const b of ctx.metadata.allBlobs()) {
-    const row = ctx.metadata.getBlob(b.digest);
+  for (const b of await ctx.metadata.allBlobs()) {
+    const row = await ctx.metadata.getBlob(b.digest);
     if (keep.has(b.digest) && row && !row.pinned) pin.push(b.digest);
     if (!keep.has(b.digest) && row?.pinned) unpin.push(b.digest);
   }
   if (pin.length + unpin.length === 0) return;
-  ctx.metadata.transaction(() => {
-    for (const d of pin) ctx.metadata.pinBlob(d);
-    for (const d of unpin) ctx.metadata.unpinBlob(d);
-  });
+  await ctx.metadata.setBlobPins(pin, unpin);
 }
 
 /** Removes images: their tags, and every manifest and blob no remaining image holds. */
@@ -129,12 +127,9 @@ export async function removeImages(ctx: Ctx, sel: Selector): Promise<{ images: C
   for (const img of all.filter((i) => !chosenKeys.has(i.image))) for (const d of await imageDigests(ctx, img.digest)) keep.add(d);
   const drop = new Map<string, number>();
   for (const img of chosen) {
-    for (const d of await imageDigests(ctx, img.digest)) if (!keep.has(d)) drop.set(d, ctx.metadata.getBlob(d)?.size ?? 0);
+    for (const d of await imageDigests(ctx, img.digest)) if (!keep.has(d)) drop.set(d, (await ctx.metadata.getBlob(d))?.size ?? 0);
   }
-  ctx.metadata.transaction(() => {
-    for (const img of chosen) ctx.metadata.deleteTag(img.upstream, img.repository, img.tag);
-    ctx.metadata.removeBlobs([...drop.keys()]);
-  });
+  await ctx.metadata.removeImages(chosen, [...drop.keys()]);
   for (const d of drop.keys()) await ctx.store.remove(d as Digest);
   await repin(ctx);
   return { images: chosen, blobs: drop.size, bytes: [...drop.values()].reduce((a, b) => a + b, 0) };
@@ -158,7 +153,7 @@ const ROLLUP_DAYS = 30;
 export async function gc(ctx: Ctx, dryRun: boolean): Promise<GcReport> {
   const report: GcReport = { orphanFiles: 0, recentFiles: 0, orphanFileBytes: 0, missingFiles: 0, links: 0, manifests: 0, tags: 0, rollups: 0 };
   for await (const d of ctx.store.walk()) {
-    if (ctx.metadata.getBlob(d)) continue;
+    if (await ctx.metadata.getBlob(d)) continue;
     // Maybe just published by an import or download beside us that records it next.
     if (await ctx.store.recentlyPublished(d, ctx.now())) {
       report.recentFiles++;
@@ -170,10 +165,10 @@ export async function gc(ctx: Ctx, dryRun: boolean): Promise<GcReport> {
     if (!dryRun) await ctx.store.remove(d);
   }
   const missing: string[] = [];
-  for (const b of ctx.metadata.allBlobs()) if (!(await ctx.store.stat(parseDigest(b.digest)))) missing.push(b.digest);
+  for (const b of await ctx.metadata.allBlobs()) if (!(await ctx.store.stat(parseDigest(b.digest)))) missing.push(b.digest);
   report.missingFiles = missing.length;
-  if (!dryRun) ctx.metadata.removeBlobs(missing);
-  Object.assign(report, ctx.metadata.reconcile(ctx.now() - ROLLUP_DAYS * 86_400_000, dryRun));
+  if (!dryRun) await ctx.metadata.forgetBlobs(missing);
+  Object.assign(report, await ctx.metadata.reconcile(ctx.now() - ROLLUP_DAYS * 86_400_000, dryRun));
   return report;
 }
 
@@ -187,7 +182,7 @@ export interface VerifyReport {
 /** Re-hashes every stored blob; with repair, removes the bad ones so the next pull fetches them again. */
 export async function verify(ctx: Ctx, opts: { repair: boolean; concurrency?: number; onProgress?: (done: number, total: number, bytes: number) => void }): Promise<VerifyReport> {
   const report: VerifyReport = { checked: 0, bytes: 0, bad: [], repaired: 0 };
-  const blobs = ctx.metadata.allBlobs();
+  const blobs = await ctx.metadata.allBlobs();
   const limit = pLimit(opts.concurrency ?? 4);
   await Promise.all(
     blobs.map((b) =>
@@ -199,7 +194,7 @@ export async function verify(ctx: Ctx, opts: { repair: boolean; concurrency?: nu
         if (problem) {
           report.bad.push({ digest, problem });
           if (opts.repair) {
-            ctx.metadata.removeBlobs([digest]);
+            await ctx.metadata.forgetBlobs([digest]);
             await ctx.store.remove(digest);
             report.repaired++;
           }

@@ -12,7 +12,8 @@ import { UpstreamTable } from '../http/target.js';
 import { createLogger, type Logger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import { FsBlobStore } from '../store/blob-store.js';
-import { MetadataDb } from '../store/metadata.js';
+import { Metadata, type MetadataOptions } from '../store/metadata.js';
+import { openMetadataStore } from '../store/open-metadata.js';
 import { UpstreamClient } from '../upstream/client.js';
 import type { UpstreamObserver } from '../upstream/rate-limit.js';
 
@@ -21,7 +22,7 @@ export interface CacheContext {
   log: Logger;
   now: () => number;
   store: FsBlobStore;
-  metadata: MetadataDb;
+  metadata: Metadata;
   metrics: Metrics;
   clients: UpstreamClient[];
   upstreams: UpstreamTable;
@@ -51,11 +52,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     if (swept > 0) log.info('removed unfinished downloads left by a previous run', { files: swept });
   }
   const metrics = new Metrics({ defaultMetrics: opts.sweepTmp === true });
-  const onFlushError = (err: Error, pending: { touches: number; rollups: number }) => {
-    metrics.metadataFlushFailures.inc();
-    log.warn('metadata flush failed; the counts are kept for the next one', { err, ...pending });
-  };
-  const metadata = new MetadataDb(join(config.dataDir, 'mirror.db'), { now, onFlushError });
+  const metadata = await openMetadata(config, { now, ...reportInto(log, metrics) });
   const observer = observeInto(metadata, metrics);
   const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline }));
   const upstreams = new UpstreamTable(clients, config.defaultUpstream);
@@ -75,9 +72,40 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     await evictor?.close();
     await blobs.close();
     await Promise.all(clients.map((c) => c.close()));
-    metadata.close();
+    await metadata.close();
   };
   return { config, log, now, store, metadata, metrics, clients, upstreams, blobs, manifests, evictor, close };
+}
+
+/** The metadata backend the config names, wrapped for use. */
+export async function openMetadata(config: Config, opts: MetadataOptions = {}): Promise<Metadata> {
+  const store = await openMetadataStore({ kind: 'sqlite', path: join(config.dataDir, 'mirror.db') }, { now: opts.now });
+  return new Metadata(store, opts);
+}
+
+/** What the metadata reports of a database that fails or cannot be reached goes to the log and the metrics. */
+function reportInto(log: Logger, metrics: Metrics): MetadataOptions {
+  // An outage is met by every request: one line per kind every ten seconds says it, the counter counts it.
+  const lastLogged = new Map<string, number>();
+  const quiet = (what: string) => {
+    const now = Date.now();
+    if (now - (lastLogged.get(what) ?? 0) < 10_000) return true;
+    lastLogged.set(what, now);
+    return false;
+  };
+  return {
+    onFlushError(err, pending) {
+      metrics.metadataFlushFailures.inc();
+      log.warn('metadata flush failed; the counts are kept for the next one', { err, ...pending });
+    },
+    onUnavailable(err, what) {
+      metrics.metadataUnavailable.inc({ what });
+      if (!quiet(what)) log.warn(what === 'read' ? 'metadata unavailable; answered from memory or as a miss' : what === 'write' ? 'metadata unavailable; the write waits' : 'metadata unavailable and its write queue full; a write was dropped', { reason: err.reason });
+    },
+    onWriteFailed(err) {
+      log.error('a queued metadata write failed and was dropped', { err });
+    },
+  };
 }
 
 /** storage.maxSize in bytes: as given, or a share of the data dir's file system. */
@@ -88,8 +116,8 @@ async function storeLimit(config: Config): Promise<number> {
   return Math.floor((fs.blocks * fs.bsize * max.percent) / 100);
 }
 
-/** Upstream observations go to SQLite (batched) and to the metrics. */
-function observeInto(metadata: MetadataDb, metrics: Metrics): UpstreamObserver {
+/** Upstream observations go to the metadata (batched) and to the metrics. */
+function observeInto(metadata: Metadata, metrics: Metrics): UpstreamObserver {
   return {
     rateLimit(upstream, credential, obs, at) {
       metadata.rateLimit(upstream, credential, obs, at);

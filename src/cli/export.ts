@@ -107,7 +107,9 @@ async function makePlan(ctx: CacheReader, opts: ExportOptions): Promise<Plan> {
   const platforms = opts.platforms === undefined || opts.platforms === 'all' ? 'all' : opts.platforms.map(parsePlatform);
   const plan: Plan = { roots: [], images: [], entries: new Map(), skipped: [] };
   const skipping = opts.refs === 'all' && !opts.strict;
-  const targets = opts.refs === 'all' ? allTags(ctx) : opts.refs.map((text) => resolveRef(ctx, text));
+  const targets: Target[] = [];
+  if (opts.refs === 'all') targets.push(...(await allTags(ctx)));
+  else for (const text of opts.refs) targets.push(await resolveRef(ctx, text));
   if (targets.length === 0) throw new Error(opts.refs === 'all' ? 'export: the cache holds no tags' : 'export: no image references given');
   const seen = new Set<string>();
   for (const t of targets) {
@@ -160,7 +162,7 @@ interface Target {
 }
 
 /** A user's reference → upstream, repository and root digest, from the database only. */
-function resolveRef(ctx: CacheReader, text: string): Target {
+async function resolveRef(ctx: CacheReader, text: string): Promise<Target> {
   let ref;
   try {
     ref = parseImageReference(text);
@@ -173,11 +175,11 @@ function resolveRef(ctx: CacheReader, text: string): Target {
   const name = formatImageReference({ ...ref, registry: upstream.name, repository });
   let digest = ref.digest;
   if (digest === undefined) {
-    const row = pickTagRow(ctx.metadata.tagRows(upstream.name, repository, ref.tag!));
+    const row = pickTagRow(await ctx.metadata.tagRows(upstream.name, repository, ref.tag!));
     if (!row) throw new Error(`export: ${name}: not in the cache (pull or prewarm it first)`);
     digest = parseDigest(row.digest);
   }
-  if (!ctx.metadata.isLinked(upstream.name, repository, digest)) {
+  if (!(await ctx.metadata.isLinked(upstream.name, repository, digest))) {
     throw new Error(`export: ${name}: manifest ${digest} is not in the cache for ${upstream.name}/${repository}`);
   }
   return { name, upstream: upstream.name, repository, digest };
@@ -192,9 +194,9 @@ function pickTagRow(rows: TagEntry[]): TagEntry | undefined {
 }
 
 /** Every tag in the database, one root per (upstream, repository, tag). */
-function allTags(ctx: CacheReader): Target[] {
+async function allTags(ctx: CacheReader): Promise<Target[]> {
   const byTag = new Map<string, TagEntry[]>();
-  for (const row of ctx.metadata.listTags()) {
+  for (const row of await ctx.metadata.listTags()) {
     const key = `${row.upstream}\n${row.repository}\n${row.tag}`;
     const rows = byTag.get(key);
     if (rows) rows.push(row);
@@ -263,7 +265,7 @@ async function planManifest(
 
 /** A manifest body from the store, checked against its digest; undefined when it is not cached. */
 async function readManifest(ctx: CacheReader, image: string, digest: Digest): Promise<{ mediaType: string; bytes: Buffer } | undefined> {
-  const row = ctx.metadata.getManifest(digest);
+  const row = await ctx.metadata.getManifest(digest);
   if (!row) return undefined;
   let bytes: Buffer;
   try {

@@ -15,6 +15,7 @@ import { blobEntryName, INDEX_FILE, LAYOUT_FILE, LayoutError, MAX_LAYOUT_FILE_BY
 import { accepts, ALL_TYPES, isIndexType, isNonDistributableType, MANIFEST_TYPES, MAX_MANIFEST_BYTES, parseManifest, type Descriptor, type ParsedManifest } from '../oci/manifest.js';
 import { dockerHubName, formatImageReference, parseImageReference } from '../oci/reference.js';
 import { crashPoint, type TempBlob } from '../store/blob-store.js';
+import type { ImportRecord } from '../store/metadata.js';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { configPath, UsageError, type Values } from './args.js';
@@ -74,7 +75,7 @@ export async function importBundle(ctx: CacheWriter, input: NodeJS.ReadableStrea
     const plan = await check(ctx, files, received);
     const mtimes = await publishAll(ctx, plan, received, published);
     crashPoint('import:before-commit');
-    ctx.metadata.transaction(() => record(ctx, plan, mtimes));
+    await ctx.metadata.recordImport(importRecord(plan, mtimes));
     committed = true;
     await recheck(ctx, plan, received, mtimes);
     let bytes = 0;
@@ -93,7 +94,8 @@ export async function importBundle(ctx: CacheWriter, input: NodeJS.ReadableStrea
     if (!committed) {
       // Files this run published that no row names (none can, the transaction did not
       // commit, unless another process recorded the same blob meanwhile) go again.
-      for (const d of published) if (!ctx.metadata.getBlob(d)) await ctx.store.remove(d).catch(() => {});
+      // A database that cannot say keeps the file: gc sweeps it later if no row names it.
+      for (const d of published) if (!(await Promise.resolve(ctx.metadata.getBlob(d)).catch(() => true))) await ctx.store.remove(d).catch(() => {});
     }
     throw new Error(`import: ${(err as Error).message}`, { cause: err });
   } finally {
@@ -115,20 +117,21 @@ async function publishAll(ctx: CacheWriter, plan: Plan, received: Map<Digest, Re
 }
 
 /** The rows: manifests and blobs linked and pinned, tags pinned for every Accept class that takes the root. */
-function record(ctx: CacheWriter, plan: Plan, mtimes: Map<Digest, number>): void {
+function importRecord(plan: Plan, mtimes: Map<Digest, number>): ImportRecord {
+  const out: ImportRecord = { blobs: [], tags: [] };
   for (const img of plan.images) {
     const link = { upstream: img.upstream, repository: img.repository };
     for (const d of img.digests) {
       const manifest = plan.manifests.get(d);
-      if (manifest) ctx.metadata.recordManifest(d, manifest.mediaType, manifest.size, link, mtimes.get(d));
-      else ctx.metadata.recordBlob(d, plan.blobs.get(d)!, link, mtimes.get(d));
-      ctx.metadata.pinBlob(d);
+      const mtime = mtimes.get(d);
+      out.blobs.push({ digest: d, size: manifest?.size ?? plan.blobs.get(d)!, link, ...(manifest ? { mediaType: manifest.mediaType } : {}), ...(mtime === undefined ? {} : { version: String(mtime) }) });
     }
     if (img.tag === undefined) continue;
     for (let mask = 1; mask <= ALL_TYPES; mask++) {
-      if (accepts(mask, img.mediaType)) ctx.metadata.putPinnedTag({ ...link, tag: img.tag, accept: mask }, img.digest, img.mediaType);
+      if (accepts(mask, img.mediaType)) out.tags.push({ key: { ...link, tag: img.tag, accept: mask }, digest: img.digest, mediaType: img.mediaType });
     }
   }
+  return out;
 }
 
 /**
@@ -145,9 +148,7 @@ async function recheck(ctx: CacheWriter, plan: Plan, received: Map<Digest, Recei
     if (mtimeMs !== mtimes.get(digest)) changed.set(digest, mtimeMs);
   }
   if (changed.size === 0) return;
-  ctx.metadata.transaction(() => {
-    for (const [d, mtimeMs] of changed) ctx.metadata.recordBlob(d, plan.blobs.get(d)!, undefined, mtimeMs);
-  });
+  for (const [d, mtimeMs] of changed) await ctx.metadata.recordBlob(d, plan.blobs.get(d)!, undefined, String(mtimeMs));
 }
 
 /** Reads the whole tar: blobs into temp files (verified), oci-layout and index.json into memory. */

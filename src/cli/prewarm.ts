@@ -247,8 +247,8 @@ async function waitForBudget(ctx: CacheContext, t: Target, image: string, opts: 
 
 /** What a prewarm would fetch, from the database alone. */
 async function dryRun(ctx: CacheContext, t: Target, ref: ImageReference, result: PrewarmResult): Promise<PrewarmResult> {
-  const digest = ref.digest ?? ctx.metadata.getTag({ upstream: t.upstream.name, repository: t.repository, tag: ref.tag!, accept: ALL_TYPES })?.digest;
-  if (!digest || !ctx.metadata.getManifest(digest)) return { ...result, platforms: ['(not cached: manifests and blobs unknown)'] };
+  const digest = ref.digest ?? (await ctx.metadata.getTag({ upstream: t.upstream.name, repository: t.repository, tag: ref.tag!, accept: ALL_TYPES }))?.digest;
+  if (!digest || !(await ctx.metadata.getManifest(digest))) return { ...result, platforms: ['(not cached: manifests and blobs unknown)'] };
   result.digest = digest;
   const parsed = parseManifest(await ctx.store.read(parseDigest(digest)));
   const children = isIndexType(parsed.mediaType) ? parsed.manifests : [];
@@ -256,11 +256,13 @@ async function dryRun(ctx: CacheContext, t: Target, ref: ImageReference, result:
   const blobs = [...parsed.blobs];
   for (const c of children) {
     result.platforms.push(platformName(c.platform));
-    if (ctx.metadata.getManifest(c.digest)) blobs.push(...parseManifest(await ctx.store.read(parseDigest(c.digest))).blobs);
+    if (await ctx.metadata.getManifest(c.digest)) blobs.push(...parseManifest(await ctx.store.read(parseDigest(c.digest))).blobs);
   }
   result.blobs = blobs.length;
   result.size = blobs.reduce((n, b) => n + b.size, 0);
-  result.missing = blobs.filter((b) => !ctx.metadata.getBlob(b.digest)).length;
+  let missing = 0;
+  for (const b of blobs) if (!(await ctx.metadata.getBlob(b.digest))) missing++;
+  result.missing = missing;
   return result;
 }
 

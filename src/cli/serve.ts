@@ -9,7 +9,7 @@ import { ClientAuth, parseHtpasswd } from '../http/access.js';
 import { createApp } from '../http/app.js';
 import { createLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { MetadataDb } from '../store/metadata.js';
+import type { Metadata } from '../store/metadata.js';
 import { configPath, type Values } from './args.js';
 import { verify } from './cache-admin.js';
 import { openCache, type CacheContext } from './context.js';
@@ -41,8 +41,8 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   const { log, metadata, metrics, clients, upstreams, blobs, manifests } = ctx;
   const now = ctx.now;
   metrics.gauge('regmirror_downloads_in_flight', 'Blob downloads from upstreams in progress', () => blobs.inFlight);
-  metrics.gauge('regmirror_store_bytes', 'Bytes of published blobs and manifests', () => metadata.storeSize().bytes);
-  metrics.gauge('regmirror_store_pinned_bytes', 'Bytes of pinned blobs and manifests (never evicted)', () => metadata.storeSize().pinnedBytes);
+  metrics.gauge('regmirror_store_bytes', 'Bytes of published blobs and manifests', async () => (await metadata.storeSize()).bytes);
+  metrics.gauge('regmirror_store_pinned_bytes', 'Bytes of pinned blobs and manifests (never evicted)', async () => (await metadata.storeSize()).pinnedBytes);
   ctx.evictor?.start();
   const verifier = scheduleVerify(ctx, config.storage.verifyEveryMs);
   const status = () => gatherStatus({ metadata, upstreams: clients, now: now(), inFlight: blobs.inFlight });
@@ -134,10 +134,10 @@ function isLoopback(host: string): boolean {
 }
 
 /** Ready when the database answers and the data dir takes a write. */
-async function checkReadiness(metadata: MetadataDb, dataDir: string): Promise<{ ok: boolean; checks: Record<string, string> }> {
+async function checkReadiness(metadata: Metadata, dataDir: string): Promise<{ ok: boolean; checks: Record<string, string> }> {
   const checks: Record<string, string> = {};
   try {
-    metadata.storeSize();
+    await metadata.storeSize();
     checks.database = 'ok';
   } catch (err) {
     // A code, not the message: messages name files, and /readyz is open to anyone.

@@ -1,10 +1,10 @@
 // `regmirror status`: per upstream the pull budget left and when it refills, pulls served
 // against pulls spent upstream over the last 24 h, the hit ratio, store size and downloads
 // in flight. Read from a running server (--server) or straight from the data dir.
-import { join } from 'node:path';
 import { request } from 'undici';
 import { loadConfig } from '../config.js';
-import { MetadataDb, type RateLimitRow, type RollupMetric } from '../store/metadata.js';
+import type { Metadata, RateLimitRow, RollupMetric } from '../store/metadata.js';
+import { openMetadata } from './context.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { configPath, UsageError, type Values } from './args.js';
 
@@ -28,9 +28,10 @@ const DAY = 24 * 3_600_000;
 export const STORE = '(store)';
 
 /** Builds the report from the database (and, in a server, the live upstream state). */
-export function gatherStatus(src: { metadata: MetadataDb; upstreams?: UpstreamClient[]; now: number; inFlight?: number }): StatusReport {
-  const rollups = src.metadata.rollupsSince(src.now - DAY);
-  const budgets = src.metadata.rateLimits();
+export async function gatherStatus(src: { metadata: Metadata; upstreams?: UpstreamClient[]; now: number; inFlight?: number }): Promise<StatusReport> {
+  const rollups = await src.metadata.rollupsSince(src.now - DAY);
+  const budgets = await src.metadata.rateLimits();
+  const size = await src.metadata.storeSize();
   const names = new Set<string>([...(src.upstreams ?? []).map((u) => u.name), ...rollups.map((r) => r.upstream).filter((u) => u !== STORE), ...budgets.map((b) => b.upstream)]);
   const store = (m: RollupMetric) => rollups.find((r) => r.upstream === STORE && r.metric === m)?.value ?? 0;
   const upstreams = [...names].sort().map((name) => upstreamStatus(name, rollups, budgets, src.upstreams?.find((u) => u.name === name)));
@@ -40,7 +41,7 @@ export function gatherStatus(src: { metadata: MetadataDb; upstreams?: UpstreamCl
     generatedAt: new Date(src.now).toISOString(),
     upstreams,
     totals: { pullsServed, upstreamPulls: sum('upstreamPulls'), pullsSaved: sum('pullsSaved'), hitRatio: pullsServed ? sum('pullsSaved') / pullsServed : null },
-    store: { ...src.metadata.storeSize(), last24h: { evicted: store('evicted'), verifyFailed: store('verify_failed'), passthrough: store('passthrough') } },
+    store: { ...size, last24h: { evicted: store('evicted'), verifyFailed: store('verify_failed'), passthrough: store('passthrough') } },
     ...(src.inFlight === undefined ? {} : { downloadsInFlight: src.inFlight }),
   };
 }
@@ -139,11 +140,11 @@ export async function statusCommand(values: Values): Promise<number> {
     });
   } else {
     const config = loadConfig(configPath(values));
-    const metadata = new MetadataDb(join(config.dataDir, 'mirror.db'));
+    const metadata = await openMetadata(config);
     try {
-      report = gatherStatus({ metadata, now: Date.now() });
+      report = await gatherStatus({ metadata, now: Date.now() });
     } finally {
-      metadata.close();
+      await metadata.close();
     }
   }
   console.log(values.json ? JSON.stringify(report, null, 2) : formatStatus(report));

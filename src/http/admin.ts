@@ -21,7 +21,7 @@ export interface AdminDeps {
   /** Database and store writable. */
   readiness: () => Promise<Readiness>;
   /** The status summary as JSON. */
-  status: () => unknown;
+  status: () => Promise<object>;
   /** Runs a prewarm described by a JSON body, emitting progress events; throws on a bad body before emitting. */
   prewarm?: (body: unknown) => { run: (emit: (event: object) => void) => Promise<unknown> };
   /** Bearer token that prewarm requires, and that status accepts, when set. */
@@ -44,7 +44,7 @@ export function adminRoutes(deps: AdminDeps): Hono {
   });
   app.get('/_regmirror/status', async (c) => {
     if (!(await mayRead(deps, c.req.header('authorization'), clientAddress(c.env)))) return refuse(c, 'a client credential or the admin token is required', ClientAuth.challenge);
-    return c.json(deps.status() as object);
+    return c.json(await deps.status());
   });
   app.post('/_regmirror/prewarm', async (c) => {
     if (!deps.prewarm) return c.json({ error: 'prewarm is not available' }, 404);

@@ -1,26 +1,61 @@
 // Warm hits read the same few rows (a tag, a manifest, a link) thousands of times a
-// second. HotRows remembers each read for a second; the owner forgets them all on any
-// write of its own (writes are rare next to reads), and another process's writes
-// (prewarm, import, cache rm) show within the second.
+// second. HotRows remembers each read for a second; the owner forgets them on any write
+// of its own (writes are rare next to reads), and another process's writes (prewarm,
+// import, cache rm, another replica) show within the second. A forgotten row is kept as
+// the last known answer: when the database cannot be reached, warm pulls go on from it.
+import { LRUCache } from 'lru-cache';
+import { MetadataUnavailable } from '../errors.js';
 
 const HOT_MS = 1000;
 const HOT_MAX = 50_000;
 
-/** A short-lived memo of row reads, keyed by the caller. */
-export class HotRows {
-  readonly #rows = new Map<string, { value: unknown; at: number }>();
+interface Entry {
+  value: unknown;
+  at: number;
+  generation: number;
+}
 
-  read<T>(key: string, load: () => T): T {
+/** A short-lived memo of row reads, keyed by the caller, that doubles as a fallback. */
+export class HotRows {
+  readonly #rows = new LRUCache<string, Entry>({ max: HOT_MAX });
+  /** Loads in flight, so that one expired row is read once however many requests ask. */
+  readonly #loading = new Map<string, Promise<unknown>>();
+  #generation = 0;
+
+  /**
+   * The remembered row, or `load()`'s answer (sync or async). When the load throws
+   * MetadataUnavailable, the last known row answers if there is one, `unavailable(err)`
+   * otherwise.
+   */
+  read<T>(key: string, load: () => Promise<T>, unavailable: (err: MetadataUnavailable) => T): T | Promise<T> {
     const now = performance.now();
     const hit = this.#rows.get(key);
-    if (hit && now - hit.at < HOT_MS) return hit.value as T;
-    const value = load();
-    if (this.#rows.size >= HOT_MAX) this.#rows.clear();
-    this.#rows.set(key, { value, at: now });
-    return value;
+    if (hit && hit.generation === this.#generation && now - hit.at < HOT_MS) return hit.value as T;
+    const running = this.#loading.get(key);
+    if (running) return running as Promise<T>;
+    const generation = this.#generation;
+    const p = load().then(
+      (value) => {
+        // A write between the start of the load and now may have changed the row: not fresh.
+        this.#rows.set(key, { value, at: performance.now(), generation: generation === this.#generation ? generation : -1 });
+        return value;
+      },
+      (err: unknown) => {
+        if (!(err instanceof MetadataUnavailable)) throw err;
+        return hit ? (hit.value as T) : unavailable(err);
+      },
+    );
+    this.#loading.set(key, p);
+    const done = () => {
+      if (this.#loading.get(key) === p) this.#loading.delete(key);
+    };
+    p.then(done, done);
+    return p;
   }
 
+  /** Every row read before now is stale (read again before use), but kept as the last known answer. */
   forget(): void {
-    this.#rows.clear();
+    this.#generation++;
+    this.#loading.clear();
   }
 }

@@ -125,8 +125,12 @@ export interface MetadataStore {
   reconcile(rollupsBefore: number, dryRun: boolean): Promise<ReconcileCounts>;
 
   // ---- counters (batched by Metadata) ----
-  /** Access times, hit counts, roll-ups and budgets gathered in memory, in one transaction. */
-  writeBatch(batch: PendingBatch): Promise<void>;
+  /**
+   * Access times, hit counts, roll-ups and budgets gathered in memory, in one transaction.
+   * `brief`: the timed flush, which would rather give up at once on a busy database and
+   * retry at its next tick than wait.
+   */
+  writeBatch(batch: PendingBatch, opts?: { brief?: boolean }): Promise<void>;
   rateLimits(): Promise<RateLimitRow[]>;
   /** Roll-ups summed per upstream and metric since `sinceMs` (whole hours). */
   rollupsSince(sinceMs: number): Promise<Array<{ upstream: string; metric: RollupMetric; value: number }>>;

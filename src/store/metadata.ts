@@ -1,303 +1,228 @@
-// MetadataDb: the only module that prepares SQL. better-sqlite3 in WAL mode with every
-// statement prepared once; access times and hit counts are gathered in memory and
-// flushed in one transaction every few seconds, so a cache hit writes nothing.
-import type Database from 'better-sqlite3';
+// Metadata: what cache/ and the commands use, on any MetadataStore backend. It keeps the
+// warm path free of queries and of waits on the database:
+//   - hot rows (a tag, a manifest, a link, a blob) are remembered for a second
+//     (HotRows), and answer from memory when the database cannot be reached;
+//   - access times, hit counts, roll-ups and budgets are gathered in memory and written
+//     in one batch every few seconds (PendingWrites);
+//   - writes of the serving path that the database cannot take now wait in order and are
+//     retried (WriteQueue), so a client is served through a database restart.
+import type { MetadataUnavailable } from '../errors.js';
 import { HotRows } from './hot-rows.js';
+import type { BlobRow, CountedTable, ImportRecord, Link, ManifestRow, MetadataStore, ReconcileCounts, RowBatch } from './metadata-store.js';
 import { PendingWrites, type PendingBatch } from './pending-writes.js';
-import { BUSY_TIMEOUT_MS, FLUSH_BUSY_TIMEOUT_MS, openDatabase } from './migrations.js';
-import { toTagEntry, type RateLimitRow, type RawTag, type RawTagEntry, type RollupMetric, type TagEntry, type TagKey, type TagRow, type UpstreamRequestMetric } from './rows.js';
+import type { RateLimitRow, RollupMetric, TagEntry, TagKey, TagRow, UpstreamRequestMetric } from './rows.js';
+import { WriteQueue } from './write-queue.js';
 
+export type { BlobRow, ImportRecord, Link, ManifestRow, MetadataStore } from './metadata-store.js';
 export type { RateLimitRow, RollupMetric, TagEntry, TagKey, TagRow, UpstreamRequestMetric } from './rows.js';
 
 const HOUR = 3_600_000;
+const MAX_QUEUED_WRITES = 10_000;
 
 export interface MetadataOptions {
   now?: () => number;
   /** How often batched access times are written (ms). */
   flushEveryMs?: number;
-  /** A batched write failed (the database locked by another process, disk full); the batch is kept for the next one. */
+  /** A batched write failed (the database locked or down, disk full); the batch is kept for the next one. */
   onFlushError?: (err: Error, pending: { touches: number; rollups: number }) => void;
+  /** The database could not be reached: a read answered from memory (or as a miss), or a write waits (or was dropped). */
+  onUnavailable?: (err: MetadataUnavailable, what: 'read' | 'write' | 'dropped') => void;
+  /** A queued write failed for another reason when retried, and was dropped. */
+  onWriteFailed?: (err: Error) => void;
 }
 
-/** SQLite-backed metadata: tags, manifests, blobs, repository links. */
-export class MetadataDb {
-  readonly #db: Database.Database;
+/** The metadata of one process: a backend wrapped in the memo, the batches and the write queue. */
+export class Metadata {
+  readonly #store: MetadataStore;
   readonly #now: () => number;
   readonly #timer: NodeJS.Timeout;
-  readonly #onFlushError: NonNullable<MetadataOptions['onFlushError']>;
+  readonly #opts: MetadataOptions;
   readonly #pending = new PendingWrites();
-  readonly #maintenanceStatements = new Map<string, Database.Statement>();
-  /** Hot rows for warm hits; every write below forgets them. */
   readonly #hot = new HotRows();
+  readonly #queue: WriteQueue;
+  #flushing: Promise<void> | undefined;
 
-  readonly #getTag: Database.Statement<[string, string, string, number], RawTag>;
-  readonly #putTag: Database.Statement<[string, string, string, number, string, string, number, number, number]>;
-  readonly #tagRows: Database.Statement<[string, string, string], RawTagEntry>;
-  readonly #listTags: Database.Statement<[], RawTagEntry>;
-  readonly #pinBlob: Database.Statement<[string]>;
-  readonly #refreshTag: Database.Statement<[number, number, string, string, string, number]>;
-  readonly #getBlob: Database.Statement<[string], { size: number; mtimeMs: number | null; pinned: number }>;
-  readonly #lru: Database.Statement<[number], { digest: string; size: number }>;
-  readonly #unpinBlob: Database.Statement<[string]>;
-  readonly #storeSize: Database.Statement<[], { blobs: number; bytes: number; pinnedBytes: number }>;
-  readonly #deleteLinks: Database.Statement<[string]>;
-  readonly #deleteManifest: Database.Statement<[string]>;
-  readonly #putBlob: Database.Statement<[string, number, number, number, number | null]>;
-  readonly #getManifest: Database.Statement<[string], { mediaType: string; size: number }>;
-  readonly #putManifest: Database.Statement<[string, string]>;
-  readonly #isLinked: Database.Statement<[string, string, string], { one: number }>;
-  readonly #link: Database.Statement<[string, string, string]>;
-  readonly #touch: Database.Statement<[number, number, string]>;
-  readonly #deleteBlob: Database.Statement<[string]>;
-  readonly #addRollup: Database.Statement<[number, string, string, number]>;
-  readonly #putRateLimit: Database.Statement<[string, string, number | null, number | null, number | null, string | null, number]>;
-
-  constructor(path: string, opts: MetadataOptions = {}) {
+  constructor(store: MetadataStore, opts: MetadataOptions = {}) {
+    this.#store = store;
+    this.#opts = opts;
     this.#now = opts.now ?? Date.now;
-    this.#onFlushError = opts.onFlushError ?? (() => {});
-    this.#db = openDatabase(path, BUSY_TIMEOUT_MS);
-    const db = this.#db;
-    this.#getTag = db.prepare(
-      'SELECT digest, media_type AS mediaType, fetched_at AS fetchedAt, expires_at AS expiresAt, pinned FROM tags WHERE upstream = ? AND repository = ? AND tag = ? AND accept = ?',
-    );
-    this.#putTag = db.prepare(
-      'INSERT OR REPLACE INTO tags (upstream, repository, tag, accept, digest, media_type, fetched_at, expires_at, pinned) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-    );
-    const tagColumns = 'upstream, repository, tag, accept, digest, media_type AS mediaType, fetched_at AS fetchedAt, expires_at AS expiresAt, pinned';
-    this.#tagRows = db.prepare(`SELECT ${tagColumns} FROM tags WHERE upstream = ? AND repository = ? AND tag = ? ORDER BY fetched_at DESC, accept DESC`);
-    this.#listTags = db.prepare(`SELECT ${tagColumns} FROM tags ORDER BY upstream, repository, tag, accept`);
-    this.#pinBlob = db.prepare('UPDATE blobs SET pinned = 1 WHERE digest = ?');
-    this.#refreshTag = db.prepare('UPDATE tags SET fetched_at = ?, expires_at = ? WHERE upstream = ? AND repository = ? AND tag = ? AND accept = ?');
-    this.#getBlob = db.prepare('SELECT size, mtime_ms AS mtimeMs, pinned FROM blobs WHERE digest = ?');
-    this.#lru = db.prepare('SELECT digest, size FROM blobs WHERE pinned = 0 ORDER BY last_access, digest LIMIT ?');
-    this.#unpinBlob = db.prepare('UPDATE blobs SET pinned = 0 WHERE digest = ?');
-    this.#storeSize = db.prepare(
-      'SELECT count(*) AS blobs, coalesce(sum(size), 0) AS bytes, coalesce(sum(CASE WHEN pinned = 1 THEN size ELSE 0 END), 0) AS pinnedBytes FROM blobs',
-    );
-    this.#deleteLinks = db.prepare('DELETE FROM links WHERE digest = ?');
-    this.#deleteManifest = db.prepare('DELETE FROM manifests WHERE digest = ?');
-    this.#putBlob = db.prepare(
-      'INSERT INTO blobs (digest, size, created_at, last_access, mtime_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET size = excluded.size, mtime_ms = coalesce(excluded.mtime_ms, mtime_ms)',
-    );
-    this.#getManifest = db.prepare('SELECT m.media_type AS mediaType, b.size AS size FROM manifests m JOIN blobs b USING (digest) WHERE m.digest = ?');
-    this.#putManifest = db.prepare('INSERT OR REPLACE INTO manifests (digest, media_type) VALUES (?, ?)');
-    this.#isLinked = db.prepare('SELECT 1 AS one FROM links WHERE upstream = ? AND repository = ? AND digest = ?');
-    this.#link = db.prepare('INSERT OR IGNORE INTO links (upstream, repository, digest) VALUES (?, ?, ?)');
-    this.#touch = db.prepare('UPDATE blobs SET last_access = max(last_access, ?), hits = hits + ? WHERE digest = ?');
-    this.#deleteBlob = db.prepare('DELETE FROM blobs WHERE digest = ?');
-    this.#addRollup = db.prepare(
-      'INSERT INTO rollups (hour, upstream, metric, value) VALUES (?, ?, ?, ?) ON CONFLICT (hour, upstream, metric) DO UPDATE SET value = value + excluded.value',
-    );
-    this.#putRateLimit = db.prepare(
-      'INSERT OR REPLACE INTO rate_limits (upstream, credential, limit_n, remaining, window_s, source, observed_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
-    );
-    this.#timer = setInterval(() => this.#flushSoon(), opts.flushEveryMs ?? 5000);
+    this.#queue = new WriteQueue({
+      max: MAX_QUEUED_WRITES,
+      onUnavailable: (err, dropped) => this.#unavailable(err, dropped ? 'dropped' : 'write'),
+      onFailed: (err) => opts.onWriteFailed?.(err),
+    });
+    this.#timer = setInterval(() => void this.#flushSoon(), opts.flushEveryMs ?? 5000);
     this.#timer.unref();
   }
 
-  /** The schema version of the open database. */
-  get schemaVersion(): number {
-    return this.#db.pragma('user_version', { simple: true }) as number;
+  get backend(): MetadataStore['backend'] {
+    return this.#store.backend;
   }
 
-  getTag(k: TagKey): TagRow | undefined {
-    return this.#hot.read(`T${k.upstream}\n${k.repository}\n${k.tag}\n${k.accept}`, () => {
-      const row = this.#getTag.get(k.upstream, k.repository, k.tag, k.accept);
-      return row && { ...row, pinned: row.pinned !== 0 };
-    });
+  /** Serving-path writes waiting for the database to be back. */
+  get queuedWrites(): number {
+    return this.#queue.size;
   }
 
-  /** Sets a tag's digest for `ttlMs`; an existing row, pinned or not, is replaced by an unpinned one. */
-  putTag(k: TagKey, digest: string, mediaType: string, ttlMs: number): void {
-    this.#hot.forget();
-    const now = this.#now();
-    this.#putTag.run(k.upstream, k.repository, k.tag, k.accept, digest, mediaType, now, now + ttlMs, 0);
+  schemaVersion(): Promise<number> {
+    return this.#store.schemaVersion();
   }
 
-  /** Sets a tag's digest for good: a pinned row is fresh whatever its expiry (imported bundles). */
-  putPinnedTag(k: TagKey, digest: string, mediaType: string): void {
-    this.#hot.forget();
-    const now = this.#now();
-    this.#putTag.run(k.upstream, k.repository, k.tag, k.accept, digest, mediaType, now, now, 1);
+  // ---- hot reads: memo, last known row, or a miss when the database is down ----
+
+  getTag(k: TagKey): TagRow | undefined | Promise<TagRow | undefined> {
+    return this.#hot.read(`T${k.upstream}\n${k.repository}\n${k.tag}\n${k.accept}`, () => this.#store.getTag(k), this.#miss(undefined));
   }
 
   /** Every Accept class's row for one tag, the most recently fetched first. */
-  tagRows(upstream: string, repository: string, tag: string): TagEntry[] {
-    return this.#hot.read(`R${upstream}\n${repository}\n${tag}`, () => this.#tagRows.all(upstream, repository, tag).map(toTagEntry));
+  tagRows(upstream: string, repository: string, tag: string): TagEntry[] | Promise<TagEntry[]> {
+    return this.#hot.read(`R${upstream}\n${repository}\n${tag}`, () => this.#store.tagRows(upstream, repository, tag), this.#miss([]));
   }
 
-  /** Every tag row in the database, ordered by upstream, repository, tag and Accept class. */
-  listTags(): TagEntry[] {
-    return this.#listTags.all().map(toTagEntry);
+  getManifest(digest: string): ManifestRow | undefined | Promise<ManifestRow | undefined> {
+    return this.#hot.read(`M${digest}`, () => this.#store.getManifest(digest), this.#miss(undefined));
+  }
+
+  isLinked(upstream: string, repository: string, digest: string): boolean | Promise<boolean> {
+    return this.#hot.read(`L${upstream}\n${repository}\n${digest}`, () => this.#store.isLinked(upstream, repository, digest), this.#miss(false));
+  }
+
+  /**
+   * A published blob's size, version and pin. Unlike the others this throws
+   * MetadataUnavailable rather than answer "no row": the cache drops content that has no
+   * row, and an outage must not look like that.
+   */
+  getBlob(digest: string): BlobRow | undefined | Promise<BlobRow | undefined> {
+    return this.#hot.read(`B${digest}`, () => this.#store.getBlob(digest), (err) => {
+      throw err;
+    });
+  }
+
+  #miss<T>(value: T): (err: MetadataUnavailable) => T {
+    return (err) => {
+      this.#unavailable(err, 'read');
+      return value;
+    };
+  }
+
+  #unavailable(err: MetadataUnavailable, what: 'read' | 'write' | 'dropped'): void {
+    try {
+      this.#opts.onUnavailable?.(err, what);
+    } catch {
+      // A reporter's failure must not turn a degraded answer into an error.
+    }
+  }
+
+  // ---- writes of the serving path: queued while the database is unreachable ----
+
+  /** Sets a tag's digest for `ttlMs`; an existing row, pinned or not, is replaced by an unpinned one. */
+  putTag(k: TagKey, digest: string, mediaType: string, ttlMs: number): Promise<void> {
+    return this.#write(() => this.#store.putTag(k, digest, mediaType, ttlMs));
   }
 
   /** The upstream confirmed the tag still names the same digest. */
-  refreshTag(k: TagKey, ttlMs: number): void {
-    this.#hot.forget();
-    const now = this.#now();
-    this.#refreshTag.run(now, now + ttlMs, k.upstream, k.repository, k.tag, k.accept);
-  }
-
-  /** A published blob's size, the mtime its file had when published (when known) and whether it is pinned. */
-  getBlob(digest: string): { size: number; mtimeMs?: number; pinned: boolean } | undefined {
-    const r = this.#getBlob.get(digest);
-    return r && { size: r.size, ...(r.mtimeMs === null ? {} : { mtimeMs: r.mtimeMs }), pinned: r.pinned === 1 };
-  }
-
-  /** The least recently used unpinned blobs, oldest first (access times flushed first). */
-  evictionCandidates(limit: number): Array<{ digest: string; size: number }> {
-    this.#flushSoon();
-    return this.#lru.all(limit);
-  }
-
-  /** Access statistics of a blob (cache ls). */
-  blobStats(digest: string): { lastAccess: number; hits: number } | undefined {
-    return this.#maintenance('SELECT last_access AS lastAccess, hits FROM blobs WHERE digest = ?').get(digest) as { lastAccess: number; hits: number } | undefined;
-  }
-
-  /** Every blob row (gc, verify). */
-  allBlobs(): Array<{ digest: string; size: number }> {
-    this.#flushSoon();
-    return this.#maintenance('SELECT digest, size FROM blobs ORDER BY digest').all() as Array<{ digest: string; size: number }>;
-  }
-
-  /** Pins or unpins every row of a tag (all Accept classes). */
-  setTagPinned(upstream: string, repository: string, tag: string, pinned: boolean): number {
-    this.#hot.forget();
-    return this.#maintenance('UPDATE tags SET pinned = ? WHERE upstream = ? AND repository = ? AND tag = ?').run(pinned ? 1 : 0, upstream, repository, tag).changes;
-  }
-
-  /** Forgets every row of a tag. */
-  deleteTag(upstream: string, repository: string, tag: string): void {
-    this.#hot.forget();
-    this.#maintenance('DELETE FROM tags WHERE upstream = ? AND repository = ? AND tag = ?').run(upstream, repository, tag);
-  }
-
-  /**
-   * gc: rows that point at nothing — links and manifest rows of blobs that are gone, tags
-   * whose manifest is gone — and roll-ups older than `rollupsBefore`. Counts per kind.
-   */
-  reconcile(rollupsBefore: number, dryRun: boolean): Record<'links' | 'manifests' | 'tags' | 'rollups', number> {
-    this.#hot.forget();
-    const queries = {
-      links: 'FROM links WHERE digest NOT IN (SELECT digest FROM blobs)',
-      manifests: 'FROM manifests WHERE digest NOT IN (SELECT digest FROM blobs)',
-      tags: 'FROM tags WHERE digest NOT IN (SELECT digest FROM manifests)',
-      rollups: 'FROM rollups WHERE hour < ?',
-    } as const;
-    const counts = { links: 0, manifests: 0, tags: 0, rollups: 0 };
-    this.#db.transaction(() => {
-      for (const [kind, where] of Object.entries(queries) as Array<[keyof typeof queries, string]>) {
-        const args = kind === 'rollups' ? [rollupsBefore] : [];
-        counts[kind] = dryRun
-          ? (this.#maintenance(`SELECT count(*) AS n ${where}`).get(...args) as { n: number }).n
-          : this.#maintenance(`DELETE ${where}`).run(...args).changes;
-      }
-    })();
-    return counts;
-  }
-
-  /** Maintenance statements (CLI commands, rare): prepared on first use, then kept. */
-  #maintenance(sql: string): Database.Statement {
-    let st = this.#maintenanceStatements.get(sql);
-    if (!st) {
-      st = this.#db.prepare(sql);
-      this.#maintenanceStatements.set(sql, st);
-    }
-    return st;
-  }
-
-  /** Forgets blobs (and their manifest rows and links) in one transaction, before their files go. */
-  removeBlobs(digests: string[]): void {
-    this.#hot.forget();
-    this.#db.transaction(() => {
-      for (const d of digests) {
-        this.#deleteBlob.run(d);
-        this.#deleteManifest.run(d);
-        this.#deleteLinks.run(d);
-      }
-    })();
-  }
-
-  /**
-   * Forgets the blobs that are still unpinned (the evictor chose them a moment ago; an
-   * import in another process may have pinned some since). Returns the ones forgotten,
-   * whose files may go.
-   */
-  evictBlobs(digests: string[]): string[] {
-    this.#hot.forget();
-    const gone: string[] = [];
-    this.#db.transaction(() => {
-      for (const d of digests) {
-        if (this.#maintenance('DELETE FROM blobs WHERE digest = ? AND pinned = 0').run(d).changes === 0) continue;
-        this.#deleteManifest.run(d);
-        this.#deleteLinks.run(d);
-        gone.push(d);
-      }
-    })();
-    return gone;
-  }
-
-  unpinBlob(digest: string): void {
-    this.#hot.forget();
-    this.#unpinBlob.run(digest);
-  }
-
-  getManifest(digest: string): { mediaType: string; size: number } | undefined {
-    return this.#hot.read(`M${digest}`, () => this.#getManifest.get(digest));
+  refreshTag(k: TagKey, ttlMs: number): Promise<void> {
+    return this.#write(() => this.#store.refreshTag(k, ttlMs));
   }
 
   /** Records a blob that was just published to the store, linked to the repository it came through. */
-  recordBlob(digest: string, size: number, link?: { upstream: string; repository: string }, mtimeMs?: number): void {
-    this.#hot.forget();
-    const now = this.#now();
-    this.#db.transaction(() => {
-      this.#putBlob.run(digest, size, now, now, mtimeMs ?? null);
-      if (link) this.#link.run(link.upstream, link.repository, digest);
-    })();
+  recordBlob(digest: string, size: number, link?: Link, version?: string): Promise<void> {
+    return this.#write(() => this.#store.recordBlob(digest, size, link, version));
   }
 
   /** Records a published manifest body: a blob with a media type. */
-  recordManifest(digest: string, mediaType: string, size: number, link: { upstream: string; repository: string }, mtimeMs?: number): void {
+  recordManifest(digest: string, mediaType: string, size: number, link: Link, version?: string): Promise<void> {
+    return this.#write(() => this.#store.recordManifest(digest, mediaType, size, link, version));
+  }
+
+  link(upstream: string, repository: string, digest: string): Promise<void> {
+    return this.#write(() => this.#store.link(upstream, repository, digest));
+  }
+
+  /** Forgets blobs (and their manifest rows and links) whose content is gone or damaged. */
+  forgetBlobs(digests: string[]): Promise<void> {
+    return this.#write(() => this.#store.forgetBlobs(digests));
+  }
+
+  #write(op: () => Promise<void>): Promise<void> {
     this.#hot.forget();
-    const now = this.#now();
-    this.#db.transaction(() => {
-      this.#putBlob.run(digest, size, now, now, mtimeMs ?? null);
-      this.#putManifest.run(digest, mediaType);
-      this.#link.run(link.upstream, link.repository, digest);
-    })();
+    return this.#queue.write(async () => {
+      await op();
+      // Forgotten again once written: a read between the two may have remembered the old row.
+      this.#hot.forget();
+    });
   }
 
-  /** Marks a recorded blob (or manifest body) as never to be evicted. */
-  pinBlob(digest: string): void {
+  // ---- the commands' operations: they fail rather than wait ----
+
+  listTags(): Promise<TagEntry[]> {
+    return this.#store.listTags();
+  }
+
+  /** Pins or unpins every row of a tag (all Accept classes). */
+  setTagPinned(upstream: string, repository: string, tag: string, pinned: boolean): Promise<number> {
+    return this.#changing(this.#store.setTagPinned(upstream, repository, tag, pinned));
+  }
+
+  setBlobPins(pin: string[], unpin: string[]): Promise<void> {
+    return this.#changing(this.#store.setBlobPins(pin, unpin));
+  }
+
+  /** Forgets the blobs that are still unpinned; returns the ones forgotten, whose content may go. */
+  evictBlobs(digests: string[]): Promise<string[]> {
+    return this.#changing(this.#store.evictBlobs(digests));
+  }
+
+  recordImport(r: ImportRecord): Promise<void> {
+    return this.#changing(this.#store.recordImport(r));
+  }
+
+  removeImages(tags: Array<{ upstream: string; repository: string; tag: string }>, blobs: string[]): Promise<void> {
+    return this.#changing(this.#store.removeImages(tags, blobs));
+  }
+
+  reconcile(rollupsBefore: number, dryRun: boolean): Promise<ReconcileCounts> {
+    return this.#changing(this.#store.reconcile(rollupsBefore, dryRun));
+  }
+
+  async #changing<T>(p: Promise<T>): Promise<T> {
     this.#hot.forget();
-    this.#pinBlob.run(digest);
+    try {
+      return await p;
+    } finally {
+      this.#hot.forget();
+    }
   }
 
-  /**
-   * Runs `fn` in one transaction (a savepoint when nested): all of its writes or none. It
-   * takes the write lock at its start (waiting for it as any write does): a transaction
-   * that read first could not wait for a lock a running server took meanwhile. Callers
-   * beside a running server keep `fn` short (no reads of the whole store in it).
-   */
-  transaction<T>(fn: () => T): T {
-    return this.#db.transaction(fn).immediate();
+  /** The least recently used unpinned blobs, oldest first (access times flushed first). */
+  async evictionCandidates(limit: number): Promise<Array<{ digest: string; size: number }>> {
+    await this.#flushSoon();
+    return this.#store.evictionCandidates(limit);
   }
 
-  /** Forgets a blob whose file is gone (removed, or found missing). */
-  forgetBlob(digest: string): void {
-    this.#hot.forget();
-    this.#deleteBlob.run(digest);
+  /** Every blob row (gc, verify). */
+  async allBlobs(): Promise<Array<{ digest: string; size: number }>> {
+    await this.#flushSoon();
+    return this.#store.allBlobs();
   }
 
-  isLinked(upstream: string, repository: string, digest: string): boolean {
-    return this.#hot.read(`L${upstream}\n${repository}\n${digest}`, () => this.#isLinked.get(upstream, repository, digest) !== undefined);
+  blobStats(digest: string): Promise<{ lastAccess: number; hits: number } | undefined> {
+    return this.#store.blobStats(digest);
   }
 
-  link(upstream: string, repository: string, digest: string): void {
-    this.#hot.forget();
-    this.#link.run(upstream, repository, digest);
+  storeSize(): Promise<{ blobs: number; bytes: number; pinnedBytes: number }> {
+    return this.#store.storeSize();
   }
+
+  count(table: CountedTable): Promise<number> {
+    return this.#store.count(table);
+  }
+
+  exportRows(): AsyncIterable<RowBatch> {
+    return this.#store.exportRows();
+  }
+
+  // ---- counters, batched ----
 
   /** Notes a cache hit; written by the next flush, not now. */
   touch(digest: string): void {
@@ -319,81 +244,51 @@ export class MetadataDb {
     this.bump(upstream, kind);
   }
 
-  /**
-   * Writes the batched access times, roll-ups and budgets in one transaction, waiting for
-   * another process's lock as long as any write does. Throws if it cannot; the batch is
-   * kept for the next flush.
-   */
-  flush(): void {
-    this.#pending.writeWith((batch) => this.#writeBatch(batch));
-  }
-
-  /** The timed flush (and reads that want recent counts): never waits on a lock, never throws. */
-  #flushSoon(): void {
-    this.#pending.tryWriteWith(
-      (batch) => {
-        this.#db.pragma(`busy_timeout = ${FLUSH_BUSY_TIMEOUT_MS}`);
-        try {
-          this.#writeBatch(batch);
-        } finally {
-          if (this.#db.open) this.#db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
-        }
-      },
-      (err, batch) => this.#reportFlushError(err, batch),
-    );
-  }
-
-  #reportFlushError(err: Error, batch: PendingBatch): void {
-    this.#onFlushError(err, { touches: batch.touches.size, rollups: batch.rollups.size });
-  }
-
-  #writeBatch(batch: PendingBatch): void {
-    this.#db.transaction(() => {
-      for (const [digest, { at, hits }] of batch.touches) this.#touch.run(at, hits, digest);
-      for (const [key, n] of batch.rollups) {
-        const [hour, upstream, metric] = key.split('\n');
-        this.#addRollup.run(Number(hour), upstream, metric, n);
-      }
-      for (const r of batch.rateLimits.values()) {
-        this.#putRateLimit.run(r.upstream, r.credential, r.limit ?? null, r.remaining ?? null, r.windowSeconds ?? null, r.source ?? null, r.observedAt);
-      }
-    })();
-  }
-
   /** Every upstream budget on record (status, metrics). */
-  rateLimits(): RateLimitRow[] {
-    this.#flushSoon();
-    const rows = this.#maintenance(
-      'SELECT upstream, credential, limit_n AS "limit", remaining, window_s AS windowSeconds, source, observed_at AS observedAt FROM rate_limits ORDER BY upstream, credential',
-    ).all() as Array<Record<string, unknown>>;
-    return rows.map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== null)) as unknown as RateLimitRow);
+  async rateLimits(): Promise<RateLimitRow[]> {
+    await this.#flushSoon();
+    return this.#store.rateLimits();
   }
 
   /** Roll-ups summed per upstream and metric since `sinceMs` (whole hours). */
-  rollupsSince(sinceMs: number): Array<{ upstream: string; metric: RollupMetric; value: number }> {
-    this.#flushSoon();
-    return this.#maintenance('SELECT upstream, metric, sum(value) AS value FROM rollups WHERE hour >= ? GROUP BY upstream, metric ORDER BY upstream, metric').all(
-      Math.floor(sinceMs / HOUR) * HOUR,
-    ) as Array<{ upstream: string; metric: RollupMetric; value: number }>;
+  async rollupsSince(sinceMs: number): Promise<Array<{ upstream: string; metric: RollupMetric; value: number }>> {
+    await this.#flushSoon();
+    return this.#store.rollupsSince(sinceMs);
   }
 
-  /** Published blobs (manifest bodies included) and their total size. */
-  storeSize(): { blobs: number; bytes: number; pinnedBytes: number } {
-    return this.#storeSize.get()!;
+  /** Writes the batched counters and the queued writes, waiting for a lock as any write does; throws if it cannot (the batch is kept). */
+  async flush(): Promise<void> {
+    await this.#queue.drain();
+    await this.#pending.writeWith((batch) => this.#store.writeBatch(batch));
   }
 
-  /** Rows in a table (tests, status). */
-  count(table: 'blobs' | 'manifests' | 'links' | 'tags'): number {
-    return (this.#maintenance(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+  /** The timed flush (and reads that want recent counts): never waits long on a lock, never throws. */
+  #flushSoon(): Promise<void> {
+    this.#flushing ??= this.#pending
+      .tryWriteWith(
+        (batch) => this.#store.writeBatch(batch, { brief: true }),
+        (err, batch) => this.#reportFlushError(err, batch),
+      )
+      .finally(() => {
+        this.#flushing = undefined;
+      });
+    return this.#flushing;
   }
 
-  /** Writes what is pending (waiting for a lock as any write does) and closes; a failed last write is reported, not thrown. */
-  close(): void {
+  #reportFlushError(err: Error, batch: PendingBatch): void {
+    this.#opts.onFlushError?.(err, { touches: batch.touches.size, rollups: batch.rollups.size });
+  }
+
+  /** Writes what is pending and closes; a failed last write is reported, not thrown. */
+  async close(): Promise<void> {
     clearInterval(this.#timer);
-    this.#pending.tryWriteWith(
-      (batch) => this.#writeBatch(batch),
+    await this.#flushing;
+    await this.#queue.drain();
+    this.#queue.close();
+    await this.#pending.tryWriteWith(
+      (batch) => this.#store.writeBatch(batch),
       (err, batch) => this.#reportFlushError(err, batch),
     );
-    this.#db.close();
+    await this.#store.close();
   }
 }

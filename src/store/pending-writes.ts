@@ -1,15 +1,10 @@
 // Counters and access times gathered in memory between flushes, so that a cache hit writes
-// nothing to SQLite: MetadataDb takes them every few seconds and writes them in one
+// nothing to the database: Metadata takes them every few seconds and writes them in one
 // transaction.
-import type { RateLimitRow } from './metadata.js';
+import type { PendingBatch } from './metadata-store.js';
+import type { RateLimitRow } from './rows.js';
 
-export interface PendingBatch {
-  touches: Map<string, { at: number; hits: number }>;
-  /** `hour\nupstream\nmetric` → count */
-  rollups: Map<string, number>;
-  /** latest per `upstream\ncredential` */
-  rateLimits: Map<string, RateLimitRow>;
-}
+export type { PendingBatch } from './metadata-store.js';
 
 /** The writes waiting for the next flush. */
 export class PendingWrites {
@@ -41,11 +36,11 @@ export class PendingWrites {
   }
 
   /** Writes what is pending with `write`; a batch whose write throws is put back, and the error rethrown. */
-  writeWith(write: (b: PendingBatch) => void): void {
+  async writeWith(write: (b: PendingBatch) => Promise<void>): Promise<void> {
     const batch = this.take();
     if (!batch) return;
     try {
-      write(batch);
+      await write(batch);
     } catch (err) {
       this.restore(batch);
       throw err;
@@ -53,9 +48,9 @@ export class PendingWrites {
   }
 
   /** As writeWith, but a failure goes to `failed` instead of up: this runs in timers, which must never throw. */
-  tryWriteWith(write: (b: PendingBatch) => void, failed: (err: Error, b: PendingBatch) => void): void {
+  async tryWriteWith(write: (b: PendingBatch) => Promise<void>, failed: (err: Error, b: PendingBatch) => void): Promise<void> {
     try {
-      this.writeWith(write);
+      await this.writeWith(write);
     } catch (err) {
       try {
         failed(err as Error, this.#batch);

@@ -79,6 +79,11 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE blobs ADD COLUMN mtime_ms REAL;
   CREATE INDEX blobs_lru ON blobs (pinned, last_access);
   `,
+  `
+  -- The blob store's opaque version of the content at publish (a file's mtime, an object's
+  -- ETag), replacing mtime_ms; rows written before keep mtime_ms, read as its version.
+  ALTER TABLE blobs ADD COLUMN version TEXT;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -87,7 +92,7 @@ export const SCHEMA_VERSION = MIGRATIONS.length;
 export function migrate(db: Database.Database): void {
   const version = db.pragma('user_version', { simple: true }) as number;
   if (version > MIGRATIONS.length) {
-    throw new Error(`database schema version ${version} is newer than this regmirror (${MIGRATIONS.length}); upgrade regmirror`);
+    throw new Error(`metadata: database schema version ${version} is newer than this regmirror (${MIGRATIONS.length}); upgrade regmirror`);
   }
   for (let v = version; v < MIGRATIONS.length; v++) {
     db.transaction(() => {
@@ -107,7 +112,7 @@ export const BUSY_TIMEOUT_MS = 5000;
 export const FLUSH_BUSY_TIMEOUT_MS = 20;
 
 /**
- * Opens the SQLite file for a MetadataDb: migrated, WAL, and waiting `busyTimeoutMs` for
+ * Opens the SQLite file for a SqliteMetadataStore: migrated, WAL, and waiting `busyTimeoutMs` for
  * the write lock, since prewarm, import and gc open the same file beside a running server.
  */
 export function openDatabase(path: string, busyTimeoutMs: number): Database.Database {

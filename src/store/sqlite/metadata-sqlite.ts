@@ -1,0 +1,342 @@
+// The SQLite metadata backend: better-sqlite3 in WAL mode, every statement prepared once.
+// Calls are synchronous underneath (a query here costs microseconds, less than a hop to a
+// thread); they answer through the async MetadataStore interface so that code above runs
+// unchanged on PostgreSQL. Several processes may share the file (prewarm, import and gc
+// beside a server): each multi-statement operation is one transaction.
+import type Database from 'better-sqlite3';
+import { MetadataUnavailable } from '../../errors.js';
+import type {
+  BlobRow,
+  CountedTable,
+  ImportRecord,
+  Link,
+  ManifestRow,
+  MetadataStore,
+  PendingBatch,
+  ReconcileCounts,
+  RowBatch,
+  StoreOptions,
+  StoredRows,
+} from '../metadata-store.js';
+import { toTagEntry, type RateLimitRow, type RawTag, type RawTagEntry, type RollupMetric, type TagEntry, type TagKey, type TagRow } from '../rows.js';
+import { BUSY_TIMEOUT_MS, FLUSH_BUSY_TIMEOUT_MS, openDatabase } from './migrations.js';
+
+const HOUR = 3_600_000;
+const EXPORT_BATCH = 1000;
+const TAG_COLUMNS = 'upstream, repository, tag, accept, digest, media_type AS mediaType, fetched_at AS fetchedAt, expires_at AS expiresAt, pinned';
+const PUT_BLOB =
+  'INSERT INTO blobs (digest, size, created_at, last_access, version) VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET size = excluded.size, version = coalesce(excluded.version, version)';
+const PUT_TAG = 'INSERT OR REPLACE INTO tags (upstream, repository, tag, accept, digest, media_type, fetched_at, expires_at, pinned) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)';
+const LINK = 'INSERT OR IGNORE INTO links (upstream, repository, digest) VALUES (?, ?, ?)';
+const PUT_MANIFEST = 'INSERT OR REPLACE INTO manifests (digest, media_type) VALUES (?, ?)';
+
+/** A lock held past this long by another process is an outage to the caller, not a hang. */
+const BUSY_CODES = new Set(['SQLITE_BUSY', 'SQLITE_LOCKED', 'SQLITE_BUSY_SNAPSHOT', 'SQLITE_BUSY_RECOVERY']);
+
+export class SqliteMetadataStore implements MetadataStore {
+  readonly backend = 'sqlite' as const;
+  readonly #db: Database.Database;
+  readonly #now: () => number;
+  readonly #statements = new Map<string, Database.Statement>();
+
+  constructor(path: string, opts: StoreOptions = {}) {
+    this.#now = opts.now ?? Date.now;
+    this.#db = openDatabase(path, BUSY_TIMEOUT_MS);
+  }
+
+  async schemaVersion(): Promise<number> {
+    return this.#db.pragma('user_version', { simple: true }) as number;
+  }
+
+  async getTag(k: TagKey): Promise<TagRow | undefined> {
+    const row = this.#get<RawTag>(
+      'SELECT digest, media_type AS mediaType, fetched_at AS fetchedAt, expires_at AS expiresAt, pinned FROM tags WHERE upstream = ? AND repository = ? AND tag = ? AND accept = ?',
+      k.upstream, k.repository, k.tag, k.accept,
+    );
+    return row && { ...row, pinned: row.pinned !== 0 };
+  }
+
+  async tagRows(upstream: string, repository: string, tag: string): Promise<TagEntry[]> {
+    return this.#all<RawTagEntry>(`SELECT ${TAG_COLUMNS} FROM tags WHERE upstream = ? AND repository = ? AND tag = ? ORDER BY fetched_at DESC, accept DESC`, upstream, repository, tag).map(toTagEntry);
+  }
+
+  async listTags(): Promise<TagEntry[]> {
+    return this.#all<RawTagEntry>(`SELECT ${TAG_COLUMNS} FROM tags ORDER BY upstream, repository, tag, accept`).map(toTagEntry);
+  }
+
+  async putTag(k: TagKey, digest: string, mediaType: string, ttlMs: number): Promise<void> {
+    const now = this.#now();
+    this.#run(PUT_TAG, k.upstream, k.repository, k.tag, k.accept, digest, mediaType, now, now + ttlMs, 0);
+  }
+
+  async refreshTag(k: TagKey, ttlMs: number): Promise<void> {
+    const now = this.#now();
+    this.#run('UPDATE tags SET fetched_at = ?, expires_at = ? WHERE upstream = ? AND repository = ? AND tag = ? AND accept = ?', now, now + ttlMs, k.upstream, k.repository, k.tag, k.accept);
+  }
+
+  async setTagPinned(upstream: string, repository: string, tag: string, pinned: boolean): Promise<number> {
+    return this.#run('UPDATE tags SET pinned = ? WHERE upstream = ? AND repository = ? AND tag = ?', pinned ? 1 : 0, upstream, repository, tag).changes;
+  }
+
+  async getBlob(digest: string): Promise<BlobRow | undefined> {
+    const r = this.#get<{ size: number; version: string | null; mtimeMs: number | null; pinned: number }>(
+      'SELECT size, version, mtime_ms AS mtimeMs, pinned FROM blobs WHERE digest = ?',
+      digest,
+    );
+    if (!r) return undefined;
+    // Rows from before migration 5 carry the file's mtime, which is what the file store's version is.
+    const version = r.version ?? (r.mtimeMs === null ? undefined : String(r.mtimeMs));
+    return { size: r.size, ...(version === undefined ? {} : { version }), pinned: r.pinned === 1 };
+  }
+
+  async getManifest(digest: string): Promise<ManifestRow | undefined> {
+    return this.#get<ManifestRow>('SELECT m.media_type AS mediaType, b.size AS size FROM manifests m JOIN blobs b USING (digest) WHERE m.digest = ?', digest);
+  }
+
+  async isLinked(upstream: string, repository: string, digest: string): Promise<boolean> {
+    return this.#get('SELECT 1 AS one FROM links WHERE upstream = ? AND repository = ? AND digest = ?', upstream, repository, digest) !== undefined;
+  }
+
+  async recordBlob(digest: string, size: number, link?: Link, version?: string): Promise<void> {
+    const now = this.#now();
+    this.#tx(() => {
+      this.#run(PUT_BLOB, digest, size, now, now, version ?? null);
+      if (link) this.#run(LINK, link.upstream, link.repository, digest);
+    });
+  }
+
+  async recordManifest(digest: string, mediaType: string, size: number, link: Link, version?: string): Promise<void> {
+    const now = this.#now();
+    this.#tx(() => {
+      this.#run(PUT_BLOB, digest, size, now, now, version ?? null);
+      this.#run(PUT_MANIFEST, digest, mediaType);
+      this.#run(LINK, link.upstream, link.repository, digest);
+    });
+  }
+
+  async link(upstream: string, repository: string, digest: string): Promise<void> {
+    this.#run(LINK, upstream, repository, digest);
+  }
+
+  async forgetBlobs(digests: string[]): Promise<void> {
+    this.#tx(() => {
+      for (const d of digests) this.#forget(d, '');
+    });
+  }
+
+  async setBlobPins(pin: string[], unpin: string[]): Promise<void> {
+    this.#tx(() => {
+      for (const d of pin) this.#run('UPDATE blobs SET pinned = 1 WHERE digest = ?', d);
+      for (const d of unpin) this.#run('UPDATE blobs SET pinned = 0 WHERE digest = ?', d);
+    });
+  }
+
+  async evictBlobs(digests: string[]): Promise<string[]> {
+    return this.#tx(() => digests.filter((d) => this.#forget(d, ' AND pinned = 0')));
+  }
+
+  /** Deletes a blob row (when `where` allows) and, if it went, its manifest row and links. */
+  #forget(digest: string, where: string): boolean {
+    if (this.#run(`DELETE FROM blobs WHERE digest = ?${where}`, digest).changes === 0 && where) return false;
+    this.#run('DELETE FROM manifests WHERE digest = ?', digest);
+    this.#run('DELETE FROM links WHERE digest = ?', digest);
+    return true;
+  }
+
+  async evictionCandidates(limit: number): Promise<Array<{ digest: string; size: number }>> {
+    return this.#all('SELECT digest, size FROM blobs WHERE pinned = 0 ORDER BY last_access, digest LIMIT ?', limit);
+  }
+
+  async allBlobs(): Promise<Array<{ digest: string; size: number }>> {
+    return this.#all('SELECT digest, size FROM blobs ORDER BY digest');
+  }
+
+  async blobStats(digest: string): Promise<{ lastAccess: number; hits: number } | undefined> {
+    return this.#get('SELECT last_access AS lastAccess, hits FROM blobs WHERE digest = ?', digest);
+  }
+
+  async storeSize(): Promise<{ blobs: number; bytes: number; pinnedBytes: number }> {
+    return this.#get<{ blobs: number; bytes: number; pinnedBytes: number }>(
+      'SELECT count(*) AS blobs, coalesce(sum(size), 0) AS bytes, coalesce(sum(CASE WHEN pinned = 1 THEN size ELSE 0 END), 0) AS pinnedBytes FROM blobs',
+    )!;
+  }
+
+  async count(table: CountedTable): Promise<number> {
+    return this.#get<{ n: number }>(`SELECT count(*) AS n FROM ${table}`)!.n;
+  }
+
+  async recordImport(r: ImportRecord): Promise<void> {
+    const now = this.#now();
+    this.#tx(() => {
+      for (const b of r.blobs) {
+        this.#run(PUT_BLOB, b.digest, b.size, now, now, b.version ?? null);
+        if (b.mediaType !== undefined) this.#run(PUT_MANIFEST, b.digest, b.mediaType);
+        if (b.link) this.#run(LINK, b.link.upstream, b.link.repository, b.digest);
+        this.#run('UPDATE blobs SET pinned = 1 WHERE digest = ?', b.digest);
+      }
+      for (const t of r.tags) this.#run(PUT_TAG, t.key.upstream, t.key.repository, t.key.tag, t.key.accept, t.digest, t.mediaType, now, now, 1);
+    });
+  }
+
+  async removeImages(tags: Array<{ upstream: string; repository: string; tag: string }>, blobs: string[]): Promise<void> {
+    this.#tx(() => {
+      for (const t of tags) this.#run('DELETE FROM tags WHERE upstream = ? AND repository = ? AND tag = ?', t.upstream, t.repository, t.tag);
+      for (const d of blobs) this.#forget(d, '');
+    });
+  }
+
+  async reconcile(rollupsBefore: number, dryRun: boolean): Promise<ReconcileCounts> {
+    const queries = {
+      links: 'FROM links WHERE digest NOT IN (SELECT digest FROM blobs)',
+      manifests: 'FROM manifests WHERE digest NOT IN (SELECT digest FROM blobs)',
+      tags: 'FROM tags WHERE digest NOT IN (SELECT digest FROM manifests)',
+      rollups: 'FROM rollups WHERE hour < ?',
+    } as const;
+    const counts = { links: 0, manifests: 0, tags: 0, rollups: 0 };
+    this.#tx(() => {
+      for (const [kind, where] of Object.entries(queries) as Array<[keyof typeof queries, string]>) {
+        const args = kind === 'rollups' ? [rollupsBefore] : [];
+        counts[kind] = dryRun ? this.#get<{ n: number }>(`SELECT count(*) AS n ${where}`, ...args)!.n : this.#run(`DELETE ${where}`, ...args).changes;
+      }
+    });
+    return counts;
+  }
+
+  /**
+   * The timed flush asks for `brief`: it only moves counters, so it gives up almost at once
+   * and tries again at the next tick rather than holding the event loop in SQLite's busy
+   * handler while `cache pin` or `gc` holds the lock.
+   */
+  async writeBatch(batch: PendingBatch, opts: { brief?: boolean } = {}): Promise<void> {
+    if (opts.brief) this.#db.pragma(`busy_timeout = ${FLUSH_BUSY_TIMEOUT_MS}`);
+    try {
+      this.#tx(() => this.#writeBatch(batch));
+    } finally {
+      if (opts.brief && this.#db.open) this.#db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    }
+  }
+
+  #writeBatch(batch: PendingBatch): void {
+    for (const [digest, { at, hits }] of batch.touches) this.#run('UPDATE blobs SET last_access = max(last_access, ?), hits = hits + ? WHERE digest = ?', at, hits, digest);
+    for (const [key, n] of batch.rollups) {
+      const [hour, upstream, metric] = key.split('\n');
+      this.#run('INSERT INTO rollups (hour, upstream, metric, value) VALUES (?, ?, ?, ?) ON CONFLICT (hour, upstream, metric) DO UPDATE SET value = value + excluded.value', Number(hour), upstream, metric, n);
+    }
+    for (const r of batch.rateLimits.values()) {
+      this.#run(
+        'INSERT OR REPLACE INTO rate_limits (upstream, credential, limit_n, remaining, window_s, source, observed_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+        r.upstream, r.credential, r.limit ?? null, r.remaining ?? null, r.windowSeconds ?? null, r.source ?? null, r.observedAt,
+      );
+    }
+  }
+
+  async rateLimits(): Promise<RateLimitRow[]> {
+    const rows = this.#all<Record<string, unknown>>(
+      'SELECT upstream, credential, limit_n AS "limit", remaining, window_s AS windowSeconds, source, observed_at AS observedAt FROM rate_limits ORDER BY upstream, credential',
+    );
+    return rows.map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== null)) as unknown as RateLimitRow);
+  }
+
+  async rollupsSince(sinceMs: number): Promise<Array<{ upstream: string; metric: RollupMetric; value: number }>> {
+    return this.#all('SELECT upstream, metric, sum(value) AS value FROM rollups WHERE hour >= ? GROUP BY upstream, metric ORDER BY upstream, metric', Math.floor(sinceMs / HOUR) * HOUR);
+  }
+
+  async *exportRows(): AsyncIterable<RowBatch> {
+    yield* this.#export('blobs', 'SELECT digest, size, created_at AS createdAt, last_access AS lastAccess, hits, pinned, version, mtime_ms AS mtimeMs FROM blobs ORDER BY digest', (r) => {
+      const x = r as { digest: string; size: number; createdAt: number; lastAccess: number; hits: number; pinned: number; version: string | null; mtimeMs: number | null };
+      const v = x.version ?? (x.mtimeMs === null ? undefined : String(x.mtimeMs));
+      return { digest: x.digest, size: x.size, createdAt: x.createdAt, lastAccess: x.lastAccess, hits: x.hits, pinned: x.pinned === 1, ...(v === undefined ? {} : { version: v }) };
+    });
+    yield* this.#export('manifests', 'SELECT digest, media_type AS mediaType FROM manifests ORDER BY digest', (r) => r as StoredRows['manifests']);
+    yield* this.#export('links', 'SELECT upstream, repository, digest FROM links ORDER BY upstream, repository, digest', (r) => r as StoredRows['links']);
+    yield* this.#export('tags', `SELECT ${TAG_COLUMNS} FROM tags ORDER BY upstream, repository, tag, accept`, (r) => toTagEntry(r as RawTagEntry));
+    yield { table: 'rateLimits', rows: await this.rateLimits() };
+    yield* this.#export('rollups', 'SELECT hour, upstream, metric, value FROM rollups ORDER BY hour, upstream, metric', (r) => r as StoredRows['rollups']);
+  }
+
+  *#export<T extends keyof StoredRows>(table: T, sql: string, map: (r: unknown) => StoredRows[T]): Iterable<RowBatch> {
+    let rows: Array<StoredRows[T]> = [];
+    for (const r of this.#statement(sql).iterate()) {
+      rows.push(map(r));
+      if (rows.length === EXPORT_BATCH) {
+        yield { table, rows } as RowBatch;
+        rows = [];
+      }
+    }
+    if (rows.length > 0) yield { table, rows } as RowBatch;
+  }
+
+  async importRows(batches: AsyncIterable<RowBatch>): Promise<number> {
+    const all: RowBatch[] = [];
+    for await (const b of batches) all.push(b);
+    return this.#tx(() => {
+      const existing = this.#get<{ n: number }>('SELECT (SELECT count(*) FROM blobs) + (SELECT count(*) FROM tags) AS n')!.n;
+      if (existing > 0) throw new Error('metadata: the target database is not empty');
+      let n = 0;
+      for (const b of all) n += this.#load(b);
+      return n;
+    });
+  }
+
+  #load(b: RowBatch): number {
+    for (const r of b.rows) {
+      if (b.table === 'blobs') {
+        const x = r as StoredRows['blobs'];
+        this.#run('INSERT INTO blobs (digest, size, created_at, last_access, hits, pinned, version) VALUES (?, ?, ?, ?, ?, ?, ?)', x.digest, x.size, x.createdAt, x.lastAccess, x.hits, x.pinned ? 1 : 0, x.version ?? null);
+      } else if (b.table === 'manifests') this.#run(PUT_MANIFEST, (r as StoredRows['manifests']).digest, (r as StoredRows['manifests']).mediaType);
+      else if (b.table === 'links') this.#run(LINK, (r as StoredRows['links']).upstream, (r as StoredRows['links']).repository, (r as StoredRows['links']).digest);
+      else if (b.table === 'tags') {
+        const t = r as TagEntry;
+        this.#run(PUT_TAG, t.upstream, t.repository, t.tag, t.accept, t.digest, t.mediaType, t.fetchedAt, t.expiresAt, t.pinned ? 1 : 0);
+      } else if (b.table === 'rateLimits') this.#writeBatch({ touches: new Map(), rollups: new Map(), rateLimits: new Map([['', r as RateLimitRow]]) });
+      else {
+        const x = r as StoredRows['rollups'];
+        this.#writeBatch({ touches: new Map(), rollups: new Map([[`${x.hour}\n${x.upstream}\n${x.metric}`, x.value]]), rateLimits: new Map() });
+      }
+    }
+    return b.rows.length;
+  }
+
+  async close(): Promise<void> {
+    this.#db.close();
+  }
+
+  // ---- statements ----
+
+  #statement(sql: string): Database.Statement {
+    let st = this.#statements.get(sql);
+    if (!st) {
+      st = this.#db.prepare(sql);
+      this.#statements.set(sql, st);
+    }
+    return st;
+  }
+
+  #get<T>(sql: string, ...args: unknown[]): T | undefined {
+    return busy(() => this.#statement(sql).get(...args) as T | undefined);
+  }
+
+  #all<T>(sql: string, ...args: unknown[]): T[] {
+    return busy(() => this.#statement(sql).all(...args) as T[]);
+  }
+
+  #run(sql: string, ...args: unknown[]): Database.RunResult {
+    return busy(() => this.#statement(sql).run(...args));
+  }
+
+  /** One transaction, taking the write lock at its start: one that read first could not wait for a lock taken meanwhile. */
+  #tx<T>(fn: () => T): T {
+    return busy(() => this.#db.transaction(fn).immediate());
+  }
+}
+
+/** A lock another process held past the busy timeout is MetadataUnavailable: the caller queues or falls back. */
+function busy<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && BUSY_CODES.has(code)) throw new MetadataUnavailable(code);
+    throw err;
+  }
+}
