@@ -30,6 +30,13 @@ export interface Statement {
 
 const INT8_OID = 20;
 
+/**
+ * Statement timeout of the commands' whole-store work (gc's reconcile, moving a store),
+ * which a large store needs: the serving path keeps the short one, so a request never
+ * waits long on a server that does not answer.
+ */
+export const SLOW_TIMEOUT_MS = 300_000;
+
 // BIGINT (ms times, sizes, counts) as a JS number, for this pool only: every value stored
 // is far below 2^53, and other users of pg in the process keep its default (strings).
 const TYPES: pg.CustomTypesConfig = {
@@ -104,12 +111,14 @@ export class Session implements Queries {
   /**
    * Runs `fn` between BEGIN and COMMIT on one client: all of its writes or none. A client
    * whose transaction could not be ended cleanly is dropped from the pool, not reused.
+   * `slow`: statements may take SLOW_TIMEOUT_MS.
    */
-  async transaction<T>(fn: (q: Queries) => Promise<T>): Promise<T> {
+  async transaction<T>(fn: (q: Queries) => Promise<T>, opts: { slow?: boolean } = {}): Promise<T> {
     return this.withClient(async (client) => {
       await client.query('BEGIN');
       try {
-        const out = await fn(clientQueries(client));
+        if (opts.slow) await client.query(`SET LOCAL statement_timeout = ${SLOW_TIMEOUT_MS}`);
+        const out = await fn(clientQueries(client, opts.slow ? SLOW_TIMEOUT_MS : undefined));
         await client.query('COMMIT');
         return out;
       } catch (err) {
@@ -144,7 +153,8 @@ export class Session implements Queries {
     let finished = false;
     try {
       await lease.client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      yield* read(clientQueries(lease.client));
+      await lease.client.query(`SET LOCAL statement_timeout = ${SLOW_TIMEOUT_MS}`);
+      yield* read(clientQueries(lease.client, SLOW_TIMEOUT_MS));
       await lease.client.query('COMMIT');
       finished = true;
     } catch (err) {
@@ -191,9 +201,11 @@ interface Lease {
   release(): void;
 }
 
-function clientQueries(client: pg.PoolClient): Queries {
+/** `timeoutMs` overrides the pool's query timeout (pg takes it per query, beside the config's types). */
+function clientQueries(client: pg.PoolClient, timeoutMs?: number): Queries {
+  const config = (s: Statement, values: unknown[]) => ({ name: s.name, text: s.text, values, ...(timeoutMs === undefined ? {} : { query_timeout: timeoutMs }) });
   return {
-    rows: async <R extends pg.QueryResultRow>(s: Statement, values: unknown[] = []) => (await client.query<R>({ name: s.name, text: s.text, values })).rows,
-    changes: async (s: Statement, values: unknown[] = []) => (await client.query({ name: s.name, text: s.text, values })).rowCount ?? 0,
+    rows: async <R extends pg.QueryResultRow>(s: Statement, values: unknown[] = []) => (await client.query<R>(config(s, values))).rows,
+    changes: async (s: Statement, values: unknown[] = []) => (await client.query(config(s, values))).rowCount ?? 0,
   };
 }

@@ -212,7 +212,7 @@ export class PostgresMetadataStore implements MetadataStore {
         counts[kind] = dryRun ? (await q.rows<{ n: number }>(st, args))[0].n : await q.changes(st, args);
       }
       return counts;
-    });
+    }, { slow: true });
   }
 
   // ---- counters ----

@@ -65,11 +65,14 @@ export const COUNTS = {
   tags: q('count.tags', 'SELECT count(*) AS n FROM tags'),
 };
 
-/** gc: rows that point at nothing, as counts (dry run) or deletions. */
+/**
+ * gc: rows that point at nothing, as counts (dry run) or deletions. NOT EXISTS rather than
+ * SQLite's NOT IN: the same rows (digests are never NULL), planned as an anti-join.
+ */
 export const RECONCILE = {
-  links: { where: 'FROM links WHERE digest NOT IN (SELECT digest FROM blobs)' },
-  manifests: { where: 'FROM manifests WHERE digest NOT IN (SELECT digest FROM blobs)' },
-  tags: { where: 'FROM tags WHERE digest NOT IN (SELECT digest FROM manifests)' },
+  links: { where: 'FROM links l WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = l.digest)' },
+  manifests: { where: 'FROM manifests m WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = m.digest)' },
+  tags: { where: 'FROM tags t WHERE NOT EXISTS (SELECT 1 FROM manifests m WHERE m.digest = t.digest)' },
   rollups: { where: 'FROM rollups WHERE hour < $1' },
 } as const;
 

@@ -116,7 +116,7 @@ export async function importRows(session: Session, batches: AsyncIterable<RowBat
       loaded += await q.changes(insert(batch.table), values);
     }
     return loaded;
-  });
+  }, { slow: true });
 }
 
 async function refuseNonEmpty(q: Queries): Promise<void> {
