@@ -3,7 +3,9 @@
 // start-up failures, schema versions shared by replicas, a server that stops, restarts or
 // hangs under a running store, and a password that must never show.
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { MetadataUnavailable } from '../src/errors.js';
@@ -206,4 +208,14 @@ describe('PostgresMetadataStore', () => {
     const got = await store.evictionCandidates(3);
     assert.deepEqual(got.map((c) => c.digest), [rows[977].digest, rows[1954].digest, rows[2931].digest].sort());
   });
+});
+
+test('nothing outside src/store/ imports the PostgreSQL backend or pg', () => {
+  const src = new URL('../src/', import.meta.url).pathname;
+  const files = (dir: string): string[] =>
+    readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? files(join(dir, e.name)) : /\.[jt]s$/.test(e.name) ? [join(dir, e.name)] : []));
+  const offenders = files(src)
+    .filter((f) => !relative(src, f).startsWith('store/'))
+    .filter((f) => /^import[^'"]*['"](pg|[^'"]*\/postgres\/[^'"]*)['"]/m.test(readFileSync(f, 'utf8')));
+  assert.deepEqual(offenders.map((f) => relative(src, f)), []);
 });
