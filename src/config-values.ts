@@ -84,6 +84,46 @@ export function positiveInt(v: unknown, key: string): number {
   return v;
 }
 
+/** A whole number from `min` to `max`. */
+export function intInRange(v: unknown, key: string, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new ConfigError(key, `must be a whole number from ${min} to ${max}`);
+  return v;
+}
+
+/**
+ * postgres://user@host:port/database. The password has a key of its own (a secret, with
+ * ${ENV} or file:): in the url it would end up wherever the url is shown. The url itself
+ * is never echoed, in case it holds one anyway.
+ */
+export function postgresUrl(url: string, key: string, passwordKey: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ConfigError(key, 'not a URL (postgres://user@host:5432/database)');
+  }
+  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') throw new ConfigError(key, 'must be a postgres:// or postgresql:// URL');
+  if (u.password !== '') throw new ConfigError(key, `must not hold a password: set ${passwordKey} (it takes \${ENV} or file: like every secret)`);
+  if (u.hostname === '') throw new ConfigError(key, 'must name a host (postgres://user@host:5432/database)');
+  if (!/^\/[^/]+$/.test(u.pathname)) throw new ConfigError(key, 'must name one database as its path (postgres://user@host:5432/database)');
+  if (u.search || u.hash || url.includes('?') || url.includes('#')) throw new ConfigError(key, 'must have no query or fragment (TLS is set with metadata.postgres.ssl)');
+  return url;
+}
+
+/** A PEM file named by a path or `file:/path`, read now so a missing file fails at start-up. */
+export function pemFile(value: unknown, key: string, env: NodeJS.ProcessEnv): string {
+  const s = nonBlank(str(value, key, env), key);
+  const path = s.startsWith('file:') ? s.slice(5) : s;
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(key, `cannot read the file it names (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  if (!text.includes('-----BEGIN CERTIFICATE-----')) throw new ConfigError(key, 'the file it names holds no PEM certificate');
+  return text;
+}
+
 export function checkUrl(url: string, key: string): void {
   let u: URL;
   try {

@@ -3,7 +3,7 @@
 // name the key. mirror.example.yaml documents every key and is tested to equal DEFAULTS.
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { ConfigError, bool, checkUrl, duration, known, listenAddress, nonBlank, nonNegativeInt, obj, oneOf, optStr, positiveInt, secret, size, str, strList } from './config-values.js';
+import { ConfigError, bool, checkUrl, duration, intInRange, known, listenAddress, nonBlank, nonNegativeInt, obj, oneOf, optStr, pemFile, positiveInt, postgresUrl, secret, size, str, strList } from './config-values.js';
 
 export { ConfigError, duration, size } from './config-values.js';
 
@@ -55,9 +55,26 @@ export interface UpstreamConfig {
   deny: string[];
 }
 
+/**
+ * Where the metadata (tags, blobs, links, counters) lives: SQLite (`mirror.db` in the data
+ * dir, one host), or a PostgreSQL database that several replicas share.
+ */
+export type MetadataConfig = { kind: 'sqlite' } | ({ kind: 'postgres' } & PostgresConfig);
+
+export interface PostgresConfig {
+  /** postgres://user@host:port/database, never with a password. */
+  url: string;
+  password: string;
+  /** Connections per process. */
+  pool: number;
+  /** TLS: off, on (system CAs), or verified against `ca` (PEM text, read from the configured file). */
+  ssl: boolean | { ca?: string; rejectUnauthorized: boolean };
+}
+
 export interface Config {
   listen: { host: string; port: number };
   dataDir: string;
+  metadata: MetadataConfig;
   /** Upstream for requests with neither `ns` nor a path prefix (Docker's registry-mirrors). */
   defaultUpstream?: string;
   upstreams: UpstreamConfig[];
@@ -119,6 +136,7 @@ function upstream(name: string, url: string, aliases: string[] = []): UpstreamCo
 export const DEFAULTS: Config = {
   listen: { host: '0.0.0.0', port: 5000 },
   dataDir: './data',
+  metadata: { kind: 'sqlite' },
   defaultUpstream: 'docker.io',
   upstreams: [
     upstream('docker.io', 'https://registry-1.docker.io', ['index.docker.io', 'registry-1.docker.io']),
@@ -154,10 +172,11 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env):
     throw new ConfigError('(file)', `not valid YAML: ${(err as Error).message.split('\n')[0]}`);
   }
   const raw = obj(doc ?? {}, '(root)');
-  known(raw, '', ['listen', 'dataDir', 'defaultUpstream', 'upstreams', 'log', 'manifestMemory', 'offline', 'adminToken', 'tls', 'auth', 'limits', 'storage']);
+  known(raw, '', ['listen', 'dataDir', 'metadata', 'defaultUpstream', 'upstreams', 'log', 'manifestMemory', 'offline', 'adminToken', 'tls', 'auth', 'limits', 'storage']);
   const cfg: Config = {
     listen: raw.listen === undefined ? DEFAULTS.listen : listenAddress(str(raw.listen, 'listen', env), 'listen'),
     dataDir: raw.dataDir === undefined ? DEFAULTS.dataDir : str(raw.dataDir, 'dataDir', env),
+    metadata: raw.metadata === undefined ? { ...DEFAULTS.metadata } : metadata(raw.metadata, env),
     defaultUpstream: optStr(raw.defaultUpstream, 'defaultUpstream', env),
     upstreams: raw.upstreams === undefined ? structuredClone(DEFAULTS.upstreams) : upstreams(raw.upstreams, env),
     log: { level: DEFAULTS.log.level },
@@ -273,6 +292,37 @@ function globs(v: unknown, key: string): string[] {
     if (!/^[a-z0-9._\-/*]+$/.test(g)) throw new ConfigError(`${key}[${i}]`, 'a repository glob uses lower-case names, /, * and **');
   });
   return list;
+}
+
+function metadata(v: unknown, env: NodeJS.ProcessEnv): MetadataConfig {
+  if (v === 'sqlite') return { kind: 'sqlite' };
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError('metadata', 'must be sqlite or a mapping with postgres');
+  const m = obj(v, 'metadata');
+  known(m, 'metadata.', ['postgres']);
+  const p = obj(m.postgres, 'metadata.postgres');
+  known(p, 'metadata.postgres.', ['url', 'password', 'pool', 'ssl']);
+  if (p.url === undefined) throw new ConfigError('metadata.postgres.url', 'required (postgres://user@host:5432/database)');
+  if (p.password === undefined) throw new ConfigError('metadata.postgres.password', 'required (the role\'s password; ${ENV} or file: like every secret)');
+  return {
+    kind: 'postgres',
+    url: postgresUrl(str(p.url, 'metadata.postgres.url', env), 'metadata.postgres.url', 'metadata.postgres.password'),
+    password: secret(p.password, 'metadata.postgres.password', env),
+    pool: p.pool === undefined ? 10 : intInRange(p.pool, 'metadata.postgres.pool', 1, 100),
+    ssl: p.ssl === undefined ? false : postgresSsl(p.ssl, env),
+  };
+}
+
+/** false, true (verified against the system CAs), or { ca, rejectUnauthorized }. */
+function postgresSsl(v: unknown, env: NodeJS.ProcessEnv): PostgresConfig['ssl'] {
+  if (typeof v === 'boolean') return v;
+  const key = 'metadata.postgres.ssl';
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(key, 'must be true, false or a mapping with ca and rejectUnauthorized');
+  const o = obj(v, key);
+  known(o, `${key}.`, ['ca', 'rejectUnauthorized']);
+  return {
+    ...(o.ca === undefined ? {} : { ca: pemFile(o.ca, `${key}.ca`, env) }),
+    rejectUnauthorized: o.rejectUnauthorized === undefined ? true : bool(o.rejectUnauthorized, `${key}.rejectUnauthorized`),
+  };
 }
 
 function tlsFiles(v: unknown, env: NodeJS.ProcessEnv): { cert: string; key: string } {

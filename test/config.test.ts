@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError, DEFAULTS, loadConfig, parseConfig, type Config } from '../src/config.js';
+import { createLogger } from '../src/log.js';
 
 /** Asserts that `yaml` is refused with a ConfigError whose message names `key` (and matches `problem`). */
 function refuses(yaml: string, key: string, problem?: RegExp, env: NodeJS.ProcessEnv = {}): void {
@@ -51,6 +52,7 @@ describe('DEFAULTS', () => {
     assert.deepEqual(DEFAULTS, {
       listen: { host: '0.0.0.0', port: 5000 },
       dataDir: './data',
+      metadata: { kind: 'sqlite' },
       defaultUpstream: 'docker.io',
       upstreams: [
         { ...common, name: 'docker.io', url: 'https://registry-1.docker.io', aliases: ['index.docker.io', 'registry-1.docker.io'] },
@@ -148,6 +150,7 @@ upstreams:
     assert.deepEqual(parseConfig(yaml, { HUB_TOKEN: 'dckr_pat_abc', ADMIN: 'adm1n' }), {
       listen: { host: '127.0.0.1', port: 8080 },
       dataDir: '/var/lib/regmirror',
+      metadata: { kind: 'sqlite' },
       defaultUpstream: 'docker.io',
       log: { level: 'debug' },
       manifestMemoryBytes: 16 * 1024 * 1024,
@@ -422,5 +425,123 @@ upstreams:
     assert.deepEqual(loadConfig(path, {}).listen, { host: '127.0.0.1', port: 6000 });
     const missing = join(dir, 'nope.yaml');
     assert.throws(() => loadConfig(missing, {}), (err: unknown) => err instanceof ConfigError && err.message.includes(missing) && /ENOENT/.test(err.message));
+  });
+});
+
+describe('metadata', () => {
+  const PW = 's3cret-Pa55word';
+  const URL_OK = 'postgres://regmirror@db.internal:5432/regmirror';
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'regmirror-config-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** A config whose metadata.postgres has `lines` (indented under it). */
+  const postgres = (...lines: string[]) => ['metadata:', '  postgres:', ...lines.map((l) => `    ${l}`)].join('\n') + '\n';
+
+  test('sqlite is the default, and may be said', () => {
+    assert.deepEqual(parseConfig('', {}).metadata, { kind: 'sqlite' });
+    assert.deepEqual(parseConfig('metadata: sqlite\n', {}).metadata, { kind: 'sqlite' });
+  });
+
+  test('postgres: url, password from ${ENV}, pool 10 and no TLS by default', () => {
+    const cfg = parseConfig(postgres(`url: ${URL_OK}`, 'password: ${DB_PASSWORD}'), { DB_PASSWORD: PW });
+    assert.deepEqual(cfg.metadata, { kind: 'postgres', url: URL_OK, password: PW, pool: 10, ssl: false });
+    const other = parseConfig(postgres('url: postgresql://me@[fd00::7]/cache', `password: ${PW}`, 'pool: 100', 'ssl: true'), {});
+    assert.deepEqual(other.metadata, { kind: 'postgres', url: 'postgresql://me@[fd00::7]/cache', password: PW, pool: 100, ssl: true });
+  });
+
+  test('postgres: a file: password, and a CA read from a path or file:', async () => {
+    const pw = join(dir, 'db-password');
+    const ca = join(dir, 'ca.pem');
+    const pem = '-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n';
+    await writeFile(pw, `${PW}\n`);
+    await writeFile(ca, pem);
+    for (const ref of [ca, `file:${ca}`]) {
+      const cfg = parseConfig(postgres(`url: ${URL_OK}`, `password: file:${pw}`, 'ssl:', `  ca: ${ref}`, '  rejectUnauthorized: false'), {});
+      assert.deepEqual(cfg.metadata, { kind: 'postgres', url: URL_OK, password: PW, pool: 10, ssl: { ca: pem, rejectUnauthorized: false } });
+    }
+    const verified = parseConfig(postgres(`url: ${URL_OK}`, `password: ${PW}`, 'ssl:', `  ca: ${ca}`), {});
+    assert.deepEqual(verified.metadata.kind === 'postgres' && verified.metadata.ssl, { ca: pem, rejectUnauthorized: true });
+  });
+
+  test('unknown backends and keys are refused', () => {
+    refuses('metadata: mysql\n', 'metadata', /sqlite or a mapping with postgres/);
+    refuses('metadata:\n  sqlite: {}\n', 'metadata.sqlite', /unknown key/);
+    refuses(postgres(`url: ${URL_OK}`, `password: ${PW}`, 'database: x'), 'metadata.postgres.database', /unknown key/);
+    refuses(postgres(`url: ${URL_OK}`, `password: ${PW}`, 'ssl:', '  cert: /x'), 'metadata.postgres.ssl.cert', /unknown key/);
+    refuses('metadata:\n  postgres: yes\n', 'metadata.postgres', /mapping/);
+  });
+
+  test('the url must be postgres:// with a host and one database, and no query', () => {
+    const bad = (url: string, problem: RegExp) => refuses(postgres(`url: "${url}"`, `password: ${PW}`), 'metadata.postgres.url', problem);
+    bad('not a url', /not a URL/);
+    bad('https://db.internal/regmirror', /postgres:\/\/ or postgresql:\/\//);
+    bad('mysql://db.internal/regmirror', /postgres:\/\/ or postgresql:\/\//);
+    bad('postgres:///regmirror', /must name a host/);
+    bad('postgres://regmirror@db.internal:5432', /one database/);
+    bad('postgres://regmirror@db.internal:5432/', /one database/);
+    bad('postgres://regmirror@db.internal/a/b', /one database/);
+    bad('postgres://regmirror@db.internal/regmirror?sslmode=require', /no query.*metadata\.postgres\.ssl/);
+    refuses(postgres(`password: ${PW}`), 'metadata.postgres.url', /required/);
+  });
+
+  test('a password in the url is refused, pointing at metadata.postgres.password, without repeating it', () => {
+    assert.throws(
+      () => parseConfig(postgres(`url: postgres://regmirror:${PW}@db.internal/regmirror`, 'password: x'), {}),
+      (err: Error) => {
+        assert.match(err.message, /^config: metadata\.postgres\.url: must not hold a password: set metadata\.postgres\.password/);
+        assert.ok(!err.message.includes(PW), err.message);
+        return true;
+      },
+    );
+  });
+
+  test('the password is required and, like every secret, may not be empty', async () => {
+    refuses(postgres(`url: ${URL_OK}`), 'metadata.postgres.password', /required/);
+    refuses(postgres(`url: ${URL_OK}`, 'password: ""'), 'metadata.postgres.password', /empty/);
+    refuses(postgres(`url: ${URL_OK}`, 'password: ${DB_PASSWORD}'), 'metadata.postgres.password', /empty/, { DB_PASSWORD: ' ' });
+    refuses(postgres(`url: ${URL_OK}`, 'password: ${DB_PASSWORD}'), 'metadata.postgres.password', /DB_PASSWORD is not set/);
+    const empty = join(dir, 'empty');
+    await writeFile(empty, '\n');
+    refuses(postgres(`url: ${URL_OK}`, `password: file:${empty}`), 'metadata.postgres.password', /empty/);
+    refuses(postgres(`url: ${URL_OK}`, `password: file:${join(dir, 'missing')}`), 'metadata.postgres.password', /cannot read.*ENOENT/);
+  });
+
+  test('pool is a whole number from 1 to 100', () => {
+    for (const pool of ['0', '101', '1.5', '"10"', '-1']) refuses(postgres(`url: ${URL_OK}`, `password: ${PW}`, `pool: ${pool}`), 'metadata.postgres.pool', /from 1 to 100/);
+    const cfg = parseConfig(postgres(`url: ${URL_OK}`, `password: ${PW}`, 'pool: 1'), {});
+    assert.equal(cfg.metadata.kind === 'postgres' && cfg.metadata.pool, 1);
+  });
+
+  test('ssl is a boolean or a CA file that holds a certificate', async () => {
+    const base = [`url: ${URL_OK}`, `password: ${PW}`];
+    refuses(postgres(...base, 'ssl: require'), 'metadata.postgres.ssl', /true, false or a mapping/);
+    refuses(postgres(...base, 'ssl:', `  ca: ${join(dir, 'nope.pem')}`), 'metadata.postgres.ssl.ca', /cannot read.*ENOENT/);
+    const junk = join(dir, 'junk.pem');
+    await writeFile(junk, 'not a certificate\n');
+    refuses(postgres(...base, 'ssl:', `  ca: ${junk}`), 'metadata.postgres.ssl.ca', /no PEM certificate/);
+    refuses(postgres(...base, 'ssl:', '  rejectUnauthorized: no'), 'metadata.postgres.ssl.rejectUnauthorized', /true or false/);
+  });
+
+  test('no refusal repeats the password, and a logged config shows it redacted', () => {
+    const env = { DB_PASSWORD: PW };
+    const refusals = [
+      postgres('url: "https://x/y"', 'password: ${DB_PASSWORD}'),
+      postgres(`url: ${URL_OK}`, 'password: ${DB_PASSWORD}', 'pool: 0'),
+      postgres(`url: ${URL_OK}`, 'password: ${DB_PASSWORD}', 'ssl: maybe'),
+      postgres(`url: ${URL_OK}`, `password: ${PW}`, 'nope: 1'),
+    ];
+    for (const yaml of refusals) {
+      assert.throws(() => parseConfig(yaml, env), (err: Error) => err instanceof ConfigError && !err.message.includes(PW));
+    }
+    const lines: string[] = [];
+    createLogger('info', (l) => lines.push(l)).info('config', { metadata: parseConfig(postgres(`url: ${URL_OK}`, 'password: ${DB_PASSWORD}'), env).metadata });
+    assert.equal(lines.length, 1);
+    assert.ok(!lines[0].includes(PW), lines[0]);
+    assert.match(lines[0], /regmirror@db\.internal/);
   });
 });
