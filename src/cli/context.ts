@@ -13,7 +13,7 @@ import { createLogger, type Logger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import { FsBlobStore } from '../store/blob-store.js';
 import { Metadata, type MetadataOptions } from '../store/metadata.js';
-import { openMetadataStore } from '../store/open-metadata.js';
+import { openMetadataStore, type MetadataBackend } from '../store/open-metadata.js';
 import { UpstreamClient } from '../upstream/client.js';
 import type { UpstreamObserver } from '../upstream/rate-limit.js';
 
@@ -52,7 +52,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     if (swept > 0) log.info('removed unfinished downloads left by a previous run', { files: swept });
   }
   const metrics = new Metrics({ defaultMetrics: opts.sweepTmp === true });
-  const metadata = await openMetadata(config, { now, ...reportInto(log, metrics) });
+  const metadata = await openMetadata(config, { now, log, ...reportInto(log, metrics) });
   const observer = observeInto(metadata, metrics);
   const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline }));
   const upstreams = new UpstreamTable(clients, config.defaultUpstream);
@@ -78,8 +78,13 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
 }
 
 /** The metadata backend the config names, wrapped for use. */
-export async function openMetadata(config: Config, opts: MetadataOptions = {}): Promise<Metadata> {
-  const store = await openMetadataStore({ kind: 'sqlite', path: join(config.dataDir, 'mirror.db') }, { now: opts.now });
+export async function openMetadata(config: Config, opts: MetadataOptions & { log?: Logger } = {}): Promise<Metadata> {
+  const m = config.metadata;
+  const backend: MetadataBackend =
+    m.kind === 'sqlite'
+      ? { kind: 'sqlite', path: join(config.dataDir, 'mirror.db') }
+      : { ...m, onIdleError: (err) => opts.log?.warn('metadata: an idle database connection failed', { err: err.message }) };
+  const store = await openMetadataStore(backend, { now: opts.now });
   return new Metadata(store, opts);
 }
 

@@ -1,10 +1,16 @@
 // Picks the metadata backend a config names. The only module above the backends that
 // knows their classes: everything else gets a MetadataStore (wrapped in Metadata).
 import type { MetadataStore, StoreOptions } from './metadata-store.js';
+import { PostgresMetadataStore, type PostgresOptions } from './postgres/metadata-postgres.js';
 import { SqliteMetadataStore } from './sqlite/metadata-sqlite.js';
 
-export type MetadataBackend = { kind: 'sqlite'; path: string };
+export type { PostgresOptions } from './postgres/metadata-postgres.js';
 
+export type MetadataBackend = { kind: 'sqlite'; path: string } | ({ kind: 'postgres' } & PostgresOptions);
+
+/** Opens (and migrates) the backend; a database that cannot be reached fails here, in one line naming it. */
 export async function openMetadataStore(backend: MetadataBackend, opts: StoreOptions = {}): Promise<MetadataStore> {
-  return new SqliteMetadataStore(backend.path, opts);
+  if (backend.kind === 'sqlite') return new SqliteMetadataStore(backend.path, opts);
+  const { kind: _, ...pg } = backend;
+  return PostgresMetadataStore.connect({ ...pg, ...opts });
 }

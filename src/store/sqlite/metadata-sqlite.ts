@@ -224,7 +224,10 @@ export class SqliteMetadataStore implements MetadataStore {
     }
     for (const r of batch.rateLimits.values()) {
       this.#run(
-        'INSERT OR REPLACE INTO rate_limits (upstream, credential, limit_n, remaining, window_s, source, observed_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+        // An older observation (a late flush of another process) never replaces a newer one.
+        'INSERT INTO rate_limits (upstream, credential, limit_n, remaining, window_s, source, observed_at) VALUES (?, ?, ?, ?, ?, ?, ?) ' +
+          'ON CONFLICT (upstream, credential) DO UPDATE SET limit_n = excluded.limit_n, remaining = excluded.remaining, window_s = excluded.window_s, ' +
+          'source = excluded.source, observed_at = excluded.observed_at WHERE excluded.observed_at >= rate_limits.observed_at',
         r.upstream, r.credential, r.limit ?? null, r.remaining ?? null, r.windowSeconds ?? null, r.source ?? null, r.observedAt,
       );
     }
@@ -250,7 +253,8 @@ export class SqliteMetadataStore implements MetadataStore {
     yield* this.#export('manifests', 'SELECT digest, media_type AS mediaType FROM manifests ORDER BY digest', (r) => r as StoredRows['manifests']);
     yield* this.#export('links', 'SELECT upstream, repository, digest FROM links ORDER BY upstream, repository, digest', (r) => r as StoredRows['links']);
     yield* this.#export('tags', `SELECT ${TAG_COLUMNS} FROM tags ORDER BY upstream, repository, tag, accept`, (r) => toTagEntry(r as RawTagEntry));
-    yield { table: 'rateLimits', rows: await this.rateLimits() };
+    const budgets = await this.rateLimits();
+    if (budgets.length > 0) yield { table: 'rateLimits', rows: budgets };
     yield* this.#export('rollups', 'SELECT hour, upstream, metric, value FROM rollups ORDER BY hour, upstream, metric', (r) => r as StoredRows['rollups']);
   }
 
