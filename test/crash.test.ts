@@ -10,6 +10,7 @@ import { request } from 'undici';
 import { largeBlobImage, singleImage, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
 import { cli, get, serveChild, sha256, startMirror } from './helpers.js';
+import { metadataYamlFor } from './support/metadata-backend.js';
 
 const MB = 1024 * 1024;
 
@@ -31,7 +32,7 @@ describe('kill -9 and restart', () => {
   beforeEach(async () => {
     dataDir = join(dir, `data${++n}`);
     config = join(dir, `mirror${n}.yaml`);
-    await writeFile(config, `listen: "127.0.0.1:0"\ndataDir: ${dataDir}\ndefaultUpstream: docker.io\nupstreams:\n  docker.io:\n    url: ${up.url}\n`);
+    await writeFile(config, `listen: "127.0.0.1:0"\ndataDir: ${dataDir}\n${await metadataYamlFor(dataDir)}defaultUpstream: docker.io\nupstreams:\n  docker.io:\n    url: ${up.url}\n`);
   });
   after(async () => {
     await up.close();
@@ -96,9 +97,9 @@ test('killed just before an import commits: the store takes the bundle on the ne
   const dir = await mkdtemp(join(tmpdir(), 'regmirror-crash-import-'));
   try {
     const source = await startMirror({ upstreams: [{ name: 'docker.io', url: up.url }], defaultUpstream: 'docker.io', dataDir: join(dir, 'src') });
-    const cfg = (d: string) => `dataDir: ${d}\ndefaultUpstream: docker.io\nupstreams:\n  docker.io:\n    url: ${up.url}\n`;
-    await writeFile(join(dir, 'src.yaml'), cfg(source.dataDir));
-    await writeFile(join(dir, 'dst.yaml'), cfg(join(dir, 'dst')));
+    const cfg = async (d: string) => `dataDir: ${d}\n${await metadataYamlFor(d)}defaultUpstream: docker.io\nupstreams:\n  docker.io:\n    url: ${up.url}\n`;
+    await writeFile(join(dir, 'src.yaml'), await cfg(source.dataDir));
+    await writeFile(join(dir, 'dst.yaml'), await cfg(join(dir, 'dst')));
     await get(`${source.url}/v2/library/bundled/manifests/1`);
     for (const [d] of img.blobs) await get(`${source.url}/v2/library/bundled/blobs/${d}`);
     await source.close();

@@ -21,6 +21,7 @@ import { createLogger } from '../src/log.js';
 import { ALL_TYPES, accepts, MANIFEST_TYPES } from '../src/oci/manifest.js';
 import { requireTools, skopeo, startContainerd } from './e2e/harness.js';
 import { get, sha256, startMirror, type Mirror } from './helpers.js';
+import { metadataConfigFor } from './support/metadata-backend.js';
 
 const PLATFORMS = [
   { os: 'linux', architecture: 'amd64' },
@@ -48,12 +49,14 @@ async function tripwire(): Promise<Tripwire> {
   return wire;
 }
 
-function configFor(dataDir: string, url: string): Config {
+/** `metadataOf`: whose database a copied data dir reads (on SQLite the copy has its own file). */
+async function configFor(dataDir: string, url: string, metadataOf = dataDir): Promise<Config> {
   const base = DEFAULTS.upstreams[0];
   return {
     ...structuredClone(DEFAULTS),
     listen: { host: '127.0.0.1', port: 0 },
     dataDir,
+    metadata: await metadataConfigFor(metadataOf),
     defaultUpstream: 'docker.io',
     upstreams: [{ ...base, aliases: [], tokenRealms: [], name: 'docker.io', url, tagTtlMs: 1, connectTimeoutMs: 2000 }],
     log: { level: 'error' },
@@ -105,7 +108,7 @@ describe('export and import', () => {
   let partial: FixtureImage;
 
   async function exportTo(file: string, opts: Omit<ExportOptions, 'out'>) {
-    const ctx = await openCache(configFor(sourceDir, wire.url), { log: quiet() });
+    const ctx = await openCache(await configFor(sourceDir, wire.url), { log: quiet() });
     try {
       return await exportImages(ctx, { ...opts, out: createWriteStream(file) });
     } finally {
@@ -114,7 +117,7 @@ describe('export and import', () => {
   }
 
   async function importInto(dataDir: string, input: NodeJS.ReadableStream) {
-    const ctx = await openCache(configFor(dataDir, wire.url), { log: quiet() });
+    const ctx = await openCache(await configFor(dataDir, wire.url), { log: quiet() });
     try {
       return await importBundle(ctx, input);
     } finally {
@@ -209,7 +212,7 @@ describe('export and import', () => {
     assert.equal(imported.unreferenced, 0);
 
     // Pins: every blob, and the tag for every Accept class that takes the root's type.
-    const check = await openCache(configFor(target, wire.url), { log: quiet() });
+    const check = await openCache(await configFor(target, wire.url), { log: quiet() });
     try {
       const tags = await check.metadata.listTags();
       for (const img of Object.values(images)) {
@@ -350,7 +353,7 @@ describe('export and import', () => {
       ['a bad index.json', badIndex, /^import: index\.json: not valid JSON$/],
       ['no tar at all', Buffer.alloc(4096, 7), /^import: bundle: not a tar archive$/],
     ];
-    const ctx = await openCache(configFor(target, wire.url), { log: quiet() });
+    const ctx = await openCache(await configFor(target, wire.url), { log: quiet() });
     try {
       const before = await snapshot(ctx, target);
       for (const [what, bytes, message] of cases) {
@@ -423,7 +426,7 @@ describe('export and import', () => {
     const bytes = await readFile(file);
     bytes[100] ^= 0xff;
     await writeFile(file, bytes);
-    const ctx = await openCache(configFor(copyDir, wire.url), { log: quiet() });
+    const ctx = await openCache(await configFor(copyDir, wire.url, sourceDir), { log: quiet() });
     try {
       await assert.rejects(
         exportImages(ctx, { refs: ['single:2'], out: createWriteStream(join(work, 'damaged.tar')) }),

@@ -10,6 +10,7 @@ import { request } from 'undici';
 import { DEFAULTS, type Config, type UpstreamConfig } from '../src/config.js';
 import { startServer, type RunningServer } from '../src/cli/serve.js';
 import { createLogger, type Logger } from '../src/log.js';
+import { metadataConfigFor } from './support/metadata-backend.js';
 
 export interface Mirror extends RunningServer {
   dataDir: string;
@@ -38,6 +39,7 @@ export async function startMirror(opts: MirrorOptions): Promise<Mirror> {
     ...structuredClone(DEFAULTS),
     listen: { host: '127.0.0.1', port: 0 },
     dataDir,
+    metadata: await metadataConfigFor(dataDir),
     defaultUpstream: opts.defaultUpstream,
     upstreams: opts.upstreams.map((u) => ({ ...base, aliases: [], tokenRealms: [], headersTimeoutMs: 5000, idleTimeoutMs: 5000, connectTimeoutMs: 2000, ...u })),
     log: { level: 'debug' },
