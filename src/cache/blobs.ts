@@ -179,8 +179,8 @@ export class BlobCache {
   }
 
   /**
-   * The stored file, if it is still the one that was verified: its size and mtime match
-   * what was recorded at publish. A file that changed, or has no row (a crash between
+   * The stored blob, if it is still the one that was verified: its size and version (for
+   * files, the mtime) match what was recorded at publish. A file that changed, or has no row (a crash between
    * rename and record), is dropped and fetched again rather than served.
    */
   async #intact(digest: Digest): Promise<{ size: number } | undefined> {
@@ -188,7 +188,7 @@ export class BlobCache {
     const st = await store.stat(digest);
     if (!st) return undefined;
     const row = metadata.getBlob(digest);
-    if (row && row.size === st.size && (row.mtimeMs === undefined || Math.abs(row.mtimeMs - st.mtimeMs) < 1)) return st;
+    if (row && row.size === st.size && (row.version === undefined || row.version === st.version)) return st;
     if (this.inUse(digest)) return undefined;
     // No row yet may mean another process (import, prewarm) has just published it and
     // records it next: a miss for now, not a leftover to delete.

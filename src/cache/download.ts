@@ -198,8 +198,8 @@ export class Download {
       await this.#temp!.verify();
       this.#verified = true;
       this.#wake();
-      const { mtimeMs } = await store.publish(this.#temp!);
-      metadata.recordBlob(this.digest, this.#temp!.written, { upstream: this.upstream.name, repository: this.repository }, mtimeMs);
+      const { version } = await store.publish(this.#temp!);
+      metadata.recordBlob(this.digest, this.#temp!.written, { upstream: this.upstream.name, repository: this.repository }, version);
       this.#deps.onPublished?.(this.#temp!.written);
       this.#state = 'done';
       log.info('blob downloaded', { digest: this.digest, repo: this.repository, bytes: this.#temp!.written, ms: Date.now() - started });

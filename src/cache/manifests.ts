@@ -216,8 +216,8 @@ export class ManifestCache {
     const { mediaType, blobs } = parseManifest(body.bytes, body.mediaType);
     const reply: ManifestReply = { digest: actual, mediaType, size: body.bytes.length, bytes: body.bytes, source: 'miss' };
     try {
-      const { mtimeMs } = await store.put(actual, body.bytes);
-      metadata.recordManifest(actual, mediaType, body.bytes.length, { upstream: t.upstream.name, repository: t.repository }, mtimeMs);
+      const { version } = await store.put(actual, body.bytes);
+      metadata.recordManifest(actual, mediaType, body.bytes.length, { upstream: t.upstream.name, repository: t.repository }, version);
       this.#deps.onFetched?.(t, blobs);
     } catch (err) {
       // A full or read-only store does not fail the pull: the manifest is served uncached.

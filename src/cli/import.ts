@@ -102,20 +102,20 @@ export async function importBundle(ctx: CacheWriter, input: NodeJS.ReadableStrea
 }
 
 /** Puts every planned blob in place (temps linked, keeping their names; held ones put back if gone); their mtimes. */
-async function publishAll(ctx: CacheWriter, plan: Plan, received: Map<Digest, Received>, published: Set<Digest>): Promise<Map<Digest, number>> {
-  const mtimes = new Map<Digest, number>();
+async function publishAll(ctx: CacheWriter, plan: Plan, received: Map<Digest, Received>, published: Set<Digest>): Promise<Map<Digest, string>> {
+  const mtimes = new Map<Digest, string>();
   for (const [digest, r] of received) {
     if (!plan.blobs.has(digest)) continue;
     if (r.temp) {
-      mtimes.set(digest, (await ctx.store.publish(r.temp, { keepTemp: true })).mtimeMs);
+      mtimes.set(digest, (await ctx.store.publish(r.temp, { keepTemp: true })).version);
       published.add(digest);
-    } else if (r.held) mtimes.set(digest, (await ctx.store.relink(r.held, digest)).mtimeMs);
+    } else if (r.held) mtimes.set(digest, (await ctx.store.relink(r.held, digest)).version);
   }
   return mtimes;
 }
 
 /** The rows: manifests and blobs linked and pinned, tags pinned for every Accept class that takes the root. */
-function record(ctx: CacheWriter, plan: Plan, mtimes: Map<Digest, number>): void {
+function record(ctx: CacheWriter, plan: Plan, mtimes: Map<Digest, string>): void {
   for (const img of plan.images) {
     const link = { upstream: img.upstream, repository: img.repository };
     for (const d of img.digests) {
@@ -136,17 +136,17 @@ function record(ctx: CacheWriter, plan: Plan, mtimes: Map<Digest, number>): void
  * evictor may have removed a file between its publish and the commit, or a download may
  * have replaced it (another mtime). Put back what is gone and record the mtime on disk.
  */
-async function recheck(ctx: CacheWriter, plan: Plan, received: Map<Digest, Received>, mtimes: Map<Digest, number>): Promise<void> {
-  const changed = new Map<Digest, number>();
+async function recheck(ctx: CacheWriter, plan: Plan, received: Map<Digest, Received>, mtimes: Map<Digest, string>): Promise<void> {
+  const changed = new Map<Digest, string>();
   for (const [digest, r] of received) {
     const path = r.temp?.path ?? r.held;
     if (!path || !plan.blobs.has(digest)) continue;
-    const { mtimeMs } = await ctx.store.relink(path, digest);
-    if (mtimeMs !== mtimes.get(digest)) changed.set(digest, mtimeMs);
+    const { version } = await ctx.store.relink(path, digest);
+    if (version !== mtimes.get(digest)) changed.set(digest, version);
   }
   if (changed.size === 0) return;
   ctx.metadata.transaction(() => {
-    for (const [d, mtimeMs] of changed) ctx.metadata.recordBlob(d, plan.blobs.get(d)!, undefined, mtimeMs);
+    for (const [d, version] of changed) ctx.metadata.recordBlob(d, plan.blobs.get(d)!, undefined, version);
   });
 }
 

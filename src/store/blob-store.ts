@@ -151,13 +151,13 @@ export interface PublishOptions {
 
 /** Where blobs live. One implementation today (FsBlobStore); tests run a contract suite on it. */
 export interface BlobStore {
-  stat(d: Digest): Promise<{ size: number; mtimeMs: number } | undefined>;
+  stat(d: Digest): Promise<{ size: number; version: string } | undefined>;
   open(d: Digest, range?: ByteRange): ReadStream;
   source(d: Digest, size: number, range?: ByteRange): BodySource;
   read(d: Digest): Promise<Buffer>;
   createTemp(expected: Digest, expectedSize?: number, opts?: TempOptions): Promise<TempBlob>;
-  publish(t: TempBlob, opts?: PublishOptions): Promise<{ mtimeMs: number }>;
-  put(d: Digest, bytes: Uint8Array): Promise<{ mtimeMs: number }>;
+  publish(t: TempBlob, opts?: PublishOptions): Promise<{ version: string }>;
+  put(d: Digest, bytes: Uint8Array): Promise<{ version: string }>;
   remove(d: Digest): Promise<void>;
   sweepTmp(): Promise<number>;
 }
@@ -183,10 +183,10 @@ export class FsBlobStore implements BlobStore {
     return join(this.#blobs, 'sha256', hex.slice(0, 2), hex);
   }
 
-  async stat(d: Digest): Promise<{ size: number; mtimeMs: number } | undefined> {
+  async stat(d: Digest): Promise<{ size: number; version: string } | undefined> {
     try {
       const st = await stat(this.pathFor(d));
-      return { size: st.size, mtimeMs: st.mtimeMs };
+      return { size: st.size, version: String(st.mtimeMs) };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
@@ -217,7 +217,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   /** Verifies, fsyncs and renames (or links) into place; throws DigestMismatch/SizeMismatch and deletes the temp file. */
-  async publish(t: TempBlob, opts: PublishOptions = {}): Promise<{ mtimeMs: number }> {
+  async publish(t: TempBlob, opts: PublishOptions = {}): Promise<{ version: string }> {
     try {
       await t.verify();
       await t.syncAndClose();
@@ -232,7 +232,7 @@ export class FsBlobStore implements BlobStore {
       if (opts.keepTemp) await linkInto(t.path, dest);
       else await rename(t.path, dest);
       crashPoint('publish:after-rename');
-      return { mtimeMs };
+      return { version: String(mtimeMs) };
     } catch (err) {
       await t.discard();
       rethrowAsStoreError(err);
@@ -258,11 +258,11 @@ export class FsBlobStore implements BlobStore {
   }
 
   /** Puts a held (or kept) file back at `d`'s place if it is missing there; returns the published file's mtime. */
-  async relink(path: string, d: Digest): Promise<{ mtimeMs: number }> {
+  async relink(path: string, d: Digest): Promise<{ version: string }> {
     const dest = this.pathFor(d);
     await mkdir(join(dest, '..'), { recursive: true });
     await linkInto(path, dest);
-    return { mtimeMs: (await stat(dest)).mtimeMs };
+    return { version: String((await stat(dest)).mtimeMs) };
   }
 
   async release(path: string): Promise<void> {
@@ -276,7 +276,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   /** Writes a small blob (a manifest body) through the same verify-then-publish path. */
-  async put(d: Digest, bytes: Uint8Array): Promise<{ mtimeMs: number }> {
+  async put(d: Digest, bytes: Uint8Array): Promise<{ version: string }> {
     const t = await this.createTemp(d, bytes.byteLength);
     try {
       await t.write(bytes);

@@ -36,13 +36,13 @@ export class MetadataDb {
   readonly #listTags: Database.Statement<[], RawTagEntry>;
   readonly #pinBlob: Database.Statement<[string]>;
   readonly #refreshTag: Database.Statement<[number, number, string, string, string, number]>;
-  readonly #getBlob: Database.Statement<[string], { size: number; mtimeMs: number | null; pinned: number }>;
+  readonly #getBlob: Database.Statement<[string], { size: number; version: string | null; mtimeMs: number | null; pinned: number }>;
   readonly #lru: Database.Statement<[number], { digest: string; size: number }>;
   readonly #unpinBlob: Database.Statement<[string]>;
   readonly #storeSize: Database.Statement<[], { blobs: number; bytes: number; pinnedBytes: number }>;
   readonly #deleteLinks: Database.Statement<[string]>;
   readonly #deleteManifest: Database.Statement<[string]>;
-  readonly #putBlob: Database.Statement<[string, number, number, number, number | null]>;
+  readonly #putBlob: Database.Statement<[string, number, number, number, string | null]>;
   readonly #getManifest: Database.Statement<[string], { mediaType: string; size: number }>;
   readonly #putManifest: Database.Statement<[string, string]>;
   readonly #isLinked: Database.Statement<[string, string, string], { one: number }>;
@@ -68,7 +68,7 @@ export class MetadataDb {
     this.#listTags = db.prepare(`SELECT ${tagColumns} FROM tags ORDER BY upstream, repository, tag, accept`);
     this.#pinBlob = db.prepare('UPDATE blobs SET pinned = 1 WHERE digest = ?');
     this.#refreshTag = db.prepare('UPDATE tags SET fetched_at = ?, expires_at = ? WHERE upstream = ? AND repository = ? AND tag = ? AND accept = ?');
-    this.#getBlob = db.prepare('SELECT size, mtime_ms AS mtimeMs, pinned FROM blobs WHERE digest = ?');
+    this.#getBlob = db.prepare('SELECT size, version, mtime_ms AS mtimeMs, pinned FROM blobs WHERE digest = ?');
     this.#lru = db.prepare('SELECT digest, size FROM blobs WHERE pinned = 0 ORDER BY last_access, digest LIMIT ?');
     this.#unpinBlob = db.prepare('UPDATE blobs SET pinned = 0 WHERE digest = ?');
     this.#storeSize = db.prepare(
@@ -77,7 +77,7 @@ export class MetadataDb {
     this.#deleteLinks = db.prepare('DELETE FROM links WHERE digest = ?');
     this.#deleteManifest = db.prepare('DELETE FROM manifests WHERE digest = ?');
     this.#putBlob = db.prepare(
-      'INSERT INTO blobs (digest, size, created_at, last_access, mtime_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET size = excluded.size, mtime_ms = coalesce(excluded.mtime_ms, mtime_ms)',
+      'INSERT INTO blobs (digest, size, created_at, last_access, version) VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET size = excluded.size, version = coalesce(excluded.version, version)',
     );
     this.#getManifest = db.prepare('SELECT m.media_type AS mediaType, b.size AS size FROM manifests m JOIN blobs b USING (digest) WHERE m.digest = ?');
     this.#putManifest = db.prepare('INSERT OR REPLACE INTO manifests (digest, media_type) VALUES (?, ?)');
@@ -138,10 +138,12 @@ export class MetadataDb {
     this.#refreshTag.run(now, now + ttlMs, k.upstream, k.repository, k.tag, k.accept);
   }
 
-  /** A published blob's size, the mtime its file had when published (when known) and whether it is pinned. */
-  getBlob(digest: string): { size: number; mtimeMs?: number; pinned: boolean } | undefined {
+  /** Size, the store's version at publish (an older row's mtime_ms, as the file store's version) and pin of a blob. */
+  getBlob(digest: string): { size: number; version?: string; pinned: boolean } | undefined {
     const r = this.#getBlob.get(digest);
-    return r && { size: r.size, ...(r.mtimeMs === null ? {} : { mtimeMs: r.mtimeMs }), pinned: r.pinned === 1 };
+    if (!r) return undefined;
+    const version = r.version ?? (r.mtimeMs === null ? undefined : String(r.mtimeMs));
+    return { size: r.size, ...(version === undefined ? {} : { version }), pinned: r.pinned === 1 };
   }
 
   /** The least recently used unpinned blobs, oldest first (access times flushed first). */
@@ -248,21 +250,21 @@ export class MetadataDb {
   }
 
   /** Records a blob that was just published to the store, linked to the repository it came through. */
-  recordBlob(digest: string, size: number, link?: { upstream: string; repository: string }, mtimeMs?: number): void {
+  recordBlob(digest: string, size: number, link?: { upstream: string; repository: string }, version?: string): void {
     this.#hot.forget();
     const now = this.#now();
     this.#db.transaction(() => {
-      this.#putBlob.run(digest, size, now, now, mtimeMs ?? null);
+      this.#putBlob.run(digest, size, now, now, version ?? null);
       if (link) this.#link.run(link.upstream, link.repository, digest);
     })();
   }
 
   /** Records a published manifest body: a blob with a media type. */
-  recordManifest(digest: string, mediaType: string, size: number, link: { upstream: string; repository: string }, mtimeMs?: number): void {
+  recordManifest(digest: string, mediaType: string, size: number, link: { upstream: string; repository: string }, version?: string): void {
     this.#hot.forget();
     const now = this.#now();
     this.#db.transaction(() => {
-      this.#putBlob.run(digest, size, now, now, mtimeMs ?? null);
+      this.#putBlob.run(digest, size, now, now, version ?? null);
       this.#putManifest.run(digest, mediaType);
       this.#link.run(link.upstream, link.repository, digest);
     })();

@@ -79,6 +79,12 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE blobs ADD COLUMN mtime_ms REAL;
   CREATE INDEX blobs_lru ON blobs (pinned, last_access);
   `,
+  `
+  -- The blob store's opaque version of the blob at publish (for files, its mtime), which
+  -- replaces mtime_ms: an object store has versions that are no time. Rows written before
+  -- keep their mtime_ms, read as the version they would have had.
+  ALTER TABLE blobs ADD COLUMN version TEXT;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
