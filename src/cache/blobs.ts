@@ -7,14 +7,15 @@ import type { Logger } from '../log.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import { isNonDistributableType, type Descriptor } from '../oci/manifest.js';
 import type { Metrics } from '../metrics.js';
-import type { ByteRange, FsBlobStore } from '../store/blob-store.js';
 import type { BodySource } from '../store/body-source.js';
+import type { ByteRange, ContentStore } from '../store/content-store.js';
+import type { Spool } from '../store/spool.js';
 import type { MetadataDb } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { Download } from './download.js';
 
-export { READ_CHUNK, type ByteRange } from '../store/blob-store.js';
-export { sourceToReadable, type BodySource } from '../store/body-source.js';
+export type { ByteRange } from '../store/content-store.js';
+export { READ_CHUNK, sourceToReadable, type BodySource } from '../store/body-source.js';
 export type { UpstreamClient } from '../upstream/client.js';
 
 /** Where a request points: an upstream and a repository in it (already normalised). */
@@ -32,7 +33,9 @@ export interface BlobHandle {
 }
 
 export interface BlobCacheDeps {
-  store: FsBlobStore;
+  store: ContentStore;
+  /** Where downloads are written while they are verified. */
+  spool: Spool;
   metadata: MetadataDb;
   log: Logger;
   metrics?: Metrics;
@@ -89,7 +92,7 @@ export class BlobCache {
     if ('size' in found) return this.#handle(t, 'hit', found.size, (range) => this.#track(digest, this.#deps.store.source(digest, found.size, range)));
     const dl = found.download;
     await dl.ready;
-    return this.#handle(t, 'miss', dl.size, (range) => dl.follow(range));
+    return this.#handle(t, 'miss', dl.size, (range) => this.#track(digest, dl.follow(range)));
   }
 
   /** For prewarm: makes sure the blob is in the store; resolves `cached` or `fetched` once it is published. */
@@ -192,7 +195,7 @@ export class BlobCache {
     if (this.inUse(digest)) return undefined;
     // No row yet may mean another process (import, prewarm) has just published it and
     // records it next: a miss for now, not a leftover to delete.
-    if (!row && (await store.recentlyPublished(digest))) return undefined;
+    if (!row && (await store.recentlyCommitted(digest))) return undefined;
     log.warn(row ? 'stored blob changed on disk; fetching it again' : 'stored blob has no record; fetching it again', { digest });
     metadata.removeBlobs([digest]);
     await store.remove(digest);

@@ -9,7 +9,7 @@ import type { Metrics } from '../metrics.js';
 import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
 import { accepts, DOCKER_LIST, isIndexType, OCI_INDEX, parseManifest, type Descriptor } from '../oci/manifest.js';
 import type { ManifestRef } from '../oci/reference.js';
-import type { FsBlobStore } from '../store/blob-store.js';
+import type { ContentStore } from '../store/content-store.js';
 import type { MetadataDb, TagEntry, TagKey, TagRow } from '../store/metadata.js';
 import type { PassThroughBody } from '../upstream/client.js';
 import type { Target } from './blobs.js';
@@ -31,7 +31,7 @@ export interface ManifestReply {
 }
 
 export interface ManifestCacheDeps {
-  store: FsBlobStore;
+  store: ContentStore;
   metadata: MetadataDb;
   log: Logger;
   now?: () => number;

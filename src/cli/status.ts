@@ -1,9 +1,9 @@
 // `regmirror status`: per upstream the pull budget left and when it refills, pulls served
 // against pulls spent upstream over the last 24 h, the hit ratio, store size and downloads
 // in flight. Read from a running server (--server) or straight from the data dir.
-import { join } from 'node:path';
 import { request } from 'undici';
 import { loadConfig } from '../config.js';
+import { databaseFile } from '../store/data-dir.js';
 import { MetadataDb, type RateLimitRow, type RollupMetric } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { configPath, UsageError, type Values } from './args.js';
@@ -139,7 +139,7 @@ export async function statusCommand(values: Values): Promise<number> {
     });
   } else {
     const config = loadConfig(configPath(values));
-    const metadata = new MetadataDb(join(config.dataDir, 'mirror.db'));
+    const metadata = new MetadataDb(databaseFile(config.dataDir));
     try {
       report = gatherStatus({ metadata, now: Date.now() });
     } finally {
