@@ -269,7 +269,7 @@ export class BlobCache {
     return (this.#deps.now ?? Date.now)();
   }
 
-  /** Aborts downloads in flight (their temp files are removed) and waits for them to settle. */
+  /** Aborts downloads in flight (their spool files are removed) and waits for them to settle. */
   async close(): Promise<void> {
     this.#shutdown.abort();
     await Promise.allSettled([...this.#downloads.values()].map((d) => d.done));

@@ -40,7 +40,7 @@ export interface ContextOptions {
   log?: Logger;
   now?: () => number;
   /** Remove spool files of a previous run: only the server does, a CLI beside it must not. */
-  sweepTmp?: boolean;
+  sweepSpool?: boolean;
 }
 
 /** Opens the data dir and builds everything below the HTTP layer. */
@@ -48,11 +48,11 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const log = opts.log ?? createLogger(config.log.level);
   const now = opts.now ?? Date.now;
   const { content: store, spool } = await openBlobStorage({ dataDir: config.dataDir });
-  if (opts.sweepTmp) {
+  if (opts.sweepSpool) {
     const swept = await spool.sweep();
     if (swept > 0) log.info('removed unfinished downloads left by a previous run', { files: swept });
   }
-  const metrics = new Metrics({ defaultMetrics: opts.sweepTmp === true });
+  const metrics = new Metrics({ defaultMetrics: opts.sweepSpool === true });
   const onFlushError = (err: Error, pending: { touches: number; rollups: number }) => {
     metrics.metadataFlushFailures.inc();
     log.warn('metadata flush failed; the counts are kept for the next one', { err, ...pending });

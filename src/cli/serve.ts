@@ -36,7 +36,7 @@ export interface RunningServer extends Pick<CacheContext, 'metadata' | 'blobs' |
 }
 
 export async function startServer(config: Config, opts: ServerOptions = {}): Promise<RunningServer> {
-  const ctx = await openCache(config, { ...opts, sweepTmp: true });
+  const ctx = await openCache(config, { ...opts, sweepSpool: true });
   const { log, metadata, metrics, clients, upstreams, blobs, manifests } = ctx;
   const now = ctx.now;
   metrics.gauge('regmirror_downloads_in_flight', 'Blob downloads from upstreams in progress', () => blobs.inFlight);
