@@ -183,8 +183,8 @@ export class BlobCache {
 
   /**
    * The stored blob, if it is still the one that was verified: its size and version (for
-   * files, the mtime) match what was recorded at publish. A file that changed, or has no row (a crash between
-   * rename and record), is dropped and fetched again rather than served.
+   * files, the mtime) match what was recorded at commit. A blob that changed, or has no
+   * row (a crash between commit and record), is dropped and fetched again, not served.
    */
   async #intact(digest: Digest): Promise<{ size: number } | undefined> {
     const { metadata, store, log } = this.#deps;
