@@ -7,7 +7,9 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { FsBlobStore } from '../src/store/blob-store.js';
+import { blobsDir, databaseFile, spoolDir } from '../src/store/data-dir.js';
+import { FsBlobStore } from '../src/store/fs/fs-blob-store.js';
+import { Spool } from '../src/store/spool.js';
 import type { ImportRecord } from '../src/store/metadata-store.js';
 import { SqliteMetadataStore } from '../src/store/sqlite/metadata-sqlite.js';
 import { parseDigest } from '../src/oci/digest.js';
@@ -17,9 +19,10 @@ const N = Number(process.argv[2] ?? 100_000);
 const MAIN = new URL('../src/main.ts', import.meta.url).pathname;
 
 async function fill(dataDir: string): Promise<string> {
-  const store = new FsBlobStore(dataDir);
+  // Written as files straight into the file store's layout: far faster than committing each.
+  const store = new FsBlobStore(blobsDir(dataDir), spoolDir(dataDir), new Spool(spoolDir(dataDir)));
   await store.init();
-  const db = new SqliteMetadataStore(join(dataDir, 'mirror.db'));
+  const db = new SqliteMetadataStore(databaseFile(dataDir));
   const link = { upstream: 'docker.io', repository: 'library/app' };
   let manifestDigest = '';
   const batch: Array<Promise<void>> = [];

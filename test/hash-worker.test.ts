@@ -23,7 +23,7 @@ after(async () => {
 const sha = (...parts: Buffer[]) => parseDigest(`sha256:${createHash('sha256').update(Buffer.concat(parts)).digest('hex')}`);
 const bytes = (n: number, seed: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
 
-/** Creates the file, then the hash (as createTemp does), then writes `parts` one by one, telling the hash after each. */
+/** Creates the file, then the hash (as Spool.create does), then writes `parts` one by one, telling the hash after each. */
 async function grow(path: string, expected: Digest, size: number, parts: Buffer[]): Promise<OffThreadHash> {
   await writeFile(path, '');
   const hash = new OffThreadHash(path, expected, size);

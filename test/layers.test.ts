@@ -1,6 +1,8 @@
-// The dependency direction of docs/architecture.md, checked on the import lines: oci/
-// depends on nothing, store/ and upstream/ only on oci/, cache/ never on http/, and only
-// http/ imports hono; only store/sqlite/ prepares SQL.
+// The dependency direction of docs/architecture.md, checked on the import and re-export
+// lines and on dynamic imports: oci/ depends on nothing, store/ and upstream/ only on
+// oci/, cache/ never on http/, and only http/ imports hono; only store/sqlite/ prepares
+// SQL; storage backends (store/fs/, store/sqlite/, store/postgres/, …) and paths under
+// the data dir stay in store/, so cache/ and cli/ see the interfaces and the spool only.
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -12,9 +14,21 @@ function files(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? files(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : []));
 }
 
+/** Static imports (with a binding or for effect), `export … from`, and `import('…')`. */
+const IMPORT_FORMS = [/^(?:import|export)\b[^'";]*?\bfrom\s*['"]([^'"]+)['"]/gm, /^import\s*['"]([^'"]+)['"]/gm, /\bimport\(\s*['"]([^'"]+)['"]\s*\)/g];
+
 function imports(file: string): string[] {
-  return [...readFileSync(file, 'utf8').matchAll(/^import[^'"]*['"]([^'"]+)['"]/gm)].map((m) => m[1]);
+  const text = readFileSync(file, 'utf8');
+  return IMPORT_FORMS.flatMap((re) => [...text.matchAll(re)].map((m) => m[1]));
 }
+
+/** `spec` imported from `file`, as a path relative to src/ (relative specifiers only). */
+function resolved(file: string, spec: string): string | undefined {
+  return spec.startsWith('.') ? relative(SRC, join(file, '..', spec)) : undefined;
+}
+
+/** Folders under src/store/ holding one storage backend each. */
+const BACKENDS = /^store\/(fs|postgres|sqlite|s3)\//;
 
 /** What each folder may import from the others (relative imports resolved to their folder). */
 const ALLOWED: Record<string, string[]> = {
@@ -47,5 +61,33 @@ test('only the SQLite backend (store/sqlite/) prepares SQL', () => {
     const rel = relative(SRC, file);
     if (rel.startsWith('store/sqlite/')) continue;
     assert.ok(!/\.prepare\(/.test(readFileSync(file, 'utf8')), `${rel} prepares SQL`);
+  }
+});
+
+test('the import scanner sees re-exports and dynamic imports', () => {
+  assert.ok(imports(join(SRC, 'cache', 'blobs.ts')).includes('../store/body-source.js'), 'export … from');
+  assert.ok(imports(join(SRC, 'upstream', 'ecr.ts')).includes('@aws-sdk/client-ecr'), 'import()');
+});
+
+test('only store/ imports a storage backend; the composition root gets its stores from a factory', () => {
+  for (const file of files(SRC)) {
+    const rel = relative(SRC, file);
+    if (rel.startsWith('store/')) continue;
+    for (const spec of imports(file)) {
+      const target = resolved(file, spec);
+      assert.ok(target === undefined || !BACKENDS.test(target), `${rel} imports the backend module ${spec}`);
+    }
+  }
+});
+
+test('paths under the data dir are built only in store/, and the spool is read there only through its readers', () => {
+  for (const file of files(SRC)) {
+    const rel = relative(SRC, file);
+    if (rel.startsWith('store/')) continue;
+    const text = readFileSync(file, 'utf8');
+    assert.ok(!/join\([^)]*dataDir/.test(text), `${rel} builds a path under the data dir`);
+    assert.ok(!/['"]mirror\.db['"]|join\([^)]*['"](?:tmp|blobs)['"]/.test(text), `${rel} names a data dir entry`);
+    assert.ok(!/\.(?:placeAt|relinkTo|pathFor)\(/.test(text), `${rel} uses a file-store-only method`);
+    if (rel.startsWith('cache/')) assert.ok(!imports(file).some((s) => s.startsWith('node:fs')), `${rel} touches files itself`);
   }
 });

@@ -89,6 +89,20 @@ describe('migrations', () => {
     }
   });
 
+  test('a blob row from before versions (migration 5) reads its mtime_ms as the version; a new version replaces it', async () => {
+    const old = new Database(path);
+    for (let v = 0; v < 4; v++) old.exec(MIGRATIONS[v]);
+    old.pragma('user_version = 4');
+    old.prepare('INSERT INTO blobs (digest, size, created_at, last_access, mtime_ms) VALUES (?, 7, 1, 1, 1733000000123.456)').run(D1);
+    old.close();
+    const m = await db();
+    assert.deepEqual(await m.getBlob(D1), { size: 7, version: '1733000000123.456', pinned: false });
+    await m.recordBlob(D1, 7, undefined, 'v2');
+    assert.equal((await m.getBlob(D1))?.version, 'v2');
+    await m.recordBlob(D1, 7);
+    assert.equal((await m.getBlob(D1))?.version, 'v2', 'recording without a version keeps the one known');
+  });
+
   test('reopening a current database is a no-op that keeps the data', async () => {
     const first = await db();
     await first.recordBlob(D1, 10, { upstream: 'docker.io', repository: 'library/nginx' });

@@ -56,8 +56,8 @@ describe('unlinked hit during eviction', () => {
     // import beside it would) and the evictor runs.
     const other = randomBytes(1 * MB, 'unlinked-other');
     const otherDigest = fixtureSha(other) as Digest;
-    const { mtimeMs } = await m.store.put(otherDigest, other);
-    await m.metadata.recordBlob(otherDigest, other.length, undefined, String(mtimeMs));
+    const { version } = await m.store.put(otherDigest, other);
+    await m.metadata.recordBlob(otherDigest, other.length, undefined, version);
     const run = await m.evictor!.run();
     assert.ok(run.removed > 0, 'the evictor ran and removed something');
 

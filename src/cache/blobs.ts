@@ -7,14 +7,15 @@ import type { Logger } from '../log.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import { isNonDistributableType, type Descriptor } from '../oci/manifest.js';
 import type { Metrics } from '../metrics.js';
-import type { ByteRange, FsBlobStore } from '../store/blob-store.js';
 import type { BodySource } from '../store/body-source.js';
+import type { ByteRange, ContentStore } from '../store/content-store.js';
+import type { Spool } from '../store/spool.js';
 import type { BlobRow, Metadata } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { Download } from './download.js';
 
-export { READ_CHUNK, type ByteRange } from '../store/blob-store.js';
-export { sourceToReadable, type BodySource } from '../store/body-source.js';
+export type { ByteRange } from '../store/content-store.js';
+export { READ_CHUNK, sourceToReadable, type BodySource } from '../store/body-source.js';
 export type { UpstreamClient } from '../upstream/client.js';
 
 /** Where a request points: an upstream and a repository in it (already normalised). */
@@ -32,7 +33,9 @@ export interface BlobHandle {
 }
 
 export interface BlobCacheDeps {
-  store: FsBlobStore;
+  store: ContentStore;
+  /** Where downloads are written while they are verified. */
+  spool: Spool;
   metadata: Metadata;
   log: Logger;
   metrics?: Metrics;
@@ -89,7 +92,7 @@ export class BlobCache {
     if ('size' in found) return this.#handle(t, 'hit', found.size, (range) => this.#track(digest, this.#deps.store.source(digest, found.size, range)));
     const dl = found.download;
     await dl.ready;
-    return this.#handle(t, 'miss', dl.size, (range) => dl.follow(range));
+    return this.#handle(t, 'miss', dl.size, (range) => this.#track(digest, dl.follow(range)));
   }
 
   /** For prewarm: makes sure the blob is in the store; resolves `cached` or `fetched` once it is published. */
@@ -179,9 +182,9 @@ export class BlobCache {
   }
 
   /**
-   * The stored file, if it is still the one that was verified: its size and mtime match
-   * what was recorded at publish. A file that changed, or has no row (a crash between
-   * rename and record), is dropped and fetched again rather than served.
+   * The stored blob, if it is still the one that was verified: its size and version (for
+   * files, the mtime) match what was recorded at commit. A blob that changed, or has no
+   * row (a crash between commit and record), is dropped and fetched again, not served.
    */
   async #intact(digest: Digest): Promise<{ size: number } | undefined> {
     const { metadata, store, log } = this.#deps;
@@ -189,11 +192,11 @@ export class BlobCache {
     if (!st) return undefined;
     const row = await this.#row(digest);
     if (row === 'unknown') return undefined;
-    if (row && row.size === st.size && (row.version === undefined || row.version === String(st.mtimeMs))) return st;
+    if (row && row.size === st.size && (row.version === undefined || row.version === st.version)) return st;
     if (this.inUse(digest)) return undefined;
     // No row yet may mean another process (import, prewarm) has just published it and
     // records it next: a miss for now, not a leftover to delete.
-    if (!row && (await store.recentlyPublished(digest))) return undefined;
+    if (!row && (await store.recentlyCommitted(digest))) return undefined;
     log.warn(row ? 'stored blob changed on disk; fetching it again' : 'stored blob has no record; fetching it again', { digest });
     await metadata.forgetBlobs([digest]);
     await store.remove(digest);
@@ -277,7 +280,7 @@ export class BlobCache {
     return (this.#deps.now ?? Date.now)();
   }
 
-  /** Aborts downloads in flight (their temp files are removed) and waits for them to settle. */
+  /** Aborts downloads in flight (their spool files are removed) and waits for them to settle. */
   async close(): Promise<void> {
     this.#shutdown.abort();
     await Promise.allSettled([...this.#downloads.values()].map((d) => d.done));

@@ -1,15 +1,17 @@
 // One blob download from an upstream, shared by every client that asks for the digest
-// while it runs. The upstream body is written to a temp file and hashed; each client
+// while it runs. The upstream body is written to a spool file and hashed; each client
 // follows at its own pace through a Follower (bytes not yet written from memory, older
-// ones from the file), so the upstream is read once at full speed and memory stays flat. Every response's final
-// byte is held back until the digest is verified: a mismatch, a cut or a timeout
-// destroys every client's stream (a failed transfer, never a complete wrong 200) and
-// nothing is published.
+// ones from the spool), so the upstream is read once at full speed and memory stays
+// flat. Every response's final byte is held back until the digest is verified: a
+// mismatch, a cut or a timeout destroys every client's stream (a failed transfer, never
+// a complete wrong 200) and nothing is committed to the store.
 import { StoreFull, UpstreamUnavailable } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { Logger } from '../log.js';
-import { dropBytes, type ByteRange, type FsBlobStore, type TempBlob } from '../store/blob-store.js';
+import type { BodySource } from '../store/body-source.js';
 import { InlineHash, type ContentHash } from '../store/content-hash.js';
+import type { ByteRange, ContentStore } from '../store/content-store.js';
+import { dropBytes, type Spool, type SpoolFile } from '../store/spool.js';
 import type { Metadata } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { Follower } from './follower.js';
@@ -22,7 +24,7 @@ const WINDOW_BYTES = 8 * 1024 * 1024;
 const OFF_THREAD_HASH_BYTES = 4 * 1024 * 1024;
 /** Followers are woken, and read, in steps of this many bytes while a download runs. */
 export const FOLLOW_STEP = 1024 * 1024;
-/** Received bytes waiting for the temp-file writer before reading upstream pauses. */
+/** Received bytes waiting for the spool writer before reading upstream pauses. */
 const MAX_PENDING = 4 * 1024 * 1024;
 
 /** The store refused a write: the blob goes on to its clients uncached, the download is not bad. */
@@ -31,12 +33,13 @@ export function isStoreFull(err: unknown): err is StoreFull {
 }
 
 export interface DownloadDeps {
-  store: FsBlobStore;
+  store: ContentStore;
+  spool: Spool;
   metadata: Metadata;
   log: Logger;
   /** Aborted at shutdown; never tied to one client's connection. */
   signal: AbortSignal;
-  /** Told of every published blob's size (eviction watches the store grow). */
+  /** Told of every committed blob's size (eviction watches the store grow). */
   onPublished?: (bytes: number) => void;
   /** The store refused a write (disk full, read-only): the download goes on without caching. */
   onStoreFull?: (err: Error) => void;
@@ -51,10 +54,10 @@ export class Download {
   size?: number;
   /** Resolves when the size is known and followers can start; rejects if the download fails first. */
   readonly ready: Promise<void>;
-  /** Resolves when published, rejects when failed. */
+  /** Resolves when committed (or, in pass-through, streamed), rejects when failed. */
   readonly done: Promise<void>;
 
-  #temp?: TempBlob;
+  #spool?: SpoolFile;
   /** Bytes received and hashed; in pass-through, more than the file holds. */
   #received = 0;
   /** Set when the store refused a write: later bytes live only in #window, nothing is published. */
@@ -63,7 +66,7 @@ export class Download {
   #window: Buffer[] = [];
   #windowStart = 0;
   readonly #followers = new Set<Follower>();
-  /** Received, not yet in the temp file: written in batches by #drain(). */
+  /** Received, not yet in the spool file: written in batches by #drain(). */
   #pending: Buffer[] = [];
   #pendingBytes = 0;
   /** The batch being written, from file offset #batchStart: followers read it from memory meanwhile. */
@@ -110,9 +113,9 @@ export class Download {
     return this.#verified;
   }
 
-  /** Bytes a follower can read from the temp file (the rest, in pass-through, from the window). */
+  /** Bytes a follower can read from the spool (the rest, in pass-through, from the window). */
   get onDisk(): number {
-    return this.#temp?.written ?? 0;
+    return this.#spool?.written ?? 0;
   }
 
   /** The store could not take this blob: it is streamed to its clients without being cached. */
@@ -140,7 +143,7 @@ export class Download {
 
   /**
    * Where the bytes held in memory start (the batch being written, then those pending):
-   * a follower reads below it from the temp file, from it on with fromMemory().
+   * a follower reads below it from the spool, from it on with fromMemory().
    */
   get memoryStart(): number {
     return this.#batch.length > 0 ? this.#batchStart : this.onDisk;
@@ -156,9 +159,14 @@ export class Download {
     return this.#tick.promise;
   }
 
-  /** A reader of the blob (or a range of it) that follows the download as it grows. */
-  follow(range?: ByteRange): Follower {
-    const f = new Follower(this, this.#temp?.path, this.#deps.store.pathFor(this.digest), range, () => {
+  /**
+   * A reader of the blob (or a range of it) that follows the download as it grows. Once
+   * the download is committed the spool may be gone (an object store's is not renamed
+   * into it), so a reader that comes that late reads the store.
+   */
+  follow(range?: ByteRange): BodySource {
+    if (this.#state === 'done' && !this.#passthrough) return this.#deps.store.source(this.digest, this.#received, range);
+    const f = new Follower(this, this.#spool?.reader(), range, () => {
       this.#followers.delete(f);
       this.#wake();
     });
@@ -188,25 +196,29 @@ export class Download {
       await this.#fetch(signal);
       if (this.#passthrough) {
         await this.#passthrough.hash.verify();
-        await this.#temp?.discard();
+        await this.#spool?.discard();
         this.#state = 'done';
         log.warn('blob streamed to its clients without caching: the store refused the write', { digest: this.digest, bytes: this.#received });
         return;
       }
-      // The clients' last bytes go as soon as the digest is known good; fsync and rename
-      // only decide whether the blob is cached, so they need not wait for them.
-      await this.#temp!.verify();
+      // The clients' last bytes go as soon as the digest is known good; the commit (fsync
+      // and rename, or an upload) only decides whether the blob is cached: no need to wait.
+      const spool = this.#spool!;
+      await spool.verify();
       this.#verified = true;
       this.#wake();
-      const { mtimeMs } = await store.publish(this.#temp!);
-      await metadata.recordBlob(this.digest, this.#temp!.written, { upstream: this.upstream.name, repository: this.repository }, String(mtimeMs));
-      this.#deps.onPublished?.(this.#temp!.written);
+      const { version } = await store.commit(spool);
+      await metadata.recordBlob(this.digest, spool.written, { upstream: this.upstream.name, repository: this.repository }, version);
+      this.#deps.onPublished?.(spool.written);
       this.#state = 'done';
-      log.info('blob downloaded', { digest: this.digest, repo: this.repository, bytes: this.#temp!.written, ms: Date.now() - started });
+      log.info('blob downloaded', { digest: this.digest, repo: this.repository, bytes: spool.written, ms: Date.now() - started });
+      // Followers still reading hold the file open; later readers read the store. A spool
+      // file that cannot be removed now is swept at the next start: the download is good.
+      await spool.discard().catch(() => undefined);
     } catch (err) {
       this.#state = 'failed';
       this.#error = err as Error;
-      await this.#temp?.discard();
+      await this.#spool?.discard();
       log.warn('blob download failed', { digest: this.digest, repo: this.repository, err: err as Error });
       throw err;
     } finally {
@@ -214,7 +226,7 @@ export class Download {
     }
   }
 
-  /** Streams the upstream body into the temp file, resuming a cut body with Range when it can. */
+  /** Streams the upstream body into the spool file, resuming a cut body with Range when it can. */
   async #fetch(signal: AbortSignal): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       const from = this.#received;
@@ -223,7 +235,7 @@ export class Download {
         if (from === 0) {
           this.size = res.length;
           const hashOffThread = this.size === undefined || this.size >= OFF_THREAD_HASH_BYTES;
-          this.#temp = await this.#deps.store.createTemp(this.digest, this.size, { hashOffThread }).catch((err: Error) => {
+          this.#spool = await this.#deps.spool.create(this.digest, this.size, { hashOffThread }).catch((err: Error) => {
             if (!isStoreFull(err)) throw err;
             this.#enterPassthrough(err, new InlineHash(this.digest, this.size));
             return undefined;
@@ -244,7 +256,7 @@ export class Download {
     }
   }
 
-  /** One upstream chunk: queued for the temp file, or (pass-through) into the window for the followers. */
+  /** One upstream chunk: queued for the spool file, or (pass-through) into the window for the followers. */
   async #take(chunk: Buffer): Promise<void> {
     if (this.#writeError) throw this.#writeError;
     this.#received += chunk.length;
@@ -278,14 +290,14 @@ export class Download {
         this.#batch = batch;
         this.#batchStart = before;
         try {
-          await this.#temp!.append(batch);
+          await this.#spool!.append(batch);
           this.#batch = [];
         } catch (err) {
           this.#batch = [];
           if (!isStoreFull(err)) throw err;
           // append() hashed what reached the file; a short write may have put part of the
           // batch there. The window, and the hash's in-memory tail, start after it.
-          const hash = this.#temp!.hash;
+          const hash = this.#spool!.hash;
           this.#enterPassthrough(err as Error, hash);
           for (const c of [...dropBytes(batch, this.onDisk - before), ...this.#pending]) {
             hash.tail(c);
@@ -303,7 +315,7 @@ export class Download {
     }
   }
 
-  /** Waits until everything received is in the temp file (or the window). */
+  /** Waits until everything received is in the spool file (or the window). */
   async #flush(): Promise<void> {
     while (this.#writing) await this.#writing;
     if (this.#writeError) throw this.#writeError;

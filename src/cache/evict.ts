@@ -5,12 +5,13 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { crashPoint, type FsBlobStore } from '../store/blob-store.js';
+import type { ContentStore } from '../store/content-store.js';
+import { crashPoint } from '../store/crash-point.js';
 import type { Metadata } from '../store/metadata.js';
 import type { Digest } from '../oci/digest.js';
 
 export interface EvictorDeps {
-  store: FsBlobStore;
+  store: ContentStore;
   metadata: Metadata;
   log: Logger;
   metrics?: Metrics;

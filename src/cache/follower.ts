@@ -1,32 +1,27 @@
-// One client's view of a running download: it reads the temp file from its own offset at
-// its own pace, waits for bytes not written yet, never gets a response's final byte before
-// the digest is verified, and in pass-through reads the in-memory window instead.
-import { open, type FileHandle } from 'node:fs/promises';
-import type { ByteRange } from '../store/blob-store.js';
+// One client's view of a running download: it reads the spool file from its own offset
+// at its own pace, waits for bytes not written yet, never gets a response's final byte
+// before the digest is verified, and in pass-through reads the in-memory window instead.
 import type { BodySource } from '../store/body-source.js';
+import type { ByteRange } from '../store/content-store.js';
+import type { SpoolReader } from '../store/spool.js';
 import { FOLLOW_STEP, type Download } from './download.js';
 
-/** Reads a download's temp file from its own offset, waiting for bytes that are not written yet. */
+/** Reads a download's spool file from its own offset, waiting for bytes that are not written yet. */
 export class Follower implements BodySource {
   readonly #dl: Download;
-  readonly #finalPath: string;
-  /** Opened at once: the temp file is renamed on publish, and an open descriptor survives that. */
-  #fh?: Promise<FileHandle>;
+  /** Opened when the follower is: it keeps reading after the download is committed. */
+  #reader?: SpoolReader;
   #pos: number;
   readonly #range?: ByteRange;
   readonly #onClose: () => void;
   #closed = false;
 
-  constructor(dl: Download, tempPath: string | undefined, finalPath: string, range: ByteRange | undefined, onClose: () => void) {
+  constructor(dl: Download, reader: SpoolReader | undefined, range: ByteRange | undefined, onClose: () => void) {
     this.#dl = dl;
-    this.#finalPath = finalPath;
+    this.#reader = reader;
     this.#range = range;
     this.#pos = range?.start ?? 0;
     this.#onClose = onClose;
-    if (tempPath !== undefined) {
-      this.#fh = this.#open(tempPath);
-      this.#fh.catch(() => undefined); // reported by the first read
-    }
   }
 
   /** The next byte this follower will read. */
@@ -40,7 +35,7 @@ export class Follower implements BodySource {
       if (this.#closed) throw new Error('read after close');
       const end = this.#range?.end ?? (dl.size === undefined ? Infinity : dl.size - 1);
       if (this.#pos > end) return 0;
-      // Once verified, the bytes are good even if publishing failed: finish from the open file.
+      // Once verified, the bytes are good even if committing failed: finish from the open file.
       const failed = dl.verified ? undefined : dl.failed;
       if (failed) throw failed;
       const until = dl.readableUntil(end);
@@ -64,17 +59,21 @@ export class Follower implements BodySource {
   }
 
   /**
-   * Up to buf.length bytes at #pos: from the file for what is written, from memory for
+   * Up to buf.length bytes at #pos: from the spool for what is written, from memory for
    * what is not yet (the batch being written and those pending; in pass-through, the
-   * window). A follower keeping up with the upstream never reads the file back.
+   * window). A follower keeping up with the upstream never reads the spool back.
    */
   async #next(buf: Buffer, until: number): Promise<number> {
     const dl = this.#dl;
     const inMemory = dl.passthrough ? dl.onDisk : dl.memoryStart;
     if (this.#pos < inMemory) {
       const want = Math.min(Math.min(until, inMemory) - this.#pos, buf.length);
-      if (!this.#fh) throw new Error('no temp file to read');
-      return (await (await this.#fh).read(buf, 0, want, this.#pos)).bytesRead;
+      if (!this.#reader) throw new Error('no spool file to read');
+      try {
+        return await this.#reader.read(buf, want, this.#pos);
+      } catch (err) {
+        throw dl.failed ?? err;
+      }
     }
     let n = 0;
     // Copied out at once: the chunks may leave memory as soon as this returns.
@@ -88,21 +87,12 @@ export class Follower implements BodySource {
     return n;
   }
 
-  async #open(tempPath: string): Promise<FileHandle> {
-    try {
-      return await open(tempPath, 'r');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && (this.#dl.state === 'done' || this.#dl.verified)) return open(this.#finalPath, 'r');
-      throw this.#dl.failed ?? err;
-    }
-  }
-
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    const fh = this.#fh;
-    this.#fh = undefined;
+    const reader = this.#reader;
+    this.#reader = undefined;
     this.#onClose();
-    await fh?.then((f) => f.close()).catch(() => undefined);
+    await reader?.close();
   }
 }

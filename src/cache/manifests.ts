@@ -9,7 +9,7 @@ import type { Metrics } from '../metrics.js';
 import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
 import { accepts, DOCKER_LIST, isIndexType, OCI_INDEX, parseManifest, type Descriptor } from '../oci/manifest.js';
 import type { ManifestRef } from '../oci/reference.js';
-import type { FsBlobStore } from '../store/blob-store.js';
+import type { ContentStore } from '../store/content-store.js';
 import type { Metadata, TagEntry, TagKey, TagRow } from '../store/metadata.js';
 import type { PassThroughBody } from '../upstream/client.js';
 import type { Target } from './blobs.js';
@@ -31,7 +31,7 @@ export interface ManifestReply {
 }
 
 export interface ManifestCacheDeps {
-  store: FsBlobStore;
+  store: ContentStore;
   metadata: Metadata;
   log: Logger;
   now?: () => number;
@@ -216,8 +216,8 @@ export class ManifestCache {
     const { mediaType, blobs } = parseManifest(body.bytes, body.mediaType);
     const reply: ManifestReply = { digest: actual, mediaType, size: body.bytes.length, bytes: body.bytes, source: 'miss' };
     try {
-      const { mtimeMs } = await store.put(actual, body.bytes);
-      await metadata.recordManifest(actual, mediaType, body.bytes.length, { upstream: t.upstream.name, repository: t.repository }, String(mtimeMs));
+      const { version } = await store.put(actual, body.bytes);
+      await metadata.recordManifest(actual, mediaType, body.bytes.length, { upstream: t.upstream.name, repository: t.repository }, version);
       await this.#deps.onFetched?.(t, blobs);
     } catch (err) {
       // A full or read-only store does not fail the pull: the manifest is served uncached.

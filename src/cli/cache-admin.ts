@@ -1,11 +1,11 @@
 // Managing what the cache holds: `cache ls/rm/pin/unpin`, `gc` (make the store and the
 // database agree) and `verify` (re-hash every blob). They work on the data dir directly,
 // safely beside a running server (SQLite WAL, atomic file operations).
-import { createReadStream } from 'node:fs';
 import { createHash } from 'node:crypto';
 import pLimit from 'p-limit';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { isIndexType, parseManifest } from '../oci/manifest.js';
+import { READ_CHUNK } from '../store/body-source.js';
 import { formatImageReference, parseImageReference } from '../oci/reference.js';
 import type { TagEntry } from '../store/metadata.js';
 import type { CacheContext } from './context.js';
@@ -152,10 +152,10 @@ const ROLLUP_DAYS = 30;
 /** Makes the store and the database agree; with dryRun, only counts. */
 export async function gc(ctx: Ctx, dryRun: boolean): Promise<GcReport> {
   const report: GcReport = { orphanFiles: 0, recentFiles: 0, orphanFileBytes: 0, missingFiles: 0, links: 0, manifests: 0, tags: 0, rollups: 0 };
-  for await (const d of ctx.store.walk()) {
+  for await (const d of ctx.store.list()) {
     if (await ctx.metadata.getBlob(d)) continue;
-    // Maybe just published by an import or download beside us that records it next.
-    if (await ctx.store.recentlyPublished(d, ctx.now())) {
+    // Maybe just committed by an import or download beside us that records it next.
+    if (await ctx.store.recentlyCommitted(d, ctx.now())) {
       report.recentFiles++;
       continue;
     }
@@ -211,7 +211,14 @@ async function check(ctx: Ctx, digest: Digest, size: number): Promise<string | u
   if (!st) return 'file missing';
   if (st.size !== size) return `size ${st.size}, recorded ${size}`;
   const hash = createHash('sha256');
-  for await (const chunk of createReadStream(ctx.store.pathFor(digest), { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
+  const source = ctx.store.source(digest, st.size);
+  // One buffer for the whole blob: verify reads the entire store.
+  const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, Math.max(st.size, 1)));
+  try {
+    for (let n; (n = await source.readInto(buf)) > 0; ) hash.update(buf.subarray(0, n));
+  } finally {
+    await source.close();
+  }
   const actual = `sha256:${hash.digest('hex')}`;
   return actual === digest ? undefined : `content hashes to ${actual}`;
 }

@@ -1,19 +1,20 @@
 // The cache without the HTTP server: store, database, upstream clients and the two
 // caches over one data dir. `serve` builds its app on it; prewarm, export and import use
 // it directly, so they fill and read the cache through exactly the server's code path
-// and can run beside a running server (SQLite WAL + busy_timeout, atomic renames).
-import { mkdir, statfs } from 'node:fs/promises';
-import { join } from 'node:path';
+// and can run beside a running server (SQLite WAL + busy_timeout, atomic commits).
 import { BlobCache } from '../cache/blobs.js';
 import { Evictor } from '../cache/evict.js';
 import { ManifestCache } from '../cache/manifests.js';
-import type { Config } from '../config.js';
+import { ConfigError, type Config } from '../config.js';
 import { UpstreamTable } from '../http/target.js';
 import { createLogger, type Logger } from '../log.js';
 import { Metrics } from '../metrics.js';
-import { FsBlobStore } from '../store/blob-store.js';
+import { openBlobStorage } from '../store/blob-storage.js';
+import type { ContentStore } from '../store/content-store.js';
+import { databaseFile } from '../store/data-dir.js';
 import { Metadata, type MetadataOptions } from '../store/metadata.js';
 import { openMetadataStore, type MetadataBackend } from '../store/open-metadata.js';
+import type { Spool } from '../store/spool.js';
 import { UpstreamClient } from '../upstream/client.js';
 import type { UpstreamObserver } from '../upstream/rate-limit.js';
 
@@ -21,7 +22,10 @@ export interface CacheContext {
   config: Config;
   log: Logger;
   now: () => number;
-  store: FsBlobStore;
+  /** Published blobs. */
+  store: ContentStore;
+  /** Local files for blobs being written and verified (downloads, imports). */
+  spool: Spool;
   metadata: Metadata;
   metrics: Metrics;
   clients: UpstreamClient[];
@@ -36,33 +40,31 @@ export interface CacheContext {
 export interface ContextOptions {
   log?: Logger;
   now?: () => number;
-  /** Remove temp files of a previous run: only the server does, a CLI beside it must not. */
-  sweepTmp?: boolean;
+  /** Remove spool files of a previous run: only the server does, a CLI beside it must not. */
+  sweepSpool?: boolean;
 }
 
 /** Opens the data dir and builds everything below the HTTP layer. */
 export async function openCache(config: Config, opts: ContextOptions = {}): Promise<CacheContext> {
   const log = opts.log ?? createLogger(config.log.level);
   const now = opts.now ?? Date.now;
-  await mkdir(config.dataDir, { recursive: true });
-  const store = new FsBlobStore(config.dataDir);
-  await store.init();
-  if (opts.sweepTmp) {
-    const swept = await store.sweepTmp();
+  const { content: store, spool } = await openBlobStorage({ dataDir: config.dataDir });
+  if (opts.sweepSpool) {
+    const swept = await spool.sweep();
     if (swept > 0) log.info('removed unfinished downloads left by a previous run', { files: swept });
   }
-  const metrics = new Metrics({ defaultMetrics: opts.sweepTmp === true });
+  const metrics = new Metrics({ defaultMetrics: opts.sweepSpool === true });
   const metadata = await openMetadata(config, { now, log, ...reportInto(log, metrics) });
   const observer = observeInto(metadata, metrics);
   const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline }));
   const upstreams = new UpstreamTable(clients, config.defaultUpstream);
   let evictor: Evictor | undefined;
-  const blobs = new BlobCache({ store, metadata, metrics, now, log: log.child({ component: 'blobs' }), onPublished: () => evictor?.poke(), onStoreFull: () => {
+  const blobs = new BlobCache({ store, spool, metadata, metrics, now, log: log.child({ component: 'blobs' }), onPublished: () => evictor?.poke(), onStoreFull: () => {
     metrics.passThrough.inc();
     metadata.bump('(store)', 'passthrough');
     evictor?.poke();
   } });
-  const limitBytes = await storeLimit(config);
+  const limitBytes = await storeLimit(config, store);
   if (limitBytes > 0) {
     const { highWatermark, lowWatermark } = config.storage;
     evictor = new Evictor({ store, metadata, metrics, log: log.child({ component: 'evict' }), inUse: (d) => blobs.inUse(d), limitBytes, highWatermark, lowWatermark });
@@ -74,7 +76,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     await Promise.all(clients.map((c) => c.close()));
     await metadata.close();
   };
-  return { config, log, now, store, metadata, metrics, clients, upstreams, blobs, manifests, evictor, close };
+  return { config, log, now, store, spool, metadata, metrics, clients, upstreams, blobs, manifests, evictor, close };
 }
 
 /** The metadata backend the config names, wrapped for use. */
@@ -82,7 +84,7 @@ export async function openMetadata(config: Config, opts: MetadataOptions & { log
   const m = config.metadata;
   const backend: MetadataBackend =
     m.kind === 'sqlite'
-      ? { kind: 'sqlite', path: join(config.dataDir, 'mirror.db') }
+      ? { kind: 'sqlite', path: databaseFile(config.dataDir) }
       : { ...m, onIdleError: (err) => opts.log?.warn('metadata: an idle database connection failed', { err: err.message }) };
   const store = await openMetadataStore(backend, { now: opts.now });
   return new Metadata(store, opts);
@@ -113,12 +115,13 @@ function reportInto(log: Logger, metrics: Metrics): MetadataOptions {
   };
 }
 
-/** storage.maxSize in bytes: as given, or a share of the data dir's file system. */
-async function storeLimit(config: Config): Promise<number> {
+/** storage.maxSize in bytes: as given, or a share of the store's capacity. */
+async function storeLimit(config: Config, store: ContentStore): Promise<number> {
   const max = config.storage.maxSize;
   if (typeof max === 'number') return max;
-  const fs = await statfs(config.dataDir);
-  return Math.floor((fs.blocks * fs.bsize * max.percent) / 100);
+  const capacity = await store.capacity();
+  if (!capacity) throw new ConfigError('storage.maxSize', 'a share of a store that has no size (a bucket) means nothing; give bytes');
+  return Math.floor((capacity.totalBytes * max.percent) / 100);
 }
 
 /** Upstream observations go to the metadata (batched) and to the metrics. */

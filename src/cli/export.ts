@@ -9,6 +9,7 @@ import { digestOf, DigestVerifier, parseDigest, type Digest } from '../oci/diges
 import { blobEntryName, ImageLayoutWriter, INDEX_FILE, LAYOUT_FILE, layoutFile, layoutIndex, type LayoutRoot } from '../oci/image-layout.js';
 import { ALL_TYPES, isIndexType, isNonDistributableType, parseManifest, type Descriptor } from '../oci/manifest.js';
 import { dockerHubName, formatImageReference, parseImageReference } from '../oci/reference.js';
+import { READ_CHUNK, sourceToReadable } from '../store/body-source.js';
 import type { TagEntry } from '../store/metadata.js';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
@@ -281,7 +282,7 @@ async function readManifest(ctx: CacheReader, image: string, digest: Digest): Pr
 /** The blob's bytes from the store, hashed on the way: a damaged file fails the export. */
 async function* verified(ctx: CacheReader, digest: Digest, size: number): AsyncGenerator<Uint8Array> {
   const verifier = new DigestVerifier(digest, size);
-  for await (const chunk of ctx.store.open(digest)) {
+  for await (const chunk of sourceToReadable(ctx.store.source(digest, size), READ_CHUNK)) {
     verifier.update(chunk as Buffer);
     yield chunk as Buffer;
   }

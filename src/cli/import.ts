@@ -1,21 +1,23 @@
 // `regmirror import`: loads a bundle (an OCI image layout tar, as `regmirror export`
 // writes it) into the cache, so an air-gapped mirror serves its images with no upstream.
 //
-// All or nothing. Every blob entry is hashed into a temp file as it streams past; nothing
-// is published until the whole tar was read, index.json parsed, every manifest reachable
+// All or nothing. Every blob entry is hashed into a spool file as it streams past; nothing
+// is committed until the whole tar was read, index.json parsed, every manifest reachable
 // from it parsed, and every blob they reference found with the size they give it. Then
-// the temps are published and everything is recorded in one SQLite transaction: manifests
+// the spools are committed and everything is recorded in one transaction: manifests
 // and blobs, linked to each image's (upstream, repository) and pinned, and each tag pinned
 // for every Accept class that takes the root's media type, so it never expires. Any
-// failure discards the temps and leaves blobs/ and the database as they were.
-import { open, readFile } from 'node:fs/promises';
+// failure discards the spools and leaves the store and the database as they were.
+import { open } from 'node:fs/promises';
 import { DigestMismatch, SizeMismatch } from '../errors.js';
 import { DigestVerifier, parseDigest, type Digest } from '../oci/digest.js';
 import { blobEntryName, INDEX_FILE, LAYOUT_FILE, LayoutError, MAX_LAYOUT_FILE_BYTES, parseLayoutFile, parseLayoutIndex, readImageLayout } from '../oci/image-layout.js';
 import { accepts, ALL_TYPES, isIndexType, isNonDistributableType, MANIFEST_TYPES, MAX_MANIFEST_BYTES, parseManifest, type Descriptor, type ParsedManifest } from '../oci/manifest.js';
 import { dockerHubName, formatImageReference, parseImageReference } from '../oci/reference.js';
-import { crashPoint, type TempBlob } from '../store/blob-store.js';
+import type { HeldBlob } from '../store/content-store.js';
+import { crashPoint } from '../store/crash-point.js';
 import type { ImportRecord } from '../store/metadata.js';
+import type { SpoolFile } from '../store/spool.js';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { configPath, UsageError, type Values } from './args.js';
@@ -44,27 +46,27 @@ export interface ImportSummary {
   unreferenced: number;
 }
 
-type CacheWriter = Pick<CacheContext, 'store' | 'metadata' | 'upstreams'>;
+type CacheWriter = Pick<CacheContext, 'store' | 'spool' | 'metadata' | 'upstreams'>;
 
 /** A verified blob entry of the bundle. */
 interface Received {
   size: number;
-  /** Written to a temp file; absent when the store already had the blob. */
-  temp?: TempBlob;
+  /** Written to a spool file; absent when the store already had the blob. */
+  spool?: SpoolFile;
   /**
-   * The store already had it: a link in tmp/ to its file, so eviction beside us cannot
-   * take the bytes before they are recorded and pinned.
+   * Kept aside by the store from when it was found there (or committed from the spool),
+   * so that eviction beside us cannot take the bytes before they are recorded and pinned.
    */
-  held?: string;
+  held?: HeldBlob;
 }
 
 /**
  * Reads a bundle from `input` (a file, or stdin for `-`) and records its images. On any
  * problem it rejects with an `import: <entry>: …` message, changes nothing, and destroys `input`.
  *
- * Beside a running server: every blob keeps a name in tmp/ (its temp file, or a link to
- * the stored file) until it is recorded and pinned, and once the rows are committed each
- * file is checked and put back if another process (gc, the evictor) removed it meanwhile.
+ * Beside a running server: every blob is held by the store (its spool kept, or the stored
+ * copy kept aside) until it is recorded and pinned, and once the rows are committed each
+ * is checked and put back if another process (gc, the evictor) removed it meanwhile.
  */
 export async function importBundle(ctx: CacheWriter, input: NodeJS.ReadableStream): Promise<ImportSummary> {
   const received = new Map<Digest, Received>();
@@ -73,11 +75,11 @@ export async function importBundle(ctx: CacheWriter, input: NodeJS.ReadableStrea
   try {
     const files = await receive(ctx, input, received);
     const plan = await check(ctx, files, received);
-    const mtimes = await publishAll(ctx, plan, received, published);
+    const versions = await commitAll(ctx, plan, received, published);
     crashPoint('import:before-commit');
-    await ctx.metadata.recordImport(importRecord(plan, mtimes));
+    await ctx.metadata.recordImport(importRecord(plan, versions));
     committed = true;
-    await recheck(ctx, plan, received, mtimes);
+    await recheck(ctx, plan, received, versions);
     let bytes = 0;
     for (const size of plan.blobs.values()) bytes += size;
     const present = [...plan.blobs.keys()].filter((d) => !published.has(d)).length;
@@ -92,39 +94,44 @@ export async function importBundle(ctx: CacheWriter, input: NodeJS.ReadableStrea
     // Not read any further (a file is closed), as stream.pipeline would.
     (input as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
     if (!committed) {
-      // Files this run published that no row names (none can, the transaction did not
+      // Blobs this run committed that no row names (none can, the transaction did not
       // commit, unless another process recorded the same blob meanwhile) go again.
       // A database that cannot say keeps the file: gc sweeps it later if no row names it.
       for (const d of published) if (!(await Promise.resolve(ctx.metadata.getBlob(d)).catch(() => true))) await ctx.store.remove(d).catch(() => {});
     }
     throw new Error(`import: ${(err as Error).message}`, { cause: err });
   } finally {
-    await Promise.all([...received.values()].map((r) => (r.held ? ctx.store.release(r.held) : r.temp?.discard())));
+    await Promise.all([...received.values()].map(async (r) => {
+      await r.held?.release();
+      await r.spool?.discard();
+    }));
   }
 }
 
-/** Puts every planned blob in place (temps linked, keeping their names; held ones put back if gone); their mtimes. */
-async function publishAll(ctx: CacheWriter, plan: Plan, received: Map<Digest, Received>, published: Set<Digest>): Promise<Map<Digest, number>> {
-  const mtimes = new Map<Digest, number>();
+/** Commits every planned blob (spools committed and held; held ones put back if gone); their versions. */
+async function commitAll(ctx: CacheWriter, plan: Plan, received: Map<Digest, Received>, published: Set<Digest>): Promise<Map<Digest, string>> {
+  const versions = new Map<Digest, string>();
   for (const [digest, r] of received) {
     if (!plan.blobs.has(digest)) continue;
-    if (r.temp) {
-      mtimes.set(digest, (await ctx.store.publish(r.temp, { keepTemp: true })).mtimeMs);
+    if (r.spool) {
+      const { version, held } = await ctx.store.commitAndHold(r.spool);
+      r.held = held;
+      versions.set(digest, version);
       published.add(digest);
-    } else if (r.held) mtimes.set(digest, (await ctx.store.relink(r.held, digest)).mtimeMs);
+    } else if (r.held) versions.set(digest, (await r.held.restore()).version);
   }
-  return mtimes;
+  return versions;
 }
 
 /** The rows: manifests and blobs linked and pinned, tags pinned for every Accept class that takes the root. */
-function importRecord(plan: Plan, mtimes: Map<Digest, number>): ImportRecord {
+function importRecord(plan: Plan, versions: Map<Digest, string>): ImportRecord {
   const out: ImportRecord = { blobs: [], tags: [] };
   for (const img of plan.images) {
     const link = { upstream: img.upstream, repository: img.repository };
     for (const d of img.digests) {
       const manifest = plan.manifests.get(d);
-      const mtime = mtimes.get(d);
-      out.blobs.push({ digest: d, size: manifest?.size ?? plan.blobs.get(d)!, link, ...(manifest ? { mediaType: manifest.mediaType } : {}), ...(mtime === undefined ? {} : { version: String(mtime) }) });
+      const version = versions.get(d);
+      out.blobs.push({ digest: d, size: manifest?.size ?? plan.blobs.get(d)!, link, ...(manifest ? { mediaType: manifest.mediaType } : {}), ...(version === undefined ? {} : { version }) });
     }
     if (img.tag === undefined) continue;
     for (let mask = 1; mask <= ALL_TYPES; mask++) {
@@ -136,22 +143,21 @@ function importRecord(plan: Plan, mtimes: Map<Digest, number>): ImportRecord {
 
 /**
  * After the commit every blob is pinned, so nothing removes it any more; but gc or the
- * evictor may have removed a file between its publish and the commit, or a download may
- * have replaced it (another mtime). Put back what is gone and record the mtime on disk.
+ * evictor may have removed one between its store commit and the row commit, or a download
+ * may have replaced it (another version). Put back what is gone and record the version.
  */
-async function recheck(ctx: CacheWriter, plan: Plan, received: Map<Digest, Received>, mtimes: Map<Digest, number>): Promise<void> {
-  const changed = new Map<Digest, number>();
+async function recheck(ctx: CacheWriter, plan: Plan, received: Map<Digest, Received>, versions: Map<Digest, string>): Promise<void> {
+  const changed = new Map<Digest, string>();
   for (const [digest, r] of received) {
-    const path = r.temp?.path ?? r.held;
-    if (!path || !plan.blobs.has(digest)) continue;
-    const { mtimeMs } = await ctx.store.relink(path, digest);
-    if (mtimeMs !== mtimes.get(digest)) changed.set(digest, mtimeMs);
+    if (!r.held || !plan.blobs.has(digest)) continue;
+    const { version } = await r.held.restore();
+    if (version !== versions.get(digest)) changed.set(digest, version);
   }
   if (changed.size === 0) return;
-  for (const [d, mtimeMs] of changed) await ctx.metadata.recordBlob(d, plan.blobs.get(d)!, undefined, String(mtimeMs));
+  for (const [d, version] of changed) await ctx.metadata.recordBlob(d, plan.blobs.get(d)!, undefined, version);
 }
 
-/** Reads the whole tar: blobs into temp files (verified), oci-layout and index.json into memory. */
+/** Reads the whole tar: blobs into spool files (verified), oci-layout and index.json into memory. */
 async function receive(ctx: CacheWriter, input: NodeJS.ReadableStream, received: Map<Digest, Received>): Promise<{ index: Buffer }> {
   let layout: Buffer | undefined;
   let index: Buffer | undefined;
@@ -169,21 +175,21 @@ async function receive(ctx: CacheWriter, input: NodeJS.ReadableStream, received:
     // A blob the store (or this bundle) already has is verified, not written again.
     const held = received.has(digest) ? undefined : await ctx.store.hold(digest, entry.size);
     if (held) received.set(digest, { size: entry.size, held });
-    const temp = received.has(digest) ? undefined : await ctx.store.createTemp(digest, entry.size);
-    if (temp) received.set(digest, { size: entry.size, temp });
-    const verifier = temp ? undefined : new DigestVerifier(digest, entry.size);
+    const spool = received.has(digest) ? undefined : await ctx.spool.create(digest, entry.size);
+    if (spool) received.set(digest, { size: entry.size, spool });
+    const verifier = spool ? undefined : new DigestVerifier(digest, entry.size);
     for await (const chunk of entry.body) {
-      if (temp) await temp.write(chunk);
+      if (spool) await spool.write(chunk);
       else verifier!.update(chunk);
     }
     try {
-      await (temp ? temp.verify() : verifier!.verify());
+      await (spool ? spool.verify() : verifier!.verify());
     } catch (err) {
       if (err instanceof DigestMismatch) throw new LayoutError(entry.name, 'content does not match its digest');
       if (err instanceof SizeMismatch) throw new LayoutError(entry.name, err.message);
       throw err;
     }
-    if (temp) await temp.syncAndClose();
+    if (spool) await spool.syncAndClose();
   }
   if (!layout) throw new LayoutError(LAYOUT_FILE, 'missing from the bundle');
   parseLayoutFile(layout);
@@ -255,8 +261,8 @@ class Checker {
     digests.add(digest);
     let parsed = this.#parsed.get(digest);
     if (!parsed) {
-      const path = r.temp?.path ?? r.held;
-      const bytes = path ? await readFile(path) : await this.ctx.store.read(digest);
+      const kept = r.spool ?? r.held;
+      const bytes = kept ? await kept.read() : await this.ctx.store.read(digest);
       try {
         parsed = parseManifest(bytes, desc.mediaType);
       } catch (err) {

@@ -1,15 +1,14 @@
 // The composition root: opens the store and database, builds one client per upstream,
 // the caches and the app, and listens. startServer() is what `regmirror serve` and the
 // tests run.
-import { readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import pLimit from 'p-limit';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { ClientAuth, parseHtpasswd } from '../http/access.js';
 import { createApp } from '../http/app.js';
 import { createLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { Metadata } from '../store/metadata.js';
+import { StoreFull } from '../errors.js';
 import { configPath, type Values } from './args.js';
 import { verify } from './cache-admin.js';
 import { openCache, type CacheContext } from './context.js';
@@ -37,7 +36,7 @@ export interface RunningServer extends Pick<CacheContext, 'metadata' | 'blobs' |
 }
 
 export async function startServer(config: Config, opts: ServerOptions = {}): Promise<RunningServer> {
-  const ctx = await openCache(config, { ...opts, sweepTmp: true });
+  const ctx = await openCache(config, { ...opts, sweepSpool: true });
   const { log, metadata, metrics, clients, upstreams, blobs, manifests } = ctx;
   const now = ctx.now;
   metrics.gauge('regmirror_downloads_in_flight', 'Blob downloads from upstreams in progress', () => blobs.inFlight);
@@ -46,7 +45,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   ctx.evictor?.start();
   const verifier = scheduleVerify(ctx, config.storage.verifyEveryMs);
   const status = () => gatherStatus({ metadata, upstreams: clients, now: now(), inFlight: blobs.inFlight });
-  const readiness = () => checkReadiness(metadata, config.dataDir);
+  const readiness = () => checkReadiness(ctx);
   // One bound for every prewarm the server runs, however many requests ask at once.
   const imageLimit = pLimit(PREWARM_IMAGES_AT_ONCE);
   const prewarmJob = (body: unknown) => {
@@ -133,8 +132,8 @@ function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }
 
-/** Ready when the database answers and the data dir takes a write. */
-async function checkReadiness(metadata: Metadata, dataDir: string): Promise<{ ok: boolean; checks: Record<string, string> }> {
+/** Ready when the database answers and the spool and the store take a write. */
+async function checkReadiness({ metadata, spool, store }: Pick<CacheContext, 'metadata' | 'spool' | 'store'>): Promise<{ ok: boolean; checks: Record<string, string> }> {
   const checks: Record<string, string> = {};
   try {
     await metadata.storeSize();
@@ -143,13 +142,12 @@ async function checkReadiness(metadata: Metadata, dataDir: string): Promise<{ ok
     // A code, not the message: messages name files, and /readyz is open to anyone.
     checks.database = `failed: ${(err as NodeJS.ErrnoException).code ?? (err as Error).name}`;
   }
-  const probe = join(dataDir, 'tmp', `.ready-${process.pid}`);
   try {
-    await writeFile(probe, 'ok');
-    await rm(probe, { force: true });
+    await spool.checkWritable();
+    await store.checkWritable();
     checks.store = 'ok';
   } catch (err) {
-    checks.store = `not writable: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
+    checks.store = `not writable: ${err instanceof StoreFull ? err.reason : ((err as NodeJS.ErrnoException).code ?? (err as Error).name)}`;
   }
   return { ok: Object.values(checks).every((v) => v === 'ok'), checks };
 }

@@ -1,6 +1,6 @@
 // sha256 of large downloads, off the main thread. Hashing is about a third of the main
 // thread's work on a cold pull (sha256 runs near 1.7 GB/s a core here); a worker thread
-// reads each temp file back from the page cache and hashes it there, so the event loop
+// reads each spool file back from the page cache and hashes it there, so the event loop
 // only moves bytes. What is verified is what is in the file, which is what gets published.
 import { Worker } from 'node:worker_threads';
 

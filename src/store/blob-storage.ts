@@ -1,0 +1,29 @@
+// Opens the blob side of a data dir: the spool and the content store. The composition
+// root gets both from here, so that nothing above store/ names a backend.
+import { mkdir } from 'node:fs/promises';
+import type { ContentStore } from './content-store.js';
+import { blobsDir, spoolDir } from './data-dir.js';
+import { FsBlobStore } from './fs/fs-blob-store.js';
+import { Spool } from './spool.js';
+
+export interface BlobStorage {
+  /** Published blobs. */
+  content: ContentStore;
+  /** Local files for blobs being written and verified. */
+  spool: Spool;
+}
+
+export interface BlobStorageOptions {
+  /** The data dir: the spool is always in it, and so are the published blobs of the file store. */
+  dataDir: string;
+}
+
+/** Creates what is missing and opens both. */
+export async function openBlobStorage(opts: BlobStorageOptions): Promise<BlobStorage> {
+  await mkdir(opts.dataDir, { recursive: true });
+  const spool = new Spool(spoolDir(opts.dataDir));
+  await spool.init();
+  const content = new FsBlobStore(blobsDir(opts.dataDir), spoolDir(opts.dataDir), spool);
+  await content.init();
+  return { content, spool };
+}
