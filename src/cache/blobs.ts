@@ -114,7 +114,9 @@ export class BlobCache {
     const { metadata } = this.#deps;
     for (const b of blobs) {
       if (!isDigest(b.digest) || isNonDistributableType(b.mediaType ?? '') || 'urls' in b) continue;
-      if (this.#downloads.has(b.digest as Digest) || (await metadata.getBlob(b.digest))) await metadata.link(t.upstream.name, t.repository, b.digest);
+      // A blob the database cannot tell about now is not linked: that only costs a HEAD later.
+      const stored = this.#downloads.has(b.digest as Digest) || ((await this.#row(b.digest as Digest)) ?? 'unknown') !== 'unknown';
+      if (stored) await metadata.link(t.upstream.name, t.repository, b.digest);
     }
   }
 

@@ -53,6 +53,17 @@ export class HotRows {
     return p;
   }
 
+  /** What this process just wrote: fresh now, and the last known answer should the database go away. */
+  set(key: string, value: unknown): void {
+    this.#loading.delete(key);
+    this.#rows.set(key, { value, at: performance.now(), generation: this.#generation });
+  }
+
+  /** The last known value of a key, fresh or not. */
+  peek<T>(key: string): T | undefined {
+    return this.#rows.get(key)?.value as T | undefined;
+  }
+
   /** Every row read before now is stale (read again before use), but kept as the last known answer. */
   forget(): void {
     this.#generation++;

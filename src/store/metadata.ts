@@ -71,7 +71,7 @@ export class Metadata {
   // ---- hot reads: memo, last known row, or a miss when the database is down ----
 
   getTag(k: TagKey): TagRow | undefined | Promise<TagRow | undefined> {
-    return this.#hot.read(`T${k.upstream}\n${k.repository}\n${k.tag}\n${k.accept}`, () => this.#store.getTag(k), this.#miss(undefined));
+    return this.#hot.read(tagKey(k), () => this.#store.getTag(k), this.#miss(undefined));
   }
 
   /** Every Accept class's row for one tag, the most recently fetched first. */
@@ -84,7 +84,7 @@ export class Metadata {
   }
 
   isLinked(upstream: string, repository: string, digest: string): boolean | Promise<boolean> {
-    return this.#hot.read(`L${upstream}\n${repository}\n${digest}`, () => this.#store.isLinked(upstream, repository, digest), this.#miss(false));
+    return this.#hot.read(linkKey(upstream, repository, digest), () => this.#store.isLinked(upstream, repository, digest), this.#miss(false));
   }
 
   /**
@@ -117,35 +117,77 @@ export class Metadata {
 
   /** Sets a tag's digest for `ttlMs`; an existing row, pinned or not, is replaced by an unpinned one. */
   putTag(k: TagKey, digest: string, mediaType: string, ttlMs: number): Promise<void> {
-    return this.#write(() => this.#store.putTag(k, digest, mediaType, ttlMs));
+    const now = this.#now();
+    return this.#write(
+      () => this.#store.putTag(k, digest, mediaType, ttlMs),
+      () => this.#hot.set(tagKey(k), { digest, mediaType, fetchedAt: now, expiresAt: now + ttlMs, pinned: false } satisfies TagRow),
+    );
   }
 
   /** The upstream confirmed the tag still names the same digest. */
   refreshTag(k: TagKey, ttlMs: number): Promise<void> {
-    return this.#write(() => this.#store.refreshTag(k, ttlMs));
+    const now = this.#now();
+    const known = this.#hot.peek<TagRow | undefined>(tagKey(k));
+    return this.#write(
+      () => this.#store.refreshTag(k, ttlMs),
+      () => known && this.#hot.set(tagKey(k), { ...known, fetchedAt: now, expiresAt: now + ttlMs }),
+    );
   }
 
   /** Records a blob that was just published to the store, linked to the repository it came through. */
   recordBlob(digest: string, size: number, link?: Link, version?: string): Promise<void> {
-    return this.#write(() => this.#store.recordBlob(digest, size, link, version));
+    return this.#write(
+      () => this.#store.recordBlob(digest, size, link, version),
+      () => this.#rememberBlob(digest, size, link, version),
+    );
   }
 
   /** Records a published manifest body: a blob with a media type. */
   recordManifest(digest: string, mediaType: string, size: number, link: Link, version?: string): Promise<void> {
-    return this.#write(() => this.#store.recordManifest(digest, mediaType, size, link, version));
+    return this.#write(
+      () => this.#store.recordManifest(digest, mediaType, size, link, version),
+      () => {
+        this.#rememberBlob(digest, size, link, version);
+        this.#hot.set(`M${digest}`, { mediaType, size } satisfies ManifestRow);
+      },
+    );
   }
 
   link(upstream: string, repository: string, digest: string): Promise<void> {
-    return this.#write(() => this.#store.link(upstream, repository, digest));
+    return this.#write(
+      () => this.#store.link(upstream, repository, digest),
+      () => this.#hot.set(linkKey(upstream, repository, digest), true),
+    );
   }
 
   /** Forgets blobs (and their manifest rows and links) whose content is gone or damaged. */
   forgetBlobs(digests: string[]): Promise<void> {
-    return this.#write(() => this.#store.forgetBlobs(digests));
+    return this.#write(
+      () => this.#store.forgetBlobs(digests),
+      () => {
+        for (const d of digests) {
+          this.#hot.set(`B${d}`, undefined);
+          this.#hot.set(`M${d}`, undefined);
+        }
+      },
+    );
   }
 
-  #write(op: () => Promise<void>): Promise<void> {
+  #rememberBlob(digest: string, size: number, link: Link | undefined, version: string | undefined): void {
+    // As the backends do: the pin stays, and a row recorded without a version keeps the one known.
+    const known = this.#hot.peek<BlobRow | undefined>(`B${digest}`);
+    const v = version ?? known?.version;
+    this.#hot.set(`B${digest}`, { size, ...(v === undefined ? {} : { version: v }), pinned: known?.pinned ?? false } satisfies BlobRow);
+    if (link) this.#hot.set(linkKey(link.upstream, link.repository, digest), true);
+  }
+
+  /**
+   * Every other remembered row is stale after a write; what the write set is remembered as
+   * written, so that reads (from memory, should the database be down) see it at once.
+   */
+  #write(op: () => Promise<void>, remember: () => void): Promise<void> {
     this.#hot.forget();
+    remember();
     return this.#queue.write(async () => {
       await op();
       // Forgotten again once written: a read between the two may have remembered the old row.
@@ -291,4 +333,12 @@ export class Metadata {
     );
     await this.#store.close();
   }
+}
+
+function tagKey(k: TagKey): string {
+  return `T${k.upstream}\n${k.repository}\n${k.tag}\n${k.accept}`;
+}
+
+function linkKey(upstream: string, repository: string, digest: string): string {
+  return `L${upstream}\n${repository}\n${digest}`;
 }
