@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { randomBytes, singleImage, tarLayer, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
 import { get, sha256, startMirror } from './helpers.js';
+import { metadataYamlFor, openTestStore } from './support/metadata-backend.js';
 
 const exec = promisify(execFile);
 const MAIN = new URL('../src/main.ts', import.meta.url).pathname;
@@ -48,7 +49,7 @@ describe('cache, gc and verify commands', () => {
     dir = await mkdtemp(join(tmpdir(), 'regmirror-admin-'));
     dataDir = join(dir, 'data');
     config = join(dir, 'mirror.yaml');
-    await writeFile(config, `dataDir: ${dataDir}\ndefaultUpstream: docker.io\nupstreams:\n  docker.io:\n    url: ${up.url}\n`);
+    await writeFile(config, `dataDir: ${dataDir}\n${await metadataYamlFor(dataDir)}defaultUpstream: docker.io\nupstreams:\n  docker.io:\n    url: ${up.url}\n`);
     const m = await startMirror({ upstreams: [{ name: 'docker.io', url: up.url }], defaultUpstream: 'docker.io', dataDir });
     for (const img of [a, b]) {
       await get(`${m.url}/v2/${img.name}/manifests/v1`);
@@ -85,8 +86,7 @@ describe('cache, gc and verify commands', () => {
       json.map((i: { pinned: boolean }) => i.pinned),
       [true, false],
     );
-    const { SqliteMetadataStore } = await import('../src/store/sqlite/metadata-sqlite.js');
-    const db = new SqliteMetadataStore(join(dataDir, 'mirror.db'));
+    const db = await openTestStore(dataDir);
     try {
       assert.equal((await db.getBlob(sharedDigest))?.pinned, true, 'still held by pinned team/a');
       const onlyB = [...b.blobs.keys()].find((d) => d !== sharedDigest)!;

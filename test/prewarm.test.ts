@@ -15,6 +15,7 @@ import { openCache } from '../src/cli/context.js';
 import { imagesFromFile, prewarm, prewarmViaServer, type PrewarmEvent } from '../src/cli/prewarm.js';
 import { silentLogger } from '../src/log.js';
 import { get, sha256, startMirror, type Mirror } from './helpers.js';
+import { metadataConfigFor, metadataYamlFor } from './support/metadata-backend.js';
 
 const exec = promisify(execFile);
 const MAIN = new URL('../src/main.ts', import.meta.url).pathname;
@@ -65,10 +66,11 @@ describe('prewarm', () => {
   });
   beforeEach(() => up.resetCounters());
 
-  function config(dataDir: string, extra: Partial<Config> = {}): Config {
+  async function config(dataDir: string, extra: Partial<Config> = {}): Promise<Config> {
     return {
       ...structuredClone(DEFAULTS),
       dataDir,
+      metadata: await metadataConfigFor(dataDir),
       listen: { host: '127.0.0.1', port: 0 },
       defaultUpstream: 'docker.io',
       upstreams: [{ ...DEFAULTS.upstreams[0], url: up.url, aliases: [] }],
@@ -78,7 +80,7 @@ describe('prewarm', () => {
 
   test('one platform of an index, then a pull of that platform costs the upstream nothing', async () => {
     const dataDir = join(dir, 'platform');
-    const ctx = await openCache(config(dataDir), { log: silentLogger });
+    const ctx = await openCache(await config(dataDir), { log: silentLogger });
     const [result] = await prewarm(ctx, ['multi:1'], { platforms: [{ os: 'linux', architecture: 'amd64' }], concurrency: 4 });
     await ctx.close();
     assert.equal(result.error, undefined);
@@ -99,7 +101,7 @@ describe('prewarm', () => {
   });
 
   test('two images sharing a layer: the shared blob is fetched once', async () => {
-    const ctx = await openCache(config(join(dir, 'shared')), { log: silentLogger });
+    const ctx = await openCache(await config(join(dir, 'shared')), { log: silentLogger });
     const results = await prewarm(ctx, ['team/a:v1', 'team/b:v1'], { platforms: 'all', concurrency: 4 });
     await ctx.close();
     for (const r of results) assert.equal(r.error, undefined);
@@ -142,7 +144,7 @@ describe('prewarm', () => {
     const file = join(dir, 'cli.yaml');
     await writeFile(
       file,
-      `dataDir: ${dataDir}\ndefaultUpstream: docker.io\nupstreams:\n  docker.io:\n    url: ${up.url}\n  down.example:\n    url: http://127.0.0.1:9\n    timeouts:\n      connect: 1s\n`,
+      `dataDir: ${dataDir}\n${await metadataYamlFor(dataDir)}defaultUpstream: docker.io\nupstreams:\n  docker.io:\n    url: ${up.url}\n  down.example:\n    url: http://127.0.0.1:9\n    timeouts:\n      connect: 1s\n`,
     );
     const run = exec(process.execPath, ['--import', 'tsx', MAIN, 'prewarm', '--config', file, 'team/a:v1', 'library/nope:1', 'down.example/x/y:1']);
     const err = await run.then(
@@ -159,7 +161,7 @@ describe('prewarm', () => {
 
   test('a rate-limited upstream makes prewarm wait and say so', async () => {
     let clock = 1_000_000;
-    const ctx = await openCache(config(join(dir, 'limited')), { log: silentLogger, now: () => clock });
+    const ctx = await openCache(await config(join(dir, 'limited')), { log: silentLogger, now: () => clock });
     try {
       ctx.clients[0].state.limited(30);
       const events: PrewarmEvent[] = [];

@@ -5,6 +5,9 @@
 // mirror restarted on the same data dir finds its metadata, as it would on SQLite.
 import { after } from 'node:test';
 import type { MetadataConfig } from '../../src/config.js';
+import { databaseFile } from '../../src/store/data-dir.js';
+import type { MetadataStore } from '../../src/store/metadata-store.js';
+import { openMetadataStore } from '../../src/store/open-metadata.js';
 import { startPostgres, type PgServer } from './postgres.js';
 
 export const TEST_METADATA: 'sqlite' | 'postgres' = process.env.REGMIRROR_TEST_METADATA === 'postgres' ? 'postgres' : 'sqlite';
@@ -40,4 +43,10 @@ export async function metadataYamlFor(dataDir: string): Promise<string> {
   const m = await metadataConfigFor(dataDir);
   if (m.kind === 'sqlite') return '';
   return `metadata:\n  postgres:\n    url: ${m.url}\n    password: ${JSON.stringify(m.password)}\n    pool: ${m.pool}\n`;
+}
+
+/** A second connection to the metadata of `dataDir`, as another process would open it. */
+export async function openTestStore(dataDir: string): Promise<MetadataStore> {
+  const m = await metadataConfigFor(dataDir);
+  return openMetadataStore(m.kind === 'sqlite' ? { kind: 'sqlite', path: databaseFile(dataDir) } : m);
 }
