@@ -29,6 +29,8 @@ export interface MirrorOptions {
   tls?: Config['tls'];
   limits?: Partial<Config['limits']>;
   storage?: Partial<Config['storage']>;
+  /** Instead of the backend under test (REGMIRROR_TEST_METADATA): for a store moved from one backend to the other. */
+  metadata?: Config['metadata'];
 }
 
 /** Starts regmirror on 127.0.0.1:0; stop() closes it and removes its data dir (unless one was given). */
@@ -39,7 +41,7 @@ export async function startMirror(opts: MirrorOptions): Promise<Mirror> {
     ...structuredClone(DEFAULTS),
     listen: { host: '127.0.0.1', port: 0 },
     dataDir,
-    metadata: await metadataConfigFor(dataDir),
+    metadata: opts.metadata ?? (await metadataConfigFor(dataDir)),
     defaultUpstream: opts.defaultUpstream,
     upstreams: opts.upstreams.map((u) => ({ ...base, aliases: [], tokenRealms: [], headersTimeoutMs: 5000, idleTimeoutMs: 5000, connectTimeoutMs: 2000, ...u })),
     log: { level: 'debug' },
