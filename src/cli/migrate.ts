@@ -131,7 +131,7 @@ async function copyRows(from: MetadataStore, to: MetadataStore, where: string): 
     await to.importRows(counted(from.exportRows(), counts));
   } catch (err) {
     if (err instanceof StoreNotEmpty) {
-      throw fail(`${where} already holds regmirror metadata (${err.table ?? 'a table'} has ${err.rows} rows); migrate copies only into an empty database, and wrote nothing`);
+      throw fail(`${where} already holds regmirror metadata (${err.table ?? 'it'} has ${rowCount(err.rows)}); migrate copies only into an empty database, and wrote nothing`);
     }
     if (err instanceof MetadataUnavailable) throw fail(`lost PostgreSQL at ${where} during the copy (${err.reason}); nothing was copied`);
     throw fail(`the copy to ${where} failed, and nothing was copied: ${firstLine(err)}`);
@@ -146,6 +146,8 @@ async function* counted(batches: AsyncIterable<RowBatch>, counts: Record<string,
   }
 }
 
+const rowCount = (n: number) => `${n} row${n === 1 ? '' : 's'}`;
+
 function firstLine(err: unknown): string {
   return (err instanceof Error ? err.message : String(err)).split('\n')[0];
 }
@@ -153,10 +155,10 @@ function firstLine(err: unknown): string {
 /** One line per table, then the config to switch to. */
 export function formatReport(r: MigrateReport): string {
   const width = Math.max(...Object.keys(r.tables).map((t) => t.length));
-  const lines = Object.entries(r.tables).map(([t, n]) => `${`${t}:`.padEnd(width + 1)} ${n} row${n === 1 ? '' : 's'} copied`);
+  const lines = Object.entries(r.tables).map(([t, n]) => `${`${t}:`.padEnd(width + 1)} ${rowCount(n)} copied`);
   const { url, password } = r.metadata.postgres;
   lines.push(
-    `copied ${r.rows} rows to ${r.target}; the blobs stay in ${r.dataDir}. Keep dataDir and set in the config: ` +
+    `copied ${rowCount(r.rows)} to ${r.target}; the blobs stay in ${r.dataDir}. Keep dataDir and set in the config: ` +
       `metadata: { postgres: { url: ${JSON.stringify(url)}, password: ${JSON.stringify(password)} } }`,
   );
   return lines.join('\n');
