@@ -34,7 +34,7 @@ export interface MigrateReport {
   dataDir: string;
 }
 
-interface Target {
+export interface MigrateTarget {
   url: string;
   password: string;
   /** How the config should name the password: where it came from. */
@@ -71,7 +71,7 @@ function targetUrl(url: string | undefined): string {
 }
 
 /** --password-file, else PGPASSWORD as libpq takes it. */
-function targetPassword(file: string | undefined): Pick<Target, 'password' | 'passwordRef'> {
+function targetPassword(file: string | undefined): Pick<MigrateTarget, 'password' | 'passwordRef'> {
   if (file !== undefined) {
     let text: string;
     try {
@@ -88,7 +88,7 @@ function targetPassword(file: string | undefined): Pick<Target, 'password' | 'pa
 }
 
 /** Copies the config's SQLite store into the target; refuses anything but a SQLite mirror and an empty target. */
-export async function migrate(config: Config, target: Target): Promise<MigrateReport> {
+export async function migrate(config: Config, target: MigrateTarget): Promise<MigrateReport> {
   const source = sqliteSource(config);
   const where = describeTarget(target.url);
   const to = await connect(target, where);
@@ -116,7 +116,7 @@ function sqliteSource(config: Config): string {
 }
 
 /** Connects and migrates the target's schema; every failure as one line naming the server. */
-async function connect(target: Target, where: string): Promise<MetadataStore> {
+async function connect(target: MigrateTarget, where: string): Promise<MetadataStore> {
   try {
     return await openMetadataStore({ kind: 'postgres', url: target.url, password: target.password, pool: 2 });
   } catch (err) {
