@@ -206,6 +206,16 @@ export class MetadataUnavailable extends RegmirrorError {
     super('METADATA_UNAVAILABLE', `the metadata database is unavailable (${reason})`);
   }
 }
+/** importRows found rows in its target: a copy goes only into an empty store, so nothing was written. */
+export class StoreNotEmpty extends RegmirrorError {
+  constructor(
+    readonly rows: number,
+    /** The first table found holding rows, when the backend says. */
+    readonly table?: string,
+  ) {
+    super('STORE_NOT_EMPTY', `metadata: the target database is not empty (${table === undefined ? `${rows} rows` : `${table} has ${rows} rows`}); import into an empty database`);
+  }
+}
 export class RangeNotSatisfiable extends RegmirrorError {
   constructor(readonly size: number) {
     super('RANGE_NOT_SATISFIABLE', `requested range is not satisfiable for a blob of ${size} bytes`);

@@ -5,6 +5,7 @@ import { cacheCommand, gcCommand, verifyCommand } from './cli/cache-command.js';
 import { configureCommand } from './cli/configure.js';
 import { exportCommand } from './cli/export.js';
 import { importCommand } from './cli/import.js';
+import { migrateCommand } from './cli/migrate.js';
 import { prewarmCommand } from './cli/prewarm.js';
 import { serveCommand } from './cli/serve.js';
 import { statusCommand } from './cli/status.js';
@@ -36,6 +37,8 @@ async function main(argv: string[]): Promise<number> {
       return gcCommand(values);
     case 'verify':
       return verifyCommand(values);
+    case 'migrate':
+      return migrateCommand(values, positionals.slice(1));
     default:
       throw new UsageError(`regmirror: unknown command ${JSON.stringify(command)} (see regmirror --help)`);
   }

@@ -18,6 +18,10 @@ commands:
                                               what the cache holds; remove or pin whole images
   gc [--dry-run]                              make the store and the database agree
   verify [--repair]                           re-hash every stored blob; --repair removes bad ones
+  migrate --to postgres://USER@HOST:PORT/DB [--password-file FILE] [--config FILE] [--json]
+                                              copy the data dir's SQLite metadata into an empty PostgreSQL
+                                              database (the blob files stay put). Stop the server first:
+                                              what it writes once the copy has begun is not copied
   configure containerd|docker|podman|k3s --mirror URL [--registries LIST] [--ca FILE]
          [--write DIR|FILE | --print]         point a client at the mirror (merges into existing files)
 
@@ -39,6 +43,9 @@ options:
       --older-than AGE    cache rm: images not pulled for this long (30d, 12h)
       --repair            verify: remove blobs that fail, so the next pull fetches them again
       --json              machine-readable output
+      --to URL            migrate: the target database, postgres://user@host:port/database
+                          (no password in it: PGPASSWORD, or --password-file)
+      --password-file F   migrate: read the target's password from this file
       --mirror URL        configure: the mirror, e.g. http://127.0.0.1:5000
       --registries LIST   configure: registries to send through it
                           (default docker.io,ghcr.io,quay.io,registry.k8s.io)
@@ -73,6 +80,8 @@ export const OPTIONS = {
   write: { type: 'string' },
   print: { type: 'boolean' },
   ca: { type: 'string' },
+  to: { type: 'string' },
+  'password-file': { type: 'string' },
 } as const;
 
 export type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];

@@ -5,6 +5,8 @@ import { PostgresMetadataStore, type PostgresOptions } from './postgres/metadata
 import { SqliteMetadataStore } from './sqlite/metadata-sqlite.js';
 
 export type { PostgresOptions } from './postgres/metadata-postgres.js';
+/** host:port/database of a postgres:// url, for messages. */
+export { describeTarget } from './postgres/connection.js';
 
 export type MetadataBackend = { kind: 'sqlite'; path: string } | ({ kind: 'postgres' } & PostgresOptions);
 

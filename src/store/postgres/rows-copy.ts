@@ -1,6 +1,7 @@
 // Moving a whole store in or out (`regmirror migrate`): every table read through a cursor
 // in one snapshot, and loaded with one array-parameter INSERT per batch inside one
 // transaction, so a copy is all or nothing and a million rows are a thousand statements.
+import { StoreNotEmpty } from '../../errors.js';
 import type { RowBatch, StoredRows } from '../metadata-store.js';
 import type { Queries, Session, Statement } from './connection.js';
 
@@ -122,5 +123,5 @@ export async function importRows(session: Session, batches: AsyncIterable<RowBat
 async function refuseNonEmpty(q: Queries): Promise<void> {
   const [counts] = await q.rows<Record<Table, number>>(countAll);
   const full = ORDER.find((t) => counts[t] > 0);
-  if (full) throw new Error(`metadata: the target database is not empty (${TABLES[full].sql} has ${counts[full]} rows); import into an empty database`);
+  if (full) throw new StoreNotEmpty(counts[full], TABLES[full].sql);
 }

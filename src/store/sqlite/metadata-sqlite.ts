@@ -4,7 +4,7 @@
 // unchanged on PostgreSQL. Several processes may share the file (prewarm, import and gc
 // beside a server): each multi-statement operation is one transaction.
 import type Database from 'better-sqlite3';
-import { MetadataUnavailable } from '../../errors.js';
+import { MetadataUnavailable, StoreNotEmpty } from '../../errors.js';
 import type {
   BlobRow,
   CountedTable,
@@ -244,7 +244,21 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.#all('SELECT upstream, metric, sum(value) AS value FROM rollups WHERE hour >= ? GROUP BY upstream, metric ORDER BY upstream, metric', Math.floor(sinceMs / HOUR) * HOUR);
   }
 
+  /**
+   * One read transaction around the whole export: in WAL mode it reads one snapshot, so
+   * a write landing between two tables (a server still running) cannot give tags whose
+   * blobs were never copied. Ended however the reader stops, early or by throwing.
+   */
   async *exportRows(): AsyncIterable<RowBatch> {
+    busy(() => this.#db.exec('BEGIN'));
+    try {
+      yield* this.#exportTables();
+    } finally {
+      if (this.#db.inTransaction) this.#db.exec('COMMIT');
+    }
+  }
+
+  async *#exportTables(): AsyncIterable<RowBatch> {
     yield* this.#export('blobs', 'SELECT digest, size, created_at AS createdAt, last_access AS lastAccess, hits, pinned, version, mtime_ms AS mtimeMs FROM blobs ORDER BY digest', (r) => {
       const x = r as { digest: string; size: number; createdAt: number; lastAccess: number; hits: number; pinned: number; version: string | null; mtimeMs: number | null };
       const v = x.version ?? (x.mtimeMs === null ? undefined : String(x.mtimeMs));
@@ -275,7 +289,7 @@ export class SqliteMetadataStore implements MetadataStore {
     for await (const b of batches) all.push(b);
     return this.#tx(() => {
       const existing = this.#get<{ n: number }>('SELECT (SELECT count(*) FROM blobs) + (SELECT count(*) FROM tags) AS n')!.n;
-      if (existing > 0) throw new Error('metadata: the target database is not empty');
+      if (existing > 0) throw new StoreNotEmpty(existing);
       let n = 0;
       for (const b of all) n += this.#load(b);
       return n;
