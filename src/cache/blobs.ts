@@ -62,6 +62,8 @@ export class BlobCache {
   readonly #readers = new Map<Digest, number>();
   /** Digests whose last download did not match: when it was seen. */
   readonly #mismatched = new LRUCache<Digest, number>({ max: 10_000 });
+  /** Downloads committed so far: a lookup that saw none running looks again if one was committed meanwhile. */
+  #committed = 0;
 
   constructor(deps: BlobCacheDeps) {
     this.#deps = deps;
@@ -131,8 +133,13 @@ export class BlobCache {
   }
 
   /** A linked hit in the store, or the download (joined or started) that will bring it. */
-  async #find(t: Target, digest: Digest): Promise<{ size: number } | { download: Download }> {
+  async #find(t: Target, digest: Digest, again = true): Promise<{ size: number } | { download: Download }> {
     const { metadata } = this.#deps;
+    // The lookups below wait on the database (a round trip on PostgreSQL): a download
+    // running now may be committed, recorded and gone from the map before they answer,
+    // after the stat that would have found its blob. It is joined all the same.
+    const running = this.#downloads.get(digest);
+    const committedBefore = this.#committed;
     const st = await this.#intact(digest);
     // Read after the await: a download may have published and linked the blob meanwhile.
     let linked = await metadata.isLinked(t.upstream.name, t.repository, digest);
@@ -153,10 +160,12 @@ export class BlobCache {
         return still;
       }
     }
-    let dl = this.#downloads.get(digest);
+    let dl = this.#downloads.get(digest) ?? running;
     // A failed download is not joined; nor is one streaming without caching, whose early
     // bytes are gone from memory: this client gets a download of its own.
     if (dl?.failed || dl?.passthrough) dl = undefined;
+    // One that started and was committed while we looked: its blob is a hit now.
+    if (!dl && again && this.#committed !== committedBefore) return this.#find(t, digest, false);
     if (!dl) this.#refuseMismatched(digest);
     if (dl && !linked && (dl.upstream !== t.upstream || dl.repository !== t.repository)) {
       // Joining a download started through another repository is no way around the link rule.
@@ -253,7 +262,10 @@ export class BlobCache {
     const forget = () => {
       if (this.#downloads.get(digest) === dl) this.#downloads.delete(digest);
     };
-    dl.done.then(forget, (err: unknown) => {
+    dl.done.then(() => {
+      this.#committed++;
+      forget();
+    }, (err: unknown) => {
       forget();
       if (err instanceof DigestMismatch || err instanceof SizeMismatch) this.#rememberMismatch(digest);
     });
