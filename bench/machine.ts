@@ -26,6 +26,20 @@ async function processTicks(pid: number): Promise<number> {
   return raw ? Number(f[11]) + Number(f[12]) : 0;
 }
 
+/**
+ * CPU ticks of a process and of its children, those running (one level down) and those it
+ * has reaped (cutime + cstime): a PostgreSQL postmaster forks a backend per connection,
+ * and a backend that ends during a phase still counts.
+ */
+async function treeTicks(pid: number): Promise<number> {
+  const raw = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  if (!raw) return 0;
+  const f = raw.slice(raw.lastIndexOf(')') + 2).split(' ');
+  const kids = (await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')).trim().split(/\s+/).filter(Boolean).map(Number);
+  const live = await Promise.all(kids.map(processTicks));
+  return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) + live.reduce((a, b) => a + b, 0);
+}
+
 export interface CpuAudit {
   /** CPU-seconds the machine spent in user and system mode. */
   machineS: number;
@@ -36,9 +50,12 @@ export interface CpuAudit {
   wallS: number;
 }
 
-/** Starts accounting the machine's CPU time against `pids` (read at start and at stop). */
-export async function cpuAudit(pids: number[]): Promise<{ stop(): Promise<CpuAudit | undefined> }> {
-  const own = async () => (await Promise.all(pids.map(processTicks))).reduce((a, b) => a + b, 0);
+/**
+ * Starts accounting the machine's CPU time against `pids` (read at start and at stop), and
+ * against `trees`, processes counted with their children.
+ */
+export async function cpuAudit(pids: number[], trees: number[] = []): Promise<{ stop(): Promise<CpuAudit | undefined> }> {
+  const own = async () => (await Promise.all([...pids.map(processTicks), ...trees.map(treeTicks)])).reduce((a, b) => a + b, 0);
   const [m0, o0, t0] = [await machineTicks(), await own(), performance.now()];
   return {
     stop: async () => {

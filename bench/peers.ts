@@ -107,6 +107,8 @@ export interface RegmirrorOptions extends ProxyStartOptions {
   entry: 'dist' | 'tsx';
   /** Passes --cpu-prof to the child; the profile is written to this directory when it exits. */
   cpuProfDir?: string;
+  /** Metadata in this PostgreSQL database (pool as configured by default) instead of SQLite in the data dir. */
+  postgres?: { url: string; password: string };
 }
 
 /** `node dist/main.js serve --config <tmp>/mirror.yaml` (or the tsx equivalent) on a free loopback port. */
@@ -120,6 +122,7 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Proxy> {
       `listen: "127.0.0.1:${port}"`,
       `dataDir: ${JSON.stringify(dataDir)}`,
       'defaultUpstream: docker.io',
+      ...(opts.postgres ? ['metadata:', '  postgres:', `    url: ${JSON.stringify(opts.postgres.url)}`, `    password: ${JSON.stringify(opts.postgres.password)}`] : []),
       'log:',
       `  level: ${opts.logLevel}`,
       'upstreams:',

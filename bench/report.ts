@@ -37,10 +37,26 @@ function ratio(a: Stat | undefined, b: Stat | undefined): string {
   return `${(a.median / b.median).toFixed(2)}×`;
 }
 
+/** A column of values: one subject measured (a proxy, or regmirror on one metadata backend). */
+export interface Column {
+  key: string;
+  label: string;
+  /** Its name in ratio headers: `rm` of rm÷dist. */
+  short: string;
+  /** Printed instead of a value when the subject was not measured at all (e.g. "skipped"). */
+  missing?: string;
+}
+
+/** The table's columns in order, and the pairs of them whose ratio gets a column of its own. */
+export interface TableLayout {
+  columns: Column[];
+  pairs: Array<{ a: string; b: string; label?: string }>;
+}
+
 export interface Row {
   metric: string;
-  regmirror?: Stat;
-  distribution?: Stat;
+  /** By column key. */
+  values?: Record<string, Stat | undefined>;
   /** A reference this row is compared with, e.g. nginx or a direct pull. */
   ref?: { name: string; stat?: Stat };
   integer?: boolean;
@@ -52,24 +68,30 @@ export interface Row {
   continuation?: boolean;
 }
 
-export function table(rows: Row[], opts: { distributionNote?: string }): string {
-  const header = ['metric', 'regmirror', 'distribution', 'rm÷dist', 'reference', 'rm÷ref', 'dist÷ref'];
+export function table(rows: Row[], layout: TableLayout): string {
+  const { columns, pairs } = layout;
+  const short = (key: string) => columns.find((c) => c.key === key)?.short ?? key;
+  const header = [
+    'metric',
+    ...columns.map((c) => c.label),
+    ...pairs.map((p) => p.label ?? `${short(p.a)}÷${short(p.b)}`),
+    'reference',
+    ...columns.map((c) => `${c.short}÷ref`),
+  ];
   const lines: string[][] = [header];
   for (const r of rows) {
     if (r.section) {
       lines.push([r.metric]);
       continue;
     }
-    const dist = r.distribution ? cell(r.distribution, r.integer) : opts.distributionNote ?? '—';
+    const v = (key: string) => r.values?.[key];
     const ratios = r.ratios !== false;
     lines.push([
       r.metric,
-      r.continuation ? '' : cell(r.regmirror, r.integer),
-      r.continuation ? '' : dist,
-      ratios && !r.continuation ? ratio(r.regmirror, r.distribution) : '',
+      ...columns.map((c) => (r.continuation ? '' : v(c.key) ? cell(v(c.key), r.integer) : c.missing ?? '—')),
+      ...pairs.map((p) => (ratios && !r.continuation ? ratio(v(p.a), v(p.b)) : '')),
       r.ref ? `${r.ref.name} ${cell(r.ref.stat, r.integer)}` : '',
-      ratios && r.ref ? ratio(r.regmirror, r.ref.stat) : '',
-      ratios && r.ref ? ratio(r.distribution, r.ref.stat) : '',
+      ...columns.map((c) => (ratios && r.ref ? ratio(v(c.key), r.ref.stat) : '')),
     ]);
   }
   const widths = header.map((_, i) => Math.max(...lines.filter((l) => l.length > 1).map((l) => (l[i] ?? '').length)));
@@ -85,7 +107,7 @@ export function table(rows: Row[], opts: { distributionNote?: string }): string 
   return out.join('\n');
 }
 
-/** The table's rows as JSON, each named in full (section + metric). */
+/** The table's rows as JSON, each named in full (section + metric), its values by column key. */
 export function jsonSummary(rows: Row[]): unknown[] {
   let section = '';
   let last = '';
@@ -97,7 +119,7 @@ export function jsonSummary(rows: Row[]): unknown[] {
     }
     const metric = r.continuation ? last : `${section}: ${r.metric.trim()}`;
     last = metric;
-    out.push({ metric, regmirror: r.regmirror, distribution: r.distribution, reference: r.ref });
+    out.push({ metric, ...r.values, reference: r.ref });
   }
   return out;
 }

@@ -14,17 +14,32 @@
 //   BENCH_SCALE_SECONDS=15   length of its 256-connection loop (3 with BENCH_QUICK)
 //   BENCH_PROFILE=1       afterwards, CPU-profile a regmirror child during warm manifest GETs
 //                         and during a cold then a warm blob pull, and print the top frames
+//   BENCH_METADATA=sqlite where regmirror keeps its metadata, as `--metadata` (which wins):
+//
+//   npm run bench -- --metadata sqlite    the default: SQLite in each fresh data dir
+//   npm run bench -- --metadata postgres  regmirror on PostgreSQL instead, a fresh database per
+//                                         proxy (restarts keep theirs) on a PostgreSQL 15
+//                                         cluster the bench starts in a temp dir and removes
+//                                         (test/support/postgres.ts: loopback, SCRAM, fsync off)
+//   npm run bench -- --metadata both      each round runs regmirror on SQLite and on PostgreSQL,
+//                                         in alternating order like the proxies; the table gets
+//                                         a `regmirror (postgres)` column and pg÷sqlite ratios,
+//                                         and the end of the output (and the JSON's
+//                                         `postgresTargets`) holds the figures issue 14 sets
+//                                         targets for: warm manifests by tag (req/s ≥ 0.9×
+//                                         SQLite, p99 < 10 ms) and scale cold images/s (≥ 0.8×)
 import { execFileSync } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readdir, rm, stat as fsStat, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { coalesceBurst, CONTAINERD_ACCEPT as ACCEPT, directPull, fsRead, fsWriteSync, mbps, pullBlob, pullParallel, requestLoop, type Transfer } from './load.js';
+import { startPostgres, type PgServer } from '../test/support/postgres.js';
 import { cpuAudit, findTool, flushDisk, gitCommit, machineBusy, REPO_ROOT, rssNow, sampleRss, startDistribution, startNginx, startRegmirror, startUpstream, type Nginx, type Proxy, type ProxyStartOptions, type Upstream } from './peers.js';
 import { formatProfile, monotonicUs, summarizeProfile, type ProfileSummary, type Window } from './profile.js';
 import { jsonSummary, table } from './report.js';
 import { SCALE_CLIENTS, SCALE_CONNECTIONS, scaleRound, type ScaleResult } from './scale.js';
-import { summaryRows, type Kind, type ManifestRun, type ProxyRound, type RoundResult } from './summary.js';
+import { backendFigures, formatBackendFigures, summaryRows, tableLayout, type Kind, type ManifestRun, type ProxyRound, type RoundResult } from './summary.js';
 import type { ScaleInfo } from './scale-images.js';
 import type { CountersJson } from './upstream-server.js';
 
@@ -48,6 +63,48 @@ const MANIFEST_CONNECTIONS = 16;
 const SCALE_IMAGES = Math.max(0, Math.floor(Number(env.BENCH_SCALE_IMAGES ?? (QUICK ? 300 : 2000))) || 0);
 const SCALE_MS = 1000 * Number(env.BENCH_SCALE_SECONDS ?? (QUICK ? 3 : 15));
 const SCALE_BASE_BYTES = 256 * 1024;
+
+type MetadataMode = 'sqlite' | 'postgres' | 'both';
+const USAGE = 'usage: npm run bench [-- --metadata sqlite|postgres|both]; everything else is set with BENCH_* variables';
+
+function metadataMode(args: string[]): MetadataMode {
+  let mode = env.BENCH_METADATA || 'sqlite';
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '--metadata') {
+      if (i + 1 === args.length) throw new Error(`--metadata needs a value\n${USAGE}`);
+      mode = args[++i];
+    } else if (a.startsWith('--metadata=')) mode = a.slice('--metadata='.length);
+    // A mistyped option would otherwise cost a whole run of the wrong thing.
+    else throw new Error(`unknown argument ${a}\n${USAGE}`);
+  }
+  if (mode !== 'sqlite' && mode !== 'postgres' && mode !== 'both') throw new Error(`--metadata (or BENCH_METADATA) ${mode}: must be sqlite, postgres or both\n${USAGE}`);
+  return mode;
+}
+
+let METADATA: MetadataMode = 'sqlite';
+try {
+  METADATA = metadataMode(process.argv.slice(2));
+} catch (err) {
+  console.error((err as Error).message);
+  process.exit(2);
+}
+/** The regmirror columns, in the order of the first round. */
+const REGMIRRORS: Kind[] = METADATA === 'both' ? ['regmirror', 'regmirror-postgres'] : METADATA === 'postgres' ? ['regmirror-postgres'] : ['regmirror'];
+
+/** The cluster of a run with PostgreSQL, and each regmirror data dir's database on it. */
+let pgCluster: PgServer | undefined;
+const pgDatabases = new Map<string, { url: string; password: string }>();
+let pgDatabaseCount = 0;
+
+/** A fresh database for a fresh proxy; a restart on `reuseDir` gets the one of that dir, as it gets its files. */
+async function proxyDatabase(reuseDir: string | undefined): Promise<{ url: string; password: string }> {
+  if (!pgCluster) throw new Error('no PostgreSQL cluster running');
+  const known = reuseDir === undefined ? undefined : pgDatabases.get(reuseDir);
+  if (known) return known;
+  const { url } = await pgCluster.createDatabase(`bench_${++pgDatabaseCount}`);
+  return { url, password: pgCluster.password };
+}
 
 
 function log(msg: string): void {
@@ -76,9 +133,11 @@ async function getOk(url: string, headers: Record<string, string> = {}): Promise
 }
 
 async function startProxy(kind: Kind, upstream: Upstream, cpuProfDir?: string, opts: ProxyStartOptions = {}): Promise<Proxy> {
-  return kind === 'regmirror'
-    ? startRegmirror({ upstreamUrl: upstream.info.url, logLevel: LOG_LEVEL, cpuProfDir, entry: ENTRY, ...opts })
-    : startDistribution({ upstreamUrl: upstream.info.url, logLevel: LOG_LEVEL, ...opts });
+  if (kind === 'distribution') return startDistribution({ upstreamUrl: upstream.info.url, logLevel: LOG_LEVEL, ...opts });
+  const postgres = kind === 'regmirror-postgres' ? await proxyDatabase(opts.reuseDir) : undefined;
+  const proxy = await startRegmirror({ upstreamUrl: upstream.info.url, logLevel: LOG_LEVEL, cpuProfDir, entry: ENTRY, postgres, ...opts });
+  if (postgres) pgDatabases.set(proxy.dir, postgres);
+  return proxy;
 }
 
 async function manifestRun(proxy: Proxy, upstream: Upstream, path: string): Promise<ManifestRun> {
@@ -102,7 +161,8 @@ const noisyPhases: string[] = [];
  * upstream and the proxy did not use was used by someone else, and the phase is flagged.
  */
 async function audited<T>(phase: string, pids: number[], f: () => Promise<T>): Promise<{ value: T; otherCpuS?: number }> {
-  const audit = await cpuAudit([process.pid, ...pids]);
+  // The postmaster with its backends: they work for regmirror on PostgreSQL, not against it.
+  const audit = await cpuAudit([process.pid, ...pids], pgCluster ? [pgCluster.pid] : []);
   const value = await f();
   const a = await audit.stop();
   if (a && a.otherS > NOISY_SHARE * a.wallS * cpus().length) {
@@ -203,12 +263,14 @@ async function proxyScale(kind: Kind, upstream: Upstream, info: ScaleInfo, round
  * during a cold pull followed by warm parallel pulls. Each summary covers only the samples
  * taken while that load ran (start-up and shutdown are left out).
  */
-async function profiles(upstream: Upstream, outPrefix: string): Promise<Record<string, ProfileSummary>> {
+async function profiles(upstream: Upstream, outPrefix: string, kind: Kind): Promise<Record<string, ProfileSummary>> {
   const { large, index } = upstream.info;
   const out: Record<string, ProfileSummary> = {};
+  // SQLite's keys are the ones results have always had.
+  const key = (name: string) => (kind === 'regmirror' ? name : `${kind}:${name}`);
   for (const what of ['manifests', 'blobs'] as const) {
     const dir = await mkdtemp(join(tmpdir(), 'regmirror-prof-'));
-    const proxy = await startProxy('regmirror', upstream, dir);
+    const proxy = await startProxy(kind, upstream, dir);
     const windows: Array<{ name: string; title: string; window: Window }> = [];
     const timed = async <T>(name: string, title: string, f: () => Promise<T>): Promise<T> => {
       const fromUs = monotonicUs();
@@ -224,12 +286,12 @@ async function profiles(upstream: Upstream, outPrefix: string): Promise<Record<s
         await getOk(`${proxy.url}${digestPath}`, { accept: ACCEPT });
         const t = await timed('manifest-tag', `warm manifest GET by tag, ${MANIFEST_CONNECTIONS} connections`, () => manifestRun(proxy, upstream, tagPath));
         const d = await timed('manifest-digest', `warm manifest GET by digest, ${MANIFEST_CONNECTIONS} connections`, () => manifestRun(proxy, upstream, digestPath));
-        log(`  profiled manifests: by tag ${t.rps.toFixed(0)} req/s, by digest ${d.rps.toFixed(0)} req/s`);
+        log(`  profiled ${kind} manifests: by tag ${t.rps.toFixed(0)} req/s, by digest ${d.rps.toFixed(0)} req/s`);
       } else {
         const blobUrl = `${proxy.url}/v2/${large.name}/blobs/${large.digest}`;
         const c = await timed('blob-cold', 'cold pull, 1 client', () => pullBlob(blobUrl, large.size));
         const w = await timed('blob-warm', `warm pull, ${WARM_CLIENTS} clients`, () => pullParallel(blobUrl, large.size, WARM_CLIENTS));
-        log(`  profiled blobs: cold ${fmtT(c)}; ${WARM_CLIENTS} clients ${fmtT(w)}`);
+        log(`  profiled ${kind} blobs: cold ${fmtT(c)}; ${WARM_CLIENTS} clients ${fmtT(w)}`);
       }
     } finally {
       await proxy.stop(); // SIGTERM: the child exits normally and writes its profile
@@ -240,12 +302,12 @@ async function profiles(upstream: Upstream, outPrefix: string): Promise<Record<s
       await rm(dir, { recursive: true, force: true });
       continue;
     }
-    const keep = `${outPrefix}-regmirror-${what}.cpuprofile`;
+    const keep = `${outPrefix}-${kind}-${what}.cpuprofile`;
     await copyFile(join(dir, file), keep);
     await rm(dir, { recursive: true, force: true });
     for (const w of windows) {
-      out[w.name] = await summarizeProfile(keep, w.window);
-      console.log('\n' + formatProfile(`regmirror CPU profile: ${w.title} (${keep.slice(REPO_ROOT.length + 1)})`, out[w.name]));
+      const summary = (out[key(w.name)] = await summarizeProfile(keep, w.window));
+      console.log('\n' + formatProfile(`${kind} CPU profile: ${w.title} (${keep.slice(REPO_ROOT.length + 1)})`, summary));
     }
   }
   return out;
@@ -263,7 +325,7 @@ async function main(): Promise<void> {
   const largeLabel = largeMiB % 1024 === 0 ? `${largeMiB / 1024} GiB` : `${largeMiB} MiB`;
   const registryPath = findTool('docker-registry');
   const nginxPath = findTool('nginx');
-  const kinds: Kind[] = registryPath ? ['regmirror', 'distribution'] : ['regmirror'];
+  const kinds: Kind[] = registryPath ? [...REGMIRRORS, 'distribution'] : REGMIRRORS;
   const skipped: string[] = [];
   if (!registryPath) skipped.push('distribution proxy: docker-registry not installed');
   if (!nginxPath) skipped.push('nginx reference: nginx not installed');
@@ -278,7 +340,7 @@ async function main(): Promise<void> {
     }
   };
   await checkQuiet('before the run');
-  log(`${QUICK ? 'quick run, ' : ''}${ROUNDS} round(s), ${largeLabel} layer, manifest loops ${MANIFEST_MS / 1000} s, scale ${SCALE_IMAGES} images, proxy log level ${LOG_LEVEL}, regmirror from ${ENTRY === 'dist' ? 'dist/' : 'src/ via tsx'}, ${cpus().length} CPUs`);
+  log(`${QUICK ? 'quick run, ' : ''}${ROUNDS} round(s), ${largeLabel} layer, manifest loops ${MANIFEST_MS / 1000} s, scale ${SCALE_IMAGES} images, proxy log level ${LOG_LEVEL}, regmirror from ${ENTRY === 'dist' ? 'dist/' : 'src/ via tsx'}${METADATA === 'sqlite' ? '' : `, metadata ${METADATA}`}, ${cpus().length} CPUs`);
 
   if (ENTRY === 'dist') {
     log('building dist/ (npm run build)');
@@ -317,6 +379,11 @@ async function main(): Promise<void> {
     scaleInfo = upstream.info.scale;
     log(`fake upstream ${upstream.info.url} (CDN ${upstream.info.cdnUrl}) ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     if (nginxPath) nginx = await startNginx(nginxPath, www);
+    if (METADATA !== 'sqlite') {
+      const t1 = Date.now();
+      pgCluster = await startPostgres();
+      log(`PostgreSQL 15 cluster on ${pgCluster.host}:${pgCluster.port} ready in ${((Date.now() - t1) / 1000).toFixed(1)} s`);
+    }
     const { large } = upstream.info;
     // Untimed: warms the upstream child's code paths and this process's client before round 1.
     await directPull(upstream.info.url, large.name, large.digest, large.size);
@@ -347,10 +414,14 @@ async function main(): Promise<void> {
     }
     if (PROFILE) {
       await mkdir(resultsDir, { recursive: true });
-      log('profiling regmirror');
-      profileSummaries = await profiles(upstream, join(resultsDir, stamp));
+      profileSummaries = {};
+      for (const kind of REGMIRRORS) {
+        log(`profiling ${kind}`);
+        Object.assign(profileSummaries, await profiles(upstream, join(resultsDir, stamp), kind));
+      }
     }
   } finally {
+    await pgCluster?.destroy();
     await nginx?.stop();
     await upstream?.stop();
     await rm(work, { recursive: true, force: true });
@@ -358,15 +429,21 @@ async function main(): Promise<void> {
   await checkQuiet('after the run');
   if (noisyPhases.length > 0) notes.push(`other processes used over ${NOISY_SHARE * 100} % of the CPUs during: ${noisyPhases.join(', ')}`);
 
-  const rows = summaryRows(rounds, { REPEAT, WARM_CLIENTS, BURST_CLIENTS, MANY_LAYERS, MANY_LAYER_BYTES, MANIFEST_CONNECTIONS, MANIFEST_MS }, largeLabel, nginx !== undefined, scaleInfo);
+  const columns: Kind[] = [...REGMIRRORS, 'distribution'];
+  const rows = summaryRows(rounds, { REPEAT, WARM_CLIENTS, BURST_CLIENTS, MANY_LAYERS, MANY_LAYER_BYTES, MANIFEST_CONNECTIONS, MANIFEST_MS }, largeLabel, nginx !== undefined, columns, scaleInfo);
   console.log(
     `\nregmirror benchmark — ${rounds.length} round(s), median (min–max); ratios are of medians; ` +
-      `${cpus().length} CPUs, node ${process.version}, commit ${gitCommit() ?? '?'}, regmirror ${ENTRY === 'dist' ? 'dist/main.js' : 'tsx src/main.ts'}, log level ${LOG_LEVEL}${QUICK ? ', QUICK' : ''}`,
+      `${cpus().length} CPUs, node ${process.version}, commit ${gitCommit() ?? '?'}, regmirror ${ENTRY === 'dist' ? 'dist/main.js' : 'tsx src/main.ts'}${METADATA === 'sqlite' ? '' : `, metadata ${METADATA}`}, log level ${LOG_LEVEL}${QUICK ? ', QUICK' : ''}`,
   );
-  console.log(table(rows, { distributionNote: registryPath ? undefined : 'skipped' }));
+  console.log(table(rows, tableLayout(REGMIRRORS, registryPath ? undefined : 'skipped')));
   console.log('ratios are a ÷ b of the medians: above 1× is better for MB/s and req/s, worse for s, ms and MiB');
   for (const s of skipped) console.log(`skipped: ${s}`);
   for (const n of notes) console.log(`note: ${n}`);
+  const postgresTargets = METADATA === 'sqlite' ? undefined : backendFigures(rounds, { manifestConnections: MANIFEST_CONNECTIONS, scale: scaleInfo && { images: scaleInfo.images.length, clients: SCALE_CLIENTS } });
+  // A target "met" or "not met" on a busy machine says nothing: say so beside it.
+  const noisyTargets = noisyPhases.filter((p) => /regmirror.* (manifests by tag|scale cold) /.test(p));
+  if (postgresTargets && noisyTargets.length > 0) postgresTargets.notes.push(`other processes used the CPUs during ${noisyTargets.join(', ')}: these figures are noisy`);
+  if (postgresTargets) console.log('\n' + formatBackendFigures(postgresTargets));
 
   await mkdir(resultsDir, { recursive: true });
   const jsonPath = join(resultsDir, `${stamp}.json`);
@@ -376,11 +453,12 @@ async function main(): Promise<void> {
     node: process.version,
     cpus: cpus().length,
     memoryGiB: totalmem() / 2 ** 30,
-    settings: { quick: QUICK, rounds: ROUNDS, regmirrorEntry: ENTRY, largeBytes: largeMiB * MiB, manifestMs: MANIFEST_MS, warmupMs: WARMUP_MS, logLevel: LOG_LEVEL, warmClients: WARM_CLIENTS, burst: { clients: BURST_CLIENTS, connsPerClient: BURST_CONNS_PER_CLIENT, layers: MANY_LAYERS, layerBytes: MANY_LAYER_BYTES }, manifestConnections: MANIFEST_CONNECTIONS, scale: { images: SCALE_IMAGES, baseBytes: SCALE_BASE_BYTES, contentBytes: scaleInfo?.contentBytes, clients: SCALE_CLIENTS, connections: SCALE_CONNECTIONS, loadMs: SCALE_MS } },
+    settings: { quick: QUICK, rounds: ROUNDS, regmirrorEntry: ENTRY, largeBytes: largeMiB * MiB, manifestMs: MANIFEST_MS, warmupMs: WARMUP_MS, logLevel: LOG_LEVEL, warmClients: WARM_CLIENTS, burst: { clients: BURST_CLIENTS, connsPerClient: BURST_CONNS_PER_CLIENT, layers: MANY_LAYERS, layerBytes: MANY_LAYER_BYTES }, manifestConnections: MANIFEST_CONNECTIONS, metadata: METADATA, scale: { images: SCALE_IMAGES, baseBytes: SCALE_BASE_BYTES, contentBytes: scaleInfo?.contentBytes, clients: SCALE_CLIENTS, connections: SCALE_CONNECTIONS, loadMs: SCALE_MS } },
     skipped,
     notes,
     rounds,
     summary: jsonSummary(rows),
+    postgresTargets,
     profiles: profileSummaries,
     seconds: (Date.now() - started) / 1000,
   };

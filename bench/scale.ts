@@ -11,6 +11,7 @@ import type { Proxy, ProxyStartOptions, Upstream } from './peers.js';
 import { stat, type Row } from './report.js';
 import { pullImages, settledStoreSize, storeSize, type PullPass, type StoreSize } from './scale-load.js';
 import type { ScaleInfo } from './scale-images.js';
+import type { Kind } from './summary.js';
 import type { CountersJson } from './upstream-server.js';
 
 export const SCALE_CLIENTS = 32;
@@ -58,7 +59,7 @@ export interface ScaleResult {
 }
 
 export interface ScaleContext {
-  kind: 'regmirror' | 'distribution';
+  kind: Kind;
   upstream: Upstream;
   /** Starts the proxy: fresh, or with reuseDir on an earlier instance's store. */
   start(opts?: ProxyStartOptions): Promise<Proxy>;
@@ -204,7 +205,7 @@ export async function scaleRound(ctx: ScaleContext, info: ScaleInfo, s: ScaleSet
       const firstManifestMs = (await firstWarmManifest(url, performance.now() + RESTART_TIMEOUT_MS)) - proxy.spawnedAt;
       restart = { readyMs, firstManifestMs, upstreamRequests: use(await upstream.counters(), n, base.digest).requests };
       log(`  ${kind}: scale restart: /v2/ after ${ms(readyMs)} ms, first warm manifest after ${ms(firstManifestMs)} ms, ${restart.upstreamRequests} upstream requests`);
-      if (kind === 'regmirror' && restart.upstreamRequests > 0) log(`  warning: regmirror went upstream for a manifest it had cached before the restart`);
+      if (kind !== 'distribution' && restart.upstreamRequests > 0) log(`  warning: ${kind} went upstream for a manifest it had cached before the restart`);
     } catch (err) {
       restartError = (err as Error).message;
       log(`  ${kind}: scale restart failed: ${restartError}`);
@@ -219,15 +220,15 @@ export async function scaleRound(ctx: ScaleContext, info: ScaleInfo, s: ScaleSet
   }
 }
 
-type Scale = Record<'regmirror' | 'distribution', Array<ScaleResult | undefined>>;
+/** Each column's results by round. */
+type Scale = Partial<Record<Kind, Array<ScaleResult | undefined>>>;
 
 /** Section 5 of the table. */
 export function scaleRows(results: Scale, info: ScaleInfo): Row[] {
   const n = info.images.length;
   const both = (metric: string, f: (r: ScaleResult) => number | undefined, extra: Partial<Row> = {}): Row => ({
     metric,
-    regmirror: stat(results.regmirror.map((r) => (r ? f(r) : undefined))),
-    distribution: stat(results.distribution.map((r) => (r ? f(r) : undefined))),
+    values: Object.fromEntries(Object.entries(results).map(([k, rs]) => [k, stat(rs.map((r) => (r ? f(r) : undefined)))])),
     ...extra,
   });
   const count = { integer: true, ratios: false };

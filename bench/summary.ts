@@ -2,7 +2,7 @@
 // 1-4 here, scenario 5 from scale.ts).
 import { mbps, type LoopResult, type Transfer } from './load.js';
 import type { RssSample } from './machine.js';
-import { stat, type Row } from './report.js';
+import { stat, type Column, type Row, type Stat, type TableLayout } from './report.js';
 import { scaleRows, type ScaleResult } from './scale.js';
 import type { ScaleInfo } from './scale-images.js';
 
@@ -17,7 +17,29 @@ export interface TableSettings {
   MANIFEST_MS: number;
 }
 
-export type Kind = 'regmirror' | 'distribution';
+/** What a round measures: regmirror on SQLite metadata, regmirror on PostgreSQL metadata, distribution. */
+export type Kind = 'regmirror' | 'regmirror-postgres' | 'distribution';
+
+const COLUMNS: Record<Kind, Omit<Column, 'key'>> = {
+  regmirror: { label: 'regmirror', short: 'rm' },
+  'regmirror-postgres': { label: 'regmirror (postgres)', short: 'pg' },
+  distribution: { label: 'distribution', short: 'dist' },
+};
+
+/**
+ * The table's columns: the regmirror backends measured, then distribution (shown as
+ * `distributionNote` when it was not run). With no PostgreSQL this is the table as it
+ * always was: regmirror, distribution, rm÷dist.
+ */
+export function tableLayout(regmirrors: Kind[], distributionNote?: string): TableLayout {
+  const keys: Kind[] = [...regmirrors, 'distribution'];
+  const columns = keys.map((key) => ({ key, ...COLUMNS[key], ...(key === 'distribution' && distributionNote ? { missing: distributionNote } : {}) }));
+  const has = (k: Kind) => keys.includes(k);
+  const pairs: TableLayout['pairs'] = [];
+  if (has('regmirror-postgres') && has('regmirror')) pairs.push({ a: 'regmirror-postgres', b: 'regmirror', label: 'pg÷sqlite' });
+  pairs.push({ a: has('regmirror') ? 'regmirror' : 'regmirror-postgres', b: 'distribution' });
+  return { columns, pairs };
+}
 
 export interface ManifestRun extends LoopResult {
   /** Registry requests (401s included) plus token requests the upstream saw during the measured part. */
@@ -54,13 +76,13 @@ export interface RoundResult {
   proxies: Partial<Record<Kind, ProxyRound>>;
 }
 
-export function summaryRows(rounds: RoundResult[], s: TableSettings, largeLabel: string, haveNginx: boolean, scale?: ScaleInfo): Row[] {
+/** `kinds`: the table's columns, in order (see tableLayout). */
+export function summaryRows(rounds: RoundResult[], s: TableSettings, largeLabel: string, haveNginx: boolean, kinds: Kind[], scale?: ScaleInfo): Row[] {
   const { REPEAT, WARM_CLIENTS, BURST_CLIENTS, MANY_LAYERS, MANY_LAYER_BYTES, MANIFEST_CONNECTIONS, MANIFEST_MS } = s;
   const p = (k: Kind, f: (r: ProxyRound) => number) => stat(rounds.map((r) => (r.proxies[k] ? f(r.proxies[k]!) : undefined)));
   const both = (metric: string, f: (r: ProxyRound) => number, extra: Partial<Row> = {}): Row => ({
     metric,
-    regmirror: p('regmirror', f),
-    distribution: p('distribution', f),
+    values: Object.fromEntries(kinds.map((k) => [k, p(k, f)])),
     ...extra,
   });
   const ref = (name: string, f: (r: RoundResult) => Transfer | undefined, g: (t: Transfer) => number) => ({
@@ -103,7 +125,80 @@ export function summaryRows(rounds: RoundResult[], s: TableSettings, largeLabel:
     both('   by digest, p99 ms', (r) => r.manifestDigest.p99),
     both('   by digest, upstream requests during run', (r) => r.manifestDigest.upstreamRequests, { integer: true, ratios: false }),
     both('   errors (tag + digest)', (r) => r.manifestTag.errors + r.manifestDigest.errors, { integer: true, ratios: false }),
-    ...(scale ? scaleRows({ regmirror: rounds.map((r) => r.proxies.regmirror?.scale), distribution: rounds.map((r) => r.proxies.distribution?.scale) }, scale) : []),
+    ...(scale ? scaleRows(Object.fromEntries(kinds.map((k) => [k, rounds.map((r) => r.proxies[k]?.scale)])), scale) : []),
   ];
 }
 
+
+/** One figure issue 14 sets a target for, on both backends of the same run. */
+export interface BackendFigure {
+  metric: string;
+  sqlite?: Stat;
+  postgres?: Stat;
+  /** PostgreSQL ÷ SQLite, of the medians. */
+  ratio?: number;
+  /** The same ratio in each round that measured both. */
+  perRound: number[];
+  target: string;
+  /** Undefined when the run could not tell (a backend or the scenario not measured). */
+  met?: boolean;
+}
+
+export interface BackendFigures {
+  rounds: number;
+  figures: BackendFigure[];
+  notes: string[];
+}
+
+/** The targets are set for 2,000 images pulled by 32 clients, and warm manifests at 16 connections. */
+const TARGET_SCALE_IMAGES = 2000;
+const TARGET_MANIFEST_CONNECTIONS = 16;
+
+/** regmirror on PostgreSQL against regmirror on SQLite: warm manifests by tag and scale cold images/s. */
+export function backendFigures(rounds: RoundResult[], s: { manifestConnections: number; scale?: { images: number; clients: number } }): BackendFigures {
+  const figure = (metric: string, f: (r: ProxyRound) => number | undefined, target: string, met: (ratio: number | undefined, pg: Stat | undefined) => boolean | undefined): BackendFigure => {
+    const of = (k: Kind) => rounds.map((r) => (r.proxies[k] ? f(r.proxies[k]!) : undefined));
+    const [sq, pg] = [of('regmirror'), of('regmirror-postgres')];
+    const sqlite = stat(sq);
+    const postgres = stat(pg);
+    const ratio = sqlite && postgres && sqlite.median !== 0 ? postgres.median / sqlite.median : undefined;
+    const perRound = sq.flatMap((a, i) => {
+      const b = pg[i];
+      return a !== undefined && b !== undefined && a !== 0 ? [b / a] : [];
+    });
+    return { metric, sqlite, postgres, ratio, perRound, target, met: met(ratio, postgres) };
+  };
+  const c = s.manifestConnections;
+  const notes: string[] = [];
+  if (c !== TARGET_MANIFEST_CONNECTIONS) notes.push(`the manifest targets are set at ${TARGET_MANIFEST_CONNECTIONS} connections; this run used ${c}`);
+  if (s.scale && s.scale.images !== TARGET_SCALE_IMAGES) notes.push(`the scale target is set at ${TARGET_SCALE_IMAGES} images; this run pulled ${s.scale.images}`);
+  if (!rounds.some((r) => r.proxies.regmirror)) notes.push('SQLite was not measured (--metadata both measures both): no ratios');
+  const figures = [
+    figure(`warm manifest GET by tag, ${c} connections, req/s`, (r) => r.manifestTag.rps, '≥ 0.90× SQLite', (x) => (x === undefined ? undefined : x >= 0.9)),
+    figure(`warm manifest GET by tag, ${c} connections, p99 ms`, (r) => r.manifestTag.p99, 'PostgreSQL < 10 ms', (_, pg) => (pg === undefined ? undefined : pg.median < 10)),
+  ];
+  if (s.scale) {
+    figures.push(figure(`scale, ${s.scale.images} images, ${s.scale.clients} clients: cold images/s`, (r) => r.scale?.cold.imagesPerS, '≥ 0.80× SQLite', (x) => (x === undefined ? undefined : x >= 0.8)));
+  } else {
+    notes.push('the scale scenario did not run (BENCH_SCALE_IMAGES=0): no cold images/s');
+  }
+  return { rounds: rounds.length, figures, notes };
+}
+
+export function formatBackendFigures(b: BackendFigures): string {
+  const n = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+  const lines = b.figures.map((f) => [
+    `  ${f.metric}`,
+    `sqlite ${f.sqlite ? n(f.sqlite.median) : '—'}`,
+    `postgres ${f.postgres ? n(f.postgres.median) : '—'}`,
+    `pg÷sqlite ${f.ratio === undefined ? '—' : `${f.ratio.toFixed(2)}×`}`,
+    `target ${f.target}:`,
+    f.met === undefined ? 'n/a' : f.met ? 'met' : 'NOT met',
+  ]);
+  const widths = lines[0].map((_, i) => Math.max(...lines.map((l) => l[i].length)));
+  return [
+    `regmirror metadata on PostgreSQL against SQLite, same run (issue 14's targets; medians of ${b.rounds} round(s)):`,
+    ...lines.map((l) => l.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : i < 4 ? c.padStart(widths[i]) : c)).join('   ').trimEnd()),
+    ...b.notes.map((x) => `  note: ${x}`),
+  ].join('\n');
+}
