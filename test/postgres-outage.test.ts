@@ -81,6 +81,11 @@ describe('PostgreSQL restarted while regmirror serves', () => {
     for (let i = 0; i < 3; i++) await pullImage(m, warm);
     assert.equal(up.counters.manifestGet + up.counters.manifestHead + up.counters.blobGet, 0, 'warm pulls asked the upstream nothing');
 
+    // Still ready: taking the mirror out of service would stop the pulls it can serve.
+    const ready = await get(`${m.url}/readyz`);
+    assert.equal(ready.status, 200, ready.body.toString());
+    assert.match(ready.body.toString(), /"database":"failed: METADATA_UNAVAILABLE"/);
+
     // A pull the cache has never seen is fetched and served; what it records waits.
     await pullImage(m, cold);
     assert.ok(m.metadata.queuedWrites > 0, 'the new rows wait for the database');

@@ -8,7 +8,7 @@ import { ClientAuth, parseHtpasswd } from '../http/access.js';
 import { createApp } from '../http/app.js';
 import { createLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { StoreFull } from '../errors.js';
+import { MetadataUnavailable, StoreFull } from '../errors.js';
 import { configPath, type Values } from './args.js';
 import { verify } from './cache-admin.js';
 import { openCache, type CacheContext } from './context.js';
@@ -135,10 +135,14 @@ function isLoopback(host: string): boolean {
 /** Ready when the database answers and the spool and the store take a write. */
 async function checkReadiness({ metadata, spool, store }: Pick<CacheContext, 'metadata' | 'spool' | 'store'>): Promise<{ ok: boolean; checks: Record<string, string> }> {
   const checks: Record<string, string> = {};
+  const degraded = new Set<string>();
   try {
     await metadata.storeSize();
     checks.database = 'ok';
   } catch (err) {
+    // Still ready: warm content is served from memory and writes wait (a replica set whose
+    // every member turned unready with the database would stop serving altogether).
+    if (err instanceof MetadataUnavailable) degraded.add('database');
     // A code, not the message: messages name files, and /readyz is open to anyone.
     checks.database = `failed: ${(err as NodeJS.ErrnoException).code ?? (err as Error).name}`;
   }
@@ -149,7 +153,7 @@ async function checkReadiness({ metadata, spool, store }: Pick<CacheContext, 'me
   } catch (err) {
     checks.store = `not writable: ${err instanceof StoreFull ? err.reason : ((err as NodeJS.ErrnoException).code ?? (err as Error).name)}`;
   }
-  return { ok: Object.values(checks).every((v) => v === 'ok'), checks };
+  return { ok: Object.entries(checks).every(([k, v]) => v === 'ok' || degraded.has(k)), checks };
 }
 
 /**
