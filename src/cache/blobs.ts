@@ -114,13 +114,17 @@ export class BlobCache {
    */
   async vouch(t: Target, blobs: readonly Descriptor[]): Promise<void> {
     const { metadata } = this.#deps;
-    for (const b of blobs) {
-      if (!isDigest(b.digest) || isNonDistributableType(b.mediaType ?? '') || 'urls' in b) continue;
-      // A blob the database cannot tell about now is not linked: that only costs a HEAD later.
-      const stored = this.#downloads.has(b.digest as Digest) || ((await this.#row(b.digest as Digest)) ?? 'unknown') !== 'unknown';
-      if (stored) await metadata.link(t.upstream.name, t.repository, b.digest);
-    }
+    const vouched = blobs.filter((b) => isDigest(b.digest) && !isNonDistributableType(b.mediaType ?? '') && !('urls' in b));
+    // Looked up and linked together: on a shared database each is a round trip.
+    await Promise.all(
+      vouched.map(async (b) => {
+        // A blob the database cannot tell about now is not linked: that only costs a HEAD later.
+        const stored = this.#downloads.has(b.digest as Digest) || ((await this.#row(b.digest as Digest)) ?? 'unknown') !== 'unknown';
+        if (stored) await metadata.link(t.upstream.name, t.repository, b.digest);
+      }),
+    );
   }
+
 
   /** Being downloaded or read by a client right now: not to be evicted. */
   inUse(digest: string): boolean {

@@ -1,7 +1,8 @@
 // Warm hits read the same few rows (a tag, a manifest, a link) thousands of times a
-// second. HotRows remembers each read for a second; the owner forgets them on any write
-// of its own (writes are rare next to reads), and another process's writes (prewarm,
-// import, cache rm, another replica) show within the second. A forgotten row is kept as
+// second. HotRows remembers each read for a second; the owner's own writes set the rows
+// they change (and mark stale the ones derived from them), so that a cold pull does not
+// cost every warm one its memo, and another process's writes (prewarm, import, cache rm,
+// another replica) show within the second. A forgotten row is kept as
 // the last known answer: when the database cannot be reached, warm pulls go on from it.
 import { LRUCache } from 'lru-cache';
 import { MetadataUnavailable } from '../errors.js';
@@ -36,8 +37,9 @@ export class HotRows {
     const generation = this.#generation;
     const p = load().then(
       (value) => {
-        // A write between the start of the load and now may have changed the row: not fresh.
-        this.#rows.set(key, { value, at: performance.now(), generation: generation === this.#generation ? generation : -1 });
+        // A write of this row (set, stale) or forget() since the load began took it out of
+        // #loading: what the load read is then older than what they left.
+        if (this.#loading.get(key) === p) this.#rows.set(key, { value, at: performance.now(), generation });
         return value;
       },
       (err: unknown) => {
@@ -57,6 +59,13 @@ export class HotRows {
   set(key: string, value: unknown): void {
     this.#loading.delete(key);
     this.#rows.set(key, { value, at: performance.now(), generation: this.#generation });
+  }
+
+  /** Read again before the next use (a row derived from one just written); kept as the last known answer. */
+  stale(key: string): void {
+    this.#loading.delete(key);
+    const hit = this.#rows.get(key);
+    if (hit) hit.generation = -1;
   }
 
   /** The last known value of a key, fresh or not. */

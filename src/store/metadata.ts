@@ -76,7 +76,7 @@ export class Metadata {
 
   /** Every Accept class's row for one tag, the most recently fetched first. */
   tagRows(upstream: string, repository: string, tag: string): TagEntry[] | Promise<TagEntry[]> {
-    return this.#hot.read(`R${upstream}\n${repository}\n${tag}`, () => this.#store.tagRows(upstream, repository, tag), this.#miss([]));
+    return this.#hot.read(tagRowsKey({ upstream, repository, tag }), () => this.#store.tagRows(upstream, repository, tag), this.#miss([]));
   }
 
   getManifest(digest: string): ManifestRow | undefined | Promise<ManifestRow | undefined> {
@@ -120,7 +120,10 @@ export class Metadata {
     const now = this.#now();
     return this.#write(
       () => this.#store.putTag(k, digest, mediaType, ttlMs),
-      () => this.#hot.set(tagKey(k), { digest, mediaType, fetchedAt: now, expiresAt: now + ttlMs, pinned: false } satisfies TagRow),
+      () => {
+        this.#hot.set(tagKey(k), { digest, mediaType, fetchedAt: now, expiresAt: now + ttlMs, pinned: false } satisfies TagRow);
+        this.#hot.stale(tagRowsKey(k));
+      },
     );
   }
 
@@ -130,7 +133,10 @@ export class Metadata {
     const known = this.#hot.peek<TagRow | undefined>(tagKey(k));
     return this.#write(
       () => this.#store.refreshTag(k, ttlMs),
-      () => known && this.#hot.set(tagKey(k), { ...known, fetchedAt: now, expiresAt: now + ttlMs }),
+      () => {
+        if (known) this.#hot.set(tagKey(k), { ...known, fetchedAt: now, expiresAt: now + ttlMs });
+        this.#hot.stale(tagRowsKey(k));
+      },
     );
   }
 
@@ -178,21 +184,26 @@ export class Metadata {
     const known = this.#hot.peek<BlobRow | undefined>(`B${digest}`);
     const v = version ?? known?.version;
     this.#hot.set(`B${digest}`, { size, ...(v === undefined ? {} : { version: v }), pinned: known?.pinned ?? false } satisfies BlobRow);
+    // A manifest row carries its blob's size.
+    const manifest = this.#hot.peek<ManifestRow | undefined>(`M${digest}`);
+    if (manifest) this.#hot.set(`M${digest}`, { ...manifest, size });
     if (link) this.#hot.set(linkKey(link.upstream, link.repository, digest), true);
   }
 
   /**
-   * Every other remembered row is stale after a write; what the write set is remembered as
-   * written, so that reads (from memory, should the database be down) see it at once.
+   * What the write sets is remembered as written (`remember` sets those rows and marks the
+   * ones derived from them stale), so that reads see it at once, from memory too should
+   * the database be down; other rows keep their memo. A write the database refuses (not
+   * one that waits for it) leaves nothing remembered.
    */
-  #write(op: () => Promise<void>, remember: () => void): Promise<void> {
-    this.#hot.forget();
+  async #write(op: () => Promise<void>, remember: () => void): Promise<void> {
     remember();
-    return this.#queue.write(async () => {
-      await op();
-      // Forgotten again once written: a read between the two may have remembered the old row.
+    try {
+      await this.#queue.write(op);
+    } catch (err) {
       this.#hot.forget();
-    });
+      throw err;
+    }
   }
 
   // ---- the commands' operations: they fail rather than wait ----
@@ -337,6 +348,10 @@ export class Metadata {
 
 function tagKey(k: TagKey): string {
   return `T${k.upstream}\n${k.repository}\n${k.tag}\n${k.accept}`;
+}
+
+function tagRowsKey(k: Pick<TagKey, 'upstream' | 'repository' | 'tag'>): string {
+  return `R${k.upstream}\n${k.repository}\n${k.tag}`;
 }
 
 function linkKey(upstream: string, repository: string, digest: string): string {
