@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -185,4 +186,67 @@ test('a bucket that does not exist, and an endpoint nobody listens on: checkWrit
   const closed = new S3ContentStore({ bucket: 'any', endpoint: 'http://127.0.0.1:9', region: rgw.region, forcePathStyle: true, credentials: credentials() }, spool);
   t.after(() => closed.close());
   await assert.rejects(closed.checkWritable(), (err: unknown) => err instanceof StoreFull && /ECONNREFUSED/.test(err.reason));
+});
+
+/**
+ * A TCP relay in front of the gateway that cuts connections: the next `cuts` connections
+ * whose answers pass `afterBytes` are closed there, mid-body, as a server's idle timeout
+ * or a reset would.
+ */
+async function cuttingRelay(target: string): Promise<{ endpoint: string; cut(times: number, afterBytes: number): void; readonly cutsLeft: number; close(): Promise<void> }> {
+  const { hostname, port } = new URL(target);
+  let cuts = 0;
+  let after = Infinity;
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    const upstream = connect(Number(port), hostname);
+    sockets.add(client).add(upstream);
+    let sent = 0;
+    client.pipe(upstream);
+    upstream.on('data', (b: Buffer) => {
+      sent += b.length;
+      if (cuts > 0 && sent > after) {
+        cuts--;
+        client.destroy();
+        upstream.destroy();
+        return;
+      }
+      client.write(b);
+    });
+    const end = () => (client.destroy(), upstream.destroy());
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const addr = server.address() as { port: number };
+  return {
+    endpoint: `http://127.0.0.1:${addr.port}`,
+    cut(times, afterBytes) {
+      cuts = times;
+      after = afterBytes;
+    },
+    get cutsLeft() {
+      return cuts;
+    },
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+test('a body cut mid-chunk is asked for again from where it was cut; cut too often, the read fails', async (t) => {
+  const relay = await cuttingRelay(rgw.endpoint);
+  t.after(relay.close);
+  const { store, cleanup } = await makeS3Store({ endpoint: relay.endpoint });
+  t.after(cleanup);
+  const big = bytesOf('cut', 6 * MiB);
+  const d = digestOf(big);
+  await store.put(d, big);
+  relay.cut(2, 2 * MiB);
+  assert.ok((await drain(store.source(d, big.length))).equals(big), 'whole, after two cuts');
+  assert.equal(relay.cutsLeft, 0, 'both cuts happened');
+  relay.cut(3, 2 * MiB);
+  await assert.rejects(drain(store.source(d, big.length)), (err: unknown) => !(err instanceof BlobGone));
+  assert.equal(relay.cutsLeft, 0);
 });

@@ -40,6 +40,9 @@ const DEFAULT_PART_SIZE = 16 * 1024 * 1024;
 /** Parts of one upload in flight at once: the memory an upload takes is this many parts. */
 const UPLOAD_QUEUE = 2;
 const SPOOL_READ_CHUNK = 1024 * 1024;
+const MAX_SOCKETS = 1024;
+/** An endpoint that does not answer fails a request in this long, not at the OS's TCP timeout. */
+const CONNECT_TIMEOUT_MS = 5000;
 
 export class S3ContentStore implements ContentStore {
   readonly #s3: S3Client;
@@ -55,6 +58,10 @@ export class S3ContentStore implements ContentStore {
       ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
       forcePathStyle: opts.forcePathStyle ?? false,
       ...(opts.credentials ? { credentials: opts.credentials } : {}),
+      // Every blob being served holds a connection (two at a chunk's end) for as long as its
+      // client takes: the SDK's 50 would queue a HEAD for a hit behind slow pulls. No
+      // request timeout: a body waits on its client, idle, by design.
+      requestHandler: { connectionTimeout: CONNECT_TIMEOUT_MS, httpAgent: { keepAlive: true, maxSockets: MAX_SOCKETS }, httpsAgent: { keepAlive: true, maxSockets: MAX_SOCKETS } },
     });
     this.#bucket = opts.bucket;
     const prefix = (opts.prefix ?? '').replace(/^\/+|\/+$/g, '');

@@ -1,7 +1,9 @@
 // A published object read for the serving loop with ranged GETs, a chunk at a time, the
 // next chunk's request sent as soon as the current one is being read: its body waits in
 // the socket's buffers (TCP flow control bounds it), so a blob of any size costs a few
-// buffers and the client never waits for a round trip at a chunk boundary.
+// buffers and the client never waits for a round trip at a chunk boundary. A body that
+// waits long behind a slow client may be cut by the server's idle timeout (RGW's is 65 s):
+// the rest of that chunk is asked for again.
 import type { Readable } from 'node:stream';
 import type { BodySource } from '../body-source.js';
 import type { ByteRange } from '../content-store.js';
@@ -10,6 +12,8 @@ import type { ByteRange } from '../content-store.js';
 export type RangeGetter = (start: number, end: number, signal: AbortSignal) => Promise<Readable>;
 
 export const RANGE_CHUNK = 8 * 1024 * 1024;
+/** Times one chunk's body may be cut and asked for again from where it was cut. */
+const MAX_RESUMES = 2;
 
 export class S3RangeSource implements BodySource {
   readonly #get: RangeGetter;
@@ -58,34 +62,35 @@ export class S3RangeSource implements BodySource {
     const start = this.#next;
     const end = Math.min(this.#end, start + this.#chunk - 1);
     this.#next = end + 1;
-    return new RangeChunk(start, end, this.#get(start, end, this.#abort.signal));
+    const signal = this.#abort.signal;
+    return new RangeChunk(start, end, (from) => this.#get(from, end, signal));
   }
 }
 
 /** The body of one ranged GET, copied out as it arrives; it must be exactly the range. */
 class RangeChunk {
-  readonly #body: Promise<Readable>;
-  readonly #length: number;
+  readonly #open: (from: number) => Promise<Readable>;
   readonly #start: number;
+  readonly #length: number;
+  #body: Promise<Readable>;
   #it?: AsyncIterator<Buffer>;
   #left: Buffer = Buffer.alloc(0);
   #received = 0;
+  #resumes = 0;
 
-  constructor(start: number, end: number, body: Promise<Readable>) {
+  /** `open(from)` GETs the chunk's bytes from `from` to its end. */
+  constructor(start: number, end: number, open: (from: number) => Promise<Readable>) {
+    this.#open = open;
     this.#start = start;
     this.#length = end - start + 1;
-    this.#body = body;
-    body.catch(() => undefined); // reported when the chunk is read, if it ever is
+    this.#body = this.#request(start);
   }
 
   /** Copies into `buf` at `offset`; 0 once the whole range was copied. */
   async copyInto(buf: Buffer, offset: number): Promise<number> {
     if (this.#left.length === 0) {
       if (this.#received === this.#length) return 0;
-      this.#it ??= (await this.#body)[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-      const { value, done } = await this.#it.next();
-      // The size was checked before serving; another length now means the object changed.
-      if (done) throw new Error(`object ends at ${this.#start + this.#received}, expected ${this.#start + this.#length}`);
+      const value = await this.#nextBytes();
       this.#received += value.length;
       if (this.#received > this.#length) throw new Error(`ranged GET at ${this.#start} gave more than the ${this.#length} bytes asked for`);
       this.#left = value;
@@ -98,4 +103,36 @@ class RangeChunk {
   destroy(): void {
     this.#body.then((b) => b.destroy(), () => undefined);
   }
+
+  /** The body's next bytes; a body cut (not refused) is asked for again from where it stopped. */
+  async #nextBytes(): Promise<Buffer> {
+    for (;;) {
+      const body = await this.#body; // a refused request (BlobGone, StoreFull) throws here
+      try {
+        this.#it ??= body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+        const { value, done } = await this.#it.next();
+        // The size was checked before serving; another length now means the object changed.
+        if (done) throw new Error(`object ends at ${this.#start + this.#received}, expected ${this.#start + this.#length}`);
+        return value;
+      } catch (err) {
+        if (this.#resumes >= MAX_RESUMES || !isCut(err)) throw err;
+        this.#resumes++;
+        body.destroy();
+        this.#it = undefined;
+        this.#body = this.#request(this.#start + this.#received);
+      }
+    }
+  }
+
+  #request(from: number): Promise<Readable> {
+    const body = this.#open(from);
+    body.catch(() => undefined); // reported when the chunk is read, if it ever is
+    return body;
+  }
+}
+
+/** A connection that ended under a body (idle timeout, reset), not an answer. */
+function isCut(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'EPIPE' || code === 'ETIMEDOUT';
 }
