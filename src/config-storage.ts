@@ -7,7 +7,7 @@ export interface S3StorageConfig {
   bucket: string;
   /** Keys start with `<prefix>/`; empty: at the bucket's root. */
   prefix: string;
-  /** Unset: the AWS chain's (AWS_REGION, the profile). */
+  /** Unset: the AWS chain's (AWS_REGION, the profile), or us-east-1 with an endpoint. */
   region?: string;
   /** A store other than AWS (Ceph RGW, MinIO): its URL. */
   endpoint?: string;

@@ -25,6 +25,7 @@ export interface S3StoreOptions {
   bucket: string;
   /** Keys start with it (no leading or trailing slash needed); none puts blobs/ at the bucket's root. */
   prefix?: string;
+  /** Unset: the AWS chain's, or us-east-1 with an endpoint. */
   region?: string;
   /** For a store other than AWS: its URL, e.g. http://rgw.internal:7480. */
   endpoint?: string;
@@ -53,8 +54,11 @@ export class S3ContentStore implements ContentStore {
   readonly #partSize: number;
 
   constructor(opts: S3StoreOptions, spool: Spool) {
+    // With an endpoint of its own the store rarely cares which region a request is signed
+    // for; AWS itself does, and the chain (AWS_REGION, the profile) knows it.
+    const region = opts.region ?? (opts.endpoint ? 'us-east-1' : undefined);
     this.#s3 = new S3Client({
-      region: opts.region ?? 'us-east-1',
+      ...(region ? { region } : {}),
       ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
       forcePathStyle: opts.forcePathStyle ?? false,
       ...(opts.credentials ? { credentials: opts.credentials } : {}),
