@@ -171,7 +171,7 @@ test('wrong credentials: checkWritable and writes fail with StoreFull naming the
   const spool = new Spool(await mkdtemp(join(tmpdir(), 'regmirror-s3-')));
   const bad = new S3ContentStore({ bucket, endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true, credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: 'wrong' } }, spool);
   t.after(() => bad.close());
-  await assert.rejects(bad.checkWritable(), (err: unknown) => err instanceof StoreFull && /SignatureDoesNotMatch \(403\)/.test(err.reason) && err.reason.includes(`s3://${bucket}/`), 'checkWritable');
+  await assert.rejects(bad.checkWritable(), (err: unknown) => err instanceof StoreFull && /SignatureDoesNotMatch \(403\)/.test(err.reason) && !err.message.includes(bucket), 'checkWritable');
   await assert.rejects(bad.put(digestOf(bytes), bytes), StoreFull);
   await assert.rejects(bad.read(digestOf(bytes)), StoreFull);
   await assert.rejects(bad.stat(digestOf(bytes)), StoreFull, 'not "absent": gc would forget the row');

@@ -93,7 +93,7 @@ export class S3ContentStore implements ContentStore {
         const res = await this.#s3.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key, Range: `bytes=${start}-${end}` }), { abortSignal: signal });
         return res.Body as Readable;
       } catch (err) {
-        throw readError(err, d, `GetObject ${this.#where(key)}`);
+        throw readError(err, d, 'GetObject');
       }
     }, size, range);
   }
@@ -104,7 +104,7 @@ export class S3ContentStore implements ContentStore {
       const res = await this.#s3.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key }));
       return Buffer.from(await res.Body!.transformToByteArray());
     } catch (err) {
-      throw readError(err, d, `GetObject ${this.#where(key)}`);
+      throw readError(err, d, 'GetObject');
     }
   }
 
@@ -145,7 +145,7 @@ export class S3ContentStore implements ContentStore {
     const key = this.keyFor(d);
     // S3 answers a delete of an absent key with success.
     await this.#s3.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: key })).catch((err: unknown) => {
-      throw storeError(err, `DeleteObject ${this.#where(key)}`);
+      throw storeError(err, 'DeleteObject');
     });
   }
 
@@ -155,7 +155,7 @@ export class S3ContentStore implements ContentStore {
     let token: string | undefined;
     do {
       const page = await this.#s3.send(new ListObjectsV2Command({ Bucket: this.#bucket, Prefix: under, ContinuationToken: token })).catch((err: unknown) => {
-        throw storeError(err, `ListObjectsV2 ${this.#where(under)}`);
+        throw storeError(err, 'ListObjectsV2');
       });
       for (const o of page.Contents ?? []) {
         const d = o.Key === undefined ? undefined : this.#digestAt(o.Key.slice(under.length));
@@ -183,7 +183,7 @@ export class S3ContentStore implements ContentStore {
       await this.#s3.send(new PutObjectCommand({ Bucket: this.#bucket, Key: key, Body: 'ok' }));
       await this.#s3.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: key }));
     } catch (err) {
-      throw storeError(err, `writing ${this.#where(key)}`);
+      throw storeError(err, 'PutObject/DeleteObject of a probe');
     }
   }
 
@@ -207,11 +207,11 @@ export class S3ContentStore implements ContentStore {
       const upload = new Upload({ client: this.#s3, params: { Bucket: this.#bucket, Key: key, Body: spoolStream(spool) }, partSize: this.#partSize, queueSize: UPLOAD_QUEUE });
       await upload.done();
     } catch (err) {
-      throw storeError(err, `multipart upload ${this.#where(key)}`);
+      throw storeError(err, 'multipart upload');
     }
     // Asked, not taken from the upload's answer: not every store sends the final ETag.
     const head = await this.#head(d);
-    if (!head) throw storeError(new Error('the uploaded object is not there'), `HeadObject ${this.#where(key)}`);
+    if (!head) throw storeError(new Error('the uploaded object is not there'), 'HeadObject');
     return versionOf(head);
   }
 
@@ -221,10 +221,10 @@ export class S3ContentStore implements ContentStore {
       const res = await this.#s3.send(new PutObjectCommand({ Bucket: this.#bucket, Key: key, Body: bytes, ContentLength: bytes.byteLength }));
       if (res.VersionId || res.ETag) return versionOf(res);
     } catch (err) {
-      throw storeError(err, `PutObject ${this.#where(key)}`);
+      throw storeError(err, 'PutObject');
     }
     const head = await this.#head(d);
-    if (!head) throw storeError(new Error('the object put is not there'), `HeadObject ${this.#where(key)}`);
+    if (!head) throw storeError(new Error('the object put is not there'), 'HeadObject');
     return versionOf(head);
   }
 
@@ -242,7 +242,7 @@ export class S3ContentStore implements ContentStore {
       return await this.#s3.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: key }));
     } catch (err) {
       if (isMissing(err)) return undefined;
-      throw storeError(err, `HeadObject ${this.#where(key)}`);
+      throw storeError(err, 'HeadObject');
     }
   }
 
@@ -266,10 +266,6 @@ export class S3ContentStore implements ContentStore {
     const m = /^([a-f0-9]{2})\/([a-f0-9]{64})$/.exec(rest);
     if (!m || !m[2].startsWith(m[1]) || !isDigest(`sha256:${m[2]}`)) return undefined;
     return `sha256:${m[2]}` as Digest;
-  }
-
-  #where(key: string): string {
-    return `s3://${this.#bucket}/${key}`;
   }
 }
 

@@ -24,10 +24,13 @@ export function describeS3Error(err: unknown): string {
   const e = err as SdkError;
   const status = e.$metadata?.httpStatusCode;
   if (status !== undefined) return `${e.name ?? 'error'} (${status})`;
-  return e.code ?? e.name ?? e.message ?? String(err);
+  return e.code ?? e.message ?? e.name ?? String(err);
 }
 
-/** A failure of `what` (e.g. `PutObject s3://bucket/key`) as StoreFull; domain errors pass unchanged. */
+/**
+ * A failure of `what` (the S3 operation) as StoreFull; domain errors pass unchanged. The
+ * reason names no bucket or key: it reaches clients in error bodies and /readyz.
+ */
 export function storeError(err: unknown, what: string): Error {
   if (err instanceof RegmirrorError) return err;
   return new StoreFull(`${what}: ${describeS3Error(err)}`);
