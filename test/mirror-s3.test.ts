@@ -5,92 +5,94 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { largeBlobImage, MediaTypes } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
 import { parseDigest } from '../src/oci/digest.js';
 import { downloadsSettled, get, pull, sha256, startMirror, type Mirror } from './helpers.js';
-import { startRgw, type RgwServer } from './support/ceph.js';
+import { cephMissing, startRgw, type RgwServer } from './support/ceph.js';
 
 const MiB = 1024 * 1024;
 
-let rgw: RgwServer;
-let up: FakeUpstream;
-let m: Mirror;
-let bucket: string;
-// A layer beyond the store's part size: committed as a multipart upload.
-const image = largeBlobImage('library/big', '1', 40 * MiB + 123, 's3-e2e');
-const layer = [...image.blobs].sort((a, b) => b[1].length - a[1].length)[0];
+describe('a mirror on storage.backend s3 (Ceph RGW)', { skip: cephMissing() }, () => {
+  let rgw: RgwServer;
+  let up: FakeUpstream;
+  let m: Mirror;
+  let bucket: string;
+  // A layer beyond the store's part size: committed as a multipart upload.
+  const image = largeBlobImage('library/big', '1', 40 * MiB + 123, 's3-e2e');
+  const layer = [...image.blobs].sort((a, b) => b[1].length - a[1].length)[0];
 
-before(async () => {
-  rgw = await startRgw();
-  bucket = await rgw.createBucket('mirror-e2e');
-  // No keys in the config: the store takes them from the AWS chain, as in production.
-  process.env.AWS_ACCESS_KEY_ID = rgw.accessKeyId;
-  process.env.AWS_SECRET_ACCESS_KEY = rgw.secretAccessKey;
-  up = await FakeUpstream.start();
-  up.addImage(image);
-  m = await startMirror({
-    upstreams: [{ name: 'docker.io', url: up.url }],
-    defaultUpstream: 'docker.io',
-    storage: { backend: 's3', s3: { bucket, prefix: 'regmirror', endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true } },
+  before(async () => {
+    rgw = await startRgw();
+    bucket = await rgw.createBucket('mirror-e2e');
+    // No keys in the config: the store takes them from the AWS chain, as in production.
+    process.env.AWS_ACCESS_KEY_ID = rgw.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = rgw.secretAccessKey;
+    up = await FakeUpstream.start();
+    up.addImage(image);
+    m = await startMirror({
+      upstreams: [{ name: 'docker.io', url: up.url }],
+      defaultUpstream: 'docker.io',
+      storage: { backend: 's3', s3: { bucket, prefix: 'regmirror', endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true } },
+    });
   });
-});
-after(async () => {
-  await m?.stop();
-  await up?.close();
-  await rgw?.destroy();
-});
+  after(async () => {
+    await m?.stop();
+    await up?.close();
+    await rgw?.destroy();
+  });
 
-async function pullImage(): Promise<void> {
-  const res = await get(`${m.url}/v2/library/big/manifests/1`, { headers: { accept: MediaTypes.ociManifest } });
-  assert.equal(res.status, 200);
-  assert.equal(sha256(res.body), image.root.digest);
-  for (const [digest, bytes] of image.blobs) {
-    const blob = await pull(`${m.url}/v2/library/big/blobs/${digest}`);
-    assert.equal(blob.status, 200, digest);
-    assert.ok(blob.complete, digest);
-    assert.equal(blob.body.length, bytes.length, digest);
-    assert.equal(sha256(blob.body), digest);
+  async function pullImage(): Promise<void> {
+    const res = await get(`${m.url}/v2/library/big/manifests/1`, { headers: { accept: MediaTypes.ociManifest } });
+    assert.equal(res.status, 200);
+    assert.equal(sha256(res.body), image.root.digest);
+    for (const [digest, bytes] of image.blobs) {
+      const blob = await pull(`${m.url}/v2/library/big/blobs/${digest}`);
+      assert.equal(blob.status, 200, digest);
+      assert.ok(blob.complete, digest);
+      assert.equal(blob.body.length, bytes.length, digest);
+      assert.equal(sha256(blob.body), digest);
+    }
   }
-}
 
-async function bucketKeys(): Promise<string[]> {
-  const client = new S3Client({ endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true, credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey } });
-  try {
-    return ((await client.send(new ListObjectsV2Command({ Bucket: bucket }))).Contents ?? []).map((o) => o.Key!).sort();
-  } finally {
-    client.destroy();
+  async function bucketKeys(): Promise<string[]> {
+    const client = new S3Client({ endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true, credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey } });
+    try {
+      return ((await client.send(new ListObjectsV2Command({ Bucket: bucket }))).Contents ?? []).map((o) => o.Key!).sort();
+    } finally {
+      client.destroy();
+    }
   }
-}
 
-test('cold: the image is fetched from the upstream and its blobs and manifest published in the bucket', async () => {
-  await pullImage();
-  await downloadsSettled(m);
-  assert.equal(up.counters.blobGet, image.blobs.size);
-  const expected = [...image.blobs.keys(), image.root.digest].map((d) => `regmirror/blobs/sha256/${d.slice(7, 9)}/${d.slice(7)}`).sort();
-  assert.deepEqual(await bucketKeys(), expected);
-  assert.equal(existsSync(join(m.dataDir, 'blobs')), false, 'nothing published in the data dir');
-  assert.deepEqual(await readdir(join(m.dataDir, 'tmp')), [], 'spool files discarded once uploaded');
-  assert.equal((await m.store.stat(parseDigest(layer[0])))?.size, layer[1].length);
-});
+  test('cold: the image is fetched from the upstream and its blobs and manifest published in the bucket', async () => {
+    await pullImage();
+    await downloadsSettled(m);
+    assert.equal(up.counters.blobGet, image.blobs.size);
+    const expected = [...image.blobs.keys(), image.root.digest].map((d) => `regmirror/blobs/sha256/${d.slice(7, 9)}/${d.slice(7)}`).sort();
+    assert.deepEqual(await bucketKeys(), expected);
+    assert.equal(existsSync(join(m.dataDir, 'blobs')), false, 'nothing published in the data dir');
+    assert.deepEqual(await readdir(join(m.dataDir, 'tmp')), [], 'spool files discarded once uploaded');
+    assert.equal((await m.store.stat(parseDigest(layer[0])))?.size, layer[1].length);
+  });
 
-test('warm: the same bytes come from the bucket, with no upstream blob GET; ranges too', async () => {
-  up.resetCounters();
-  await pullImage();
-  assert.equal(up.counters.blobGet, 0);
-  const [digest, bytes] = layer;
-  const start = 16 * MiB - 5;
-  const end = 24 * MiB + 5;
-  const ranged = await get(`${m.url}/v2/library/big/blobs/${digest}`, { headers: { range: `bytes=${start}-${end}` } });
-  assert.equal(ranged.status, 206);
-  assert.ok(ranged.body.equals(bytes.subarray(start, end + 1)));
-  assert.equal(up.counters.blobGet, 0);
-});
+  test('warm: the same bytes come from the bucket, with no upstream blob GET; ranges too', async () => {
+    up.resetCounters();
+    await pullImage();
+    assert.equal(up.counters.blobGet, 0);
+    const [digest, bytes] = layer;
+    const start = 16 * MiB - 5;
+    const end = 24 * MiB + 5;
+    const ranged = await get(`${m.url}/v2/library/big/blobs/${digest}`, { headers: { range: `bytes=${start}-${end}` } });
+    assert.equal(ranged.status, 206);
+    assert.ok(ranged.body.equals(bytes.subarray(start, end + 1)));
+    assert.equal(up.counters.blobGet, 0);
+  });
 
-test('readiness checks the bucket', async () => {
-  const res = await get(`${m.url}/readyz`);
-  assert.equal(res.status, 200, res.body.toString());
-  assert.equal(JSON.parse(res.body.toString()).checks.store, 'ok');
+  test('readiness checks the bucket', async () => {
+    const res = await get(`${m.url}/readyz`);
+    assert.equal(res.status, 200, res.body.toString());
+    assert.equal(JSON.parse(res.body.toString()).checks.store, 'ok');
+  });
 });
