@@ -5,12 +5,13 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createServer, connect, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { largeBlobImage, MediaTypes } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
 import { parseDigest } from '../src/oci/digest.js';
-import { downloadsSettled, get, pull, sha256, startMirror, type Mirror } from './helpers.js';
+import { downloadsSettled, get, pull, sha256, startMirror, until, type Mirror } from './helpers.js';
 import { cephMissing, startRgw, type RgwServer } from './support/ceph.js';
 
 const MiB = 1024 * 1024;
@@ -20,6 +21,7 @@ describe('a mirror on storage.backend s3 (Ceph RGW)', { skip: cephMissing() }, (
   let up: FakeUpstream;
   let m: Mirror;
   let bucket: string;
+  let relay: Relay;
   // A layer beyond the store's part size: committed as a multipart upload.
   const image = largeBlobImage('library/big', '1', 40 * MiB + 123, 's3-e2e');
   const layer = [...image.blobs].sort((a, b) => b[1].length - a[1].length)[0];
@@ -32,14 +34,17 @@ describe('a mirror on storage.backend s3 (Ceph RGW)', { skip: cephMissing() }, (
     process.env.AWS_SECRET_ACCESS_KEY = rgw.secretAccessKey;
     up = await FakeUpstream.start();
     up.addImage(image);
+    // The mirror reaches the gateway through a relay, so that a test can take it away.
+    relay = await Relay.start(rgw.endpoint);
     m = await startMirror({
       upstreams: [{ name: 'docker.io', url: up.url }],
       defaultUpstream: 'docker.io',
-      storage: { backend: 's3', s3: { bucket, prefix: 'regmirror', endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true } },
+      storage: { backend: 's3', s3: { bucket, prefix: 'regmirror', endpoint: relay.endpoint, region: rgw.region, forcePathStyle: true } },
     });
   });
   after(async () => {
     await m?.stop();
+    await relay?.down();
     await up?.close();
     await rgw?.destroy();
   });
@@ -95,4 +100,64 @@ describe('a mirror on storage.backend s3 (Ceph RGW)', { skip: cephMissing() }, (
     assert.equal(res.status, 200, res.body.toString());
     assert.equal(JSON.parse(res.body.toString()).checks.store, 'ok');
   });
+
+  test('the bucket out of reach: pulls are served from the upstream, readiness fails; back, hits again with nothing forgotten', async () => {
+    await relay.down();
+    up.resetCounters();
+    await pullImage();
+    assert.equal(up.counters.blobGet, image.blobs.size, 'every blob from the upstream');
+    await downloadsSettled(m);
+    const ready = await get(`${m.url}/readyz`);
+    assert.equal(ready.status, 503);
+    const { checks } = JSON.parse(ready.body.toString()) as { checks: { store: string } };
+    assert.match(checks.store, /^not writable: .*ECONNREFUSED/);
+    assert.ok(!checks.store.includes(bucket), 'the bucket is not named to anyone who asks');
+    await relay.up();
+    await until('the store is ready again', async () => (await get(`${m.url}/readyz`)).status === 200);
+    up.resetCounters();
+    await pullImage();
+    assert.equal(up.counters.blobGet, 0, 'hits again: no row was forgotten');
+  });
 });
+
+/** A TCP relay on a fixed loopback port that can be taken down (connections refused) and brought back. */
+class Relay {
+  #server?: Server;
+  readonly #sockets = new Set<Socket>();
+
+  private constructor(
+    readonly target: URL,
+    public port: number,
+  ) {}
+
+  static async start(target: string): Promise<Relay> {
+    const r = new Relay(new URL(target), 0);
+    await r.up();
+    return r;
+  }
+
+  get endpoint(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async up(): Promise<void> {
+    const server = createServer((client) => {
+      const upstream = connect(Number(this.target.port), this.target.hostname);
+      for (const s of [client, upstream]) {
+        this.#sockets.add(s);
+        s.on('error', () => undefined).on('close', () => (this.#sockets.delete(s), client.destroy(), upstream.destroy()));
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', resolve));
+    this.port = (server.address() as { port: number }).port;
+    this.#server = server;
+  }
+
+  async down(): Promise<void> {
+    const server = this.#server;
+    this.#server = undefined;
+    for (const s of this.#sockets) s.destroy();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
