@@ -187,7 +187,9 @@ describe('S3ContentStore on Ceph RGW', { skip: cephMissing() }, () => {
     t.after(cleanup);
     const bytes = Buffer.from('kept');
     await good.put(digestOf(bytes), bytes);
-    const spool = new Spool(await mkdtemp(join(tmpdir(), 'regmirror-s3-')));
+    const spoolDir = await mkdtemp(join(tmpdir(), 'regmirror-s3-'));
+    t.after(() => rm(spoolDir, { recursive: true, force: true }));
+    const spool = new Spool(spoolDir);
     const bad = new S3ContentStore({ bucket, endpoint: rgw.endpoint, region: rgw.region, forcePathStyle: true, credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: 'wrong' } }, spool);
     t.after(() => bad.close());
     await assert.rejects(bad.checkWritable(), (err: unknown) => err instanceof StoreFull && /SignatureDoesNotMatch \(403\)/.test(err.reason) && !err.message.includes(bucket), 'checkWritable');
