@@ -3,9 +3,11 @@
 // name the key. mirror.example.yaml documents every key and is tested to equal DEFAULTS.
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
+import { parseStorage, type StorageConfig } from './config-storage.js';
 import { ConfigError, bool, checkUrl, duration, intInRange, known, listenAddress, nonBlank, nonNegativeInt, obj, oneOf, optStr, pemFile, positiveInt, postgresUrl, secret, size, str, strList } from './config-values.js';
 
 export { ConfigError, duration, size } from './config-values.js';
+export type { S3StorageConfig, StorageConfig } from './config-storage.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -89,16 +91,7 @@ export interface Config {
   tls?: { cert: string; key: string };
   /** Client access control: off when neither is set. */
   auth: { tokens: string[]; htpasswd?: string };
-  storage: {
-    /** Bytes the store may hold, or a share of its file system (`{ percent }`); 0: no limit. */
-    maxSize: number | { percent: number };
-    /** Eviction starts above this share of maxSize (percent)… */
-    highWatermark: number;
-    /** …and removes least-recently-used blobs until the store is under this share. */
-    lowWatermark: number;
-    /** Re-hash every blob this often in the background; 0: never. */
-    verifyEveryMs: number;
-  };
+  storage: StorageConfig;
   limits: {
     /** Open connections one client address may hold; 0: no limit. */
     connectionsPerClient: number;
@@ -148,7 +141,7 @@ export const DEFAULTS: Config = {
   manifestMemoryBytes: 64 * 1024 * 1024,
   offline: false,
   auth: { tokens: [] },
-  storage: { maxSize: 0, highWatermark: 95, lowWatermark: 85, verifyEveryMs: 0 },
+  storage: { maxSize: 0, highWatermark: 95, lowWatermark: 85, verifyEveryMs: 0, backend: 'fs' },
   limits: { connectionsPerClient: 256, clientIdleTimeoutMs: 120_000, headersTimeoutMs: 30_000, shutdownGraceMs: 30_000 },
 };
 
@@ -186,7 +179,7 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env):
     ...(raw.tls === undefined || raw.tls === null ? {} : { tls: tlsFiles(raw.tls, env) }),
     auth: raw.auth === undefined || raw.auth === null ? { tokens: [] } : clientAuth(raw.auth, env),
     limits: raw.limits === undefined ? { ...DEFAULTS.limits } : limits(raw.limits),
-    storage: raw.storage === undefined ? { ...DEFAULTS.storage } : storage(raw.storage),
+    storage: raw.storage === undefined ? { ...DEFAULTS.storage } : parseStorage(raw.storage, DEFAULTS.storage, env),
   };
   // Unset: Docker Hub stays the default when the file configures it, else there is none.
   if (raw.defaultUpstream === undefined && cfg.upstreams.some((u) => u.name === DEFAULTS.defaultUpstream)) cfg.defaultUpstream = DEFAULTS.defaultUpstream;
@@ -336,24 +329,6 @@ function clientAuth(v: unknown, env: NodeJS.ProcessEnv): Config['auth'] {
   known(a, 'auth.', ['tokens', 'htpasswd']);
   const tokens = a.tokens === undefined ? [] : strList(a.tokens, 'auth.tokens', env).map((t, i) => secret(t, `auth.tokens[${i}]`, env));
   return { tokens, ...(a.htpasswd === undefined ? {} : { htpasswd: nonBlank(str(a.htpasswd, 'auth.htpasswd', env), 'auth.htpasswd') }) };
-}
-
-function storage(v: unknown): Config['storage'] {
-  const o = obj(v, 'storage');
-  known(o, 'storage.', ['maxSize', 'highWatermark', 'lowWatermark', 'verifyEvery']);
-  const d = DEFAULTS.storage;
-  const pct = (x: unknown, key: string) => {
-    if (typeof x !== 'number' || x <= 0 || x > 100) throw new ConfigError(key, 'must be a percentage from 1 to 100');
-    return x;
-  };
-  const s: Config['storage'] = {
-    maxSize: o.maxSize === undefined ? d.maxSize : typeof o.maxSize === 'string' && o.maxSize.trim().endsWith('%') ? { percent: pct(Number(o.maxSize.trim().slice(0, -1)), 'storage.maxSize') } : size(o.maxSize, 'storage.maxSize'),
-    highWatermark: o.highWatermark === undefined ? d.highWatermark : pct(o.highWatermark, 'storage.highWatermark'),
-    lowWatermark: o.lowWatermark === undefined ? d.lowWatermark : pct(o.lowWatermark, 'storage.lowWatermark'),
-    verifyEveryMs: o.verifyEvery === undefined ? d.verifyEveryMs : duration(o.verifyEvery, 'storage.verifyEvery'),
-  };
-  if (s.lowWatermark >= s.highWatermark) throw new ConfigError('storage.lowWatermark', 'must be below storage.highWatermark');
-  return s;
 }
 
 function limits(v: unknown): Config['limits'] {

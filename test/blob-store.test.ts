@@ -46,6 +46,21 @@ test('FsBlobStore lays blobs out as blobs/sha256/<first two hex>/<hex>', async (
   assert.equal(version, String((await stat(store.pathFor(d))).mtimeMs), 'the version is the mtime');
 });
 
+test('FsBlobStore gives a blob committed again a new version (its file\'s new mtime)', async (t) => {
+  const { store, spool, cleanup } = await makeFsStore();
+  t.after(cleanup);
+  const bytes = Buffer.from('committed twice');
+  const d = digestOf(bytes);
+  const first = await store.put(d, bytes);
+  await store.remove(d);
+  await new Promise((r) => setTimeout(r, 5));
+  const f = await spool.create(d, bytes.length);
+  await f.write(bytes);
+  const second = await store.commit(f);
+  assert.notEqual(second.version, first.version);
+  assert.equal((await store.stat(d))?.version, second.version);
+});
+
 test('spool files live in <data>/tmp; a commit takes the file out of it, a discard removes it', async (t) => {
   const { store, spool, tmp, cleanup } = await makeFsStore();
   t.after(cleanup);

@@ -65,7 +65,7 @@ describe('DEFAULTS', () => {
       offline: false,
       auth: { tokens: [] },
       limits: { connectionsPerClient: 256, clientIdleTimeoutMs: 120_000, headersTimeoutMs: 30_000, shutdownGraceMs: 30_000 },
-      storage: { maxSize: 0, highWatermark: 95, lowWatermark: 85, verifyEveryMs: 0 },
+      storage: { maxSize: 0, highWatermark: 95, lowWatermark: 85, verifyEveryMs: 0, backend: 'fs' },
     });
   });
 
@@ -158,7 +158,7 @@ upstreams:
       adminToken: 'adm1n',
       auth: { tokens: ['t0ken'], htpasswd: '/etc/regmirror/htpasswd' },
       limits: { connectionsPerClient: 10, clientIdleTimeoutMs: 60_000, headersTimeoutMs: 30_000, shutdownGraceMs: 5_000 },
-      storage: { maxSize: { percent: 80 }, highWatermark: 90, lowWatermark: 70, verifyEveryMs: 86_400_000 },
+      storage: { maxSize: { percent: 80 }, highWatermark: 90, lowWatermark: 70, verifyEveryMs: 86_400_000, backend: 'fs' },
       upstreams: [
         {
           name: 'docker.io',
@@ -543,5 +543,35 @@ describe('metadata', () => {
     assert.equal(lines.length, 1);
     assert.ok(!lines[0].includes(PW), lines[0]);
     assert.match(lines[0], /regmirror@db\.internal/);
+  });
+});
+
+describe('storage.backend', () => {
+  const s3 = (...lines: string[]) => ['storage:', '  backend: s3', ...lines.map((l) => `  ${l}`)].join('\n') + '\n';
+
+  test('fs is the default, and may be said', () => {
+    assert.equal(parseConfig('', {}).storage.backend, 'fs');
+    assert.deepEqual(parseConfig('storage:\n  backend: fs\n', {}).storage, DEFAULTS.storage);
+  });
+
+  test('s3: a bucket, with prefix, region, endpoint and path style', () => {
+    assert.deepEqual(parseConfig(s3('s3:', '  bucket: regmirror', '  prefix: /mirror/eu/', '  region: eu-west-1', '  endpoint: https://rgw.internal:7480', '  forcePathStyle: true'), {}).storage, {
+      ...DEFAULTS.storage,
+      backend: 's3',
+      s3: { bucket: 'regmirror', prefix: 'mirror/eu', region: 'eu-west-1', endpoint: 'https://rgw.internal:7480', forcePathStyle: true },
+    });
+    assert.deepEqual(parseConfig(s3('s3:', '  bucket: ${BUCKET}'), { BUCKET: 'from-env' }).storage.s3, { bucket: 'from-env', prefix: '', forcePathStyle: false });
+  });
+
+  test('s3 refusals name the key', () => {
+    refuses('storage:\n  backend: gcs\n', 'storage.backend');
+    refuses(s3(), 'storage.s3', /bucket/);
+    refuses(s3('s3:', '  prefix: x'), 'storage.s3.bucket', /required/);
+    refuses(s3('s3:', '  bucket: Not_A_Bucket'), 'storage.s3.bucket', /not a bucket name/);
+    refuses(s3('s3:', '  bucket: ok-bucket', '  endpoint: rgw.internal'), 'storage.s3.endpoint');
+    refuses(s3('s3:', '  bucket: ok-bucket', '  forcePathStyle: yes please'), 'storage.s3.forcePathStyle');
+    refuses(s3('s3:', '  bucket: ok-bucket', '  accessKeyId: AKIA'), 'storage.s3.accessKeyId');
+    refuses(s3('maxSize: 80%', 's3:', '  bucket: ok-bucket'), 'storage.maxSize', /no size/);
+    refuses('storage:\n  s3:\n    bucket: ok-bucket\n', 'storage.s3', /only read with storage.backend: s3/);
   });
 });

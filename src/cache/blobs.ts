@@ -12,7 +12,7 @@ import type { ByteRange, ContentStore } from '../store/content-store.js';
 import type { Spool } from '../store/spool.js';
 import type { BlobRow, Metadata } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
-import { Download } from './download.js';
+import { Download, isStoreFull } from './download.js';
 
 export type { ByteRange } from '../store/content-store.js';
 export { READ_CHUNK, sourceToReadable, type BodySource } from '../store/body-source.js';
@@ -76,10 +76,10 @@ export class BlobCache {
 
   /** For HEAD: the blob's size, from the store or from the upstream; never starts a download. */
   async stat(t: Target, digest: Digest): Promise<{ size?: number }> {
-    const { metadata, store } = this.#deps;
+    const { metadata } = this.#deps;
     const linked = await metadata.isLinked(t.upstream.name, t.repository, digest);
     if (linked) {
-      const st = await store.stat(digest);
+      const st = await this.#storeStat(digest);
       if (st) return st;
       const dl = this.#downloads.get(digest);
       if (dl?.size !== undefined) return { size: dl.size };
@@ -197,13 +197,27 @@ export class BlobCache {
   }
 
   /**
+   * The store's stat, or undefined when the store cannot be read now (a bucket out of
+   * reach): the request is then a miss served from the upstream, and nothing is forgotten.
+   */
+  async #storeStat(digest: Digest): Promise<{ size: number; version: string } | undefined> {
+    try {
+      return await this.#deps.store.stat(digest);
+    } catch (err) {
+      if (!isStoreFull(err)) throw err;
+      this.#deps.log.warn('blob store unreadable; answering from the upstream', { digest, code: err.reason });
+      return undefined;
+    }
+  }
+
+  /**
    * The stored blob, if it is still the one that was verified: its size and version (for
    * files, the mtime) match what was recorded at commit. A blob that changed, or has no
    * row (a crash between commit and record), is dropped and fetched again, not served.
    */
   async #intact(digest: Digest): Promise<{ size: number } | undefined> {
     const { metadata, store, log } = this.#deps;
-    const st = await store.stat(digest);
+    const st = await this.#storeStat(digest);
     if (!st) return undefined;
     const row = await this.#row(digest);
     if (row === 'unknown') return undefined;

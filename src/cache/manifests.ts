@@ -240,6 +240,8 @@ export class ManifestCache {
       try {
         bytes = await store.read(digest);
       } catch (err) {
+        // A store out of reach: fetched again and served uncached, the row kept for when it is back.
+        if (isStoreFull(err)) return undefined;
         if (!(err instanceof BlobGone)) throw err;
         await metadata.forgetBlobs([digest]);
         return undefined;

@@ -48,7 +48,8 @@ export interface ContextOptions {
 export async function openCache(config: Config, opts: ContextOptions = {}): Promise<CacheContext> {
   const log = opts.log ?? createLogger(config.log.level);
   const now = opts.now ?? Date.now;
-  const { content: store, spool } = await openBlobStorage({ dataDir: config.dataDir });
+  const storage = await openBlobStorage({ dataDir: config.dataDir, ...(config.storage.backend === 's3' ? { s3: config.storage.s3 } : {}) });
+  const { content: store, spool } = storage;
   if (opts.sweepSpool) {
     const swept = await spool.sweep();
     if (swept > 0) log.info('removed unfinished downloads left by a previous run', { files: swept });
@@ -75,6 +76,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     await blobs.close();
     await Promise.all(clients.map((c) => c.close()));
     await metadata.close();
+    await storage.close();
   };
   return { config, log, now, store, spool, metadata, metrics, clients, upstreams, blobs, manifests, evictor, close };
 }

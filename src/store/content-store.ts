@@ -11,12 +11,14 @@ export interface ByteRange {
   end: number;
 }
 
-/** A published blob: its size and the store's opaque version of it (for files, the mtime). */
+/** A published blob: its size and the store's opaque version of it (for files, the mtime; for objects, the ETag). */
 export interface ContentStat {
   size: number;
   /**
-   * Changes whenever the stored bytes may have: re-committed, or changed in place. The cache
-   * records it at commit and serves the blob only while it is still the same.
+   * Changes whenever the stored bytes may have changed in place (for files, the mtime; for
+   * objects, the ETag or version id). A re-commit of the same bytes may keep it or not, as
+   * the store has it. The cache records it at commit and serves the blob only while it is
+   * still the same.
    */
   version: string;
 }

@@ -102,15 +102,18 @@ export function contentStoreContract(name: string, makeStore: MakeStore): void {
       assert.ok((await store.read(d)).equals(large), 'discarding a committed spool leaves the blob');
     });
 
-    test('the version changes when the blob is committed again', async (t) => {
+    // Whether the same bytes committed again get a new version is the store's affair (a
+    // file's mtime does; an object's ETag, a hash of the bytes, does not): either way the
+    // cache serves the blob only while stat reports the version the last commit returned.
+    test('a blob committed again is at the version that commit returns', async (t) => {
       const { store, spool } = await setup(t);
       const d = digestOf(small);
-      const first = await store.put(d, small);
+      await store.put(d, small);
       await store.remove(d);
       await sleep(5);
       const second = await store.commit(await spooled(spool, small));
-      assert.notEqual(second.version, first.version);
       assert.equal((await store.stat(d))?.version, second.version);
+      assert.ok((await store.read(d)).equals(small));
     });
 
     test('source with a range returns exactly the inclusive range', async (t) => {
