@@ -107,6 +107,7 @@ describe('a mirror on storage.backend s3 (Ceph RGW)', { skip: cephMissing() }, (
     await pullImage();
     assert.equal(up.counters.blobGet, image.blobs.size, 'every blob from the upstream');
     await downloadsSettled(m);
+    assert.equal(m.logs.filter((l) => l.includes('blob store unreadable')).length, 1, 'an outage is logged once, not per request');
     const ready = await get(`${m.url}/readyz`);
     assert.equal(ready.status, 503);
     const { checks } = JSON.parse(ready.body.toString()) as { checks: { store: string } };

@@ -52,6 +52,7 @@ export interface BlobCacheDeps {
  * short enough that a fixed upstream is soon used again.
  */
 export const MISMATCH_MEMORY_MS = 60_000;
+const UNREADABLE_LOG_EVERY_MS = 10_000;
 
 /** Blob lookups and single-flight downloads. */
 export class BlobCache {
@@ -62,6 +63,7 @@ export class BlobCache {
   readonly #readers = new Map<Digest, number>();
   /** Digests whose last download did not match: when it was seen. */
   readonly #mismatched = new LRUCache<Digest, number>({ max: 10_000 });
+  #unreadableLoggedAt = -Infinity;
   /** Downloads committed so far: a lookup that saw none running looks again if one was committed meanwhile. */
   #committed = 0;
 
@@ -205,7 +207,12 @@ export class BlobCache {
       return await this.#deps.store.stat(digest);
     } catch (err) {
       if (!isStoreFull(err)) throw err;
-      this.#deps.log.warn('blob store unreadable; answering from the upstream', { digest, code: err.reason });
+      // Every request meets an outage of the store: one line every ten seconds says it.
+      const now = this.#now();
+      if (now - this.#unreadableLoggedAt >= UNREADABLE_LOG_EVERY_MS) {
+        this.#unreadableLoggedAt = now;
+        this.#deps.log.warn('blob store unreadable; answering from the upstream', { digest, code: err.reason });
+      }
       return undefined;
     }
   }
