@@ -14,7 +14,7 @@ import { BlobGone, StoreFull } from '../src/errors.js';
 import { openBlobStorage } from '../src/store/blob-storage.js';
 import { S3ContentStore, type S3StoreOptions } from '../src/store/s3/s3-content-store.js';
 import { Spool } from '../src/store/spool.js';
-import { bytesOf, contentStoreContract, digestOf } from './contracts/blob-store.contract.js';
+import { bytesOf, contentStoreContract, digestOf, drain } from './contracts/blob-store.contract.js';
 import { cephMissing, startRgw, type RgwServer } from './support/ceph.js';
 
 const MiB = 1024 * 1024;
@@ -61,19 +61,6 @@ describe('S3ContentStore on Ceph RGW', { skip: cephMissing() }, () => {
     }
   }
 
-  async function drain(source: { readInto(b: Buffer): Promise<number>; close(): Promise<void> }, chunk = MiB): Promise<Buffer> {
-    const parts: Buffer[] = [];
-    try {
-      for (;;) {
-        const buf = Buffer.alloc(chunk);
-        const n = await source.readInto(buf);
-        if (n === 0) return Buffer.concat(parts);
-        parts.push(buf.subarray(0, n));
-      }
-    } finally {
-      await source.close();
-    }
-  }
 
   contentStoreContract('S3ContentStore on Ceph RGW', () => makeS3Store());
 

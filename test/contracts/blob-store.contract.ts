@@ -31,7 +31,7 @@ export function bytesOf(seed: string, length: number): Buffer {
 }
 
 /** Everything a source gives, read in chunks of `chunk` bytes. */
-async function drain(source: BodySource, chunk = 256 * 1024): Promise<Buffer> {
+export async function drain(source: BodySource, chunk = 256 * 1024): Promise<Buffer> {
   const parts: Buffer[] = [];
   try {
     for (;;) {

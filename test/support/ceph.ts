@@ -13,6 +13,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { DaemonRegistry } from './daemons.js';
 
 const READY_TIMEOUT_MS = 90_000;
 const BINARIES = ['monmaptool', 'ceph-mon', 'ceph-osd', 'radosgw', 'radosgw-admin', 'ceph'];
@@ -30,9 +31,8 @@ export interface RgwServer {
   destroy(): Promise<void>;
 }
 
-/** Daemons still running, with their cluster's directory, for the exit hook. */
-const running = new Map<ChildProcess, string>();
-let exitHooked = false;
+/** Daemons still running, with their cluster's directory: killed (SIGKILL, memstore would write its store out) should the process end. */
+const running = new DaemonRegistry('SIGKILL');
 
 /**
  * Why the tests cannot have a cluster here (`needs …: not installed`), or undefined. Under
@@ -46,7 +46,6 @@ export function cephMissing(): string | undefined {
 
 /** Starts a fresh single-node cluster and gateway; throws with the daemons' logs when it does not come up. */
 export async function startRgw(): Promise<RgwServer> {
-  hookExit();
   const missing = BINARIES.filter((b) => !onPath(b));
   if (missing.length > 0) throw new Error(`Ceph is not installed (no ${missing.join(', ')}): apt-get install ceph-mon ceph-osd radosgw`);
   const dir = await mkdtemp(join(tmpdir(), 'regmirror-ceph-'));
@@ -151,7 +150,7 @@ class Cluster implements RgwServer {
       running.delete(child);
       if (code !== null && code !== 0) this.#early.push(`${cmd} exited (${code ?? signal}): ${err}`);
     });
-    running.set(child, this.dir);
+    running.add(child, this.dir);
     this.#children.push(child);
   }
 
@@ -252,21 +251,3 @@ function freePort(): Promise<number> {
   });
 }
 
-/** On exit, or on a signal that would skip exit handlers, every daemon still running is killed. */
-function hookExit(): void {
-  if (exitHooked) return;
-  exitHooked = true;
-  const killAll = () => {
-    for (const [child, dir] of running) {
-      child.kill('SIGKILL');
-      rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
-    }
-  };
-  process.once('exit', killAll);
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(sig, () => {
-      killAll();
-      process.kill(process.pid, sig);
-    });
-  }
-}

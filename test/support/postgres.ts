@@ -11,6 +11,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { DaemonRegistry } from './daemons.js';
 
 const BIN = '/usr/lib/postgresql/15/bin';
 const SUPERUSER = 'postgres';
@@ -43,13 +44,11 @@ interface RunAs {
   gid?: number;
 }
 
-/** Servers still running, with their data dirs, for the exit hook. */
-const running = new Map<ChildProcess, string>();
-let exitHooked = false;
+/** Servers still running, with their data dirs: told to quit at once (SIGQUIT: the postmaster takes its backends with it) should the process end. */
+const running = new DaemonRegistry('SIGQUIT');
 
 /** Starts a fresh cluster and creates a role and a database with a password. */
 export async function startPostgres(): Promise<PgServer> {
-  hookExit();
   const dir = await mkdtemp(join(tmpdir(), 'regmirror-pg-'));
   try {
     const runAs = await unprivileged();
@@ -100,7 +99,7 @@ class Cluster implements PgServer {
     if (this.#child) return;
     const args = ['-D', this.dir, '-k', this.dir, '-p', String(this.port), ...SETTINGS.flatMap((s) => ['-c', s])];
     const child = spawn(`${BIN}/postgres`, args, { ...this.runAs, stdio: ['ignore', 'ignore', 'pipe'] });
-    running.set(child, this.dir);
+    running.add(child, this.dir);
     this.#child = child;
     const log = tail(child);
     const exited = new Promise<never>((_, reject) => {
@@ -223,25 +222,3 @@ function tail(child: ChildProcess): () => string {
   return () => text;
 }
 
-/**
- * On exit, or on a signal that would end the process without running exit handlers, every
- * server still running is told to quit at once (SIGQUIT: the postmaster takes its backends
- * with it). The signal is then raised again so the process ends as it would have.
- */
-function hookExit(): void {
-  if (exitHooked) return;
-  exitHooked = true;
-  const killAll = () => {
-    for (const [child, dir] of running) {
-      child.kill('SIGQUIT');
-      rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
-    }
-  };
-  process.once('exit', killAll);
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(sig, () => {
-      killAll();
-      process.kill(process.pid, sig);
-    });
-  }
-}
