@@ -2,6 +2,7 @@
 // none may outlive the test process, even one ended by a signal that skips exit hooks.
 import type { ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 
 /**
  * Remembers running daemons; on exit, or on SIGINT/SIGTERM/SIGHUP (then raised again so
@@ -39,4 +40,16 @@ export class DaemonRegistry {
       });
     }
   }
+}
+
+/** A loopback port nothing listens on now: the kernel's pick for :0, released again. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
 }

@@ -7,11 +7,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, rmSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { DaemonRegistry } from './daemons.js';
+import { DaemonRegistry, freePort } from './daemons.js';
 
 const BIN = '/usr/lib/postgresql/15/bin';
 const SUPERUSER = 'postgres';
@@ -199,18 +198,6 @@ async function unprivileged(): Promise<RunAs> {
       child.once('exit', (code) => (code === 0 ? resolve(Number(out.trim())) : reject(new Error(`no ${SUPERUSER} user to run PostgreSQL as (root may not)`))));
     });
   return { uid: await id('-u'), gid: await id('-g') };
-}
-
-/** A port nothing listens on now: the kernel's pick for :0, released again. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 /** Keeps the last lines a child wrote to stderr (read, so a full pipe never blocks it). */
