@@ -5,6 +5,7 @@
 // connection or a backend's error codes: a backend that cannot be reached throws
 // MetadataUnavailable, and `Metadata` (metadata.ts) wraps every backend with the memo
 // and the batching that keep a warm hit free of queries.
+import type { LeaseStore } from './leases.js';
 import type { RateLimitRow, RollupMetric, TagEntry, TagKey, TagRow } from './rows.js';
 
 export interface PendingBatch {
@@ -71,6 +72,8 @@ export interface MetadataStore {
   readonly backend: 'sqlite' | 'postgres';
   /** The number of migrations the database has run. */
   schemaVersion(): Promise<number>;
+  /** Claims on work shared between the processes of one database (see leases.ts). */
+  readonly leases: LeaseStore;
 
   // ---- tags ----
   getTag(k: TagKey): Promise<TagRow | undefined>;

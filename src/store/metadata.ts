@@ -6,6 +6,7 @@
 //     in one batch every few seconds (PendingWrites);
 //   - writes of the serving path that the database cannot take now wait in order and are
 //     retried (WriteQueue), so a client is served through a database restart.
+import type { LeaseStore } from './leases.js';
 import type { MetadataUnavailable } from '../errors.js';
 import { HotRows } from './hot-rows.js';
 import type { BlobRow, CountedTable, ImportRecord, Link, ManifestRow, MetadataStore, ReconcileCounts, RowBatch } from './metadata-store.js';
@@ -57,6 +58,11 @@ export class Metadata {
 
   get backend(): MetadataStore['backend'] {
     return this.#store.backend;
+  }
+
+  /** Claims shared with the other processes of this database; unmemoised, since each answer is news. */
+  get leases(): LeaseStore {
+    return this.#store.leases;
   }
 
   /** Serving-path writes waiting for the database to be back. */

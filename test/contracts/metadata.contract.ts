@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test, type TestContext } from 'node:test';
 import type { MetadataStore, PendingBatch, RowBatch, StoredRows } from '../../src/store/metadata-store.js';
 import type { RateLimitRow, TagKey } from '../../src/store/rows.js';
+import { leaseContract } from './leases.contract.js';
 
 export interface OpenedStore {
   store: MetadataStore;
@@ -62,6 +63,7 @@ export function metadataContract(name: string, open: OpenStore): void {
   const advance = (s: MetadataStore, ms: number) => (clocks.get(s)!.now += ms);
 
   describe(`MetadataStore contract: ${name}`, () => {
+    leaseContract(setup, advance);
     test('a new store is migrated and empty', async (t) => {
       const s = await setup(t);
       assert.ok((await s.schemaVersion()) >= 1);

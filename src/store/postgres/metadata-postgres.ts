@@ -16,9 +16,11 @@ import type {
   RowBatch,
   StoreOptions,
 } from '../metadata-store.js';
+import type { LeaseStore } from '../leases.js';
 import type { RateLimitRow, RollupMetric, TagEntry, TagKey, TagRow } from '../rows.js';
 import { describeTarget, Session, type PostgresOptions, type Queries } from './connection.js';
 import { unavailableReason } from './errors.js';
+import { PostgresLeases } from './leases-postgres.js';
 import { migrate } from './migrations.js';
 import { BLOBS, COUNTERS, COUNTS, LINKS, MANIFESTS, RECONCILE, reconcileStatement, SCHEMA, TAGS } from './queries.js';
 import { exportRows, importRows } from './rows-copy.js';
@@ -34,10 +36,12 @@ export class PostgresMetadataStore implements MetadataStore {
   readonly backend = 'postgres';
   readonly #db: Session;
   readonly #now: () => number;
+  readonly leases: LeaseStore;
 
   private constructor(db: Session, now: () => number) {
     this.#db = db;
     this.#now = now;
+    this.leases = new PostgresLeases(db, now);
   }
 
   /**

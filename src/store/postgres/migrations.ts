@@ -77,6 +77,16 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (hour, upstream, metric)
   );
   `,
+  `
+  -- Claims that replicas take on a piece of work (a download, a tag's revalidation, an
+  -- eviction pass); see src/store/leases.ts. Never exported.
+  CREATE TABLE leases (
+    key        TEXT COLLATE "C" PRIMARY KEY,
+    holder     TEXT COLLATE "C" NOT NULL,
+    data       TEXT,
+    expires_at BIGINT NOT NULL
+  );
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -4,7 +4,7 @@
 // unchanged on PostgreSQL. Several processes may share the file (prewarm, import and gc
 // beside a server): each multi-statement operation is one transaction.
 import type Database from 'better-sqlite3';
-import { MetadataUnavailable, StoreNotEmpty } from '../../errors.js';
+import { StoreNotEmpty } from '../../errors.js';
 import type {
   BlobRow,
   CountedTable,
@@ -18,7 +18,10 @@ import type {
   StoreOptions,
   StoredRows,
 } from '../metadata-store.js';
+import type { LeaseStore } from '../leases.js';
 import { toTagEntry, type RateLimitRow, type RawTag, type RawTagEntry, type RollupMetric, type TagEntry, type TagKey, type TagRow } from '../rows.js';
+import { busy } from './busy.js';
+import { SqliteLeases } from './leases-sqlite.js';
 import { BUSY_TIMEOUT_MS, FLUSH_BUSY_TIMEOUT_MS, openDatabase } from './migrations.js';
 
 const HOUR = 3_600_000;
@@ -30,18 +33,18 @@ const PUT_TAG = 'INSERT OR REPLACE INTO tags (upstream, repository, tag, accept,
 const LINK = 'INSERT OR IGNORE INTO links (upstream, repository, digest) VALUES (?, ?, ?)';
 const PUT_MANIFEST = 'INSERT OR REPLACE INTO manifests (digest, media_type) VALUES (?, ?)';
 
-/** A lock held past this long by another process is an outage to the caller, not a hang. */
-const BUSY_CODES = new Set(['SQLITE_BUSY', 'SQLITE_LOCKED', 'SQLITE_BUSY_SNAPSHOT', 'SQLITE_BUSY_RECOVERY']);
 
 export class SqliteMetadataStore implements MetadataStore {
   readonly backend = 'sqlite' as const;
   readonly #db: Database.Database;
   readonly #now: () => number;
   readonly #statements = new Map<string, Database.Statement>();
+  readonly leases: LeaseStore;
 
   constructor(path: string, opts: StoreOptions = {}) {
     this.#now = opts.now ?? Date.now;
     this.#db = openDatabase(path, BUSY_TIMEOUT_MS);
+    this.leases = new SqliteLeases(this.#db, this.#now);
   }
 
   async schemaVersion(): Promise<number> {
@@ -345,16 +348,5 @@ export class SqliteMetadataStore implements MetadataStore {
   /** One transaction, taking the write lock at its start: one that read first could not wait for a lock taken meanwhile. */
   #tx<T>(fn: () => T): T {
     return busy(() => this.#db.transaction(fn).immediate());
-  }
-}
-
-/** A lock another process held past the busy timeout is MetadataUnavailable: the caller queues or falls back. */
-function busy<T>(fn: () => T): T {
-  try {
-    return fn();
-  } catch (err) {
-    const code = (err as { code?: unknown }).code;
-    if (typeof code === 'string' && BUSY_CODES.has(code)) throw new MetadataUnavailable(code);
-    throw err;
   }
 }

@@ -84,6 +84,16 @@ export const MIGRATIONS: readonly string[] = [
   -- ETag), replacing mtime_ms; rows written before keep mtime_ms, read as its version.
   ALTER TABLE blobs ADD COLUMN version TEXT;
   `,
+  `
+  -- Claims that processes sharing the metadata take on a piece of work (a download, a
+  -- tag's revalidation, an eviction pass); see src/store/leases.ts. Never exported.
+  CREATE TABLE leases (
+    key        TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    data       TEXT,
+    expires_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
