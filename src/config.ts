@@ -3,11 +3,13 @@
 // name the key. mirror.example.yaml documents every key and is tested to equal DEFAULTS.
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
+import { parseCluster, type ClusterConfig } from './config-cluster.js';
 import { parseStorage, type StorageConfig } from './config-storage.js';
 import { ConfigError, bool, checkUrl, duration, intInRange, known, listenAddress, nonBlank, nonNegativeInt, obj, oneOf, optStr, pemFile, positiveInt, postgresUrl, secret, size, str, strList } from './config-values.js';
 
 export { ConfigError, duration, size } from './config-values.js';
 export type { S3StorageConfig, StorageConfig } from './config-storage.js';
+export type { ClusterConfig } from './config-cluster.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -92,6 +94,8 @@ export interface Config {
   /** Client access control: off when neither is set. */
   auth: { tokens: string[]; htpasswd?: string };
   storage: StorageConfig;
+  /** Set on every replica of a cluster sharing one PostgreSQL and one bucket. */
+  cluster?: ClusterConfig;
   limits: {
     /** Open connections one client address may hold; 0: no limit. */
     connectionsPerClient: number;
@@ -165,7 +169,7 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env):
     throw new ConfigError('(file)', `not valid YAML: ${(err as Error).message.split('\n')[0]}`);
   }
   const raw = obj(doc ?? {}, '(root)');
-  known(raw, '', ['listen', 'dataDir', 'metadata', 'defaultUpstream', 'upstreams', 'log', 'manifestMemory', 'offline', 'adminToken', 'tls', 'auth', 'limits', 'storage']);
+  known(raw, '', ['listen', 'dataDir', 'metadata', 'defaultUpstream', 'upstreams', 'log', 'manifestMemory', 'offline', 'adminToken', 'tls', 'auth', 'limits', 'storage', 'cluster']);
   const cfg: Config = {
     listen: raw.listen === undefined ? DEFAULTS.listen : listenAddress(str(raw.listen, 'listen', env), 'listen'),
     dataDir: raw.dataDir === undefined ? DEFAULTS.dataDir : str(raw.dataDir, 'dataDir', env),
@@ -180,7 +184,12 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env):
     auth: raw.auth === undefined || raw.auth === null ? { tokens: [] } : clientAuth(raw.auth, env),
     limits: raw.limits === undefined ? { ...DEFAULTS.limits } : limits(raw.limits),
     storage: raw.storage === undefined ? { ...DEFAULTS.storage } : parseStorage(raw.storage, DEFAULTS.storage, env),
+    ...(raw.cluster === undefined || raw.cluster === null ? {} : { cluster: parseCluster(raw.cluster, env) }),
   };
+  // Replicas share what they cache: a disk or a SQLite file of one's own would split it.
+  if (cfg.cluster && (cfg.metadata.kind !== 'postgres' || cfg.storage.backend !== 's3')) {
+    throw new ConfigError('cluster', 'needs metadata: postgres and storage.backend: s3, which the replicas share');
+  }
   // Unset: Docker Hub stays the default when the file configures it, else there is none.
   if (raw.defaultUpstream === undefined && cfg.upstreams.some((u) => u.name === DEFAULTS.defaultUpstream)) cfg.defaultUpstream = DEFAULTS.defaultUpstream;
   if (raw.log !== undefined) {

@@ -575,3 +575,28 @@ describe('storage.backend', () => {
     refuses('storage:\n  s3:\n    bucket: ok-bucket\n', 'storage.s3', /only read with storage.backend: s3/);
   });
 });
+
+describe('cluster', () => {
+  const SECRET = 'q3Vx8mJr2LkT9pWz4Ns6Yb1';
+  const shared = 'metadata:\n  postgres:\n    url: postgres://regmirror@db:5432/regmirror\n    password: pw\nstorage:\n  backend: s3\n  s3:\n    bucket: regmirror-blobs\n';
+  const cluster = (...lines: string[]) => `${shared}cluster:\n${lines.map((l) => `  ${l}\n`).join('')}`;
+
+  test('15.2 cluster: advertise, a secret from ${ENV}, and the peer endpoint on the main listener by default', () => {
+    const cfg = parseConfig(cluster('advertise: http://10.0.0.5:5000/', 'secret: ${REGMIRROR_CLUSTER_SECRET}'), { REGMIRROR_CLUSTER_SECRET: SECRET });
+    assert.deepEqual(cfg.cluster, { advertise: 'http://10.0.0.5:5000', secret: SECRET });
+    assert.equal(parseConfig('').cluster, undefined, 'no cluster by default');
+    const own = parseConfig(cluster('advertise: http://10.0.0.5:5001', `secret: ${SECRET}`, 'listen: ":5001"'));
+    assert.deepEqual(own.cluster?.listen, { host: '0.0.0.0', port: 5001 });
+  });
+
+  test('15.2 cluster: what a replica cannot run with is refused, naming the key', () => {
+    refuses(cluster(`secret: ${SECRET}`), 'cluster.advertise', /required/);
+    refuses(cluster('advertise: http://10.0.0.5:5000'), 'cluster.secret', /required/);
+    refuses(cluster('advertise: http://0.0.0.0:5000', `secret: ${SECRET}`), 'cluster.advertise', /wildcard/);
+    refuses(cluster('advertise: 10.0.0.5:5000', `secret: ${SECRET}`), 'cluster.advertise');
+    refuses(cluster('advertise: http://10.0.0.5:5000/peer', `secret: ${SECRET}`), 'cluster.advertise', /no path/);
+    refuses(cluster('advertise: http://10.0.0.5:5000', 'secret: short'), 'cluster.secret', /at least 16/);
+    refuses(cluster('advertise: http://10.0.0.5:5000', `secret: ${SECRET}`, 'listne: ":5001"'), 'cluster.listne', /unknown key/);
+    refuses(`cluster:\n  advertise: http://10.0.0.5:5000\n  secret: ${SECRET}\n`, 'cluster', /metadata: postgres and storage.backend: s3/);
+  });
+});
