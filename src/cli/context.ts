@@ -3,6 +3,7 @@
 // it directly, so they fill and read the cache through exactly the server's code path
 // and can run beside a running server (SQLite WAL + busy_timeout, atomic commits).
 import { BlobCache } from '../cache/blobs.js';
+import { newReplica, type Replica } from '../cluster/replica.js';
 import { Evictor } from '../cache/evict.js';
 import { ManifestCache } from '../cache/manifests.js';
 import { ConfigError, type Config } from '../config.js';
@@ -28,6 +29,8 @@ export interface CacheContext {
   spool: Spool;
   metadata: Metadata;
   metrics: Metrics;
+  /** This process as the holder of leases, and its address for the other replicas. */
+  replica: Replica;
   clients: UpstreamClient[];
   upstreams: UpstreamTable;
   blobs: BlobCache;
@@ -55,6 +58,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     if (swept > 0) log.info('removed unfinished downloads left by a previous run', { files: swept });
   }
   const metrics = new Metrics({ defaultMetrics: opts.sweepSpool === true });
+  const replica = newReplica(config.cluster?.advertise);
   const metadata = await openMetadata(config, { now, log, ...reportInto(log, metrics) });
   const observer = observeInto(metadata, metrics);
   const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline }));
@@ -78,7 +82,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     await metadata.close();
     await storage.close();
   };
-  return { config, log, now, store, spool, metadata, metrics, clients, upstreams, blobs, manifests, evictor, close };
+  return { config, log, now, store, spool, metadata, metrics, replica, clients, upstreams, blobs, manifests, evictor, close };
 }
 
 /** The metadata backend the config names, wrapped for use. */
