@@ -216,6 +216,22 @@ export class StoreNotEmpty extends RegmirrorError {
     super('STORE_NOT_EMPTY', `metadata: the target database is not empty (${table === undefined ? `${rows} rows` : `${table} has ${rows} rows`}); import into an empty database`);
   }
 }
+/** The replica holding a download could not serve it (gone, refused, or it answered wrong). */
+export class PeerUnavailable extends RegmirrorError {
+  constructor(
+    /** `gone`: it answered that it runs no such download (finished or failed); `unreachable`: no connection; `refused`: it cannot share it. */
+    readonly kind: 'gone' | 'unreachable' | 'refused',
+    message: string,
+  ) {
+    super('PEER_UNAVAILABLE', message);
+  }
+}
+/** A peer request without a valid signature of the cluster's secret. */
+export class PeerUnauthorized extends RegmirrorError {
+  constructor(message: string) {
+    super('PEER_UNAUTHORIZED', message);
+  }
+}
 export class RangeNotSatisfiable extends RegmirrorError {
   constructor(readonly size: number) {
     super('RANGE_NOT_SATISFIABLE', `requested range is not satisfiable for a blob of ${size} bytes`);
@@ -257,6 +273,7 @@ export function toOciError(err: unknown): OciError {
   if (err instanceof DigestMismatch || err instanceof SizeMismatch || err instanceof UpstreamInvalid || err instanceof EgressRefused) {
     return new OciError('UNAVAILABLE', m, { status: 502 });
   }
-  if (err instanceof UpstreamUnavailable) return new OciError('UNAVAILABLE', m, { status: 502 });
+  if (err instanceof UpstreamUnavailable || err instanceof PeerUnavailable) return new OciError('UNAVAILABLE', m, { status: 502 });
+  if (err instanceof PeerUnauthorized) return new OciError('UNAUTHORIZED', m);
   return new OciError('UNKNOWN', 'internal error');
 }
