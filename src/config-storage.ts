@@ -27,11 +27,13 @@ export interface StorageConfig {
   /** Where published blobs live: `fs` in the data dir, or `s3` (then `s3` says where). The spool stays in the data dir. */
   backend: 'fs' | 's3';
   s3?: S3StorageConfig;
+  /** Warm blob GETs answered with a 307 to a short-lived URL of the store (s3 only) instead of streamed through. */
+  redirect: boolean;
 }
 
 export function parseStorage(v: unknown, d: StorageConfig, env: NodeJS.ProcessEnv): StorageConfig {
   const o = obj(v, 'storage');
-  known(o, 'storage.', ['maxSize', 'highWatermark', 'lowWatermark', 'verifyEvery', 'backend', 's3']);
+  known(o, 'storage.', ['maxSize', 'highWatermark', 'lowWatermark', 'verifyEvery', 'backend', 's3', 'redirect']);
   const pct = (x: unknown, key: string) => {
     if (typeof x !== 'number' || x <= 0 || x > 100) throw new ConfigError(key, 'must be a percentage from 1 to 100');
     return x;
@@ -43,7 +45,10 @@ export function parseStorage(v: unknown, d: StorageConfig, env: NodeJS.ProcessEn
     lowWatermark: o.lowWatermark === undefined ? d.lowWatermark : pct(o.lowWatermark, 'storage.lowWatermark'),
     verifyEveryMs: o.verifyEvery === undefined ? d.verifyEveryMs : duration(o.verifyEvery, 'storage.verifyEvery'),
     backend,
+    redirect: o.redirect === undefined ? d.redirect : bool(o.redirect, 'storage.redirect'),
   };
+  // Only a bucket can hand a client a URL of its own; a file store has nothing to point at.
+  if (s.redirect && backend !== 's3') throw new ConfigError('storage.redirect', 'needs storage.backend: s3');
   if (s.lowWatermark >= s.highWatermark) throw new ConfigError('storage.lowWatermark', 'must be below storage.highWatermark');
   if (backend === 's3') {
     if (o.s3 === undefined || o.s3 === null) throw new ConfigError('storage.s3', 'required with storage.backend: s3 (at least a bucket)');

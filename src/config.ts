@@ -145,7 +145,7 @@ export const DEFAULTS: Config = {
   manifestMemoryBytes: 64 * 1024 * 1024,
   offline: false,
   auth: { tokens: [] },
-  storage: { maxSize: 0, highWatermark: 95, lowWatermark: 85, verifyEveryMs: 0, backend: 'fs' },
+  storage: { maxSize: 0, highWatermark: 95, lowWatermark: 85, verifyEveryMs: 0, backend: 'fs', redirect: false },
   limits: { connectionsPerClient: 256, clientIdleTimeoutMs: 120_000, headersTimeoutMs: 30_000, shutdownGraceMs: 30_000 },
 };
 

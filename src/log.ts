@@ -4,6 +4,8 @@ import type { LogLevel } from './config.js';
 
 const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 const SECRET_KEY = /authorization|password|token|secret|cookie/i;
+/** A signed URL (a store's presigned GET): its query is a credential, whatever key holds it. */
+const SIGNED_QUERY = /\?[^\s"]*\b(X-Amz-Signature|X-Amz-Credential|Signature|sig)=[^\s"]*/gi;
 
 export type LogFields = Record<string, unknown>;
 
@@ -34,8 +36,13 @@ export function createLogger(level: LogLevel = 'info', sink: LogSink = (l) => pr
 }
 
 function redact(key: string, value: unknown): unknown {
-  if (value instanceof Error) return { name: value.name, message: value.message, code: (value as { code?: unknown }).code };
-  return SECRET_KEY.test(key) && typeof value === 'string' ? '[redacted]' : value;
+  if (value instanceof Error) return { name: value.name, message: unsign(value.message), code: (value as { code?: unknown }).code };
+  if (typeof value !== 'string') return value;
+  return SECRET_KEY.test(key) ? '[redacted]' : unsign(value);
+}
+
+function unsign(s: string): string {
+  return s.includes('?') ? s.replace(SIGNED_QUERY, '?[redacted]') : s;
 }
 
 /** A logger that drops everything, for tests and library use. */

@@ -22,8 +22,13 @@ export class Metrics {
   });
   readonly bytes = new Counter({
     name: 'regmirror_blob_bytes_served_total',
-    help: 'Blob bytes sent to clients, by where they came from',
+    help: 'Blob bytes sent to clients, by where they came from (redirect: the client was sent to the store for them)',
     labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly blobRedirects = new Counter({
+    name: 'regmirror_blob_redirects_total',
+    help: 'Blob GETs answered with a 307 to the store (storage.redirect); each is also a cache hit',
     registers: [this.registry],
   });
   readonly upstreamRequests = new Counter({

@@ -65,7 +65,7 @@ describe('DEFAULTS', () => {
       offline: false,
       auth: { tokens: [] },
       limits: { connectionsPerClient: 256, clientIdleTimeoutMs: 120_000, headersTimeoutMs: 30_000, shutdownGraceMs: 30_000 },
-      storage: { maxSize: 0, highWatermark: 95, lowWatermark: 85, verifyEveryMs: 0, backend: 'fs' },
+      storage: { maxSize: 0, highWatermark: 95, lowWatermark: 85, verifyEveryMs: 0, backend: 'fs', redirect: false },
     });
   });
 
@@ -158,7 +158,7 @@ upstreams:
       adminToken: 'adm1n',
       auth: { tokens: ['t0ken'], htpasswd: '/etc/regmirror/htpasswd' },
       limits: { connectionsPerClient: 10, clientIdleTimeoutMs: 60_000, headersTimeoutMs: 30_000, shutdownGraceMs: 5_000 },
-      storage: { maxSize: { percent: 80 }, highWatermark: 90, lowWatermark: 70, verifyEveryMs: 86_400_000, backend: 'fs' },
+      storage: { maxSize: { percent: 80 }, highWatermark: 90, lowWatermark: 70, verifyEveryMs: 86_400_000, backend: 'fs', redirect: false },
       upstreams: [
         {
           name: 'docker.io',
@@ -573,6 +573,16 @@ describe('storage.backend', () => {
     refuses(s3('s3:', '  bucket: ok-bucket', '  accessKeyId: AKIA'), 'storage.s3.accessKeyId');
     refuses(s3('maxSize: 80%', 's3:', '  bucket: ok-bucket'), 'storage.maxSize', /no size/);
     refuses('storage:\n  s3:\n    bucket: ok-bucket\n', 'storage.s3', /only read with storage.backend: s3/);
+  });
+
+  test('15.7 storage.redirect: off by default, on with a bucket, refused without one or when not a boolean', () => {
+    assert.equal(parseConfig('', {}).storage.redirect, false);
+    assert.equal(parseConfig(s3('s3:', '  bucket: ok-bucket'), {}).storage.redirect, false);
+    assert.equal(parseConfig(s3('redirect: true', 's3:', '  bucket: ok-bucket'), {}).storage.redirect, true);
+    assert.equal(parseConfig('storage:\n  redirect: false\n', {}).storage.redirect, false);
+    refuses('storage:\n  redirect: true\n', 'storage.redirect', /needs storage.backend: s3/);
+    refuses('storage:\n  backend: fs\n  redirect: true\n', 'storage.redirect', /needs storage.backend: s3/);
+    refuses(s3('redirect: sometimes', 's3:', '  bucket: ok-bucket'), 'storage.redirect');
   });
 });
 

@@ -1,6 +1,7 @@
 // BlobCache: answers blob HEAD and GET for a repository of an upstream. A cached blob is
 // served only for repositories it is linked to; an unlinked one is first checked with an
-// upstream HEAD. A miss joins the download in flight for the digest or starts one.
+// upstream HEAD. A miss joins the download in flight for the digest or starts one. With
+// `redirect`, a linked hit the store can locate is handed out as the store's own URL.
 import { LRUCache } from 'lru-cache';
 import { DigestMismatch, MetadataUnavailable, SizeMismatch, UpstreamInvalid } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -30,6 +31,12 @@ export interface BlobHandle {
   /** `hit` when served from the store, `miss` when it streams from a download. */
   source: 'hit' | 'miss';
   open(range?: ByteRange): BodySource;
+  /**
+   * Present on a hit the client may fetch from the store itself (storage.redirect): the
+   * URL to send it to, counted as the hit served (of `range`, or the whole blob) instead
+   * of open().
+   */
+  redirect?(range?: ByteRange): string;
 }
 
 export interface BlobCacheDeps {
@@ -43,6 +50,8 @@ export interface BlobCacheDeps {
   onPublished?: (bytes: number) => void;
   /** The store refused a write (disk full, read-only). */
   onStoreFull?: (err: Error) => void;
+  /** Hand out linked hits as the store's URL where it has one (storage.redirect). */
+  redirect?: boolean;
   now?: () => number;
 }
 
@@ -53,6 +62,14 @@ export interface BlobCacheDeps {
  */
 export const MISMATCH_MEMORY_MS = 60_000;
 const UNREADABLE_LOG_EVERY_MS = 10_000;
+/**
+ * How long a redirect's URL stays valid. The client follows it at once, and the store
+ * checks it only when a request starts, so a long transfer needs no more; a short life
+ * makes a URL that leaks (a proxy's log) worth little. Ten minutes rather than a minute
+ * because the store judges it by its own clock, which may be minutes off the mirror's.
+ * (distribution uses twenty.)
+ */
+export const REDIRECT_EXPIRY_SECONDS = 600;
 
 /** Blob lookups and single-flight downloads. */
 export class BlobCache {
@@ -64,6 +81,7 @@ export class BlobCache {
   /** Digests whose last download did not match: when it was seen. */
   readonly #mismatched = new LRUCache<Digest, number>({ max: 10_000 });
   #unreadableLoggedAt = -Infinity;
+  #unlocatableLoggedAt = -Infinity;
   /** Downloads committed so far: a lookup that saw none running looks again if one was committed meanwhile. */
   #committed = 0;
 
@@ -93,7 +111,10 @@ export class BlobCache {
   /** For GET: a handle on the blob, starting or joining a download on a miss. */
   async get(t: Target, digest: Digest): Promise<BlobHandle> {
     const found = await this.#find(t, digest);
-    if ('size' in found) return this.#handle(t, 'hit', found.size, (range) => this.#track(digest, this.#deps.store.source(digest, found.size, range)));
+    if ('size' in found) {
+      const location = await this.#locate(digest, found.size);
+      return this.#handle(t, 'hit', found.size, (range) => this.#track(digest, this.#deps.store.source(digest, found.size, range)), location);
+    }
     const dl = found.download;
     await dl.ready;
     return this.#handle(t, 'miss', dl.size, (range) => this.#track(digest, dl.follow(range)));
@@ -181,21 +202,52 @@ export class BlobCache {
     return { download: dl ?? this.#start(t, digest) };
   }
 
-  /** Counts what is about to be sent (roll-ups, metrics) as the body is opened. */
-  #handle(t: Target, source: 'hit' | 'miss', size: number | undefined, open: (range?: ByteRange) => BodySource): BlobHandle {
+  /** Counts what is about to be sent (roll-ups, metrics) as the body is opened, or the client redirected. */
+  #handle(t: Target, source: 'hit' | 'miss', size: number | undefined, open: (range?: ByteRange) => BodySource, location?: string): BlobHandle {
     const { metadata, metrics } = this.#deps;
-    return {
+    const count = (range: ByteRange | undefined, redirected: boolean) => {
+      const bytes = range ? range.end - range.start + 1 : (size ?? 0);
+      metadata.bump(t.upstream.name, source === 'hit' ? 'bytes_cache' : 'bytes_upstream', bytes);
+      if (source === 'hit') metadata.bump(t.upstream.name, 'cache_hits');
+      metrics?.cache.inc({ kind: 'blob', result: source });
+      metrics?.bytes.inc({ source: redirected ? 'redirect' : source === 'hit' ? 'cache' : 'upstream' }, bytes);
+      if (redirected) metrics?.blobRedirects.inc();
+    };
+    const handle: BlobHandle = {
       size,
       source,
       open: (range) => {
-        const bytes = range ? range.end - range.start + 1 : (size ?? 0);
-        metadata.bump(t.upstream.name, source === 'hit' ? 'bytes_cache' : 'bytes_upstream', bytes);
-        if (source === 'hit') metadata.bump(t.upstream.name, 'cache_hits');
-        metrics?.cache.inc({ kind: 'blob', result: source });
-        metrics?.bytes.inc({ source: source === 'hit' ? 'cache' : 'upstream' }, bytes);
+        count(range, false);
         return open(range);
       },
     };
+    if (location !== undefined) {
+      handle.redirect = (range) => {
+        count(range, true);
+        return location;
+      };
+    }
+    return handle;
+  }
+
+  /**
+   * The store's URL for a hit, when redirects are on and the store has one; undefined
+   * otherwise, and when it fails (the blob is then streamed, which always works).
+   */
+  async #locate(digest: Digest, size: number): Promise<string | undefined> {
+    const { store, redirect } = this.#deps;
+    if (!redirect || !store.locate) return undefined;
+    try {
+      return await store.locate(digest, size, { expiresInSeconds: REDIRECT_EXPIRY_SECONDS });
+    } catch (err) {
+      // A failure here (credentials the chain cannot resolve) meets every hit: one line every ten seconds.
+      const now = this.#now();
+      if (now - this.#unlocatableLoggedAt >= UNREADABLE_LOG_EVERY_MS) {
+        this.#unlocatableLoggedAt = now;
+        this.#deps.log.warn('cannot locate a blob in the store; streaming it instead', { digest, err });
+      }
+      return undefined;
+    }
   }
 
   /**

@@ -64,7 +64,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline }));
   const upstreams = new UpstreamTable(clients, config.defaultUpstream);
   let evictor: Evictor | undefined;
-  const blobs = new BlobCache({ store, spool, metadata, metrics, now, log: log.child({ component: 'blobs' }), onPublished: () => evictor?.poke(), onStoreFull: () => {
+  const blobs = new BlobCache({ store, spool, metadata, metrics, now, redirect: config.storage.redirect, log: log.child({ component: 'blobs' }), onPublished: () => evictor?.poke(), onStoreFull: () => {
     metrics.passThrough.inc();
     metadata.bump('(store)', 'passthrough');
     evictor?.poke();

@@ -1,6 +1,7 @@
 // Blob HEAD and GET. HEAD is answered from stat() and never starts a download (hono runs
 // GET handlers for HEAD, so the method is branched on explicitly). GET bodies are written
-// straight into the Node response by the serving loop (body-writer.ts), not through Web Streams.
+// straight into the Node response by the serving loop (body-writer.ts), not through Web
+// Streams; a hit the store hands out itself (storage.redirect) is a 307 to its URL.
 import { Readable } from 'node:stream';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { Context } from 'hono';
@@ -27,6 +28,8 @@ export async function serveBlob(c: Context, blobs: BlobCache, t: ResolvedTarget,
   const handle = await blobs.get(t, digest);
   c.set('cache', handle.source);
   const range = handle.size === undefined ? undefined : parseRange(c.req.header('range'), handle.size);
+  // The client sends its Range to the store, which honours it; one outside the blob got its 416 above.
+  if (handle.redirect) return redirect(c, handle.redirect(range), digest);
   let status = 200;
   const length = range ? range.end - range.start + 1 : handle.size;
   if (range) {
@@ -35,6 +38,14 @@ export async function serveBlob(c: Context, blobs: BlobCache, t: ResolvedTarget,
   }
   if (length !== undefined) headers['content-length'] = String(length);
   return send(c, status, headers, handle.open(range), length);
+}
+
+/**
+ * A 307 to the store's URL. Not cacheable: the URL expires in minutes, and a proxy
+ * keeping the answer for the blob's year-long max-age would hand out a dead one.
+ */
+function redirect(c: Context, location: string, digest: Digest): Response {
+  return c.body(null, 307, { location, 'docker-content-digest': digest, 'cache-control': 'no-store' });
 }
 
 /** How a body written by the serving loop ended: the status sent, and whether every byte went. */

@@ -88,4 +88,12 @@ export interface ContentStore {
   capacity(): Promise<Capacity | undefined>;
   /** Resolves when the store takes a write now (readiness); throws StoreFull or the failure otherwise. */
   checkWritable(): Promise<void>;
+  /**
+   * Optional: a URL from which a client can GET the published blob's bytes directly (and
+   * ranges of them), carrying only the store's own short-lived authorisation and valid
+   * for about `expiresInSeconds`; undefined when this blob cannot be reached that way.
+   * A store without it serves every byte through the mirror. It does not check that the
+   * blob is there: the caller has just done so.
+   */
+  locate?(d: Digest, size: number, opts: { expiresInSeconds: number }): Promise<string | undefined>;
 }

@@ -6,10 +6,12 @@
 // disk: one PutObject for a small one, a multipart upload for a large one; either way the
 // object appears under its key only once it is whole. Its version is the object's version
 // id where the bucket keeps versions, else its ETag: both change when other bytes are put
-// under the key. Holds keep a verified local copy in the spool, to upload again if the
+// under the key. A blob can also be located: a presigned GET URL lets a client read it
+// from the bucket itself (storage.redirect). Holds keep a verified local copy in the spool, to upload again if the
 // object was removed meanwhile.
 import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client, type HeadObjectCommandOutput } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { BlobGone, DigestMismatch, RangeNotSatisfiable, SizeMismatch } from '../../errors.js';
@@ -184,6 +186,21 @@ export class S3ContentStore implements ContentStore {
       await this.#s3.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: key }));
     } catch (err) {
       throw storeError(err, 'PutObject/DeleteObject of a probe');
+    }
+  }
+
+  /**
+   * A presigned GetObject URL for the blob's key, signed locally with the store's own
+   * credentials (no request to the store): its query carries only S3's signature, and
+   * it honours Range. With temporary credentials (a role, web identity) it stops working
+   * when they expire, which may come before `expiresInSeconds`. The size is not needed:
+   * the object is the blob.
+   */
+  async locate(d: Digest, _size: number, opts: { expiresInSeconds: number }): Promise<string> {
+    try {
+      return await getSignedUrl(this.#s3, new GetObjectCommand({ Bucket: this.#bucket, Key: this.keyFor(d) }), { expiresIn: opts.expiresInSeconds });
+    } catch (err) {
+      throw storeError(err, 'presigning GetObject');
     }
   }
 
