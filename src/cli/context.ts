@@ -57,7 +57,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const metrics = new Metrics({ defaultMetrics: opts.sweepSpool === true });
   const metadata = await openMetadata(config, { now, log, ...reportInto(log, metrics) });
   const observer = observeInto(metadata, metrics);
-  const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline }));
+  const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline, parent: config.parent }));
   const upstreams = new UpstreamTable(clients, config.defaultUpstream);
   let evictor: Evictor | undefined;
   const blobs = new BlobCache({ store, spool, metadata, metrics, now, log: log.child({ component: 'blobs' }), onPublished: () => evictor?.poke(), onStoreFull: () => {
@@ -140,6 +140,9 @@ function observeInto(metadata: Metadata, metrics: Metrics): UpstreamObserver {
     },
     egressRefused(upstream, kind) {
       metrics.egressRefused.inc({ upstream, address: kind });
+    },
+    parentFallback(upstream) {
+      metrics.parentFallbacks.inc({ upstream });
     },
   };
 }
