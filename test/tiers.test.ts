@@ -2,7 +2,7 @@
 // it, so the upstream sees one download per blob for the whole cluster; when the central
 // is gone they ask the upstream themselves (or, without fallback, say the parent failed).
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import { after, before, test } from 'node:test';
 import { listen } from '../fixtures/http.js';
 import { MediaTypes, singleImage, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
+import { requireTools, skopeo } from './e2e/harness.js';
 import { downloadsSettled, errorCode, get, serveChild, sha256, startMirror, type ChildServer, type Mirror } from './helpers.js';
 
 const HUB = { username: 'hubuser', password: 'hub-secret' };
@@ -54,14 +55,17 @@ let nodeA: Mirror;
 let nodeB: Mirror;
 let app: FixtureImage;
 let other: FixtureImage;
+let tool: FixtureImage;
 
 before(async () => {
   // The upstream demands credentials: only the central (and a node falling back) hold them.
   up = await FakeUpstream.start({ credentials: HUB });
   app = await singleImage({ name: 'library/app', tag: '1', seed: 'tiers-app', layerSizes: [64 * 1024, 200 * 1024, 8 * 1024] });
   other = await singleImage({ name: 'library/other', tag: '1', seed: 'tiers-other', layerSizes: [32 * 1024, 16 * 1024] });
+  tool = await singleImage({ name: 'library/tool', tag: '2', seed: 'tiers-tool', layerSizes: [48 * 1024, 24 * 1024] });
   up.addImage(app);
   up.addImage(other);
+  up.addImage(tool);
   dir = await mkdtemp(join(tmpdir(), 'regmirror-tiers-'));
   const config = join(dir, 'central.yaml');
   await writeFile(
@@ -146,6 +150,26 @@ test('15.8 tiers: the upstream\'s credentials never reach the parent; the parent
   assert.ok(relay.authorizations.filter((a) => a === PARENT_BASIC).length >= 2);
   // What the nodes asked the parent for carried no upstream token either.
   assert.ok(up.requests.every((r) => r.headers.authorization !== PARENT_BASIC), 'the parent\'s credentials went to the upstream');
+});
+
+test('15.8 tiers: skopeo copies an image through a node-local mirror, fetched once through the parent', async (t) => {
+  if (!requireTools(t, 'skopeo')) return;
+  const out = join(dir, 'skopeo-tool');
+  const relayed = relay.authorizations.length;
+  const r = await skopeo(['copy', '--src-tls-verify=false', `docker://${new URL(nodeB.url).host}/tool:2`, `dir:${out}`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(sha256(await readFile(join(out, 'manifest.json'))), tool.root.digest);
+  const manifest = JSON.parse(tool.root.bytes.toString()) as { config: { digest: string }; layers: Array<{ digest: string }> };
+  for (const d of [manifest.config.digest, ...manifest.layers.map((l) => l.digest)]) {
+    assert.equal(sha256(await readFile(join(out, d.slice('sha256:'.length)))), d);
+    assert.equal(up.counters.blobGetByDigest.get(d), 1, `one upstream GET of ${d}`);
+  }
+  assert.ok(relay.authorizations.length > relayed, 'node B fetched through the parent');
+  await downloadsSettled(nodeB);
+  // Node A's pull of the same image is the parent's to serve.
+  const before = up.counters.blobGet;
+  await pullImage(nodeA.url, 'tool', tool);
+  assert.equal(up.counters.blobGet, before);
 });
 
 test('15.8 tiers: with the parent down and parentFallback: true the pull still works', async () => {
