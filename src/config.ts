@@ -4,12 +4,14 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { parseCluster, type ClusterConfig } from './config-cluster.js';
+import { PARENT_KEYS, parseParent, type ParentConfig } from './config-parent.js';
 import { parseStorage, type StorageConfig } from './config-storage.js';
 import { ConfigError, bool, checkUrl, duration, intInRange, known, listenAddress, nonBlank, nonNegativeInt, obj, oneOf, optStr, pemFile, positiveInt, postgresUrl, secret, size, str, strList } from './config-values.js';
 
 export { ConfigError, duration, size } from './config-values.js';
 export type { S3StorageConfig, StorageConfig } from './config-storage.js';
 export type { ClusterConfig } from './config-cluster.js';
+export type { ParentConfig } from './config-parent.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -57,6 +59,8 @@ export interface UpstreamConfig {
   allow: string[];
   /** Repository globs clients may not pull; checked after allow. */
   deny: string[];
+  /** false: fetched from the upstream itself even when a parent is configured; absent otherwise. */
+  viaParent?: false;
 }
 
 /**
@@ -82,6 +86,8 @@ export interface Config {
   /** Upstream for requests with neither `ns` nor a path prefix (Docker's registry-mirrors). */
   defaultUpstream?: string;
   upstreams: UpstreamConfig[];
+  /** Another mirror every upstream is fetched through (`?ns=<upstream name>`); unset: upstreams directly. */
+  parent?: ParentConfig;
   log: { level: LogLevel };
   /** Bytes of manifest bodies kept in memory. */
   manifestMemoryBytes: number;
@@ -169,13 +175,15 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env):
     throw new ConfigError('(file)', `not valid YAML: ${(err as Error).message.split('\n')[0]}`);
   }
   const raw = obj(doc ?? {}, '(root)');
-  known(raw, '', ['listen', 'dataDir', 'metadata', 'defaultUpstream', 'upstreams', 'log', 'manifestMemory', 'offline', 'adminToken', 'tls', 'auth', 'limits', 'storage', 'cluster']);
+  known(raw, '', ['listen', 'dataDir', 'metadata', 'defaultUpstream', 'upstreams', 'log', 'manifestMemory', 'offline', 'adminToken', 'tls', 'auth', 'limits', 'storage', 'cluster', ...PARENT_KEYS]);
+  const parent = parseParent(raw, env);
   const cfg: Config = {
     listen: raw.listen === undefined ? DEFAULTS.listen : listenAddress(str(raw.listen, 'listen', env), 'listen'),
     dataDir: raw.dataDir === undefined ? DEFAULTS.dataDir : str(raw.dataDir, 'dataDir', env),
     metadata: raw.metadata === undefined ? { ...DEFAULTS.metadata } : metadata(raw.metadata, env),
     defaultUpstream: optStr(raw.defaultUpstream, 'defaultUpstream', env),
     upstreams: raw.upstreams === undefined ? structuredClone(DEFAULTS.upstreams) : upstreams(raw.upstreams, env),
+    ...(parent ? { parent } : {}),
     log: { level: DEFAULTS.log.level },
     manifestMemoryBytes: raw.manifestMemory === undefined ? DEFAULTS.manifestMemoryBytes : size(raw.manifestMemory, 'manifestMemory'),
     offline: raw.offline === undefined ? DEFAULTS.offline : bool(raw.offline, 'offline'),
@@ -208,7 +216,7 @@ function upstreams(value: unknown, env: NodeJS.ProcessEnv): UpstreamConfig[] {
 
 function upstreamEntry(name: string, u: Record<string, unknown>, env: NodeJS.ProcessEnv): UpstreamConfig {
   const k = `upstreams.${name}`;
-  known(u, `${k}.`, ['url', 'aliases', 'tagTtl', 'concurrency', 'timeouts', 'credentials', 'tokenRealms', 'redirectHosts', ...ECR_KEYS, ...POLICY_KEYS]);
+  known(u, `${k}.`, ['url', 'aliases', 'tagTtl', 'concurrency', 'timeouts', 'credentials', 'tokenRealms', 'redirectHosts', 'parent', ...ECR_KEYS, ...POLICY_KEYS]);
   if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?$/.test(name)) throw new ConfigError(k, 'an upstream name must be a registry host name such as ghcr.io');
   const url = str(u.url, `${k}.url`, env);
   checkUrl(url, `${k}.url`);
@@ -229,6 +237,8 @@ function upstreamEntry(name: string, u: Record<string, unknown>, env: NodeJS.Pro
     redirectHosts: u.redirectHosts === undefined ? [] : hosts(u.redirectHosts, `${k}.redirectHosts`, env),
     ...upstreamType(u, k, env),
     ...upstreamPolicy(u, k),
+    // Only the opt-out is kept, so an upstream that says nothing compares equal to DEFAULTS.
+    ...(u.parent === undefined || bool(u.parent, `${k}.parent`) ? {} : { viaParent: false as const }),
   };
 }
 

@@ -43,6 +43,12 @@ export class Metrics {
     labelNames: ['upstream', 'address'] as const,
     registers: [this.registry],
   });
+  readonly parentFallbacks = new Counter({
+    name: 'regmirror_parent_fallbacks_total',
+    help: 'Requests the parent mirror failed (unreachable, 5xx) that were sent to the upstream itself, by upstream',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  });
   readonly stale = new Counter({
     name: 'regmirror_stale_served_total',
     help: 'Cached tags served without a successful revalidation, by reason',

@@ -610,3 +610,40 @@ describe('cluster', () => {
     refuses(`cluster:\n  advertise: http://10.0.0.5:5000\n  secret: ${SECRET}\n`, 'cluster', /metadata: postgres and storage.backend: s3/);
   });
 });
+
+describe('parent', () => {
+  test('15.8 parent: a URL; fallback is on unless parentFallback says false; credentials take secrets', async () => {
+    assert.equal(parseConfig('', {}).parent, undefined);
+    assert.deepEqual(parseConfig('parent: http://central:5000/\n', {}).parent, { url: 'http://central:5000', fallback: true });
+    assert.deepEqual(parseConfig('parent: https://central.internal\nparentFallback: false\n', {}).parent, { url: 'https://central.internal', fallback: false });
+    const dir = await mkdtemp(join(tmpdir(), 'regmirror-parent-'));
+    try {
+      await writeFile(join(dir, 'token'), 'from-file\n');
+      const cfg = parseConfig(`parent: \${CENTRAL}\nparentCredentials:\n  username: node\n  password: file:${join(dir, 'token')}\n`, { CENTRAL: 'http://10.0.0.5:5000' });
+      assert.deepEqual(cfg.parent, { url: 'http://10.0.0.5:5000', credentials: { username: 'node', password: 'from-file' }, fallback: true });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('15.8 parent refusals name the key', () => {
+    refuses('parent: central:5000\n', 'parent', /http/);
+    refuses('parent: ftp://central\n', 'parent', /http or https/);
+    refuses('parent: http://central:5000/mirror\n', 'parent', /no path/);
+    refuses('parent: "http://central:5000?x=1"\n', 'parent', /no query/);
+    refuses('parent: http://node:secret@central:5000\n', 'parent', /parentCredentials/);
+    refuses('parent: http://central:5000\nparentFallback: yes please\n', 'parentFallback', /true or false/);
+    refuses('parent: http://central:5000\nparentCredentials:\n  username: node\n', 'parentCredentials.password');
+    refuses('parent: http://central:5000\nparentCredentials:\n  username: node\n  password: ""\n', 'parentCredentials.password', /empty/);
+    refuses('parent: http://central:5000\nparentCredentials:\n  username: node\n  password: x\n  token: y\n', 'parentCredentials.token', /unknown key/);
+    refuses('parentFallback: false\n', 'parentFallback', /only applies with parent/);
+    refuses('parentCredentials:\n  username: node\n  password: x\n', 'parentCredentials', /only applies with parent/);
+  });
+
+  test('15.8 an upstream may opt out with parent: false', () => {
+    const cfg = parseConfig(`parent: http://central:5000\n${ghcr('parent: false')}\n`, {});
+    assert.equal(upstreamOf(cfg, 'ghcr.io').viaParent, false);
+    assert.equal(upstreamOf(parseConfig(ghcr('parent: true'), {}), 'ghcr.io').viaParent, undefined);
+    refuses(ghcr('parent: http://other:5000'), 'upstreams.ghcr.io.parent', /true or false/);
+  });
+});

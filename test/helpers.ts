@@ -31,6 +31,8 @@ export interface MirrorOptions {
   storage?: Partial<Config['storage']>;
   /** The backend under test (REGMIRROR_TEST_METADATA) unless given. */
   metadata?: Config['metadata'];
+  /** Another mirror to fetch every upstream through. */
+  parent?: Config['parent'];
 }
 
 /** Starts regmirror on 127.0.0.1:0; stop() closes it and removes its data dir (unless one was given). */
@@ -50,6 +52,7 @@ export async function startMirror(opts: MirrorOptions): Promise<Mirror> {
     limits: { ...DEFAULTS.limits, ...opts.limits },
     storage: { ...DEFAULTS.storage, ...opts.storage },
     ...(opts.tls ? { tls: opts.tls } : {}),
+    ...(opts.parent ? { parent: opts.parent } : {}),
     ...(opts.adminToken !== undefined ? { adminToken: opts.adminToken } : {}),
   };
   const logs: string[] = [];

@@ -61,7 +61,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const replica = newReplica(config.cluster?.advertise);
   const metadata = await openMetadata(config, { now, log, ...reportInto(log, metrics) });
   const observer = observeInto(metadata, metrics);
-  const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline }));
+  const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline, parent: config.parent }));
   const upstreams = new UpstreamTable(clients, config.defaultUpstream);
   let evictor: Evictor | undefined;
   const blobs = new BlobCache({ store, spool, metadata, metrics, now, redirect: config.storage.redirect, log: log.child({ component: 'blobs' }), onPublished: () => evictor?.poke(), onStoreFull: () => {
@@ -144,6 +144,9 @@ function observeInto(metadata: Metadata, metrics: Metrics): UpstreamObserver {
     },
     egressRefused(upstream, kind) {
       metrics.egressRefused.inc({ upstream, address: kind });
+    },
+    parentFallback(upstream) {
+      metrics.parentFallbacks.inc({ upstream });
     },
   };
 }

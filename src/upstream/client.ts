@@ -1,11 +1,12 @@
 // UpstreamClient: one per configured upstream. Holds the undici Agent (keep-alive pool,
 // timeouts, redirects that drop Authorization across origins), the concurrency bound and
 // the Authorizer, and maps upstream statuses onto domain errors. Registry differences
-// live in the Authorizer, not here.
+// live in the Authorizer, not here. With a parent configured, every request goes to the
+// parent first (parent.ts) and to the upstream itself only when the parent fails.
 import type { Readable } from 'node:stream';
 import pLimit, { type LimitFunction } from 'p-limit';
-import { Agent, interceptors, request, type Dispatcher } from 'undici';
-import type { UpstreamConfig } from '../config.js';
+import { request, type Agent, type Dispatcher } from 'undici';
+import type { ParentConfig, UpstreamConfig } from '../config.js';
 import {
   BlobNotFound,
   EgressRefused,
@@ -20,9 +21,11 @@ import {
 } from '../errors.js';
 import type { Logger } from '../log.js';
 import { acceptHeader, MAX_MANIFEST_BYTES } from '../oci/manifest.js';
-import { parseChallenges, readLimited, RegistryAuthorizer, type Authorizer } from './auth.js';
+import { parseChallenges, readLimited, RegistryAuthorizer } from './auth.js';
 import { ECR_EXPIRED_TOKEN, EcrAuthorizer } from './ecr.js';
-import { EgressPolicy } from './egress.js';
+import { connectionPool, hopUrl, withRedirects, type Hop } from './hop.js';
+import { ParentHop } from './parent.js';
+import { acquireSlot } from './slots.js';
 import { parseRateLimit, parseRetryAfter, UpstreamState, type UpstreamObserver, type UpstreamRequestKind } from './rate-limit.js';
 
 export interface ManifestHead {
@@ -86,6 +89,8 @@ export interface UpstreamClientOptions {
   observer?: UpstreamObserver;
   /** Offline mode: no request is ever sent. */
   offline?: boolean;
+  /** Fetch through this mirror first (unless the upstream opts out with `parent: false`). */
+  parent?: ParentConfig;
 }
 
 /** Talks to one upstream registry. */
@@ -97,9 +102,9 @@ export class UpstreamClient {
   readonly #observer?: UpstreamObserver;
   readonly #offline: boolean;
   readonly #now: () => number;
-  readonly #dispatcher: Dispatcher;
   readonly #agent?: Agent;
-  readonly #auth: Authorizer;
+  readonly #direct: Hop;
+  readonly #parent?: ParentHop;
   /** Blob bodies hold their slot while they stream… */
   readonly #bodies: LimitFunction;
   /** …so manifest, HEAD, tag-list and referrer requests (and their tokens) have slots of their own. */
@@ -114,42 +119,42 @@ export class UpstreamClient {
     this.#offline = opts.offline ?? false;
     this.state = new UpstreamState({ name: config.name, now: this.#now, budgetFloor: config.budgetFloor, failureBackoffMs: config.failureBackoffMs });
     this.#log = opts.log.child({ component: 'upstream', upstream: config.name });
-    if (!opts.dispatcher) {
-      // Every hop (the registry, its redirects, its token realm) connects through here.
-      const egress = new EgressPolicy({
-        upstreamUrl: config.url,
-        listed: [...config.tokenRealms, ...config.redirectHosts],
-        onRefused: (err) => {
-          this.#log.warn('refused to follow the upstream to a restricted address', { reason: err.message });
-          this.#observer?.egressRefused?.(config.name, err.kind);
-        },
-      });
-      this.#agent = new Agent({
-        connect: egress.connector({ timeout: config.connectTimeoutMs }),
-        headersTimeout: config.headersTimeoutMs,
-        bodyTimeout: config.idleTimeoutMs,
-        keepAliveTimeout: 30_000,
-        // Blob bodies and small requests each have `concurrency` slots.
-        connections: 2 * config.concurrency,
-      });
-    }
-    // The redirect interceptor drops Authorization and Cookie when a hop changes origin,
-    // which is what CDN and S3 presigned blob URLs require.
-    this.#dispatcher = (opts.dispatcher ?? this.#agent!).compose(interceptors.redirect({ maxRedirections: 5 }));
+    const onRefused = (err: EgressRefused) => {
+      this.#log.warn('refused to follow the upstream to a restricted address', { reason: err.message });
+      this.#observer?.egressRefused?.(config.name, err.kind);
+    };
+    // Every connection (the registry, its redirects, its token realm) passes the egress rule.
+    this.#agent = opts.dispatcher
+      ? undefined
+      : connectionPool({
+          url: config.url,
+          listed: [...config.tokenRealms, ...config.redirectHosts],
+          connectTimeoutMs: config.connectTimeoutMs,
+          headersTimeoutMs: config.headersTimeoutMs,
+          idleTimeoutMs: config.idleTimeoutMs,
+          // Blob bodies and small requests each have `concurrency` slots.
+          connections: 2 * config.concurrency,
+          onRefused,
+        });
+    const dispatcher = withRedirects(opts.dispatcher ?? this.#agent!);
     this.#bodies = pLimit(config.concurrency);
     this.#small = pLimit(config.concurrency);
-    this.#auth =
+    const auth =
       config.type === 'ecr'
         ? EcrAuthorizer.fromConfig(config, { log: this.#log, now: opts.now })
         : new RegistryAuthorizer({
             upstreamUrl: config.url,
             credentials: config.credentials,
             tokenRealms: config.tokenRealms,
-            dispatcher: this.#dispatcher,
+            dispatcher,
             log: this.#log,
             now: opts.now,
             timeoutMs: config.headersTimeoutMs,
           });
+    this.#direct = { label: config.name, origin: config.url, query: '', dispatcher, auth, state: this.state, direct: true };
+    if (opts.parent && config.viaParent !== false) {
+      this.#parent = new ParentHop(opts.parent, config, { log: this.#log, now: this.#now, dispatcher: opts.dispatcher, onRefused });
+    }
   }
 
   async headManifest(repo: string, ref: string, accept: number, signal?: AbortSignal): Promise<ManifestHead> {
@@ -199,8 +204,8 @@ export class UpstreamClient {
   }
 
   async close(): Promise<void> {
-    if (this.#auth instanceof EcrAuthorizer) this.#auth.close();
-    await this.#agent?.close();
+    if (this.#direct.auth instanceof EcrAuthorizer) this.#direct.auth.close();
+    await Promise.all([this.#agent?.close(), this.#parent?.close()]);
   }
 
   async #passThrough(path: string, repo: string, signal: AbortSignal | undefined, notFound: () => RegmirrorError): Promise<PassThroughBody> {
@@ -215,53 +220,77 @@ export class UpstreamClient {
 
   async #send(o: SendOptions): Promise<Sent> {
     if (this.#offline) throw offlineMiss(o);
-    // While rate-limited, or down with a probe already out, fail at once.
-    const endProbe = this.state.admit();
-    try {
-      return await this.#sendAdmitted(o);
-    } finally {
-      endProbe();
-    }
+    const parent = this.#parent;
+    const viaParent = parent?.admit();
+    if (!parent || !viaParent) return this.#inSlot(this.state.admit(), o, (release) => this.#sendVia(this.#direct, o, release));
+    return this.#inSlot(viaParent, o, async (release) => {
+      try {
+        return await this.#sendVia(parent, o, release);
+      } catch (err) {
+        if (!parent.failedOver(err, o.signal)) throw err;
+        this.#log.warn('the parent failed; asking the upstream itself', { parent: parent.label, reason: (err as Error).message });
+        this.#observer?.parentFallback?.(this.name);
+      } finally {
+        viaParent();
+      }
+      const endDirect = this.state.admit();
+      try {
+        return await this.#sendVia(this.#direct, o, release);
+      } finally {
+        endDirect();
+      }
+    });
   }
 
   /**
-   * Sends one request under its concurrency bound, answering a 401 challenge once with
-   * fresh credentials. The slot is held until the caller calls release(), so a blob
-   * body counts against the bound while it streams. A small request waits for its slot
-   * no longer than the connect timeout: a caller with a cached answer serves it instead.
+   * Runs `send` holding a slot of the request's kind; the slot is handed to the caller
+   * with the response and released here only on failure, so a blob body counts against
+   * the bound while it streams. Admission (`end` is its probe's end) comes first: a hop
+   * that is rate-limited or backing off fails at once instead of waiting for a slot. A
+   * small request waits for its slot no longer than the connect timeout: a caller with a
+   * cached answer serves it instead.
    */
-  async #sendAdmitted(o: SendOptions): Promise<Sent> {
-    const release = o.kind === 'blob_get' ? await this.#acquire(this.#bodies) : await this.#acquire(this.#small, this.config.connectTimeoutMs);
+  async #inSlot(end: () => void, o: SendOptions, send: (release: () => void) => Promise<Sent>): Promise<Sent> {
     try {
-      let auth = await this.#authorize(() => this.#auth.header(o.scope));
-      for (let attempt = 0; ; attempt++) {
-        const res = await this.#request(o, auth);
-        this.#observe(o, res);
-        // ECR refuses an expired password with 403 DENIED, not 401: answered like a challenge.
-        const ecrExpired = attempt === 0 && res.statusCode === 403 && this.config.type === 'ecr' && (await ecrTokenExpired(res, o.method));
-        if ((res.statusCode === 401 || ecrExpired) && attempt === 0) {
-          res.body.resume();
-          const sent = auth;
-          auth = await this.#authorize(() => this.#auth.onChallenge(o.scope, parseChallenges(res.headers['www-authenticate'])));
-          if (auth !== undefined && !(ecrExpired && auth === sent)) continue;
-        }
-        if (res.statusCode >= 200 && res.statusCode < 300) {
-          return { status: res.statusCode, headers: res.headers, body: res.body, release };
-        }
-        throw await this.#failure(res, o);
+      const release = o.kind === 'blob_get' ? await acquireSlot(this.#bodies, this.name) : await acquireSlot(this.#small, this.name, this.config.connectTimeoutMs);
+      try {
+        return await send(release);
+      } catch (err) {
+        release();
+        throw err;
       }
-    } catch (err) {
-      release();
-      throw err;
+    } finally {
+      end();
     }
   }
 
-  async #request(o: SendOptions, auth: string | undefined): Promise<Dispatcher.ResponseData> {
+  /** Sends one request to `hop`, answering a 401 challenge once with fresh credentials. */
+  async #sendVia(hop: Hop, o: SendOptions, release: () => void): Promise<Sent> {
+    let auth = await this.#authorize(hop, () => hop.auth.header(o.scope));
+    for (let attempt = 0; ; attempt++) {
+      const res = await this.#request(hop, o, auth);
+      this.#observe(hop, o, res);
+      // ECR refuses an expired password with 403 DENIED, not 401: answered like a challenge.
+      const ecrExpired = attempt === 0 && res.statusCode === 403 && hop.direct && this.config.type === 'ecr' && (await ecrTokenExpired(res, o.method));
+      if ((res.statusCode === 401 || ecrExpired) && attempt === 0) {
+        res.body.resume();
+        const sent = auth;
+        auth = await this.#authorize(hop, () => hop.auth.onChallenge(o.scope, parseChallenges(res.headers['www-authenticate'])));
+        if (auth !== undefined && !(ecrExpired && auth === sent)) continue;
+      }
+      if (res.statusCode >= 200 && res.statusCode < 300) {
+        return { status: res.statusCode, headers: res.headers, body: res.body, release };
+      }
+      throw await this.#failure(hop, res, o);
+    }
+  }
+
+  async #request(hop: Hop, o: SendOptions, auth: string | undefined): Promise<Dispatcher.ResponseData> {
     try {
-      return await request(this.config.url + o.path, {
+      return await request(hopUrl(hop, o.path), {
         method: o.method,
         headers: { ...o.headers, ...(auth ? { authorization: auth } : {}), 'user-agent': 'regmirror' },
-        dispatcher: this.#dispatcher,
+        dispatcher: hop.dispatcher,
         signal: o.signal,
       });
     } catch (err) {
@@ -269,24 +298,26 @@ export class UpstreamClient {
       // The upstream pointed somewhere it may not: its fault, not an outage.
       if (err instanceof EgressRefused) throw err;
       const reason = describeNetworkError(err);
-      this.state.failed(reason);
-      throw new UpstreamUnavailable(`${this.name} unreachable: ${reason}`);
+      hop.state.failed(reason);
+      throw new UpstreamUnavailable(`${hop.label} unreachable: ${reason}`);
     }
   }
 
-  /** A token server that cannot be reached makes the upstream as unusable as the registry itself. */
-  async #authorize(fn: () => Promise<string | undefined>): Promise<string | undefined> {
+  /** A token server that cannot be reached makes the hop as unusable as the registry itself. */
+  async #authorize(hop: Hop, fn: () => Promise<string | undefined>): Promise<string | undefined> {
     try {
       return await fn();
     } catch (err) {
-      if (err instanceof UpstreamUnavailable) this.state.failed(err.message);
+      if (err instanceof UpstreamUnavailable) hop.state.failed(err.message);
       throw err;
     }
   }
 
-  #observe(o: SendOptions, res: Dispatcher.ResponseData): void {
+  #observe(hop: Hop, o: SendOptions, res: Dispatcher.ResponseData): void {
+    hop.state.answered();
+    // The parent's answers are not the upstream's requests, nor its budget.
+    if (!hop.direct) return;
     const now = this.#now();
-    this.state.answered();
     // A 401 answered by a token and a retry is one request as far as the budget goes.
     if (res.statusCode !== 401) this.#observer?.request(this.name, o.kind, res.statusCode, now);
     const rl = parseRateLimit(res.headers);
@@ -297,52 +328,26 @@ export class UpstreamClient {
     }
   }
 
-  async #failure(res: Dispatcher.ResponseData, o: SendOptions): Promise<RegmirrorError> {
+  async #failure(hop: Hop, res: Dispatcher.ResponseData, o: SendOptions): Promise<RegmirrorError> {
     const body = o.method === 'GET' ? await readLimited(res.body, 64 * 1024).catch(() => Buffer.alloc(0)) : (res.body.resume(), Buffer.alloc(0));
     const status = res.statusCode;
     if (status === 401 || status === 403) {
-      this.#auth.invalidate(o.scope);
-      return new UpstreamUnauthorized(`${this.name} refused access to ${o.scope.split(':')[1]} (${status})`, status);
+      hop.auth.invalidate(o.scope);
+      return new UpstreamUnauthorized(`${hop.label} refused access to ${o.scope.split(':')[1]} (${status})`, status);
     }
     if (status === 404) return ociCode(body) === 'NAME_UNKNOWN' ? new RepositoryNotFound(o.scope.split(':')[1]) : o.notFound();
     if (status === 429) {
-      const seconds = this.state.limited(parseRetryAfter(header(res.headers, 'retry-after'), this.#now()));
-      this.#log.warn('upstream rate limit reached', { retryAfter: seconds });
-      return new UpstreamRateLimited(`${this.name} rate limit reached`, seconds);
+      const retryAfter = parseRetryAfter(header(res.headers, 'retry-after'), this.#now());
+      // A parent's 429 passes its upstream's limit on; the next request asks the parent again.
+      const seconds = hop.direct ? this.state.limited(retryAfter) : (retryAfter ?? 60);
+      this.#log.warn('upstream rate limit reached', { retryAfter: seconds, via: hop.label });
+      return new UpstreamRateLimited(`${hop.label} rate limit reached`, seconds);
     }
-    if (status === 502 || status === 503 || status === 504) this.state.failed(`answered ${status}`);
-    if (status >= 500) return new UpstreamUnavailable(`${this.name} answered ${status}`);
-    return new UpstreamInvalid(`${this.name} answered ${status} to ${o.method} ${o.path.split('?')[0]}`);
+    if (status === 502 || status === 503 || status === 504) hop.state.failed(`answered ${status}`);
+    if (status >= 500) return new UpstreamUnavailable(`${hop.label} answered ${status}`);
+    return new UpstreamInvalid(`${hop.label} answered ${status} to ${o.method} ${o.path.split('?')[0]}`);
   }
 
-  /** A slot of `limit`, released by calling the function it resolves to; rejects after `deadlineMs` in the queue. */
-  #acquire(limit: LimitFunction, deadlineMs?: number): Promise<() => void> {
-    return new Promise((resolveAcquire, rejectAcquire) => {
-      let gaveUp = false;
-      const timer =
-        deadlineMs === undefined
-          ? undefined
-          : setTimeout(() => {
-              gaveUp = true;
-              rejectAcquire(new UpstreamUnavailable(`${this.name}: no upstream slot came free within ${deadlineMs} ms (${limit.activeCount} requests in flight)`));
-            }, deadlineMs).unref();
-      void limit(
-        () =>
-          new Promise<void>((release) => {
-            // The slot came after the caller left: hand it straight on.
-            if (gaveUp) return release();
-            clearTimeout(timer);
-            let released = false;
-            resolveAcquire(() => {
-              if (!released) {
-                released = true;
-                release();
-              }
-            });
-          }),
-      );
-    });
-  }
 }
 
 function pullScope(repo: string): string {

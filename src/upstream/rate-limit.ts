@@ -19,6 +19,8 @@ export interface UpstreamObserver {
   request(upstream: string, kind: UpstreamRequestKind, status: number, at: number): void;
   /** A redirect or token realm led to an address the egress rule refuses. */
   egressRefused?(upstream: string, kind: RestrictedAddress): void;
+  /** The parent failed and a request of this upstream went to the upstream itself. */
+  parentFallback?(upstream: string): void;
 }
 
 export type UpstreamRequestKind = 'manifest_get' | 'manifest_head' | 'blob_get' | 'blob_head' | 'other';
