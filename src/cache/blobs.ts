@@ -3,7 +3,7 @@
 // upstream HEAD. A miss joins the download in flight for the digest or starts one. With
 // `redirect`, a linked hit the store can locate is handed out as the store's own URL.
 import { LRUCache } from 'lru-cache';
-import { DigestMismatch, MetadataUnavailable, SizeMismatch, UpstreamInvalid } from '../errors.js';
+import { DigestMismatch, SizeMismatch, UpstreamInvalid } from '../errors.js';
 import type { Logger } from '../log.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import { isNonDistributableType, type Descriptor } from '../oci/manifest.js';
@@ -11,11 +11,15 @@ import type { Metrics } from '../metrics.js';
 import type { BodySource } from '../store/body-source.js';
 import type { ByteRange, ContentStore } from '../store/content-store.js';
 import type { Spool } from '../store/spool.js';
-import type { BlobRow, Metadata } from '../store/metadata.js';
+import type { Metadata } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
-import { Download, isStoreFull } from './download.js';
+import type { PeerLocation } from '../cluster/peer-client.js';
+import { Download } from './download.js';
+import { StoredBlobs } from './stored-blobs.js';
+import { drain, peerBody, peerSize, type ClusterPeers } from './peer-blobs.js';
 
 export type { ByteRange } from '../store/content-store.js';
+export { REDIRECT_EXPIRY_SECONDS } from './stored-blobs.js';
 export { READ_CHUNK, sourceToReadable, type BodySource } from '../store/body-source.js';
 export type { UpstreamClient } from '../upstream/client.js';
 
@@ -50,6 +54,8 @@ export interface BlobCacheDeps {
   onPublished?: (bytes: number) => void;
   /** The store refused a write (disk full, read-only). */
   onStoreFull?: (err: Error) => void;
+  /** In a cluster: download under leases, follow the other replicas' downloads. */
+  cluster?: ClusterPeers;
   /** Hand out linked hits as the store's URL where it has one (storage.redirect). */
   redirect?: boolean;
   now?: () => number;
@@ -61,16 +67,6 @@ export interface BlobCacheDeps {
  * short enough that a fixed upstream is soon used again.
  */
 export const MISMATCH_MEMORY_MS = 60_000;
-const UNREADABLE_LOG_EVERY_MS = 10_000;
-/**
- * How long a redirect's URL stays valid. The client follows it at once, and the store
- * checks it only when a request starts, so a long transfer needs no more; a short life
- * makes a URL that leaks (a proxy's log) worth little. Ten minutes rather than a minute
- * because the store judges it by its own clock, which may be minutes off the mirror's.
- * (distribution uses twenty.)
- */
-export const REDIRECT_EXPIRY_SECONDS = 600;
-
 /** Blob lookups and single-flight downloads. */
 export class BlobCache {
   readonly #deps: BlobCacheDeps;
@@ -80,13 +76,13 @@ export class BlobCache {
   readonly #readers = new Map<Digest, number>();
   /** Digests whose last download did not match: when it was seen. */
   readonly #mismatched = new LRUCache<Digest, number>({ max: 10_000 });
-  #unreadableLoggedAt = -Infinity;
-  #unlocatableLoggedAt = -Infinity;
+  readonly #stored: StoredBlobs;
   /** Downloads committed so far: a lookup that saw none running looks again if one was committed meanwhile. */
   #committed = 0;
 
   constructor(deps: BlobCacheDeps) {
     this.#deps = deps;
+    this.#stored = new StoredBlobs({ ...deps, inUse: (d) => this.inUse(d) });
   }
 
   /** Downloads in flight, for status and tests. */
@@ -99,7 +95,7 @@ export class BlobCache {
     const { metadata } = this.#deps;
     const linked = await metadata.isLinked(t.upstream.name, t.repository, digest);
     if (linked) {
-      const st = await this.#storeStat(digest);
+      const st = await this.#stored.stat(digest);
       if (st) return st;
       const dl = this.#downloads.get(digest);
       if (dl?.size !== undefined) return { size: dl.size };
@@ -108,24 +104,68 @@ export class BlobCache {
     return head;
   }
 
-  /** For GET: a handle on the blob, starting or joining a download on a miss. */
+  /** For GET: a handle on the blob, starting or joining a download (here or on the replica holding it) on a miss. */
   async get(t: Target, digest: Digest): Promise<BlobHandle> {
-    const found = await this.#find(t, digest);
-    if ('size' in found) {
-      const location = await this.#locate(digest, found.size);
-      return this.#handle(t, 'hit', found.size, (range) => this.#track(digest, this.#deps.store.source(digest, found.size, range)), location);
+    for (let attempt = 1; ; attempt++) {
+      const found = await this.#find(t, digest);
+      if ('size' in found) {
+        const location = await this.#stored.locate(digest, found.size);
+        return this.#handle(t, 'hit', found.size, (range) => this.#track(digest, this.#deps.store.source(digest, found.size, range)), location);
+      }
+      if ('download' in found) {
+        const dl = found.download;
+        await dl.ready;
+        return this.#handle(t, 'miss', dl.size, (range) => this.#track(digest, dl.follow(range)));
+      }
+      const size = await this.#peerSize(t, digest, found.peer, attempt);
+      if (size === 'again') continue;
+      if (typeof size === 'number') {
+        const stored = (range?: ByteRange) => () => this.#deps.store.source(digest, size, range);
+        return this.#handle(t, 'miss', size, (range) => this.#track(digest, peerBody(this.#deps.cluster!, found.peer, digest, size, range, stored(range))));
+      }
     }
-    const dl = found.download;
-    await dl.ready;
-    return this.#handle(t, 'miss', dl.size, (range) => this.#track(digest, dl.follow(range)));
   }
 
   /** For prewarm: makes sure the blob is in the store; resolves `cached` or `fetched` once it is published. */
   async ensure(t: Target, digest: Digest): Promise<{ size: number; result: 'cached' | 'fetched' }> {
-    const found = await this.#find(t, digest);
-    if ('size' in found) return { size: found.size, result: 'cached' };
-    await found.download.done;
-    return { size: found.download.received, result: 'fetched' };
+    for (let attempt = 1; ; attempt++) {
+      const found = await this.#find(t, digest);
+      if ('size' in found) return { size: found.size, result: 'cached' };
+      if ('download' in found) {
+        await found.download.done;
+        return { size: found.download.received, result: 'fetched' };
+      }
+      const size = await this.#peerSize(t, digest, found.peer, attempt);
+      if (size === 'again') continue;
+      // The holder publishes it; following its download to the end is waiting for that.
+      if (typeof size === 'number') await drain(this.#deps.cluster!.peers.open(found.peer, digest, size));
+      return { size: typeof size === 'number' ? size : 0, result: 'fetched' };
+    }
+  }
+
+  /** The holder's download size, or `again`; `alone` starts a download here, without the lease the holder keeps. */
+  async #peerSize(t: Target, digest: Digest, holder: PeerLocation, attempt: number): Promise<number | 'again'> {
+    const via = { upstream: t.upstream.name, repository: t.repository };
+    const size = await peerSize(this.#deps.cluster!, holder, digest, via, attempt);
+    if (size !== 'alone') {
+      if (size === 'again') this.#deps.metadata.reread(digest, via);
+      return size;
+    }
+    const dl = this.#start(t, digest, false);
+    await dl.ready;
+    return 'again';
+  }
+
+  /**
+   * A download of `digest` running here, for a peer to follow: undefined when there is
+   * none (finished, failed or never here), `unshareable` when its early bytes are gone
+   * (streaming without caching).
+   */
+  async running(digest: Digest): Promise<Download | 'unshareable' | undefined> {
+    const dl = this.#downloads.get(digest);
+    if (!dl || dl.failed) return undefined;
+    await dl.ready;
+    return dl.passthrough ? 'unshareable' : dl;
   }
 
   /**
@@ -142,7 +182,7 @@ export class BlobCache {
     await Promise.all(
       vouched.map(async (b) => {
         // A blob the database cannot tell about now is not linked: that only costs a HEAD later.
-        const stored = this.#downloads.has(b.digest as Digest) || ((await this.#row(b.digest as Digest)) ?? 'unknown') !== 'unknown';
+        const stored = this.#downloads.has(b.digest as Digest) || ((await this.#stored.row(b.digest as Digest)) ?? 'unknown') !== 'unknown';
         if (stored) await metadata.link(t.upstream.name, t.repository, b.digest);
       }),
     );
@@ -160,14 +200,14 @@ export class BlobCache {
   }
 
   /** A linked hit in the store, or the download (joined or started) that will bring it. */
-  async #find(t: Target, digest: Digest, again = true): Promise<{ size: number } | { download: Download }> {
+  async #find(t: Target, digest: Digest, again = true): Promise<{ size: number } | { download: Download } | { peer: PeerLocation }> {
     const { metadata } = this.#deps;
     // The lookups below wait on the database (a round trip on PostgreSQL): a download
     // running now may be committed, recorded and gone from the map before they answer,
     // after the stat that would have found its blob. It is joined all the same.
     const running = this.#downloads.get(digest);
     const committedBefore = this.#committed;
-    const st = await this.#intact(digest);
+    const st = await this.#stored.intact(digest);
     // Read after the await: a download may have published and linked the blob meanwhile.
     let linked = await metadata.isLinked(t.upstream.name, t.repository, digest);
     if (st && linked) {
@@ -181,7 +221,7 @@ export class BlobCache {
       await this.#holding(digest, () => t.upstream.headBlob(t.repository, digest));
       await metadata.link(t.upstream.name, t.repository, digest);
       linked = true;
-      const still = await this.#intact(digest);
+      const still = await this.#stored.intact(digest);
       if (still) {
         metadata.touch(digest);
         return still;
@@ -194,12 +234,27 @@ export class BlobCache {
     // One that started and was committed while we looked: its blob is a hit now.
     if (!dl && again && this.#committed !== committedBefore) return this.#find(t, digest, false);
     if (!dl) this.#refuseMismatched(digest);
-    if (dl && !linked && (dl.upstream !== t.upstream || dl.repository !== t.repository)) {
-      // Joining a download started through another repository is no way around the link rule.
-      await t.upstream.headBlob(t.repository, digest);
-      await metadata.link(t.upstream.name, t.repository, digest);
-    }
-    return { download: dl ?? this.#start(t, digest) };
+    if (dl && !linked && (dl.upstream !== t.upstream || dl.repository !== t.repository)) await this.#vouchFor(t, digest);
+    return dl ? { download: dl } : this.#claim(t, digest, linked);
+  }
+
+  /** Joining a download started through another repository is no way around the link rule. */
+  async #vouchFor(t: Target, digest: Digest): Promise<void> {
+    await t.upstream.headBlob(t.repository, digest);
+    await this.#deps.metadata.link(t.upstream.name, t.repository, digest);
+  }
+
+  /** In a cluster, the replica that takes the digest's lease downloads it; the others follow. */
+  async #claim(t: Target, digest: Digest, linked: boolean): Promise<{ download: Download } | { peer: PeerLocation }> {
+    const cluster = this.#deps.cluster;
+    if (!cluster) return { download: this.#start(t, digest, false) };
+    const claim = await cluster.leases.claim(digest, { upstream: t.upstream.name, repository: t.repository });
+    // Started here by another request while the lease was asked for: one download per replica too.
+    const local = this.#downloads.get(digest);
+    if (local && !local.failed && !local.passthrough) return { download: local };
+    if (claim.mine) return { download: this.#start(t, digest, true) };
+    if (!linked && (claim.via?.upstream !== t.upstream.name || claim.via.repository !== t.repository)) await this.#vouchFor(t, digest);
+    return { peer: claim.holder };
   }
 
   /** Counts what is about to be sent (roll-ups, metrics) as the body is opened, or the client redirected. */
@@ -228,77 +283,6 @@ export class BlobCache {
       };
     }
     return handle;
-  }
-
-  /**
-   * The store's URL for a hit, when redirects are on and the store has one; undefined
-   * otherwise, and when it fails (the blob is then streamed, which always works).
-   */
-  async #locate(digest: Digest, size: number): Promise<string | undefined> {
-    const { store, redirect } = this.#deps;
-    if (!redirect || !store.locate) return undefined;
-    try {
-      return await store.locate(digest, size, { expiresInSeconds: REDIRECT_EXPIRY_SECONDS });
-    } catch (err) {
-      // A failure here (credentials the chain cannot resolve) meets every hit: one line every ten seconds.
-      const now = this.#now();
-      if (now - this.#unlocatableLoggedAt >= UNREADABLE_LOG_EVERY_MS) {
-        this.#unlocatableLoggedAt = now;
-        this.#deps.log.warn('cannot locate a blob in the store; streaming it instead', { digest, err });
-      }
-      return undefined;
-    }
-  }
-
-  /**
-   * The store's stat, or undefined when the store cannot be read now (a bucket out of
-   * reach): the request is then a miss served from the upstream, and nothing is forgotten.
-   */
-  async #storeStat(digest: Digest): Promise<{ size: number; version: string } | undefined> {
-    try {
-      return await this.#deps.store.stat(digest);
-    } catch (err) {
-      if (!isStoreFull(err)) throw err;
-      // Every request meets an outage of the store: one line every ten seconds says it.
-      const now = this.#now();
-      if (now - this.#unreadableLoggedAt >= UNREADABLE_LOG_EVERY_MS) {
-        this.#unreadableLoggedAt = now;
-        this.#deps.log.warn('blob store unreadable; answering from the upstream', { digest, code: err.reason });
-      }
-      return undefined;
-    }
-  }
-
-  /**
-   * The stored blob, if it is still the one that was verified: its size and version (for
-   * files, the mtime) match what was recorded at commit. A blob that changed, or has no
-   * row (a crash between commit and record), is dropped and fetched again, not served.
-   */
-  async #intact(digest: Digest): Promise<{ size: number } | undefined> {
-    const { metadata, store, log } = this.#deps;
-    const st = await this.#storeStat(digest);
-    if (!st) return undefined;
-    const row = await this.#row(digest);
-    if (row === 'unknown') return undefined;
-    if (row && row.size === st.size && (row.version === undefined || row.version === st.version)) return st;
-    if (this.inUse(digest)) return undefined;
-    // No row yet may mean another process (import, prewarm) has just published it and
-    // records it next: a miss for now, not a leftover to delete.
-    if (!row && (await store.recentlyCommitted(digest))) return undefined;
-    log.warn(row ? 'stored blob changed on disk; fetching it again' : 'stored blob has no record; fetching it again', { digest });
-    await metadata.forgetBlobs([digest]);
-    await store.remove(digest);
-    return undefined;
-  }
-
-  /** The blob's row; 'unknown' while the database cannot say (a miss then, never a reason to drop the file). */
-  async #row(digest: Digest): Promise<BlobRow | undefined | 'unknown'> {
-    try {
-      return await this.#deps.metadata.getBlob(digest);
-    } catch (err) {
-      if (err instanceof MetadataUnavailable) return 'unknown';
-      throw err;
-    }
   }
 
   /** Runs `fn` with `digest` counted as in use, so the evictor leaves it alone. */
@@ -333,10 +317,14 @@ export class BlobCache {
     };
   }
 
-  #start(t: Target, digest: Digest): Download {
+  /** `leased`: under this replica's lease on the digest, released once the blob is recorded or the download failed. */
+  #start(t: Target, digest: Digest, leased: boolean): Download {
     const dl = new Download({ ...this.#deps, signal: this.#shutdown.signal }, t.upstream, t.repository, digest);
     this.#downloads.set(digest, dl);
+    const leases = leased ? this.#deps.cluster?.leases : undefined;
+    leases?.hold(digest);
     const forget = () => {
+      leases?.release(digest);
       if (this.#downloads.get(digest) === dl) this.#downloads.delete(digest);
     };
     dl.done.then(() => {

@@ -104,6 +104,15 @@ export class Metadata {
     });
   }
 
+  /**
+   * Another process has just written the blob's row and its link to `link` (a replica
+   * that finished the download this one followed): the next reads ask the database.
+   */
+  reread(digest: string, link: Link): void {
+    this.#hot.stale(`B${digest}`);
+    this.#hot.stale(linkKey(link.upstream, link.repository, digest));
+  }
+
   #miss<T>(value: T): (err: MetadataUnavailable) => T {
     return (err) => {
       this.#unavailable(err, 'read');
