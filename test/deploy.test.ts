@@ -1,7 +1,7 @@
 // The deployment files under deploy/: every YAML parses, the configs they ship are valid
 // regmirror configs, the Kubernetes manifests have what a production rollout needs
-// (probes, non-root, read-only root, resources), kustomize renders both variants
-// (kubectl; required under CI), the systemd unit passes systemd-analyze, and the compose file points at the
+// (probes, non-root, read-only root, resources), kustomize renders the base, the node-local
+// overlay and the HA replicas (kubectl; required under CI), the systemd unit passes systemd-analyze, and the compose file points at the
 // image and the volume. The image itself is built and run in test/e2e/image.test.ts.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -14,45 +14,15 @@ import { promisify } from 'node:util';
 import { parse as parseToml } from 'smol-toml';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { parseConfig } from '../src/config.js';
-import { haveTool, requireTools, run } from './e2e/harness.js';
+import { requireTools, run } from './e2e/harness.js';
+import { type Container, type K8sObject, type LabelSelector, type Labels, type PodSpec, canKustomize, docs, find, kustomization, kustomize, mounts, ownResources, podSpec, selects } from './support/kubernetes.js';
 
 const exec = promisify(execFile);
 const ROOT = new URL('..', import.meta.url).pathname;
 const DEPLOY = join(ROOT, 'deploy');
 const BASE = join(DEPLOY, 'kubernetes/base');
 const NODE_LOCAL = join(DEPLOY, 'kubernetes/node-local');
-
-// A loose view of the Kubernetes objects, enough for the checks below.
-interface Probe { httpGet?: { path: string; port: number | string; host?: string } }
-interface Container {
-  name: string;
-  image: string;
-  args?: string[];
-  command?: string[];
-  ports?: Array<{ name?: string; containerPort: number }>;
-  envFrom?: Array<{ secretRef?: { name: string; optional?: boolean } }>;
-  startupProbe?: Probe;
-  livenessProbe?: Probe;
-  readinessProbe?: Probe;
-  resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
-  securityContext?: Record<string, unknown> & { capabilities?: { drop?: string[]; add?: string[] } };
-  volumeMounts?: Array<{ name: string; mountPath: string; readOnly?: boolean }>;
-}
-interface PodSpec {
-  hostNetwork?: boolean;
-  securityContext?: Record<string, unknown>;
-  initContainers?: Container[];
-  containers: Container[];
-  volumes: Array<{ name: string; emptyDir?: object; hostPath?: { path: string }; configMap?: { name: string }; persistentVolumeClaim?: { claimName: string } }>;
-}
-interface K8sObject {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; namespace?: string };
-  spec?: { template?: { spec: PodSpec } } & Record<string, unknown>;
-  data?: Record<string, string>;
-  [key: string]: unknown;
-}
+const HA = join(DEPLOY, 'kubernetes/ha');
 
 async function yamlFiles(dir: string): Promise<string[]> {
   const out: string[] = [];
@@ -62,46 +32,6 @@ async function yamlFiles(dir: string): Promise<string[]> {
     else if (/\.ya?ml$/.test(e.name)) out.push(p);
   }
   return out.sort();
-}
-
-async function docs(path: string): Promise<K8sObject[]> {
-  return parseAllDocuments(await readFile(path, 'utf8')).map((d) => d.toJSON() as K8sObject).filter(Boolean);
-}
-
-interface Kustomization {
-  namespace?: string;
-  resources?: string[];
-  configMapGenerator?: Array<{ name: string; files?: string[]; behavior?: string }>;
-  patches?: Array<{ patch?: string; path?: string }>;
-  images?: Array<{ name: string; newName?: string; newTag?: string }>;
-}
-
-async function kustomization(dir: string): Promise<Kustomization> {
-  return parseYaml(await readFile(join(dir, 'kustomization.yaml'), 'utf8')) as Kustomization;
-}
-
-/** The objects a kustomization's own resources declare (not its bases). */
-async function ownResources(dir: string): Promise<K8sObject[]> {
-  const k = await kustomization(dir);
-  const out: K8sObject[] = [];
-  for (const r of k.resources ?? []) if (/\.ya?ml$/.test(r)) out.push(...(await docs(join(dir, r))));
-  return out;
-}
-
-function find(objects: K8sObject[], kind: string): K8sObject {
-  const o = objects.find((x) => x.kind === kind);
-  assert.ok(o, `no ${kind} among ${objects.map((x) => x.kind).join(', ')}`);
-  return o;
-}
-
-function podSpec(o: K8sObject): PodSpec {
-  const spec = o.spec?.template?.spec;
-  assert.ok(spec, `${o.kind} ${o.metadata.name} has no pod template`);
-  return spec;
-}
-
-function mounts(c: Container): Record<string, string> {
-  return Object.fromEntries((c.volumeMounts ?? []).map((m) => [m.mountPath, m.name]));
 }
 
 /** What every regmirror container must have: probes, limits, non-root, read-only root with /tmp writable. */
@@ -210,32 +140,8 @@ test('the node-local init container\'s command writes hosts.toml files that keep
   assert.equal(again.stdout.split('\n').filter((l) => l.startsWith('unchanged ')).length, 4, again.stdout);
 });
 
-/**
- * Why kubectl cannot render these kustomizations here, or undefined when it can. Debian's
- * kubernetes-client 1.20 embeds kustomize v2, which predates `labels` and `patches`; CI
- * installs a newer static kubectl (see .ci/run), so there a missing or old one fails.
- */
-async function kubectlProblem(): Promise<string | undefined> {
-  if (!haveTool('kubectl')) return 'kubectl not installed: kustomize rendering skipped (the YAML checks above still ran)';
-  const res = await run('kubectl', ['version', '--client', '-o', 'json']);
-  const version = res.code === 0 ? (JSON.parse(res.stdout) as { kustomizeVersion?: string }).kustomizeVersion : undefined;
-  const major = Number(/^v(\d+)\./.exec(version ?? '')?.[1] ?? 0);
-  if (major < 4) return `kubectl's kustomize (${version ?? 'unknown'}) is older than v4: rendering skipped (the YAML checks above still ran)`;
-  return undefined;
-}
-
 test('kubectl kustomize renders the base and the node-local overlay', async (t) => {
-  const problem = await kubectlProblem();
-  if (problem && process.env.CI === 'true') throw new Error(`${problem.split(':')[0]} (CI must render them: see .ci/run)`);
-  if (problem) {
-    t.skip(problem);
-    return;
-  }
-  const render = async (dir: string) => {
-    const res = await run('kubectl', ['kustomize', dir]);
-    assert.equal(res.code, 0, res.stderr);
-    return parseAllDocuments(res.stdout).map((d) => d.toJSON() as K8sObject);
-  };
+  if (!(await canKustomize(t))) return;
   const checkCommon = (objects: K8sObject[], workload: K8sObject) => {
     for (const o of objects) if (o.kind !== 'Namespace') assert.equal(o.metadata.namespace, 'regmirror', `${o.kind} ${o.metadata.name}`);
     const cm = find(objects, 'ConfigMap');
@@ -246,13 +152,118 @@ test('kubectl kustomize renders the base and the node-local overlay', async (t) 
     return parseConfig(cm.data!['mirror.yaml'], {});
   };
 
-  const base = await render(BASE);
+  const base = await kustomize(BASE);
   assert.deepEqual(base.map((o) => o.kind).sort(), ['ConfigMap', 'Deployment', 'Namespace', 'PersistentVolumeClaim', 'Service']);
   assert.equal(checkCommon(base, find(base, 'Deployment')).listen.host, '0.0.0.0');
 
-  const node = await render(NODE_LOCAL);
+  const node = await kustomize(NODE_LOCAL);
   assert.deepEqual(node.map((o) => o.kind).sort(), ['ConfigMap', 'DaemonSet', 'Namespace']);
   assert.equal(checkCommon(node, find(node, 'DaemonSet')).listen.host, '127.0.0.1');
+});
+
+/** What the HA pods' environment would hold: the downward API's pod IP and sample Secret values. */
+const SAMPLE_POD_IP = '10.42.1.7';
+function sampleEnv(c: Container): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const e of c.env ?? []) {
+    if (e.valueFrom?.fieldRef?.fieldPath === 'status.podIP') env[e.name] = SAMPLE_POD_IP;
+    else if (e.valueFrom?.secretKeyRef) env[e.name] = `sample-${e.name.toLowerCase()}-0123456789abcdef`;
+    else if (e.value !== undefined) env[e.name] = e.value;
+  }
+  return env;
+}
+
+const HA_SECRET_ENV = ['REGMIRROR_DB_PASSWORD', 'REGMIRROR_CLUSTER_SECRET', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'];
+
+test('15.9 the HA mirror.yaml is a replica config: PostgreSQL, a bucket, the peer endpoint on 5001 at the pod\'s own IP', async () => {
+  const text = await readFile(join(HA, 'mirror.yaml'), 'utf8');
+  const env = { POD_IP: SAMPLE_POD_IP, REGMIRROR_DB_PASSWORD: 'pw', REGMIRROR_CLUSTER_SECRET: 'a'.repeat(44) };
+  const cfg = parseConfig(text, env);
+  assert.deepEqual({ host: cfg.listen.host, port: cfg.listen.port, dataDir: cfg.dataDir }, { host: '0.0.0.0', port: 5000, dataDir: '/data' });
+  assert.equal(cfg.metadata.kind, 'postgres');
+  assert.equal(cfg.storage.backend, 's3');
+  assert.equal(cfg.cluster?.advertise, `http://${SAMPLE_POD_IP}:5001`);
+  assert.deepEqual(cfg.cluster?.listen, { host: '0.0.0.0', port: 5001 });
+  // Every secret is a reference to the environment, never a value in the ConfigMap.
+  const raw = parseYaml(text) as { metadata: { postgres: { password: string } }; cluster: { secret: string } };
+  assert.equal(raw.metadata.postgres.password, '${REGMIRROR_DB_PASSWORD}');
+  assert.equal(raw.cluster.secret, '${REGMIRROR_CLUSTER_SECRET}');
+  // Without the downward API's POD_IP the replica does not start, and says why.
+  const { POD_IP: _unset, ...noPodIp } = env;
+  assert.throws(() => parseConfig(text, noPodIp), /cluster\.advertise: environment variable POD_IP is not set/);
+});
+
+test('15.9 kubectl kustomize renders deploy/kubernetes/ha: 3 replicas, a PDB of one, anti-affinity, probes, secrets from the Secret, the peer port kept off the Service', async (t) => {
+  if (!(await canKustomize(t))) return;
+  const objects = await kustomize(HA);
+  assert.deepEqual(objects.map((o) => o.kind).sort(), ['ConfigMap', 'Deployment', 'Namespace', 'NetworkPolicy', 'PodDisruptionBudget', 'Service'], 'no Secret is rendered');
+  for (const o of objects) if (o.kind !== 'Namespace') assert.equal(o.metadata.namespace, 'regmirror', `${o.kind} ${o.metadata.name}`);
+
+  const deployment = find(objects, 'Deployment');
+  const spec = podSpec(deployment);
+  const labels = deployment.spec?.template?.metadata?.labels;
+  assert.equal(deployment.spec?.replicas, 3);
+  assert.deepEqual(deployment.spec?.strategy, { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1, maxSurge: 1 } });
+  assert.ok(selects(deployment.spec?.selector as LabelSelector, labels), 'the Deployment selects its own pods');
+  const anti = spec.affinity?.podAntiAffinity;
+  const terms = [...(anti?.requiredDuringSchedulingIgnoredDuringExecution ?? []), ...(anti?.preferredDuringSchedulingIgnoredDuringExecution ?? []).map((p) => p.podAffinityTerm)];
+  assert.ok(terms.some((term) => term.topologyKey === 'kubernetes.io/hostname' && selects(term.labelSelector, labels)), 'replicas are kept apart by node');
+
+  const [c] = spec.containers;
+  assertHardenedMirror(spec, c, 'HA Deployment');
+  assert.equal(c.image, 'regmirror:0.1.0');
+  const ports = Object.fromEntries((c.ports ?? []).map((p) => [p.name, p.containerPort]));
+  assert.deepEqual(ports, { http: 5000, peer: 5001 });
+  for (const [name, probe] of Object.entries({ startup: c.startupProbe, liveness: c.livenessProbe, readiness: c.readinessProbe })) {
+    assert.equal(probe?.httpGet?.port, 'http', `${name} probe on the main port`);
+  }
+  assert.equal(c.readinessProbe?.httpGet?.path, '/readyz');
+  const data = spec.volumes.find((v) => v.name === mounts(c)['/data']);
+  assert.ok(data?.emptyDir?.sizeLimit, 'the spool is a bounded emptyDir');
+
+  // Secrets: each from the one Secret by key; no literal value for anything secret.
+  const env = Object.fromEntries((c.env ?? []).map((e) => [e.name, e]));
+  assert.deepEqual(env.POD_IP?.valueFrom, { fieldRef: { fieldPath: 'status.podIP' } });
+  for (const name of HA_SECRET_ENV) assert.deepEqual(env[name]?.valueFrom, { secretKeyRef: { name: 'regmirror-ha', key: name } }, name);
+  for (const e of c.env ?? []) assert.ok(e.value === undefined, `${e.name} has a literal value`);
+  const example = find(await docs(join(HA, 'secret.example.yaml')), 'Secret');
+  const rendered = JSON.stringify(objects);
+  for (const placeholder of new Set(Object.values(example.stringData ?? {}))) assert.ok(!rendered.includes(placeholder), `the example's ${placeholder} is not rendered`);
+
+  // The config the pods mount parses in their environment, and names the declared ports.
+  const cm = find(objects, 'ConfigMap');
+  assert.ok(spec.volumes.some((v) => v.configMap?.name === cm.metadata.name), 'the pods mount the generated ConfigMap');
+  const cfg = parseConfig(cm.data!['mirror.yaml'], sampleEnv(c));
+  assert.equal(cfg.listen.port, ports.http);
+  assert.equal(cfg.cluster?.listen?.port, ports.peer, 'cluster.listen is the peer port');
+  const advertise = new URL(cfg.cluster!.advertise);
+  assert.deepEqual({ host: advertise.hostname, port: Number(advertise.port) }, { host: SAMPLE_POD_IP, port: ports.peer }, 'cluster.advertise is the pod IP on the peer port');
+
+  const pdb = find(objects, 'PodDisruptionBudget');
+  const budget = pdb.spec as { maxUnavailable?: number; minAvailable?: number; selector: LabelSelector };
+  assert.ok(selects(budget.selector, labels), 'the PDB selects the replicas');
+  assert.ok(budget.maxUnavailable === 1 || budget.minAvailable === 2, `at most one replica down: ${JSON.stringify(budget)}`);
+
+  const service = find(objects, 'Service').spec as { selector: Labels; ports: Array<{ port: number; targetPort: number | string }> };
+  assert.ok(selects({ matchLabels: service.selector }, labels), 'the Service selects the replicas');
+  assert.deepEqual(service.ports.map((p) => [p.port, p.targetPort]), [[5000, 'http']], 'the Service publishes the registry port only');
+
+  const policy = find(objects, 'NetworkPolicy').spec as { podSelector: LabelSelector; ingress: Array<{ from?: Array<{ podSelector?: LabelSelector }>; ports: Array<{ port: number | string }> }> };
+  assert.ok(selects(policy.podSelector, labels), 'the NetworkPolicy covers the replicas');
+  const peerRules = policy.ingress.filter((r) => r.ports.some((p) => p.port === 'peer' || p.port === ports.peer));
+  assert.ok(peerRules.length > 0 && peerRules.every((r) => (r.from ?? []).length > 0 && r.from!.every((f) => selects(f.podSelector, labels))), 'the peer port admits the replicas only');
+});
+
+test('15.9 secret.example.yaml names every key the HA pods read, and is not among the resources', async () => {
+  const k = await kustomization(HA);
+  assert.ok(!(k.resources ?? []).includes('secret.example.yaml'));
+  assert.ok((await ownResources(HA)).every((o) => o.kind !== 'Secret'), 'no Secret among the resources');
+  const example = find(await docs(join(HA, 'secret.example.yaml')), 'Secret');
+  assert.equal(example.metadata.name, 'regmirror-ha');
+  assert.deepEqual(Object.keys(example.stringData ?? {}).sort(), [...HA_SECRET_ENV].sort());
+  const c = podSpec(find(await ownResources(HA), 'Deployment')).containers[0];
+  const refs = (c.env ?? []).flatMap((e) => (e.valueFrom?.secretKeyRef ? [e.valueFrom.secretKeyRef.key] : []));
+  assert.deepEqual(refs.sort(), [...HA_SECRET_ENV].sort());
 });
 
 test('the systemd unit passes systemd-analyze verify and security', async (t) => {
