@@ -245,14 +245,26 @@ export class BlobCache {
   }
 
   /** In a cluster, the replica that takes the digest's lease downloads it; the others follow. */
-  async #claim(t: Target, digest: Digest, linked: boolean): Promise<{ download: Download } | { peer: PeerLocation }> {
+  async #claim(t: Target, digest: Digest, linked: boolean): Promise<{ size: number } | { download: Download } | { peer: PeerLocation }> {
     const cluster = this.#deps.cluster;
     if (!cluster) return { download: this.#start(t, digest, false) };
     const claim = await cluster.leases.claim(digest, { upstream: t.upstream.name, repository: t.repository });
     // Started here by another request while the lease was asked for: one download per replica too.
     const local = this.#downloads.get(digest);
     if (local && !local.failed && !local.passthrough) return { download: local };
-    if (claim.mine) return { download: this.#start(t, digest, true) };
+    if (claim.mine) {
+      // A holder that finished records the blob before it lets go of the lease: taken
+      // after that, the lease comes with the blob already there. Asked afresh, not memoised.
+      cluster.leases.hold(digest);
+      this.#deps.metadata.reread(digest, { upstream: t.upstream.name, repository: t.repository });
+      if (await this.#stored.intact(digest)) {
+        cluster.leases.release(digest);
+        return this.#find(t, digest, false);
+      }
+      const dl = this.#downloads.get(digest) ?? this.#start(t, digest, true);
+      cluster.leases.release(digest);
+      return { download: dl };
+    }
     if (!linked && (claim.via?.upstream !== t.upstream.name || claim.via.repository !== t.repository)) await this.#vouchFor(t, digest);
     return { peer: claim.holder };
   }

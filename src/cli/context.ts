@@ -3,7 +3,10 @@
 // it directly, so they fill and read the cache through exactly the server's code path
 // and can run beside a running server (SQLite WAL + busy_timeout, atomic commits).
 import { BlobCache } from '../cache/blobs.js';
+import { DownloadLeases } from '../cluster/download-leases.js';
+import { PeerClient } from '../cluster/peer-client.js';
 import { newReplica, type Replica } from '../cluster/replica.js';
+import type { ClusterPeers } from '../cache/peer-blobs.js';
 import { Evictor } from '../cache/evict.js';
 import { ManifestCache } from '../cache/manifests.js';
 import { ConfigError, type Config } from '../config.js';
@@ -45,6 +48,11 @@ export interface ContextOptions {
   now?: () => number;
   /** Remove spool files of a previous run: only the server does, a CLI beside it must not. */
   sweepSpool?: boolean;
+  /**
+   * Download under the cluster's leases and follow the other replicas' downloads (with a
+   * `cluster` section): only the server, which answers its peers, may take a lease.
+   */
+  joinCluster?: boolean;
 }
 
 /** Opens the data dir and builds everything below the HTTP layer. */
@@ -64,7 +72,8 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline, parent: config.parent }));
   const upstreams = new UpstreamTable(clients, config.defaultUpstream);
   let evictor: Evictor | undefined;
-  const blobs = new BlobCache({ store, spool, metadata, metrics, now, redirect: config.storage.redirect, log: log.child({ component: 'blobs' }), onPublished: () => evictor?.poke(), onStoreFull: () => {
+  const cluster = opts.joinCluster ? clusterPeers(config, metadata, replica, log) : undefined;
+  const blobs = new BlobCache({ store, spool, metadata, metrics, now, ...(cluster ? { cluster } : {}), redirect: config.storage.redirect, log: log.child({ component: 'blobs' }), onPublished: () => evictor?.poke(), onStoreFull: () => {
     metrics.passThrough.inc();
     metadata.bump('(store)', 'passthrough');
     evictor?.poke();
@@ -78,6 +87,8 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const close = async () => {
     await evictor?.close();
     await blobs.close();
+    cluster?.leases.close();
+    await cluster?.peers.close();
     await Promise.all(clients.map((c) => c.close()));
     await metadata.close();
     await storage.close();
@@ -149,4 +160,12 @@ function observeInto(metadata: Metadata, metrics: Metrics): UpstreamObserver {
       metrics.parentFallbacks.inc({ upstream });
     },
   };
+}
+
+/** The leases and the peer client of a replica; none outside a cluster. */
+function clusterPeers(config: Config, metadata: Metadata, replica: Replica, log: Logger): ClusterPeers | undefined {
+  const c = config.cluster;
+  if (!c) return undefined;
+  const peerLog = log.child({ component: 'cluster' });
+  return { leases: new DownloadLeases(metadata.leases, { ...replica, advertise: c.advertise }, peerLog), peers: new PeerClient({ secret: c.secret }) };
 }

@@ -5,14 +5,15 @@ import { readFile } from 'node:fs/promises';
 import pLimit from 'p-limit';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { ClientAuth, parseHtpasswd } from '../http/access.js';
-import { createApp } from '../http/app.js';
+import { createApp, createPeerApp } from '../http/app.js';
+import { joinMembers } from '../cluster/membership.js';
 import { createLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { MetadataUnavailable, StoreFull } from '../errors.js';
 import { configPath, type Values } from './args.js';
 import { verify } from './cache-admin.js';
 import { openCache, type CacheContext } from './context.js';
-import { listen } from './listener.js';
+import { listen, type Listener } from './listener.js';
 import { prewarm, prewarmRequest } from './prewarm.js';
 import { gatherStatus } from './status.js';
 
@@ -36,7 +37,14 @@ export interface RunningServer extends Pick<CacheContext, 'metadata' | 'blobs' |
 }
 
 export async function startServer(config: Config, opts: ServerOptions = {}): Promise<RunningServer> {
-  const ctx = await openCache(config, { ...opts, sweepSpool: true });
+  const ctx = await openCache(config, { ...opts, sweepSpool: true, joinCluster: true });
+  let members: { stop(): Promise<void> } | undefined;
+  try {
+    if (ctx.metadata.backend === 'postgres') members = await joinMembers(ctx.metadata.leases, ctx.replica, ctx.log.child({ component: 'cluster' }));
+  } catch (err) {
+    await ctx.close();
+    throw err;
+  }
   const { log, metadata, metrics, clients, upstreams, blobs, manifests } = ctx;
   const now = ctx.now;
   metrics.gauge('regmirror_downloads_in_flight', 'Blob downloads from upstreams in progress', () => blobs.inFlight);
@@ -54,12 +62,17 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   };
   const clientAuth = await loadClientAuth(config);
   const admin = { metrics, readiness, status, prewarm: prewarmJob, adminToken: config.adminToken, clientAuth };
-  const app = createApp({ upstreams, blobs, manifests, metrics, log, admin, clientAuth });
-  let listener;
+  const peer = config.cluster ? { blobs, secret: config.cluster.secret } : undefined;
+  const app = createApp({ upstreams, blobs, manifests, metrics, log, admin, clientAuth, ...(peer && !config.cluster?.listen ? { peer } : {}) });
+  let listener: Listener | undefined;
+  let peerListener: Listener | undefined;
   try {
     listener = await listen(config, app.fetch, log);
+    if (peer && config.cluster?.listen) peerListener = await listen({ ...config, listen: config.cluster.listen }, createPeerApp(peer, log).fetch, log);
   } catch (err) {
+    await listener?.close(0);
     await clientAuth?.close();
+    await members?.stop();
     await ctx.close();
     throw err;
   }
@@ -74,7 +87,8 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     if (closing) void listener.close(graceMs);
     return (closing ??= (async () => {
       clearInterval(verifier);
-      await listener.close(graceMs);
+      await Promise.all([listener.close(graceMs), peerListener?.close(graceMs)]);
+      await members?.stop();
       await clientAuth?.close();
       await ctx.close();
     })());

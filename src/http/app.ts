@@ -14,6 +14,8 @@ import { parseDigest } from '../oci/digest.js';
 import { parseV2Path } from '../oci/reference.js';
 import { serveBlob, type Streamed } from './blobs.js';
 import { serveManifest } from './manifests.js';
+import { peerRoutes, type PeerDeps } from './peer.js';
+import { PEER_PREFIX } from '../cluster/peer-client.js';
 import { serveReferrers, serveTags } from './tags.js';
 import { resolveTarget, type UpstreamTable } from './target.js';
 
@@ -26,6 +28,8 @@ export interface AppDeps {
   admin?: AdminDeps;
   /** Client access control; absent: anyone may pull. */
   clientAuth?: ClientAuth;
+  /** A replica of a cluster: the peer endpoint, on this listener (or on its own, createPeerApp). */
+  peer?: PeerDeps;
 }
 
 export type AppEnv = { Variables: { cache: string; upstream: string; repo: string; route: string; requestId: string; streamed?: Streamed } };
@@ -78,19 +82,33 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     await next();
   });
   if (deps.admin) app.route('/', adminRoutes(deps.admin));
+  // Outside /v2: the peer endpoint checks the cluster's signature, not client credentials.
+  if (deps.peer) app.route(PEER_PREFIX, peerRoutes(deps.peer));
   app.on(['GET', 'HEAD'], '/v2', (c) => c.json({}, 200, API_VERSION));
   app.on(['GET', 'HEAD'], '/v2/', (c) => c.json({}, 200, API_VERSION));
   app.on(['GET', 'HEAD'], '/v2/*', (c) => dispatch(c, deps));
   app.all('/v2/*', () => {
     throw new OciError('UNSUPPORTED', 'this mirror is read-only: only pulls are supported');
   });
+  renderErrors(app, log);
+  return app;
+}
+
+/** The peer endpoint alone, for cluster.listen: the other replicas are its only clients. */
+export function createPeerApp(peer: PeerDeps, log: Logger): Hono {
+  const app = new Hono();
+  app.route(PEER_PREFIX, peerRoutes(peer));
+  renderErrors(app, log.child({ component: 'peer' }));
+  return app;
+}
+
+function renderErrors(app: Hono<AppEnv> | Hono, log: Logger): void {
   app.notFound(() => errorResponse(new OciError('NAME_UNKNOWN', 'not a registry API endpoint', { status: 404 })));
   app.onError((err, c) => {
     const oci = toOciError(err);
     if (oci.status >= 500) log.warn('request failed', { method: c.req.method, path: c.req.path, status: oci.status, err });
     return errorResponse(oci, c.req.method === 'HEAD');
   });
-  return app;
 }
 
 async function dispatch(c: Context<AppEnv>, deps: AppDeps): Promise<Response> {

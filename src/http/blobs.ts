@@ -55,7 +55,7 @@ export type Streamed = Promise<{ status: number; complete: boolean }>;
  * Hands the body to the serving loop when running under @hono/node-server (any other
  * runtime, such as app.request() in a test, gets a Web stream of it).
  */
-function send(c: Context, status: number, headers: Record<string, string>, body: BodySource, length: number | undefined): Response {
+export function send(c: Context, status: number, headers: Record<string, string>, body: BodySource, length: number | undefined): Response {
   const outgoing = (c.env as { outgoing?: Outgoing } | undefined)?.outgoing;
   if (!outgoing) return new Response(Readable.toWeb(sourceToReadable(body, READ_CHUNK)) as ReadableStream, { status, headers });
   const id = c.get('requestId') as string | undefined;

@@ -1,0 +1,167 @@
+// Three regmirror processes sharing one RGW bucket and one PostgreSQL act as one cache:
+// a cold blob is downloaded once for all of them, clients of the replicas that do not hold
+// the download stream it from the one that does as it arrives, and what one replica
+// fetched the others serve with no upstream request.
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test, type TestContext } from 'node:test';
+import { singleImage, type FixtureImage } from '../fixtures/images.js';
+import { FakeUpstream } from '../fixtures/upstream.js';
+import { signPeerRequest } from '../src/cluster/peer-auth.js';
+import { get, serveChild, sha256 } from './helpers.js';
+import { requireTools, skopeo, startContainerd, writeHostsDir } from './e2e/harness.js';
+import { cephMissing, startRgw, type RgwServer } from './support/ceph.js';
+import { freePort } from './support/daemons.js';
+import { startPostgres, type PgServer } from './support/postgres.js';
+import { CLUSTER_SECRET, startReplicaSet, type ReplicaSet } from './support/replicas.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const LAYERS = 64;
+const CLIENTS = 16;
+
+/** A GET with the times of its first and last byte (ms, performance.now()). */
+function timedGet(url: string): Promise<{ status: number; body: Buffer; startAt: number; firstByteAt: number; endAt: number; complete: boolean }> {
+  const startAt = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = request(url, (res) => {
+      const chunks: Buffer[] = [];
+      let firstByteAt = 0;
+      res.on('data', (c: Buffer) => {
+        if (chunks.length === 0) firstByteAt = performance.now();
+        chunks.push(c);
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), startAt, firstByteAt, endAt: performance.now(), complete: res.complete }));
+      res.on('error', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), startAt, firstByteAt, endAt: performance.now(), complete: false }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('replicas sharing one bucket and one PostgreSQL', { skip: cephMissing() }, () => {
+  let rgw: RgwServer;
+  let pg: PgServer;
+  let up: FakeUpstream;
+  let set: ReplicaSet;
+  let wide: FixtureImage;
+
+  before(async () => {
+    [rgw, pg, up] = await Promise.all([startRgw(), startPostgres(), FakeUpstream.start()]);
+    // 63 small layers and one of 8 MiB that the upstream sends slowly, so that the
+    // replicas' clients arrive while it is still downloading.
+    const sizes = Array.from({ length: LAYERS - 1 }, (_, i) => 4 * KiB + i * 97);
+    wide = await singleImage({ name: 'library/wide', tag: 'v1', seed: 'replicas-wide', layerSizes: [8 * MiB, ...sizes] });
+    up.addImage(wide);
+    set = await startReplicaSet({ count: 3, rgw, pg, upstreamUrl: up.url, name: 'replicas' });
+  });
+  after(async () => {
+    await set?.destroy();
+    await up?.close();
+    await Promise.all([rgw?.destroy(), pg?.destroy()]);
+  });
+
+  test(`15.2 ${CLIENTS} clients over three replicas pull one cold ${LAYERS}-layer image at once: one upstream GET per blob, right digests, and followers stream before the download ends`, async () => {
+    up.faults = { blobBytesPerSecond: 2 * MiB };
+    const digests = [...wide.blobs.keys()];
+    const big = [...digests].sort((x, y) => wide.blobs.get(y)!.length - wide.blobs.get(x)!.length)[0];
+    const client = async (k: number) => {
+      const base = set.replicas[k % 3].url;
+      const m = await get(`${base}/v2/${wide.name}/manifests/v1`);
+      assert.equal(m.status, 200, set.logs());
+      // The big layer first, as every client of the pull asks for it at about the same time.
+      const order = [big, ...digests.filter((d) => d !== big).map((_, i, rest) => rest[(i + k * 4) % rest.length])];
+      const got: Array<{ digest: string; r: Awaited<ReturnType<typeof timedGet>> }> = [];
+      const worker = async () => {
+        for (let d = order.shift(); d !== undefined; d = order.shift()) got.push({ digest: d, r: await timedGet(`${base}/v2/${wide.name}/blobs/${d}`) });
+      };
+      await Promise.all([worker(), worker(), worker(), worker()]);
+      return got;
+    };
+    const results = await Promise.all(Array.from({ length: CLIENTS }, (_, k) => client(k)));
+    up.faults = {};
+    for (const got of results) {
+      for (const { digest, r } of got) {
+        assert.equal(r.status, 200, `${digest}\n${set.logs()}`);
+        assert.ok(r.complete, digest);
+        assert.equal(sha256(r.body), digest);
+      }
+    }
+    const repeated = digests.filter((d) => (up.counters.blobGetByDigest.get(d) ?? 0) !== 1);
+    assert.deepEqual(repeated.map((d) => `${d}: ${up.counters.blobGetByDigest.get(d) ?? 0} GETs`), [], 'every blob fetched exactly once for the three replicas');
+    // The big layer's download (4 s) ends before any client's last byte (that waits for
+    // the digest); every client that asked before then, on every replica, had its first
+    // byte before then too: none waited for the download to end.
+    const bigs = results.map((got) => got.find((g) => g.digest === big)!.r);
+    const downloadEnded = Math.min(...bigs.map((r) => r.endAt));
+    const during = bigs.filter((r) => r.startAt < downloadEnded - 500);
+    assert.ok(during.length >= 12, `${during.length} of ${CLIENTS} clients asked while the download ran`);
+    const late = during.filter((r) => r.firstByteAt >= downloadEnded).length;
+    assert.equal(late, 0, `${late} of ${during.length} clients got their first byte only after the download had ended`);
+  });
+
+  test('15.3 skopeo and containerd pull through replica A what was fetched through replica B, with no upstream request', async (t) => {
+    if (!requireTools(t, 'skopeo', 'containerd', 'ctr')) return;
+    const img = await singleImage({ name: 'library/tool', tag: '2', seed: 'replicas-tool', layerSizes: [300 * KiB, 40 * KiB, 2 * MiB] });
+    up.addImage(img);
+    const [a, b] = set.replicas;
+    await skopeoCopy(t, `127.0.0.1:${b.port}/${img.name}:${img.tag}`, img);
+    up.resetCounters();
+    await skopeoCopy(t, `127.0.0.1:${a.port}/${img.name}:${img.tag}`, img);
+    assert.equal(up.counters.blobGet, 0, 'skopeo through A: no upstream blob GET');
+    const ctrd = await startContainerd();
+    t.after(() => ctrd.close());
+    const hosts = await mkdtemp(join(tmpdir(), 'regmirror-hosts-'));
+    t.after(() => rm(hosts, { recursive: true, force: true }));
+    await writeHostsDir(hosts, [{ registry: 'docker.io', server: `http://127.0.0.1:${await freePort()}`, mirrorUrl: a.url }]);
+    const ref = `docker.io/${img.name}:${img.tag}`;
+    const res = await ctrd.ctr(['images', 'pull', '--hosts-dir', hosts, '--platform', 'linux/amd64', ref]);
+    assert.equal(res.code, 0, `${res.stdout}\n${res.stderr}\n${set.logs()}`);
+    const content = await ctrd.ctr(['content', 'ls', '-q']);
+    for (const digest of img.blobs.keys()) assert.ok(content.stdout.includes(digest), `containerd holds ${digest}`);
+    assert.equal(up.counters.blobGet, 0, 'containerd through A: no upstream blob GET');
+    // skopeo and containerd resolve the tag: a HEAD at most (fresh tags need none), never a manifest GET.
+    assert.equal(up.counters.manifestGet, 0, 'no upstream manifest GET');
+  });
+
+  test('15.2 the peer endpoint answers only requests signed with the cluster secret', async () => {
+    const [a] = set.replicas;
+    const path = `/_regmirror/peer/blobs/sha256:${'0'.repeat(64)}`;
+    const unsigned = await get(`${a.url}${path}`);
+    assert.equal(unsigned.status, 401);
+    const forged = await get(`${a.url}${path}`, { headers: { 'x-regmirror-peer': signPeerRequest('not-the-cluster-secret', 'GET', path) } });
+    assert.equal(forged.status, 401);
+    assert.match(forged.body.toString(), /bad peer signature/);
+    const replayed = await get(`${a.url}${path}`, { headers: { 'x-regmirror-peer': signPeerRequest(CLUSTER_SECRET, 'GET', path, Date.now() - 5 * 60_000) } });
+    assert.equal(replayed.status, 401);
+    const signed = await get(`${a.url}${path}`, { headers: { 'x-regmirror-peer': signPeerRequest(CLUSTER_SECRET, 'GET', path) } });
+    assert.equal(signed.status, 404, 'signed: heard, and told no such download runs here');
+  });
+
+  test('15.2 a process without cluster: that shares the replicas\' database refuses to start, naming the problem', async () => {
+    const [a] = set.replicas;
+    const text = (await readFile(a.config, 'utf8')).replace(/\ncluster:\n(  .*\n)+/, '\n').replace(/listen: "127\.0\.0\.1:\d+"/, `listen: "127.0.0.1:${await freePort()}"`);
+    const dir = await mkdtemp(join(tmpdir(), 'regmirror-solo-'));
+    after(() => rm(dir, { recursive: true, force: true }));
+    const config = join(dir, 'solo.yaml');
+    await writeFile(config, text);
+    const solo = serveChild(config, { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey });
+    const exit = await solo.exited;
+    assert.equal(exit.code, 1);
+    assert.match(solo.stderr(), /another regmirror \(http:\/\/127\.0\.0\.1:\d+\) shares this metadata database; replicas must all set cluster:/);
+  });
+});
+
+/** `skopeo copy` of the image to a fresh `dir:`; checks every blob file there against its digest. */
+async function skopeoCopy(t: TestContext, ref: string, img: FixtureImage): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'regmirror-skopeo-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const dest = join(dir, 'out');
+  const res = await skopeo(['copy', '--src-tls-verify=false', `docker://${ref}`, `dir:${dest}`]);
+  assert.equal(res.code, 0, `skopeo copy ${ref}\n${res.stderr}`);
+  assert.equal(sha256(await readFile(join(dest, 'manifest.json'))), img.root.digest);
+  for (const digest of img.blobs.keys()) assert.equal(sha256(await readFile(join(dest, digest.slice('sha256:'.length)))), digest);
+}
