@@ -29,11 +29,26 @@ export interface StorageConfig {
   s3?: S3StorageConfig;
   /** Warm blob GETs answered with a 307 to a short-lived URL of the store (s3 only) instead of streamed through. */
   redirect: boolean;
+  /** How long an evicted blob's bytes stay after its rows went; unset: by backend (deleteGraceOf). */
+  deleteGraceMs?: number;
 }
+
+/**
+ * The grace the config gives, or the backend's. On a file system outside a cluster every
+ * reader is in this process and the evictor sees it, so nothing need wait. A bucket may be
+ * shared by replicas whose readers the evictor cannot see: 5 minutes lets a client that
+ * started a pull just before the eviction finish a large layer at modest speed (1 GiB at
+ * 4 MB/s), for the price of the bucket holding what was evicted that much longer.
+ */
+export function deleteGraceOf(s: StorageConfig): number {
+  return s.deleteGraceMs ?? (s.backend === 's3' ? DEFAULT_S3_DELETE_GRACE_MS : 0);
+}
+
+const DEFAULT_S3_DELETE_GRACE_MS = 5 * 60_000;
 
 export function parseStorage(v: unknown, d: StorageConfig, env: NodeJS.ProcessEnv): StorageConfig {
   const o = obj(v, 'storage');
-  known(o, 'storage.', ['maxSize', 'highWatermark', 'lowWatermark', 'verifyEvery', 'backend', 's3', 'redirect']);
+  known(o, 'storage.', ['maxSize', 'highWatermark', 'lowWatermark', 'verifyEvery', 'backend', 's3', 'redirect', 'deleteGrace']);
   const pct = (x: unknown, key: string) => {
     if (typeof x !== 'number' || x <= 0 || x > 100) throw new ConfigError(key, 'must be a percentage from 1 to 100');
     return x;
@@ -49,6 +64,7 @@ export function parseStorage(v: unknown, d: StorageConfig, env: NodeJS.ProcessEn
   };
   // Only a bucket can hand a client a URL of its own; a file store has nothing to point at.
   if (s.redirect && backend !== 's3') throw new ConfigError('storage.redirect', 'needs storage.backend: s3');
+  if (o.deleteGrace !== undefined && o.deleteGrace !== null) s.deleteGraceMs = duration(o.deleteGrace, 'storage.deleteGrace');
   if (s.lowWatermark >= s.highWatermark) throw new ConfigError('storage.lowWatermark', 'must be below storage.highWatermark');
   if (backend === 's3') {
     if (o.s3 === undefined || o.s3 === null) throw new ConfigError('storage.s3', 'required with storage.backend: s3 (at least a bucket)');

@@ -9,7 +9,7 @@ import { parseStorage, type StorageConfig } from './config-storage.js';
 import { ConfigError, bool, checkUrl, duration, intInRange, known, listenAddress, nonBlank, nonNegativeInt, obj, oneOf, optStr, pemFile, positiveInt, postgresUrl, secret, size, str, strList } from './config-values.js';
 
 export { ConfigError, duration, size } from './config-values.js';
-export type { S3StorageConfig, StorageConfig } from './config-storage.js';
+export { deleteGraceOf, type S3StorageConfig, type StorageConfig } from './config-storage.js';
 export type { ClusterConfig } from './config-cluster.js';
 export type { ParentConfig } from './config-parent.js';
 

@@ -55,6 +55,12 @@ export class Metrics {
     labelNames: ['upstream', 'reason'] as const,
     registers: [this.registry],
   });
+  readonly evictionPasses = new Counter({
+    name: 'regmirror_eviction_passes_total',
+    help: 'Eviction passes the store being over its high watermark called for: ran, held_elsewhere (another replica holds the evictor lease) or unavailable (the database)',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
   readonly evictions = new Counter({
     name: 'regmirror_evicted_blobs_total',
     help: 'Blobs removed to keep the store under its size limit',

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ConfigError, DEFAULTS, loadConfig, parseConfig, type Config } from '../src/config.js';
+import { ConfigError, DEFAULTS, deleteGraceOf, loadConfig, parseConfig, type Config } from '../src/config.js';
 import { createLogger } from '../src/log.js';
 
 /** Asserts that `yaml` is refused with a ConfigError whose message names `key` (and matches `problem`). */
@@ -583,6 +583,14 @@ describe('storage.backend', () => {
     refuses('storage:\n  redirect: true\n', 'storage.redirect', /needs storage.backend: s3/);
     refuses('storage:\n  backend: fs\n  redirect: true\n', 'storage.redirect', /needs storage.backend: s3/);
     refuses(s3('redirect: sometimes', 's3:', '  bucket: ok-bucket'), 'storage.redirect');
+  });
+
+  test('15.6 storage.deleteGrace: a duration; unset, 0s on fs and 5m on s3', () => {
+    assert.equal(deleteGraceOf(parseConfig('', {}).storage), 0);
+    assert.equal(deleteGraceOf(parseConfig(s3('s3:', '  bucket: ok-bucket'), {}).storage), 5 * 60_000);
+    assert.equal(deleteGraceOf(parseConfig(s3('deleteGrace: 0s', 's3:', '  bucket: ok-bucket'), {}).storage), 0);
+    assert.equal(deleteGraceOf(parseConfig('storage:\n  deleteGrace: 90s\n', {}).storage), 90_000);
+    refuses('storage:\n  deleteGrace: soon\n', 'storage.deleteGrace', /duration/);
   });
 });
 

@@ -1,22 +1,30 @@
 // Keeps the store inside its size limit: above the high watermark, the least recently
 // used blobs are removed until it is under the low one. Pinned blobs, blobs being
 // downloaded and blobs a client is reading are never removed. It runs in the background
-// in bounded batches, yielding between them, so serving never waits on it.
+// in bounded batches, yielding between them, so serving never waits on it. Processes
+// sharing one metadata database (replicas, or a server and a command on one SQLite file)
+// take turns: a pass runs only while its process holds the `evictor` lease.
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { MetadataUnavailable } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { ContentStore } from '../store/content-store.js';
 import { crashPoint } from '../store/crash-point.js';
 import type { Metadata } from '../store/metadata.js';
 import type { Digest } from '../oci/digest.js';
+import type { LeaseStore } from '../store/leases.js';
 
 export interface EvictorDeps {
-  store: ContentStore;
   metadata: Metadata;
   log: Logger;
   metrics?: Metrics;
-  /** Being downloaded or read right now. */
+  /** Being downloaded or read right now (by this process: other replicas' readers are covered by `remove`'s grace). */
   inUse: (digest: string) => boolean;
+  /** Removes the objects of evicted blobs (whose rows are gone): now, or after a grace. */
+  remove: (digests: Digest[]) => Promise<void>;
+  /** This process, as the holder of the `evictor` lease. */
+  holder: string;
+  /** The lease's time to live, renewed while a pass runs: a holder that dies blocks the others this long at most. */
+  leaseTtlMs?: number;
   /** The store's limit in bytes (resolved from a size or a share of the file system). */
   limitBytes: number;
   highWatermark: number;
@@ -24,6 +32,9 @@ export interface EvictorDeps {
 }
 
 const BATCH = 256;
+const LEASE_KEY = 'evictor';
+const LEASE_TTL_MS = 30_000;
+const NOTHING = { removed: 0, freed: 0 };
 
 /** LRU eviction by watermarks. */
 export class Evictor {
@@ -78,13 +89,44 @@ export class Evictor {
   }
 
   async #evict(): Promise<{ removed: number; freed: number }> {
-    const { metadata, store, log, inUse, metrics } = this.#d;
+    // Asked first, without the lease: most pokes find the store under its watermark.
+    if ((await this.#d.metadata.storeSize()).bytes <= this.highBytes) return NOTHING;
+    const lease = await this.#lease();
+    if (!lease) return NOTHING;
+    try {
+      return await this.#pass(lease);
+    } finally {
+      await lease.end();
+    }
+  }
+
+  /** The evictor lease for one pass, or undefined when another process holds it or the database cannot say. */
+  async #lease(): Promise<PassLease | undefined> {
+    const { metadata, holder, log, metrics } = this.#d;
+    try {
+      const lease = await PassLease.take(metadata.leases, holder, this.#d.leaseTtlMs ?? LEASE_TTL_MS, log);
+      if (!lease) metrics?.evictionPasses.inc({ result: 'held_elsewhere' });
+      return lease;
+    } catch (err) {
+      if (!(err instanceof MetadataUnavailable)) throw err;
+      metrics?.evictionPasses.inc({ result: 'unavailable' });
+      log.warn('eviction skipped: the metadata database is unavailable', { reason: err.reason });
+      return undefined;
+    }
+  }
+
+  async #pass(lease: PassLease): Promise<{ removed: number; freed: number }> {
+    const { metadata, log, inUse, metrics, remove } = this.#d;
+    // Read again under the lease: the previous holder may have just brought it down.
     let size = (await metadata.storeSize()).bytes;
-    if (size <= this.highBytes) return { removed: 0, freed: 0 };
+    if (size <= this.highBytes) return NOTHING;
+    metrics?.evictionPasses.inc({ result: 'ran' });
+    const startedAt = new Date().toISOString();
+    log.debug('eviction pass started', { storeBytes: size });
     const started = size;
     let removed = 0;
     const skipped = new Set<string>();
-    while (size > this.lowBytes) {
+    while (size > this.lowBytes && !lease.lost) {
       const batch = (await metadata.evictionCandidates(BATCH + skipped.size))
         .filter((c) => !skipped.has(c.digest))
         .slice(0, BATCH);
@@ -106,19 +148,18 @@ export class Evictor {
       // import beside the server) stays, and so does its file.
       const gone = new Set(await metadata.evictBlobs(victims.map((v) => v.digest)));
       for (const v of victims) {
-        if (gone.has(v.digest)) await store.remove(v.digest as Digest);
-        else {
-          size += v.size;
-          skipped.add(v.digest);
-        }
+        if (gone.has(v.digest)) continue;
+        size += v.size;
+        skipped.add(v.digest);
       }
+      await remove([...gone] as Digest[]);
       removed += gone.size;
       metrics?.evictions.inc(gone.size);
       metadata.bump('(store)', 'evicted', gone.size);
       await yieldToLoop();
     }
-    if (removed > 0) log.info('evicted least-recently-used blobs', { removed, freed: started - size, storeBytes: size, lowWatermarkBytes: this.lowBytes });
-    else if (size > this.highBytes) log.warn('store over its high watermark but nothing can be evicted (pinned or in use)', { storeBytes: size });
+    log.info('eviction pass', { startedAt, removed, freed: started - size, storeBytes: size, lowWatermarkBytes: this.lowBytes, ...(lease.lost ? { leaseLost: true } : {}) });
+    if (removed === 0 && size > this.highBytes) log.warn('store over its high watermark but nothing can be evicted (pinned or in use)', { storeBytes: size });
     return { removed, freed: started - size };
   }
 
@@ -126,5 +167,47 @@ export class Evictor {
   async close(): Promise<void> {
     clearInterval(this.#timer);
     await this.#running;
+  }
+}
+
+/** The `evictor` lease held for one pass: renewed while it runs; lost, the pass stops before its next batch. */
+class PassLease {
+  #lost = false;
+  readonly #timer: NodeJS.Timeout;
+
+  private constructor(
+    readonly leases: LeaseStore,
+    readonly holder: string,
+    ttlMs: number,
+    log: Logger,
+  ) {
+    this.#timer = setInterval(() => {
+      leases.renew(holder, [LEASE_KEY], ttlMs).then(
+        (kept) => {
+          if (kept.length === 0) this.#lost = true;
+        },
+        (err: Error) => {
+          // Unrenewed, it may run out and another process take over: stop rather than both evict.
+          this.#lost = true;
+          log.warn('could not renew the evictor lease; the pass stops', { err });
+        },
+      );
+    }, Math.max(1, Math.floor(ttlMs / 3)));
+    this.#timer.unref();
+  }
+
+  static async take(leases: LeaseStore, holder: string, ttlMs: number, log: Logger): Promise<PassLease | undefined> {
+    const lease = await leases.acquire(LEASE_KEY, holder, ttlMs);
+    return lease.holder === holder ? new PassLease(leases, holder, ttlMs, log) : undefined;
+  }
+
+  get lost(): boolean {
+    return this.#lost;
+  }
+
+  /** Stops renewing and hands the lease back (should that fail, it runs out by itself). */
+  async end(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.leases.release(LEASE_KEY, this.holder).catch(() => undefined);
   }
 }

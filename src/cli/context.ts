@@ -7,9 +7,10 @@ import { DownloadLeases } from '../cluster/download-leases.js';
 import { PeerClient } from '../cluster/peer-client.js';
 import { newReplica, type Replica } from '../cluster/replica.js';
 import type { ClusterPeers } from '../cache/peer-blobs.js';
+import { DeferredRemovals } from '../cache/deferred-removal.js';
 import { Evictor } from '../cache/evict.js';
 import { ManifestCache } from '../cache/manifests.js';
-import { ConfigError, type Config } from '../config.js';
+import { ConfigError, deleteGraceOf, type Config } from '../config.js';
 import { UpstreamTable } from '../http/target.js';
 import { createLogger, type Logger } from '../log.js';
 import { Metrics } from '../metrics.js';
@@ -60,7 +61,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const log = opts.log ?? createLogger(config.log.level);
   const now = opts.now ?? Date.now;
   const storage = await openBlobStorage({ dataDir: config.dataDir, ...(config.storage.backend === 's3' ? { s3: config.storage.s3 } : {}) });
-  const { content: store, spool } = storage;
+  const { spool } = storage;
   if (opts.sweepSpool) {
     const swept = await spool.sweep();
     if (swept > 0) log.info('removed unfinished downloads left by a previous run', { files: swept });
@@ -68,6 +69,8 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const metrics = new Metrics({ defaultMetrics: opts.sweepSpool === true });
   const replica = newReplica(config.cluster?.advertise);
   const metadata = await openMetadata(config, { now, log, ...reportInto(log, metrics) });
+  const removals = new DeferredRemovals({ store: storage.content, metadata, log: log.child({ component: 'evict' }), holder: replica.id, graceMs: deleteGraceOf(config.storage) });
+  const store = removals.store;
   const observer = observeInto(metadata, metrics);
   const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline, parent: config.parent }));
   const upstreams = new UpstreamTable(clients, config.defaultUpstream);
@@ -81,11 +84,12 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const limitBytes = await storeLimit(config, store);
   if (limitBytes > 0) {
     const { highWatermark, lowWatermark } = config.storage;
-    evictor = new Evictor({ store, metadata, metrics, log: log.child({ component: 'evict' }), inUse: (d) => blobs.inUse(d), limitBytes, highWatermark, lowWatermark });
+    evictor = new Evictor({ metadata, metrics, log: log.child({ component: 'evict' }), inUse: (d) => blobs.inUse(d), remove: (d) => removals.remove(d), holder: replica.id, limitBytes, highWatermark, lowWatermark });
   }
   const manifests = new ManifestCache({ store, metadata, metrics, log: log.child({ component: 'manifests' }), now, memoryBytes: config.manifestMemoryBytes, offline: config.offline, onFetched: (t, referenced) => blobs.vouch(t, referenced) });
   const close = async () => {
     await evictor?.close();
+    removals.close();
     await blobs.close();
     cluster?.leases.close();
     await cluster?.peers.close();
