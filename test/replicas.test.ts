@@ -22,6 +22,7 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const LAYERS = 64;
 const CLIENTS = 16;
+const TAG_TTL_MS = 2_000;
 
 /** A GET with the times of its first and last byte (ms, performance.now()). */
 function timedGet(url: string): Promise<{ status: number; body: Buffer; startAt: number; firstByteAt: number; endAt: number; complete: boolean }> {
@@ -56,7 +57,7 @@ describe('replicas sharing one bucket and one PostgreSQL', { skip: cephMissing()
     const sizes = Array.from({ length: LAYERS - 1 }, (_, i) => 4 * KiB + i * 97);
     wide = await singleImage({ name: 'library/wide', tag: 'v1', seed: 'replicas-wide', layerSizes: [8 * MiB, ...sizes] });
     up.addImage(wide);
-    set = await startReplicaSet({ count: 3, rgw, pg, upstreamUrl: up.url, name: 'replicas' });
+    set = await startReplicaSet({ count: 3, rgw, pg, upstreamUrl: up.url, name: 'replicas', upstream: `tagTtl: ${TAG_TTL_MS / 1000}s` });
   });
   after(async () => {
     await set?.destroy();
@@ -125,6 +126,24 @@ describe('replicas sharing one bucket and one PostgreSQL', { skip: cephMissing()
     assert.equal(up.counters.blobGet, 0, 'containerd through A: no upstream blob GET');
     // skopeo and containerd resolve the tag: a HEAD at most (fresh tags need none), never a manifest GET.
     assert.equal(up.counters.manifestGet, 0, 'no upstream manifest GET');
+  });
+
+  test('15.2 a stale tag is revalidated once for the cluster: one upstream HEAD however many clients of the replicas ask', async () => {
+    const img = await singleImage({ name: 'library/ttl', tag: 'v1', seed: 'replicas-ttl', layerSizes: [4 * KiB] });
+    up.addImage(img);
+    up.resetCounters();
+    const cold = await Promise.all(Array.from({ length: 9 }, (_, k) => get(`${set.replicas[k % 3].url}/v2/${img.name}/manifests/v1`)));
+    for (const r of cold) assert.equal(sha256(r.body), img.root.digest, set.logs());
+    assert.equal(up.counters.manifestGet, 1, 'the cold tag was fetched once for the three replicas');
+    await new Promise((r) => setTimeout(r, TAG_TTL_MS + 300));
+    up.resetCounters();
+    const stale = await Promise.all(Array.from({ length: 12 }, (_, k) => get(`${set.replicas[k % 3].url}/v2/${img.name}/manifests/v1`)));
+    for (const r of stale) {
+      assert.equal(r.status, 200);
+      assert.equal(sha256(r.body), img.root.digest);
+    }
+    assert.equal(up.counters.manifestHead, 1, 'one HEAD revalidated the tag for every replica');
+    assert.equal(up.counters.manifestGet, 0);
   });
 
   test('15.2 the peer endpoint answers only requests signed with the cluster secret', async () => {

@@ -15,6 +15,10 @@ import type { PassThroughBody } from '../upstream/client.js';
 import type { Target } from './blobs.js';
 import { isStoreFull } from './download.js';
 import { SingleFlight } from './single-flight.js';
+import type { SharedWork } from '../cluster/shared-work.js';
+
+/** A revalidation is a HEAD (or a GET of a changed manifest): seconds at worst. */
+const TAG_WORK = { ttlMs: 15_000, waitMs: 3_000 };
 
 /** A manifest as the API answers it. `bytes` is absent for HEAD answers. */
 export interface ManifestReply {
@@ -40,6 +44,8 @@ export interface ManifestCacheDeps {
   metrics?: Metrics;
   /** Offline: tags never expire (nothing could revalidate them). */
   offline?: boolean;
+  /** In a cluster: a stale tag is revalidated by one replica for all. */
+  shared?: SharedWork;
   /** Told of the blobs a manifest names when it comes from the upstream through `t` (BlobCache.vouch). */
   onFetched?: (t: Target, blobs: readonly Descriptor[]) => Promise<void>;
 }
@@ -107,7 +113,7 @@ export class ManifestCache {
     const flightKey = `${key.upstream}\n${key.repository}\n${key.tag}\n${accept}`;
     let reply: ManifestReply;
     try {
-      reply = await this.#revalidations.run(flightKey, () => this.#revalidate(t, key));
+      reply = await this.#revalidations.run(flightKey, () => this.#revalidateOnce(t, key, flightKey));
     } catch (err) {
       // Stale-if-error: an upstream that is down or rate-limited does not fail a pull we can serve.
       const cached = row && (err instanceof UpstreamUnavailable || err instanceof UpstreamRateLimited) ? await this.#cached(row.digest, withBody) : undefined;
@@ -176,6 +182,21 @@ export class ManifestCache {
     if (fetched.digest !== digest) throw new UpstreamInvalid(`manifest fetched for ${digest} hashes to ${fetched.digest}`);
     log.debug('manifest fetched by digest', { repo: t.repository, digest });
     return withBody ? fetched : { ...fetched, bytes: undefined };
+  }
+
+  /**
+   * One replica of a cluster revalidates a tag for all: the others wait (a few seconds at
+   * most) for the row it writes, which they read afresh.
+   */
+  #revalidateOnce(t: Target, key: TagKey, flightKey: string): Promise<ManifestReply> {
+    const shared = this.#deps.shared;
+    if (!shared) return this.#revalidate(t, key);
+    const written = async (): Promise<ManifestReply | undefined> => {
+      this.#deps.metadata.rereadTag(key);
+      const row = await this.#deps.metadata.getTag(key);
+      return row && this.#fresh(row) ? this.#cached(row.digest, false) : undefined;
+    };
+    return shared.run(`tag:${flightKey}`, TAG_WORK, () => this.#revalidate(t, key), written);
   }
 
   async #revalidate(t: Target, key: TagKey): Promise<ManifestReply> {

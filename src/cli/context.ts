@@ -5,6 +5,7 @@
 import { BlobCache } from '../cache/blobs.js';
 import { DownloadLeases } from '../cluster/download-leases.js';
 import { PeerClient } from '../cluster/peer-client.js';
+import { SharedWork } from '../cluster/shared-work.js';
 import { newReplica, type Replica } from '../cluster/replica.js';
 import type { ClusterPeers } from '../cache/peer-blobs.js';
 import { DeferredRemovals } from '../cache/deferred-removal.js';
@@ -86,7 +87,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     const { highWatermark, lowWatermark } = config.storage;
     evictor = new Evictor({ metadata, metrics, log: log.child({ component: 'evict' }), inUse: (d) => blobs.inUse(d), remove: (d) => removals.remove(d), holder: replica.id, limitBytes, highWatermark, lowWatermark });
   }
-  const manifests = new ManifestCache({ store, metadata, metrics, log: log.child({ component: 'manifests' }), now, memoryBytes: config.manifestMemoryBytes, offline: config.offline, onFetched: (t, referenced) => blobs.vouch(t, referenced) });
+  const manifests = new ManifestCache({ store, metadata, metrics, ...(cluster ? { shared: cluster.work } : {}), log: log.child({ component: 'manifests' }), now, memoryBytes: config.manifestMemoryBytes, offline: config.offline, onFetched: (t, referenced) => blobs.vouch(t, referenced) });
   const close = async () => {
     await evictor?.close();
     removals.close();
@@ -167,9 +168,13 @@ function observeInto(metadata: Metadata, metrics: Metrics): UpstreamObserver {
 }
 
 /** The leases and the peer client of a replica; none outside a cluster. */
-function clusterPeers(config: Config, metadata: Metadata, replica: Replica, log: Logger): ClusterPeers | undefined {
+function clusterPeers(config: Config, metadata: Metadata, replica: Replica, log: Logger): (ClusterPeers & { work: SharedWork }) | undefined {
   const c = config.cluster;
   if (!c) return undefined;
   const peerLog = log.child({ component: 'cluster' });
-  return { leases: new DownloadLeases(metadata.leases, { ...replica, advertise: c.advertise }, peerLog), peers: new PeerClient({ secret: c.secret }) };
+  return {
+    leases: new DownloadLeases(metadata.leases, { ...replica, advertise: c.advertise }, peerLog),
+    peers: new PeerClient({ secret: c.secret }),
+    work: new SharedWork(metadata.leases, replica.id),
+  };
 }

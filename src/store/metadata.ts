@@ -113,6 +113,12 @@ export class Metadata {
     this.#hot.stale(linkKey(link.upstream, link.repository, digest));
   }
 
+  /** Another replica may have just written this tag's rows: the next reads ask the database. */
+  rereadTag(k: TagKey): void {
+    this.#hot.stale(tagKey(k));
+    this.#hot.stale(tagRowsKey(k));
+  }
+
   #miss<T>(value: T): (err: MetadataUnavailable) => T {
     return (err) => {
       this.#unavailable(err, 'read');

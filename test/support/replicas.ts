@@ -43,6 +43,8 @@ export interface ReplicaSetOptions {
   extra?: string;
   /** More YAML under `storage:`. */
   storage?: string;
+  /** More keys of the upstream (docker.io), e.g. `tagTtl: 2s`. */
+  upstream?: string;
 }
 
 export async function startReplicaSet(o: ReplicaSetOptions): Promise<ReplicaSet> {
@@ -92,6 +94,7 @@ defaultUpstream: docker.io
 upstreams:
   docker.io:
     url: ${o.upstreamUrl}
+${(o.upstream ?? '').split('\n').filter(Boolean).map((l) => `    ${l}`).join('\n')}
 metadata:
   postgres:
     url: ${r.dbUrl}
