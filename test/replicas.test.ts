@@ -11,7 +11,7 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import { singleImage, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
 import { signPeerRequest } from '../src/cluster/peer-auth.js';
-import { get, serveChild, sha256 } from './helpers.js';
+import { get, serveChild, sha256, until } from './helpers.js';
 import { requireTools, skopeo, startContainerd, writeHostsDir } from './e2e/harness.js';
 import { cephMissing, startRgw, type RgwServer } from './support/ceph.js';
 import { freePort } from './support/daemons.js';
@@ -171,6 +171,30 @@ describe('replicas sharing one bucket and one PostgreSQL', { skip: cephMissing()
     const exit = await solo.exited;
     assert.equal(exit.code, 1);
     assert.match(solo.stderr(), /another regmirror \(http:\/\/127\.0\.0\.1:\d+\) shares this metadata database; replicas must all set cluster:/);
+  });
+
+  // Last: it leaves the replicas holding back from the upstream for a minute.
+  test('15.2 a 429 one replica got holds the others back too: they answer 429 without asking the upstream', async () => {
+    up.faults = { status: 429 };
+    const [a, b, c] = set.replicas;
+    const first = await get(`${a.url}/v2/library/limited/manifests/v1`);
+    assert.equal(first.status, 429);
+    // B and C learn it from A, not from asking: their status says so before any request.
+    const limitedOn = async (r: typeof a) => {
+      const status = JSON.parse((await get(`${r.url}/_regmirror/status`)).body.toString()) as { upstreams: Array<{ name: string; limitedUntil?: string }> };
+      return status.upstreams.some((u) => u.name === 'docker.io' && u.limitedUntil !== undefined);
+    };
+    await until('B holds back', () => limitedOn(b), 10_000);
+    await until('C holds back', () => limitedOn(c), 10_000);
+    const heldBack = async (r: typeof a, name: string) => {
+      const before = up.counters.total;
+      const res = await get(`${r.url}/v2/${name}/manifests/v1`);
+      return res.status === 429 && up.counters.total === before;
+    };
+    assert.ok(await heldBack(b, 'library/limited-b'), 'B answers 429 without asking');
+    assert.ok(await heldBack(c, 'library/limited-c'), 'C answers 429 without asking');
+    up.faults = {};
+    assert.ok(await heldBack(b, 'library/limited-again'), 'still held back once the upstream answers again: Retry-After has not passed');
   });
 });
 

@@ -6,6 +6,7 @@ import { BlobCache } from '../cache/blobs.js';
 import { DownloadLeases } from '../cluster/download-leases.js';
 import { PeerClient } from '../cluster/peer-client.js';
 import { SharedWork } from '../cluster/shared-work.js';
+import { SharedUpstreamState } from '../cluster/shared-upstream-state.js';
 import { newReplica, type Replica } from '../cluster/replica.js';
 import type { ClusterPeers } from '../cache/peer-blobs.js';
 import { DeferredRemovals } from '../cache/deferred-removal.js';
@@ -75,6 +76,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const observer = observeInto(metadata, metrics);
   const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline, parent: config.parent }));
   const upstreams = new UpstreamTable(clients, config.defaultUpstream);
+  const sharedState = opts.joinCluster && config.cluster ? new SharedUpstreamState(metadata.leases, replica.id, clients, () => metadata.rateLimits(), log.child({ component: 'cluster' })) : undefined;
   let evictor: Evictor | undefined;
   const cluster = opts.joinCluster ? clusterPeers(config, metadata, replica, log) : undefined;
   const blobs = new BlobCache({ store, spool, metadata, metrics, now, ...(cluster ? { cluster } : {}), redirect: config.storage.redirect, log: log.child({ component: 'blobs' }), onPublished: () => evictor?.poke(), onStoreFull: () => {
@@ -93,6 +95,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     removals.close();
     await blobs.close();
     cluster?.leases.close();
+    sharedState?.close();
     await cluster?.peers.close();
     await Promise.all(clients.map((c) => c.close()));
     await metadata.close();

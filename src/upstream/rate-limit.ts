@@ -129,6 +129,29 @@ export class UpstreamState {
     this.#budget = { ...obs, at: this.#o.now() };
   }
 
+  /** What other processes spending the same budget should know: until when to hold back, and why. */
+  get holdBack(): { limitedUntil: number; downUntil: number; reason: string } {
+    const now = this.#o.now();
+    return { limitedUntil: this.#limitedUntil > now ? this.#limitedUntil : 0, downUntil: this.#downUntil > now ? this.#downUntil : 0, reason: this.#downReason };
+  }
+
+  /**
+   * Another replica saw a 429 or an outage: hold back as it does (the later deadline
+   * wins; a probe still goes out once the upstream is down here too).
+   */
+  adopt(other: { limitedUntil?: number; downUntil?: number; reason?: string }): void {
+    if (other.limitedUntil !== undefined) this.#limitedUntil = Math.max(this.#limitedUntil, other.limitedUntil);
+    if (other.downUntil !== undefined && other.downUntil > this.#downUntil) {
+      this.#downUntil = other.downUntil;
+      this.#downReason = `${other.reason ?? 'failed'}, seen by another replica`;
+    }
+  }
+
+  /** A budget another replica observed, when newer than this one's. */
+  adoptBudget(obs: RateLimitObservation, at: number): void {
+    if (!this.#budget || at > this.#budget.at) this.#budget = { ...obs, at };
+  }
+
   /** The last budget the upstream reported. */
   get budget(): (RateLimitObservation & { at: number }) | undefined {
     return this.#budget;
