@@ -150,6 +150,9 @@ export interface GcReport {
 const ROLLUP_DAYS = 30;
 
 /** Makes the store and the database agree; with dryRun, only counts. */
+/** Expired leases are kept this long (a look at who held what after an incident), then gc forgets them. */
+const LEASE_KEEP_MS = 3_600_000;
+
 export async function gc(ctx: Ctx, dryRun: boolean): Promise<GcReport> {
   const report: GcReport = { orphanFiles: 0, recentFiles: 0, orphanFileBytes: 0, missingFiles: 0, links: 0, manifests: 0, tags: 0, rollups: 0 };
   for await (const d of ctx.store.list()) {
@@ -169,6 +172,8 @@ export async function gc(ctx: Ctx, dryRun: boolean): Promise<GcReport> {
   report.missingFiles = missing.length;
   if (!dryRun) await ctx.metadata.forgetBlobs(missing);
   Object.assign(report, await ctx.metadata.reconcile(ctx.now() - ROLLUP_DAYS * 86_400_000, dryRun));
+  // Leases of downloads and replicas that ended without releasing them (a kill -9): rows only, nobody waits on them.
+  if (!dryRun) await ctx.metadata.leases.prune(LEASE_KEEP_MS);
   return report;
 }
 
