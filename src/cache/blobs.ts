@@ -151,7 +151,7 @@ export class BlobCache {
       if (size === 'again') this.#deps.metadata.reread(digest, via);
       return size;
     }
-    const dl = this.#start(t, digest, false);
+    const dl = this.#downloads.get(digest) ?? this.#start(t, digest, false);
     await dl.ready;
     return 'again';
   }
