@@ -1,6 +1,6 @@
 // The dependency direction of docs/architecture.md, checked on the import and re-export
 // lines and on dynamic imports: oci/ depends on nothing, store/ and upstream/ only on
-// oci/, cache/ never on http/, and only http/ imports hono; only store/sqlite/ prepares
+// oci/, cluster/ on those, cache/ never on http/, and only http/ imports hono; only store/sqlite/ prepares
 // SQL; storage backends (store/fs/, store/sqlite/, store/postgres/, …) and paths under
 // the data dir stay in store/, so cache/ and cli/ see the interfaces and the spool only.
 import assert from 'node:assert/strict';
@@ -35,8 +35,9 @@ const ALLOWED: Record<string, string[]> = {
   oci: ['oci', 'errors'],
   store: ['store', 'oci', 'errors'],
   upstream: ['upstream', 'oci', 'errors', 'config', 'log'],
-  cache: ['cache', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics'],
-  http: ['http', 'cache', 'oci', 'errors', 'log', 'config', 'metrics'],
+  cluster: ['cluster', 'store', 'upstream', 'oci', 'errors', 'log'],
+  cache: ['cache', 'cluster', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics'],
+  http: ['http', 'cache', 'cluster', 'oci', 'errors', 'log', 'config', 'metrics'],
 };
 
 test('imports follow the layer direction', () => {

@@ -2,18 +2,18 @@
 // presigned URL of the bucket, which real clients (skopeo, containerd) follow for the
 // bytes; a cold GET and a HEAD go through the mirror as before.
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { MediaTypes, singleImage, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
 import { createLogger } from '../src/log.js';
 import { parseDigest } from '../src/oci/digest.js';
 import { counter, downloadsSettled, get, sha256, startMirror, type Mirror } from './helpers.js';
-import { requireTools, skopeo, startContainerd, writeHostsDir } from './e2e/harness.js';
+import { requireTools, skopeoCopyVerified, startContainerd, writeHostsDir } from './e2e/harness.js';
 import { cephMissing, startRgw, type RgwServer } from './support/ceph.js';
+import { freePort } from './support/daemons.js';
 
 const HUB = { username: 'mirror-bot', password: 'hub-password-not-for-clients' };
 
@@ -130,13 +130,13 @@ describe('storage.redirect: true on storage.backend s3 (Ceph RGW)', { skip: ceph
     if (!requireTools(t, 'skopeo', 'containerd', 'ctr')) return;
     const ref = `127.0.0.1:${new URL(m.url).port}/${clients.name}:${clients.tag}`;
     // A first pull warms the cache through the mirror.
-    await skopeoCopy(t, ref, clients);
+    await skopeoCopyVerified(t, ref, clients);
     await downloadsSettled(m);
     assert.equal(up.counters.blobGet, clients.blobs.size, 'the first pull came from the upstream');
     up.resetCounters();
     const before307 = redirectsOf(m, clients);
 
-    await skopeoCopy(t, ref, clients);
+    await skopeoCopyVerified(t, ref, clients);
     assert.equal(up.counters.blobGet, 0, 'skopeo: no upstream blob GET');
     assert.equal(redirectsOf(m, clients), before307 + clients.blobs.size, 'skopeo was sent to the bucket for every blob');
 
@@ -144,7 +144,7 @@ describe('storage.redirect: true on storage.backend s3 (Ceph RGW)', { skip: ceph
     t.after(() => ctrd.close());
     const hosts = await mkdtemp(join(tmpdir(), 'regmirror-hosts-'));
     t.after(() => rm(hosts, { recursive: true, force: true }));
-    await writeHostsDir(hosts, [{ registry: 'docker.io', server: `http://127.0.0.1:${await closedPort()}`, mirrorUrl: m.url }]);
+    await writeHostsDir(hosts, [{ registry: 'docker.io', server: `http://127.0.0.1:${await freePort()}`, mirrorUrl: m.url }]);
     const image = `docker.io/${clients.name}:${clients.tag}`;
     const res = await ctrd.ctr(['images', 'pull', '--hosts-dir', hosts, '--platform', 'linux/amd64', image]);
     assert.equal(res.code, 0, `${res.stdout}\n${res.stderr}\n--- mirror:\n${m.logs.slice(-20).join('\n')}`);
@@ -158,16 +158,6 @@ describe('storage.redirect: true on storage.backend s3 (Ceph RGW)', { skip: ceph
   });
 });
 
-/** `skopeo copy` of the image to a fresh `dir:`; checks every blob file there against its digest. */
-async function skopeoCopy(t: TestContext, ref: string, img: FixtureImage): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'regmirror-skopeo-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  const dest = join(dir, 'out');
-  const res = await skopeo(['copy', '--src-tls-verify=false', `docker://${ref}`, `dir:${dest}`]);
-  assert.equal(res.code, 0, `skopeo copy ${ref}\n${res.stderr}`);
-  assert.equal(sha256(await readFile(join(dest, 'manifest.json'))), img.root.digest);
-  for (const digest of img.blobs.keys()) assert.equal(sha256(await readFile(join(dest, digest.slice('sha256:'.length)))), digest);
-}
 
 /** 307 answers to GETs of the image's blobs in the mirror's access log so far. */
 function redirectsOf(m: Mirror, img: FixtureImage): number {
@@ -175,13 +165,4 @@ function redirectsOf(m: Mirror, img: FixtureImage): number {
   return m.logs
     .map((l) => JSON.parse(l) as { msg: string; method?: string; path?: string; status?: number })
     .filter((e) => e.msg === 'request' && e.method === 'GET' && e.status === 307 && paths.has(e.path ?? '')).length;
-}
-
-/** A loopback port with nothing listening on it: containerd's fallback server, so a pull that works went through the mirror. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }

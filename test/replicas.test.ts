@@ -7,12 +7,12 @@ import { request } from 'node:http';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, test, type TestContext } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { singleImage, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
 import { signPeerRequest } from '../src/cluster/peer-auth.js';
 import { get, serveChild, sha256, until } from './helpers.js';
-import { requireTools, skopeo, startContainerd, writeHostsDir } from './e2e/harness.js';
+import { requireTools, skopeoCopyVerified, startContainerd, writeHostsDir } from './e2e/harness.js';
 import { cephMissing, startRgw, type RgwServer } from './support/ceph.js';
 import { freePort } from './support/daemons.js';
 import { startPostgres, type PgServer } from './support/postgres.js';
@@ -109,9 +109,9 @@ describe('replicas sharing one bucket and one PostgreSQL', { skip: cephMissing()
     const img = await singleImage({ name: 'library/tool', tag: '2', seed: 'replicas-tool', layerSizes: [300 * KiB, 40 * KiB, 2 * MiB] });
     up.addImage(img);
     const [a, b] = set.replicas;
-    await skopeoCopy(t, `127.0.0.1:${b.port}/${img.name}:${img.tag}`, img);
+    await skopeoCopyVerified(t, `127.0.0.1:${b.port}/${img.name}:${img.tag}`, img);
     up.resetCounters();
-    await skopeoCopy(t, `127.0.0.1:${a.port}/${img.name}:${img.tag}`, img);
+    await skopeoCopyVerified(t, `127.0.0.1:${a.port}/${img.name}:${img.tag}`, img);
     assert.equal(up.counters.blobGet, 0, 'skopeo through A: no upstream blob GET');
     const ctrd = await startContainerd();
     t.after(() => ctrd.close());
@@ -198,13 +198,3 @@ describe('replicas sharing one bucket and one PostgreSQL', { skip: cephMissing()
   });
 });
 
-/** `skopeo copy` of the image to a fresh `dir:`; checks every blob file there against its digest. */
-async function skopeoCopy(t: TestContext, ref: string, img: FixtureImage): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'regmirror-skopeo-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  const dest = join(dir, 'out');
-  const res = await skopeo(['copy', '--src-tls-verify=false', `docker://${ref}`, `dir:${dest}`]);
-  assert.equal(res.code, 0, `skopeo copy ${ref}\n${res.stderr}`);
-  assert.equal(sha256(await readFile(join(dest, 'manifest.json'))), img.root.digest);
-  for (const digest of img.blobs.keys()) assert.equal(sha256(await readFile(join(dest, digest.slice('sha256:'.length)))), digest);
-}

@@ -2,13 +2,14 @@
 // child processes on 127.0.0.1, each with its own temp dir, so e2e tests can exercise
 // regmirror against the clients and upstream it is meant to sit between.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { createPrivateKey, randomUUID, sign, X509Certificate, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, randomUUID, sign, X509Certificate, type KeyObject } from 'node:crypto';
 import { accessSync, constants } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FixtureImage } from '../../fixtures/images.js';
@@ -74,6 +75,18 @@ export function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promi
  */
 export function skopeo(args: string[]): Promise<RunResult> {
   return run('skopeo', ['--insecure-policy', ...args]);
+}
+
+/** `skopeo copy` of an image to a fresh `dir:` (removed after the test), with every blob file there checked against its digest. */
+export async function skopeoCopyVerified(t: TestContext, ref: string, img: FixtureImage): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'regmirror-skopeo-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const dest = join(dir, 'out');
+  const res = await skopeo(['copy', '--src-tls-verify=false', `docker://${ref}`, `dir:${dest}`]);
+  assert.equal(res.code, 0, `skopeo copy ${ref}\n${res.stderr}`);
+  const digestOf = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+  assert.equal(digestOf(await readFile(join(dest, 'manifest.json'))), img.root.digest);
+  for (const digest of img.blobs.keys()) assert.equal(digestOf(await readFile(join(dest, digest.slice('sha256:'.length)))), digest);
 }
 
 /** Keeps the last output of a long-running child for error messages. */
