@@ -61,6 +61,11 @@ export class Metrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  readonly evictionStuck = new Counter({
+    name: 'regmirror_eviction_stuck_total',
+    help: 'Eviction passes that ended with the store still over its high watermark: what is left is pinned or in use',
+    registers: [this.registry],
+  });
   readonly evictions = new Counter({
     name: 'regmirror_evicted_blobs_total',
     help: 'Blobs removed to keep the store under its size limit',
@@ -110,6 +115,12 @@ export class Metrics {
     labelNames: ['upstream'] as const,
     registers: [this.registry],
   });
+  readonly rateLimitFloor = new Gauge({
+    name: 'regmirror_upstream_ratelimit_floor',
+    help: 'The upstream\'s budgetFloor: at or under it, stale tags are served as cached instead of revalidated (0: no floor)',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  });
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'regmirror_' });
@@ -127,6 +138,19 @@ export class Metrics {
         } catch {
           // The last value stays: /metrics answers while the database is down.
         }
+      },
+    });
+  }
+
+  /** A gauge per upstream whose values are read when /metrics is scraped. */
+  upstreamGauge(name: string, help: string, read: () => Array<[upstream: string, value: number]>): void {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['upstream'],
+      registers: [this.registry],
+      collect() {
+        for (const [upstream, value] of read()) this.set({ upstream }, value);
       },
     });
   }

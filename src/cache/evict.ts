@@ -47,6 +47,10 @@ export class Evictor {
     this.#d = deps;
   }
 
+  get limitBytes(): number {
+    return this.#d.limitBytes;
+  }
+
   get highBytes(): number {
     return Math.floor((this.#d.limitBytes * this.#d.highWatermark) / 100);
   }
@@ -159,6 +163,8 @@ export class Evictor {
       await yieldToLoop();
     }
     log.info('eviction pass', { startedAt, removed, freed: started - size, storeBytes: size, lowWatermarkBytes: this.lowBytes, ...(lease.lost ? { leaseLost: true } : {}) });
+    // A lost lease is another process's turn, not a store that cannot be brought down.
+    if (size > this.highBytes && !lease.lost) metrics?.evictionStuck.inc();
     if (removed === 0 && size > this.highBytes) log.warn('store over its high watermark but nothing can be evicted (pinned or in use)', { storeBytes: size });
     return { removed, freed: started - size };
   }

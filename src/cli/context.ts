@@ -75,6 +75,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const store = removals.store;
   const observer = observeInto(metadata, metrics);
   const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline, parent: config.parent }));
+  for (const u of config.upstreams) metrics.rateLimitFloor.set({ upstream: u.name }, u.budgetFloor);
   const upstreams = new UpstreamTable(clients, config.defaultUpstream);
   const sharedState = opts.joinCluster && config.cluster ? new SharedUpstreamState(metadata.leases, replica.id, clients, () => metadata.rateLimits(), log.child({ component: 'cluster' })) : undefined;
   let evictor: Evictor | undefined;

@@ -50,6 +50,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   metrics.gauge('regmirror_downloads_in_flight', 'Blob downloads from upstreams in progress', () => blobs.inFlight);
   metrics.gauge('regmirror_store_bytes', 'Bytes of published blobs and manifests', async () => (await metadata.storeSize()).bytes);
   metrics.gauge('regmirror_store_pinned_bytes', 'Bytes of pinned blobs and manifests (never evicted)', async () => (await metadata.storeSize()).pinnedBytes);
+  exportLimits(ctx);
   ctx.evictor?.start();
   const verifier = scheduleVerify(ctx, config.storage.verifyEveryMs);
   const status = () => gatherStatus({ metadata, upstreams: clients, now: now(), inFlight: blobs.inFlight });
@@ -107,6 +108,19 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     close: () => stop(0),
     shutdown: () => stop(config.limits.shutdownGraceMs),
   };
+}
+
+/** What the alerts compare the store and the upstreams against: the size limit, its watermarks, and which upstreams are held back. */
+function exportLimits({ metrics, clients, evictor }: CacheContext): void {
+  // While an upstream fails, a miss is answered UNAVAILABLE at once and one probe at a time goes out.
+  metrics.upstreamGauge('regmirror_upstream_up', '0 while the upstream itself is held back after a failure (refused, timed out, 502/503/504) for its failureBackoff, else 1', () =>
+    clients.map((c) => [c.name, c.state.holdBack.downUntil > 0 ? 0 : 1]),
+  );
+  // Without storage.maxSize there is no limit: the gauges stay absent rather than read 0.
+  if (!evictor) return;
+  metrics.gauge('regmirror_store_limit_bytes', 'storage.maxSize in bytes (a share of the file system resolved at start-up)', () => evictor.limitBytes);
+  metrics.gauge('regmirror_store_high_watermark_bytes', 'Store bytes above which eviction starts (storage.highWatermark of the limit)', () => evictor.highBytes);
+  metrics.gauge('regmirror_store_low_watermark_bytes', 'Store bytes eviction brings the store down to (storage.lowWatermark of the limit)', () => evictor.lowBytes);
 }
 
 /** storage.verifyEvery: re-hash the store in the background, removing what fails. */
