@@ -115,5 +115,7 @@ function leavingAware(inner: ContentStore, leaving: (d: Digest) => Promise<boole
     recentlyCommitted: async (d, now) => (await inner.recentlyCommitted(d, now)) || (await leaving(d)),
     capacity: () => inner.capacity(),
     checkWritable: () => inner.checkWritable(),
+    // Optional: a store without it must stay without it, so redirects know to stream.
+    ...(inner.locate ? { locate: (d: Digest, size: number, opts: { expiresInSeconds: number }) => inner.locate!(d, size, opts) } : {}),
   };
 }
