@@ -146,6 +146,23 @@ describe('18.3 credentials from a Docker config.json', () => {
     assert.equal((await get(`${url}/healthz`)).status, 200);
   });
 
+  test('18.3 a registry that asks for Basic itself gets the auths entry, keyed by the upstream name', async () => {
+    const basic = await FakeUpstream.start({ auth: 'basic', credentials: { username: 'bob', password: SECRET } });
+    try {
+      basic.addImage(app);
+      const config = join(dir, 'basic', 'config.json');
+      await writeJson(config, { auths: { 'other.example': { auth: b64('eve:nope') }, 'registry.test': { auth: b64(`bob:${SECRET}`) } } });
+      const file = join(dir, 'basic.yaml');
+      await writeFile(file, `listen: "127.0.0.1:0"\ndataDir: ${join(dir, 'basic', 'data')}\nlog:\n  level: debug\nupstreams:\n  registry.test:\n    url: ${basic.url}\n    credentials:\n      dockerConfig: ${config}\n`);
+      const server = serveChild(file);
+      running.push(server);
+      await pulls(await server.url, app);
+      assertNoSecret(server.stderr(), SECRET);
+    } finally {
+      await basic.close();
+    }
+  });
+
   test("18.3 Docker Hub's entry matches all its names; keys may be hosts or URLs", () => {
     const file = parseDockerConfig(JSON.stringify({ auths: { 'https://index.docker.io/v1/': { auth: b64('hub:pw') }, 'https://ghcr.io': { identitytoken: 'it' } } }));
     for (const host of ['docker.io', 'registry-1.docker.io', 'index.docker.io']) {
