@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { parseCluster, type ClusterConfig } from './config-cluster.js';
+import { dockerConfigRef, type DockerConfigRef } from './config-docker.js';
 import { PARENT_KEYS, parseParent, type ParentConfig } from './config-parent.js';
 import { parseStorage, type StorageConfig } from './config-storage.js';
 import { ConfigError, bool, checkUrl, duration, intInRange, known, listenAddress, nonBlank, nonNegativeInt, obj, oneOf, optStr, pemFile, positiveInt, postgresUrl, secret, size, str, strList } from './config-values.js';
@@ -11,6 +12,7 @@ import { ConfigError, bool, checkUrl, duration, intInRange, known, listenAddress
 export { ConfigError, duration, size } from './config-values.js';
 export { deleteGraceOf, type S3StorageConfig, type StorageConfig } from './config-storage.js';
 export type { ClusterConfig } from './config-cluster.js';
+export type { DockerConfigRef } from './config-docker.js';
 export type { ParentConfig } from './config-parent.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -37,6 +39,8 @@ export interface UpstreamConfig {
   /** A body that sends no byte for this long is cut; there is no total-time limit. */
   idleTimeoutMs: number;
   credentials?: Credentials;
+  /** `credentials: { dockerConfig }`: the credentials come from a Docker config.json and its credential helpers. */
+  dockerConfig?: DockerConfigRef;
   /** `ecr`: Amazon ECR, authorized through GetAuthorizationToken; absent means `registry`. */
   type?: 'registry' | 'ecr';
   /** ecr: the registry's AWS region (required for ecr). */
@@ -232,7 +236,7 @@ function upstreamEntry(name: string, u: Record<string, unknown>, env: NodeJS.Pro
     connectTimeoutMs: t.connect === undefined ? d.connectTimeoutMs : duration(t.connect, `${k}.timeouts.connect`, true),
     headersTimeoutMs: t.headers === undefined ? d.headersTimeoutMs : duration(t.headers, `${k}.timeouts.headers`, true),
     idleTimeoutMs: t.idle === undefined ? d.idleTimeoutMs : duration(t.idle, `${k}.timeouts.idle`, true),
-    ...(u.credentials === undefined ? {} : { credentials: credentials(u.credentials, `${k}.credentials`, env) }),
+    ...(u.credentials === undefined ? {} : credentials(u.credentials, `${k}.credentials`, env)),
     tokenRealms: u.tokenRealms === undefined ? [] : hosts(u.tokenRealms, `${k}.tokenRealms`, env),
     redirectHosts: u.redirectHosts === undefined ? [] : hosts(u.redirectHosts, `${k}.redirectHosts`, env),
     ...upstreamType(u, k, env),
@@ -362,10 +366,12 @@ function limits(v: unknown): Config['limits'] {
   };
 }
 
-function credentials(value: unknown, key: string, env: NodeJS.ProcessEnv): Credentials {
+/** A username and password, or `dockerConfig` (a Docker config.json, whose entries may change). */
+function credentials(value: unknown, key: string, env: NodeJS.ProcessEnv): Pick<UpstreamConfig, 'credentials' | 'dockerConfig'> {
   const c = obj(value, key);
-  known(c, `${key}.`, ['username', 'password']);
-  return { username: secret(c.username, `${key}.username`, env), password: secret(c.password, `${key}.password`, env) };
+  if (c.dockerConfig !== undefined) return { dockerConfig: dockerConfigRef(c, key, env) };
+  known(c, `${key}.`, ['username', 'password', 'dockerConfig']);
+  return { credentials: { username: secret(c.username, `${key}.username`, env), password: secret(c.password, `${key}.password`, env) } };
 }
 
 

@@ -158,6 +158,15 @@ export class UpstreamUnavailable extends RegmirrorError {
     super('UPSTREAM_UNAVAILABLE', message);
   }
 }
+/**
+ * The mirror could not obtain its own credentials for an upstream (a Docker credential
+ * helper failed or timed out): a fault on the mirror's side, so the upstream is not marked down.
+ */
+export class CredentialsUnavailable extends RegmirrorError {
+  constructor(message: string) {
+    super('CREDENTIALS_UNAVAILABLE', message);
+  }
+}
 export type RestrictedAddress = 'loopback' | 'private' | 'link-local';
 
 /** An upstream's redirect or token realm led to an address the mirror may not connect to. */
@@ -273,7 +282,7 @@ export function toOciError(err: unknown): OciError {
   if (err instanceof DigestMismatch || err instanceof SizeMismatch || err instanceof UpstreamInvalid || err instanceof EgressRefused) {
     return new OciError('UNAVAILABLE', m, { status: 502 });
   }
-  if (err instanceof UpstreamUnavailable || err instanceof PeerUnavailable) return new OciError('UNAVAILABLE', m, { status: 502 });
+  if (err instanceof UpstreamUnavailable || err instanceof PeerUnavailable || err instanceof CredentialsUnavailable) return new OciError('UNAVAILABLE', m, { status: 502 });
   if (err instanceof PeerUnauthorized) return new OciError('UNAUTHORIZED', m);
   return new OciError('UNKNOWN', 'internal error');
 }

@@ -1,7 +1,7 @@
 // Configuration: the embedded defaults, YAML parsing with ${ENV} and file: secrets, value
 // parsers, and validation errors that name the YAML key at fault.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -235,6 +235,52 @@ upstreams:
     assert.deepEqual(upstreamOf(parseConfig(ghcr('redirectHosts: [s3.internal, "[fd00::7]:9000"]'), {}), 'ghcr.io').redirectHosts, ['s3.internal', '[fd00::7]:9000']);
     refuses(ghcr('redirectHosts: [https://s3.internal/]'), 'upstreams.ghcr.io.redirectHosts[0]', /host name/);
     refuses(ghcr('tokenRealms: [auth.example.com, "auth.example.com/token"]'), 'upstreams.ghcr.io.tokenRealms[1]', /host name/);
+  });
+
+  test('18.3 credentials.dockerConfig: a path, or true for $DOCKER_CONFIG (else ~/.docker); helperTimeout', async () => {
+    const file = join(dir, 'docker', 'config.json');
+    await mkdir(join(dir, 'docker'), { recursive: true });
+    await writeFile(file, JSON.stringify({ auths: { 'ghcr.io': { auth: Buffer.from('octo:ghp_x').toString('base64') } }, credHelpers: { 'quay.io': 'pass' } }));
+    const byPath = upstreamOf(parseConfig(ghcr(`credentials:\n  dockerConfig: ${file}`), {}), 'ghcr.io');
+    assert.deepEqual(byPath.dockerConfig, { path: file, helperTimeoutMs: 10_000 });
+    assert.equal(byPath.credentials, undefined);
+    const byEnv = upstreamOf(parseConfig(ghcr('credentials:\n  dockerConfig: true\n  helperTimeout: 3s'), { DOCKER_CONFIG: join(dir, 'docker') }), 'ghcr.io');
+    assert.deepEqual(byEnv.dockerConfig, { path: file, helperTimeoutMs: 3000 });
+    const viaVar = upstreamOf(parseConfig(ghcr('credentials:\n  dockerConfig: ${D}/config.json'), { D: join(dir, 'docker') }), 'ghcr.io');
+    assert.equal(viaVar.dockerConfig?.path, file, '${ENV} in the path');
+    const home = join(dir, 'home');
+    await mkdir(join(home, '.docker'), { recursive: true });
+    await writeFile(join(home, '.docker', 'config.json'), '{}');
+    const byHome = upstreamOf(parseConfig(ghcr('credentials:\n  dockerConfig: true'), { HOME: home }), 'ghcr.io');
+    assert.equal(byHome.dockerConfig?.path, join(home, '.docker', 'config.json'));
+  });
+
+  test('18.3 a Docker config that is missing, unreadable or broken is refused naming the key and the file, not its contents', async () => {
+    const key = 'upstreams.ghcr.io.credentials.dockerConfig';
+    const missing = join(dir, 'no-such', 'config.json');
+    refuses(ghcr(`credentials:\n  dockerConfig: ${missing}`), key, new RegExp(`cannot read ${missing}.*ENOENT`));
+    refuses(ghcr('credentials:\n  dockerConfig: true'), key, /cannot read .*home-without-docker\/\.docker\/config\.json.*ENOENT/, { HOME: join(dir, 'home-without-docker') });
+    const broken = join(dir, 'broken.json');
+    await writeFile(broken, '{"auths": {"ghcr.io": {"auth": "c2VjcmV0LXBhc3N3b3Jk"}}');
+    assert.throws(() => parseConfig(ghcr(`credentials:\n  dockerConfig: ${broken}`), {}), (err: Error) => {
+      assert.ok(err.message.includes(`${key}: ${broken} is not valid JSON`), err.message);
+      assert.ok(!err.message.includes('c2VjcmV0'), 'the contents are not echoed');
+      return true;
+    });
+    const shapes: Array<[unknown, RegExp]> = [
+      [[], /is not a JSON object/],
+      [{ auths: { 'ghcr.io': { auth: 7 } } }, /auths\["ghcr.io"\]\.auth is not a string/],
+      [{ credHelpers: { 'ghcr.io': '../../bin/sh' } }, /credHelpers\["ghcr.io"\] is not a helper name/],
+      [{ credsStore: 'a b' }, /credsStore is not a helper name/],
+    ];
+    for (const [doc, problem] of shapes) {
+      await writeFile(broken, JSON.stringify(doc));
+      refuses(ghcr(`credentials:\n  dockerConfig: ${broken}`), key, problem);
+    }
+    refuses(ghcr('credentials:\n  dockerConfig: 5'), key, /path of a Docker config\.json, or true/);
+    await writeFile(broken, '{}');
+    refuses(ghcr(`credentials:\n  dockerConfig: ${broken}\n  username: octo`), 'upstreams.ghcr.io.credentials.username', /unknown key/);
+    refuses(ghcr(`credentials:\n  dockerConfig: ${broken}\n  helperTimeout: 0s`), 'upstreams.ghcr.io.credentials.helperTimeout', /longer than 0/);
   });
 
   test('credentials need both username and password, and nothing else', () => {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
   BlobNotFound,
+  CredentialsUnavailable,
   DigestMismatch,
   InvalidDigest,
   InvalidName,
@@ -88,6 +89,7 @@ describe('toOciError', () => {
     ['SizeMismatch', new SizeMismatch(10, 9), 'UNAVAILABLE', 502],
     ['UpstreamInvalid', new UpstreamInvalid('manifest is not valid JSON'), 'UNAVAILABLE', 502],
     ['UpstreamUnavailable', new UpstreamUnavailable('connect ECONNREFUSED'), 'UNAVAILABLE', 502],
+    ['CredentialsUnavailable', new CredentialsUnavailable('credential helper docker-credential-x is not on PATH'), 'UNAVAILABLE', 502],
     ['RangeNotSatisfiable', new RangeNotSatisfiable(100), 'RANGE_INVALID', 416],
   ];
 

@@ -2,7 +2,8 @@
 // challenge into an Authorization header. Docker Hub, GHCR, Quay and any standard token
 // server share the Bearer path; a registry that challenges with Basic gets the static
 // credentials. Credentials go only to the upstream itself and to token realms on its own
-// site or listed in its configuration.
+// site or listed in its configuration. Where they come from (the config file, or a Docker
+// config.json and its credential helpers) is a CredentialSource's business.
 import { getDomain } from 'tldts';
 import { request, type Dispatcher } from 'undici';
 import type { Credentials } from '../config.js';
@@ -34,6 +35,22 @@ export function parseChallenges(header: string | string[] | undefined): Challeng
   return out;
 }
 
+/** A user name and password (Basic), or an OAuth2 refresh token (`identitytoken` in a Docker config). */
+export type UpstreamCredential = { kind: 'password'; username: string; password: string } | { kind: 'identity-token'; token: string };
+
+/** Where an upstream's credentials come from; undefined: anonymous. */
+export interface CredentialSource {
+  get(): Promise<UpstreamCredential | undefined>;
+  /** The upstream refused `sent`: look again now; the new credential, or undefined when there is none other. */
+  refused(sent: UpstreamCredential): Promise<UpstreamCredential | undefined>;
+}
+
+/** The username and password of the config file: they never change while the process runs. */
+export function fixedCredentials(c: Credentials): CredentialSource {
+  const credential: UpstreamCredential = { kind: 'password', username: c.username, password: c.password };
+  return { get: async () => credential, refused: async () => undefined };
+}
+
 /** Produces Authorization header values for scopes such as `repository:library/nginx:pull`. */
 export interface Authorizer {
   /** The header to send before any challenge was seen for this request; may fetch a token. */
@@ -46,6 +63,8 @@ export interface Authorizer {
 export interface RegistryAuthorizerOptions {
   upstreamUrl: string;
   credentials?: Credentials;
+  /** Credentials that may change at runtime; takes the place of `credentials`. */
+  credentialSource?: CredentialSource;
   /** Extra realm hosts trusted with the credentials. */
   tokenRealms?: string[];
   dispatcher: Dispatcher;
@@ -60,6 +79,9 @@ const MAX_TOKEN_RESPONSE = 1024 * 1024;
 const DEFAULT_TOKEN_SECONDS = 60;
 const MAX_CACHED_SCOPES = 10_000;
 
+/** OAuth2 client_id sent with a refresh token, as the distribution token spec asks. */
+const CLIENT_ID = 'regmirror';
+
 interface CachedToken {
   header: string;
   /** undefined: no lifetime given; reuse until the upstream answers 401. */
@@ -72,16 +94,18 @@ export class RegistryAuthorizer implements Authorizer {
   readonly #now: () => number;
   readonly #tokens = new Map<string, CachedToken>();
   readonly #inflight = new Map<string, Promise<string | undefined>>();
+  readonly #source?: CredentialSource;
   #bearer?: { realm: string; service?: string };
   #basic = false;
 
   constructor(opts: RegistryAuthorizerOptions) {
     this.#opts = opts;
     this.#now = opts.now ?? Date.now;
+    this.#source = opts.credentialSource ?? (opts.credentials ? fixedCredentials(opts.credentials) : undefined);
   }
 
   async header(scope: string): Promise<string | undefined> {
-    if (this.#basic) return this.#basicHeader();
+    if (this.#basic) return basicHeader(await this.#source?.get());
     if (!this.#bearer) return undefined;
     const cached = this.#tokens.get(scope);
     if (cached && (cached.expiresAt === undefined || cached.expiresAt > this.#now())) return cached.header;
@@ -96,8 +120,11 @@ export class RegistryAuthorizer implements Authorizer {
       return this.#fetchOnce(scope);
     }
     if (challenges.some((c) => c.scheme === 'basic')) {
+      // Basic was sent and refused: the credentials may have changed since.
+      const refused = this.#basic;
       this.#basic = true;
-      return this.#basicHeader();
+      const sent = await this.#source?.get();
+      return basicHeader(refused && sent ? ((await this.#source!.refused(sent)) ?? sent) : sent);
     }
     return undefined;
   }
@@ -106,10 +133,6 @@ export class RegistryAuthorizer implements Authorizer {
     this.#tokens.delete(scope);
   }
 
-  #basicHeader(): string | undefined {
-    const c = this.#opts.credentials;
-    return c ? 'Basic ' + Buffer.from(`${c.username}:${c.password}`).toString('base64') : undefined;
-  }
 
   /** One token request per scope at a time, however many requests want it. */
   #fetchOnce(scope: string): Promise<string | undefined> {
@@ -125,30 +148,51 @@ export class RegistryAuthorizer implements Authorizer {
     const { realm, service } = this.#bearer!;
     const url = new URL(realm);
     if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new UpstreamInvalid('token realm is not an http(s) URL');
-    if (service) url.searchParams.set('service', service);
-    url.searchParams.append('scope', scope);
-    const headers: Record<string, string> = {};
-    if (this.#opts.credentials) {
-      if (this.#realmTrusted(url)) headers.authorization = this.#basicHeader()!;
+    let credential: UpstreamCredential | undefined;
+    if (this.#source) {
+      if (this.#realmTrusted(url)) credential = await this.#source.get();
       else this.#opts.log.warn('token realm is outside the upstream; asking for an anonymous token', { realm: url.host });
     }
-    const res = await request(url, {
-      method: 'GET',
-      headers,
-      dispatcher: this.#opts.dispatcher,
-      headersTimeout: this.#opts.timeoutMs,
-      bodyTimeout: this.#opts.timeoutMs,
-    }).catch((err: unknown) => {
+    let answer = await this.#askToken(url, service, scope, credential);
+    if ((answer.status === 401 || answer.status === 403) && credential) {
+      const fresh = await this.#source!.refused(credential);
+      if (fresh) answer = await this.#askToken(url, service, scope, (credential = fresh));
+    }
+    const { status, body } = answer;
+    if (status === 401 || status === 403) {
+      throw new UpstreamUnauthorized(`token server ${url.host} refused the ${credential ? 'configured credentials' : 'anonymous request'} (${status})`, status);
+    }
+    if (status === 404 && credential?.kind === 'identity-token') throw new UpstreamInvalid(`token server ${url.host} does not take an identity token (no OAuth2 POST endpoint)`);
+    if (status >= 500) throw new UpstreamUnavailable(`token server ${url.host} answered ${status}`);
+    if (status !== 200) throw new UpstreamInvalid(`token server ${url.host} answered ${status}`);
+    return this.#remember(scope, parseTokenResponse(body));
+  }
+
+  /**
+   * A password goes as Basic on the GET of the token spec; an identity token is an OAuth2
+   * refresh token, exchanged by a form POST (grant_type=refresh_token) to the same realm.
+   */
+  async #askToken(realm: URL, service: string | undefined, scope: string, credential: UpstreamCredential | undefined): Promise<{ status: number; body: Buffer }> {
+    const url = new URL(realm);
+    let init: { method: 'GET' | 'POST'; headers: Record<string, string>; body?: string };
+    if (credential?.kind === 'identity-token') {
+      const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: credential.token, client_id: CLIENT_ID, scope });
+      if (service) form.set('service', service);
+      init = { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString() };
+    } else {
+      if (service) url.searchParams.set('service', service);
+      url.searchParams.append('scope', scope);
+      const authorization = basicHeader(credential);
+      init = { method: 'GET', headers: authorization ? { authorization } : {} };
+    }
+    const res = await request(url, { ...init, dispatcher: this.#opts.dispatcher, headersTimeout: this.#opts.timeoutMs, bodyTimeout: this.#opts.timeoutMs }).catch((err: unknown) => {
       if (err instanceof EgressRefused) throw err;
       throw new UpstreamUnavailable(`token server ${url.host} unreachable: ${(err as Error).message}`);
     });
-    const body = await readLimited(res.body, MAX_TOKEN_RESPONSE);
-    if (res.statusCode === 401 || res.statusCode === 403) {
-      throw new UpstreamUnauthorized(`token server ${url.host} refused the ${this.#opts.credentials ? 'configured credentials' : 'anonymous request'} (${res.statusCode})`, res.statusCode);
-    }
-    if (res.statusCode >= 500) throw new UpstreamUnavailable(`token server ${url.host} answered ${res.statusCode}`);
-    if (res.statusCode !== 200) throw new UpstreamInvalid(`token server ${url.host} answered ${res.statusCode}`);
-    const token = parseTokenResponse(body);
+    return { status: res.statusCode, body: await readLimited(res.body, MAX_TOKEN_RESPONSE) };
+  }
+
+  #remember(scope: string, token: { token: string; expiresIn?: number }): string {
     const seconds = token.expiresIn;
     // Refresh a little before expiry, so no request goes out with a token about to lapse.
     const lifetimeMs = seconds === undefined ? undefined : seconds * 1000 - Math.min(30_000, (seconds * 1000) / 5);
@@ -170,6 +214,11 @@ export class RegistryAuthorizer implements Authorizer {
     const site = getDomain(upstream, { allowPrivateDomains: true });
     return site !== null && getDomain(realm.hostname, { allowPrivateDomains: true }) === site;
   }
+}
+
+/** Basic for a user name and password; an identity token has no Basic form. */
+function basicHeader(c: UpstreamCredential | undefined): string | undefined {
+  return c?.kind === 'password' ? 'Basic ' + Buffer.from(`${c.username}:${c.password}`).toString('base64') : undefined;
 }
 
 function parseTokenResponse(body: Buffer): { token: string; expiresIn?: number } {

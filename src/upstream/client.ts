@@ -22,6 +22,7 @@ import {
 import type { Logger } from '../log.js';
 import { acceptHeader, MAX_MANIFEST_BYTES } from '../oci/manifest.js';
 import { parseChallenges, readLimited, RegistryAuthorizer } from './auth.js';
+import { DockerConfigSource } from './docker-config.js';
 import { ECR_EXPIRED_TOKEN, EcrAuthorizer } from './ecr.js';
 import { connectionPool, hopUrl, withRedirects, type Hop } from './hop.js';
 import { ParentHop } from './parent.js';
@@ -145,6 +146,7 @@ export class UpstreamClient {
         : new RegistryAuthorizer({
             upstreamUrl: config.url,
             credentials: config.credentials,
+            ...(config.dockerConfig ? { credentialSource: DockerConfigSource.fromConfig(config.dockerConfig, config, this.#log) } : {}),
             tokenRealms: config.tokenRealms,
             dispatcher,
             log: this.#log,
@@ -323,7 +325,7 @@ export class UpstreamClient {
     const rl = parseRateLimit(res.headers);
     if (rl) {
       this.state.observe(rl);
-      const credential = this.config.type === 'ecr' ? 'ecr' : (this.config.credentials?.username ?? 'anonymous');
+      const credential = this.config.type === 'ecr' ? 'ecr' : this.config.dockerConfig ? 'docker-config' : (this.config.credentials?.username ?? 'anonymous');
       this.#observer?.rateLimit(this.name, credential, rl, now);
     }
   }
