@@ -16,6 +16,7 @@ import { coalesceBurst, pullBlob, type Transfer } from './load.js';
 import { rssNow, sampleRss } from './machine.js';
 import { findTool, startRegmirror, type Proxy, type Upstream } from './peers.js';
 import type { BurstFigures, ReplicaRound, ReplicaSettings } from './replicas-report.js';
+import type { BlobInfo } from './upstream-server.js';
 
 const MiB = 1024 * 1024;
 const REPLICAS = 3;
@@ -240,6 +241,14 @@ async function killHolder(upstream: Upstream, killed: { proxy: Proxy; gone?: Pro
   const blob = await upstream.freshBlob(KILL_BYTES, seed);
   await upstream.reset();
   await upstream.throttle(KILL_PACE);
+  try {
+    return await killAndRecover(upstream, blob, killed, followerUrl, otherUrl);
+  } finally {
+    await upstream.throttle(undefined);
+  }
+}
+
+async function killAndRecover(upstream: Upstream, blob: BlobInfo, killed: { proxy: Proxy; gone?: Promise<void> }, followerUrl: string, otherUrl: string): Promise<ReplicaRound['kill']> {
   const holder = pullBlob(blobUrl(killed.proxy.url, blob), blob.size).then(() => true, () => false);
   await upstreamGetSeen(upstream, blob.digest);
   let followed = 0;

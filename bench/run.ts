@@ -431,7 +431,12 @@ async function main(): Promise<void> {
     }
     if (!replicasOff) {
       replicaOpts = { upstream, rounds: ROUNDS, coldBytes: largeMiB * MiB, entry: ENTRY, logLevel: LOG_LEVEL, log, pg: pgCluster, phase: (name, trees, f) => audited(name, [], f, trees) };
-      replicaRounds = await replicaScenario(replicaOpts);
+      // A failure here must not cost the figures of the scenarios before it.
+      replicaRounds = await replicaScenario(replicaOpts).catch((err: Error) => {
+        notes.push(`the replicas scenario failed: ${err.message.split('\n')[0]}`);
+        log(`replicas failed: ${err.stack ?? err.message}`);
+        return undefined;
+      });
     }
     if (PROFILE && !ONLY_REPLICAS) {
       await mkdir(resultsDir, { recursive: true });
