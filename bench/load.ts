@@ -79,8 +79,9 @@ function drain(body: Dispatcher.ResponseData['body'], hash?: ReturnType<typeof c
  * reused 1 MiB buffer (`onread`), not undici: on this 2-core machine undici's per-chunk
  * stream overhead tops out well below what nginx serves over loopback, so it would
  * measure the client. Plain HTTP/1.1 with Content-Length only (what every server here sends).
+ * `onBytes` sees the body bytes received so far after every read.
  */
-export function pullBlob(url: string, expectBytes: number): Promise<Transfer> {
+export function pullBlob(url: string, expectBytes: number, onBytes?: (received: number) => void): Promise<Transfer> {
   const u = new URL(url);
   return new Promise((resolve, reject) => {
     const started = performance.now();
@@ -111,6 +112,7 @@ export function pullBlob(url: string, expectBytes: number): Promise<Transfer> {
       } else {
         received += n;
       }
+      onBytes?.(received);
       if (received >= length) {
         sock.destroy();
         if (received > length) reject(new Error(`GET ${url}: ${received} bytes, more than Content-Length ${length}`));
@@ -213,16 +215,18 @@ export interface BurstResult {
 
 /**
  * `clients` clients (each its own undici Pool of `connsPerClient` connections) start at the
- * same moment and each pull every layer; every body is checked against its digest.
+ * same moment and each pull every layer; every body is checked against its digest. With
+ * several origins, client i talks to origin i mod n (round-robin, as a load balancer would).
  */
 export async function coalesceBurst(
-  origin: string,
+  origin: string | string[],
   name: string,
   layers: Array<{ digest: string; size: number }>,
   clients: number,
   connsPerClient: number,
 ): Promise<BurstResult> {
-  const pools = Array.from({ length: clients }, () => new Pool(origin, { connections: connsPerClient }));
+  const origins = typeof origin === 'string' ? [origin] : origin;
+  const pools = Array.from({ length: clients }, (_, i) => new Pool(origins[i % origins.length], { connections: connsPerClient }));
   let failures = 0;
   const failureSamples: string[] = [];
   const failed = (why: string) => {

@@ -108,7 +108,8 @@ export function sampleRss(pid: number): { lap(): Promise<number>; stop(): Promis
   let busy = false;
   const sample = async () => {
     const s = await readStatus(pid);
-    if (s) {
+    // A process killed but not yet reaped has a status without VmRSS.
+    if (s && Number.isFinite(s.rss)) {
       peak = Math.max(peak, s.rss);
       lapPeak = Math.max(lapPeak, s.rss);
     }

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import type { CountersJson, UpstreamInfo, UpstreamSpec } from './upstream-server.js';
+import type { BlobInfo, CountersJson, Reply, Request, UpstreamInfo, UpstreamSpec } from './upstream-server.js';
 
 export { cpuAudit, machineBusy, rssNow, sampleRss, type CpuAudit, type RssSample } from './machine.js';
 
@@ -109,6 +109,10 @@ export interface RegmirrorOptions extends ProxyStartOptions {
   cpuProfDir?: string;
   /** Metadata in this PostgreSQL database (pool as configured by default) instead of SQLite in the data dir. */
   postgres?: { url: string; password: string };
+  /** More top-level YAML, given the port the process will listen on (a replica advertises it). */
+  extraConfig?: (port: number) => string;
+  /** More environment for the child (e.g. the bucket's credentials). */
+  env?: Record<string, string>;
 }
 
 /** `node dist/main.js serve --config <tmp>/mirror.yaml` (or the tsx equivalent) on a free loopback port. */
@@ -128,6 +132,7 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Proxy> {
       'upstreams:',
       '  docker.io:',
       `    url: ${JSON.stringify(opts.upstreamUrl)}`,
+      opts.extraConfig?.(port) ?? '',
       '',
     ].join('\n');
     const configPath = join(dir, 'mirror.yaml');
@@ -139,6 +144,7 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Proxy> {
     const child = spawn(process.execPath, [...prof, ...main, 'serve', '--config', configPath], {
       cwd: REPO_ROOT,
       stdio: ['ignore', fd, fd],
+      env: opts.env ? { ...process.env, ...opts.env } : undefined,
     });
     closeSync(fd);
     const url = `http://127.0.0.1:${port}`;
@@ -301,8 +307,16 @@ export interface Upstream {
   counters(): Promise<CountersJson>;
   /** Zeroes the counters and returns them as they were. */
   reset(): Promise<CountersJson>;
+  /** A new single-layer image of `bytes` incompressible bytes (repository `replicas/<seed>`): a digest no cache has yet. */
+  freshBlob(bytes: number, seed: string): Promise<BlobInfo>;
+  /** Paces every blob body at this rate from now on; undefined: full speed. */
+  throttle(bytesPerSecond: number | undefined): Promise<void>;
   stop(): Promise<void>;
 }
+
+/** A request as the caller gives it: the id is added when it is sent. */
+type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
+type Command = WithoutId<Request>;
 
 export async function startUpstream(spec: UpstreamSpec): Promise<Upstream> {
   const child = fork(join(REPO_ROOT, 'bench', 'upstream-server.ts'), [JSON.stringify(spec)], {
@@ -310,29 +324,32 @@ export async function startUpstream(spec: UpstreamSpec): Promise<Upstream> {
     execArgv: ['--import', 'tsx'],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
-  const waiting = new Map<number, (c: CountersJson) => void>();
+  const waiting = new Map<number, (r: Reply) => void>();
   let nextId = 1;
   const info = await new Promise<UpstreamInfo>((resolveInfo, reject) => {
     child.once('exit', (code) => reject(new Error(`bench upstream exited with ${code}`)));
-    child.on('message', (msg: { ready?: UpstreamInfo; id?: number; counters?: CountersJson }) => {
+    child.on('message', (msg: { ready?: UpstreamInfo } & Partial<Reply>) => {
       if (msg.ready) resolveInfo(msg.ready);
-      else if (msg.id !== undefined && msg.counters) {
-        waiting.get(msg.id)?.(msg.counters);
+      else if (msg.id !== undefined) {
+        waiting.get(msg.id)?.(msg as Reply);
         waiting.delete(msg.id);
       }
     });
   });
-  const ask = (cmd: 'counters' | 'reset') =>
-    new Promise<CountersJson>((r) => {
+  const ask = (cmd: Command) =>
+    new Promise<Reply>((r) => {
       const id = nextId++;
       waiting.set(id, r);
-      child.send({ id, cmd });
+      child.send({ id, ...cmd });
     });
+  const counters = async (cmd: 'counters' | 'reset') => (await ask({ cmd })).counters!;
   return {
     info,
     pid: child.pid!,
-    counters: () => ask('counters'),
-    reset: () => ask('reset'),
+    counters: () => counters('counters'),
+    reset: () => counters('reset'),
+    freshBlob: async (bytes, seed) => (await ask({ cmd: 'fresh', bytes, seed })).blob!,
+    throttle: async (bytesPerSecond) => void (await ask({ cmd: 'throttle', bytesPerSecond })),
     stop: () => stopChild(child),
   };
 }

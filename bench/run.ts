@@ -14,6 +14,9 @@
 //   BENCH_SCALE_SECONDS=15   length of its 256-connection loop (3 with BENCH_QUICK)
 //   BENCH_PROFILE=1       afterwards, CPU-profile a regmirror child during warm manifest GETs
 //                         and during a cold then a warm blob pull, and print the top frames
+//   BENCH_REPLICAS=0      leave out the replicas scenario (bench/replicas.ts: 3 processes on one
+//                         RGW bucket and one PostgreSQL; skipped by itself without Ceph or PostgreSQL)
+//   BENCH_ONLY=replicas   run the replicas scenario alone
 //   BENCH_METADATA=sqlite where regmirror keeps its metadata, as `--metadata` (which wins):
 //
 //   npm run bench -- --metadata sqlite    the default: SQLite in each fresh data dir
@@ -37,6 +40,8 @@ import { coalesceBurst, CONTAINERD_ACCEPT as ACCEPT, directPull, fsRead, fsWrite
 import { startPostgres, type PgServer } from '../test/support/postgres.js';
 import { cpuAudit, findTool, flushDisk, gitCommit, machineBusy, REPO_ROOT, rssNow, sampleRss, startDistribution, startNginx, startRegmirror, startUpstream, type Nginx, type Proxy, type ProxyStartOptions, type Upstream } from './peers.js';
 import { formatProfile, monotonicUs, summarizeProfile, type ProfileSummary, type Window } from './profile.js';
+import { REPLICA_LAYER_BYTES, REPLICA_LAYERS, replicaScenario, replicaSettings, replicasMissing, type ReplicaScenarioOptions } from './replicas.js';
+import { formatReplicaFigures, replicaFigures, type ReplicaRound } from './replicas-report.js';
 import { jsonSummary, table } from './report.js';
 import { SCALE_CLIENTS, SCALE_CONNECTIONS, scaleRound, type ScaleResult } from './scale.js';
 import { backendFigures, formatBackendFigures, summaryRows, tableLayout, type Kind, type ManifestRun, type ProxyRound, type RoundResult } from './summary.js';
@@ -60,7 +65,8 @@ const BURST_CONNS_PER_CLIENT = 8;
 const MANY_LAYERS = 64;
 const MANY_LAYER_BYTES = 256 * 1024;
 const MANIFEST_CONNECTIONS = 16;
-const SCALE_IMAGES = Math.max(0, Math.floor(Number(env.BENCH_SCALE_IMAGES ?? (QUICK ? 300 : 2000))) || 0);
+const ONLY_REPLICAS = env.BENCH_ONLY === 'replicas';
+const SCALE_IMAGES = ONLY_REPLICAS ? 0 : Math.max(0, Math.floor(Number(env.BENCH_SCALE_IMAGES ?? (QUICK ? 300 : 2000))) || 0);
 const SCALE_MS = 1000 * Number(env.BENCH_SCALE_SECONDS ?? (QUICK ? 3 : 15));
 const SCALE_BASE_BYTES = 256 * 1024;
 
@@ -85,6 +91,7 @@ function metadataMode(args: string[]): MetadataMode {
 let METADATA: MetadataMode = 'sqlite';
 try {
   METADATA = metadataMode(process.argv.slice(2));
+  if (env.BENCH_ONLY !== undefined && !ONLY_REPLICAS) throw new Error(`BENCH_ONLY=${env.BENCH_ONLY}: the only scenario that runs alone is replicas`);
 } catch (err) {
   console.error((err as Error).message);
   process.exit(2);
@@ -160,9 +167,11 @@ const noisyPhases: string[] = [];
  * Runs one measured phase while accounting the machine's CPU time: what the bench, the
  * upstream and the proxy did not use was used by someone else, and the phase is flagged.
  */
-async function audited<T>(phase: string, pids: number[], f: () => Promise<T>): Promise<{ value: T; otherCpuS?: number }> {
+async function audited<T>(phase: string, pids: number[], f: () => Promise<T>, trees: number[] = []): Promise<{ value: T; otherCpuS?: number }> {
   // The postmaster with its backends: they work for regmirror on PostgreSQL, not against it.
-  const audit = await cpuAudit([process.pid, ...pids], pgCluster ? [pgCluster.pid] : []);
+  const allTrees = [...new Set([...(pgCluster ? [pgCluster.pid] : []), ...trees])];
+  // The bench's own tree already holds its own CPU time.
+  const audit = await cpuAudit(allTrees.includes(process.pid) ? pids : [process.pid, ...pids], allTrees);
   const value = await f();
   const a = await audit.stop();
   if (a && a.otherS > NOISY_SHARE * a.wallS * cpus().length) {
@@ -324,11 +333,14 @@ async function main(): Promise<void> {
   }
   const largeLabel = largeMiB % 1024 === 0 ? `${largeMiB / 1024} GiB` : `${largeMiB} MiB`;
   const registryPath = findTool('docker-registry');
-  const nginxPath = findTool('nginx');
+  const nginxPath = ONLY_REPLICAS ? undefined : findTool('nginx');
   const kinds: Kind[] = registryPath ? [...REGMIRRORS, 'distribution'] : REGMIRRORS;
   const skipped: string[] = [];
-  if (!registryPath) skipped.push('distribution proxy: docker-registry not installed');
-  if (!nginxPath) skipped.push('nginx reference: nginx not installed');
+  if (!registryPath && !ONLY_REPLICAS) skipped.push('distribution proxy: docker-registry not installed');
+  if (!nginxPath && !ONLY_REPLICAS) skipped.push('nginx reference: nginx not installed');
+  const replicasOff = env.BENCH_REPLICAS === '0' && !ONLY_REPLICAS ? 'BENCH_REPLICAS=0' : replicasMissing();
+  const replicasLine = replicasOff && `replicas: skipped (${replicasOff})`;
+  if (replicasLine) log(replicasLine);
   for (const s of skipped) log(`skipped: ${s}`);
   // Two cores are shared by the load, the proxy and the upstream: anything else running skews every number.
   const checkQuiet = async (when: string) => {
@@ -364,17 +376,22 @@ async function main(): Promise<void> {
   const rounds: RoundResult[] = [];
   let profileSummaries: Record<string, ProfileSummary> | undefined;
   let scaleInfo: ScaleInfo | undefined;
+  let replicaRounds: ReplicaRound[] | undefined;
+  let replicaOpts: ReplicaScenarioOptions | undefined;
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const resultsDir = join(REPO_ROOT, 'bench', 'results');
   try {
     const t0 = Date.now();
     upstream = await startUpstream({
-      largeBytes: largeMiB * MiB,
+      // Alone, the replicas scenario asks for its cold layers itself.
+      largeBytes: ONLY_REPLICAS ? MiB : largeMiB * MiB,
       largeFile,
       manyLayers: MANY_LAYERS,
       manyLayerBytes: MANY_LAYER_BYTES,
       scaleImages: SCALE_IMAGES,
       scaleBaseBytes: SCALE_BASE_BYTES,
+      replicaLayers: replicasOff ? 0 : REPLICA_LAYERS,
+      replicaLayerBytes: REPLICA_LAYER_BYTES,
     });
     scaleInfo = upstream.info.scale;
     log(`fake upstream ${upstream.info.url} (CDN ${upstream.info.cdnUrl}) ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
@@ -388,7 +405,7 @@ async function main(): Promise<void> {
     // Untimed: warms the upstream child's code paths and this process's client before round 1.
     await directPull(upstream.info.url, large.name, large.digest, large.size);
 
-    for (let i = 0; i < ROUNDS; i++) {
+    for (let i = 0; i < (ONLY_REPLICAS ? 0 : ROUNDS); i++) {
       const order = i % 2 === 0 ? kinds : [...kinds].reverse();
       log(`round ${i + 1}/${ROUNDS} (${order.join(', ')})`);
       await upstream.reset();
@@ -412,7 +429,16 @@ async function main(): Promise<void> {
       }
       rounds.push(r);
     }
-    if (PROFILE) {
+    if (!replicasOff) {
+      replicaOpts = { upstream, rounds: ROUNDS, coldBytes: largeMiB * MiB, entry: ENTRY, logLevel: LOG_LEVEL, log, pg: pgCluster, phase: (name, trees, f) => audited(name, [], f, trees) };
+      // A failure here must not cost the figures of the scenarios before it.
+      replicaRounds = await replicaScenario(replicaOpts).catch((err: Error) => {
+        notes.push(`the replicas scenario failed: ${err.message.split('\n')[0]}`);
+        log(`replicas failed: ${err.stack ?? err.message}`);
+        return undefined;
+      });
+    }
+    if (PROFILE && !ONLY_REPLICAS) {
       await mkdir(resultsDir, { recursive: true });
       profileSummaries = {};
       for (const kind of REGMIRRORS) {
@@ -432,12 +458,18 @@ async function main(): Promise<void> {
   const columns: Kind[] = [...REGMIRRORS, 'distribution'];
   const rows = summaryRows(rounds, { REPEAT, WARM_CLIENTS, BURST_CLIENTS, MANY_LAYERS, MANY_LAYER_BYTES, MANIFEST_CONNECTIONS, MANIFEST_MS }, largeLabel, nginx !== undefined, columns, scaleInfo);
   console.log(
-    `\nregmirror benchmark — ${rounds.length} round(s), median (min–max); ratios are of medians; ` +
+    `\nregmirror benchmark — ${ONLY_REPLICAS ? 'the replicas scenario alone' : `${rounds.length} round(s), median (min–max); ratios are of medians`}; ` +
       `${cpus().length} CPUs, node ${process.version}, commit ${gitCommit() ?? '?'}, regmirror ${ENTRY === 'dist' ? 'dist/main.js' : 'tsx src/main.ts'}${METADATA === 'sqlite' ? '' : `, metadata ${METADATA}`}, log level ${LOG_LEVEL}${QUICK ? ', QUICK' : ''}`,
   );
-  console.log(table(rows, tableLayout(REGMIRRORS, registryPath ? undefined : 'skipped')));
-  console.log('ratios are a ÷ b of the medians: above 1× is better for MB/s and req/s, worse for s, ms and MiB');
+  if (!ONLY_REPLICAS) {
+    console.log(table(rows, tableLayout(REGMIRRORS, registryPath ? undefined : 'skipped')));
+    console.log('ratios are a ÷ b of the medians: above 1× is better for MB/s and req/s, worse for s, ms and MiB');
+  }
+  const replicas = replicaRounds && replicaOpts && { settings: replicaSettings(replicaOpts), rounds: replicaRounds, figures: replicaFigures(replicaRounds, replicaSettings(replicaOpts)) };
+  const noisyReplicas = noisyPhases.filter((p) => p.startsWith('replicas '));
+  if (replicas) console.log('\n' + formatReplicaFigures(replicas.figures, replicas.rounds.length, noisyReplicas.length > 0 ? [`other processes used the CPUs during ${noisyReplicas.length} of its phases: these figures are noisy`] : []));
   for (const s of skipped) console.log(`skipped: ${s}`);
+  if (replicasLine) console.log(replicasLine);
   for (const n of notes) console.log(`note: ${n}`);
   const postgresTargets = METADATA === 'sqlite' ? undefined : backendFigures(rounds, { manifestConnections: MANIFEST_CONNECTIONS, scale: scaleInfo && { images: scaleInfo.images.length, clients: SCALE_CLIENTS } });
   // A target "met" or "not met" on a busy machine says nothing: say so beside it.
@@ -454,11 +486,12 @@ async function main(): Promise<void> {
     cpus: cpus().length,
     memoryGiB: totalmem() / 2 ** 30,
     settings: { quick: QUICK, rounds: ROUNDS, regmirrorEntry: ENTRY, largeBytes: largeMiB * MiB, manifestMs: MANIFEST_MS, warmupMs: WARMUP_MS, logLevel: LOG_LEVEL, warmClients: WARM_CLIENTS, burst: { clients: BURST_CLIENTS, connsPerClient: BURST_CONNS_PER_CLIENT, layers: MANY_LAYERS, layerBytes: MANY_LAYER_BYTES }, manifestConnections: MANIFEST_CONNECTIONS, metadata: METADATA, scale: { images: SCALE_IMAGES, baseBytes: SCALE_BASE_BYTES, contentBytes: scaleInfo?.contentBytes, clients: SCALE_CLIENTS, connections: SCALE_CONNECTIONS, loadMs: SCALE_MS } },
-    skipped,
+    skipped: replicasLine ? [...skipped, replicasLine] : skipped,
     notes,
     rounds,
     summary: jsonSummary(rows),
     postgresTargets,
+    replicas,
     profiles: profileSummaries,
     seconds: (Date.now() - started) / 1000,
   };

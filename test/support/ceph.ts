@@ -43,12 +43,17 @@ export function cephMissing(): string | undefined {
   return `needs ${missing.join(', ')}: not installed (apt-get install ceph-mon ceph-osd radosgw)`;
 }
 
+export interface RgwOptions {
+  /** What the OSD's memstore may hold (default 1 GiB); it is RAM, taken only as objects are written. */
+  memstoreBytes?: number;
+}
+
 /** Starts a fresh single-node cluster and gateway; throws with the daemons' logs when it does not come up. */
-export async function startRgw(): Promise<RgwServer> {
+export async function startRgw(opts: RgwOptions = {}): Promise<RgwServer> {
   const missing = BINARIES.filter((b) => !onPath(b));
   if (missing.length > 0) throw new Error(`Ceph is not installed (no ${missing.join(', ')}): apt-get install ceph-mon ceph-osd radosgw`);
   const dir = await mkdtemp(join(tmpdir(), 'regmirror-ceph-'));
-  const cluster = new Cluster(dir, await freePort(), await freePort());
+  const cluster = new Cluster(dir, await freePort(), await freePort(), opts.memstoreBytes ?? 2 ** 30);
   try {
     await cluster.boot();
     return cluster;
@@ -73,6 +78,7 @@ class Cluster implements RgwServer {
     readonly dir: string,
     readonly monPort: number,
     readonly rgwPort: number,
+    readonly memstoreBytes: number,
   ) {
     this.#conf = join(dir, 'ceph.conf');
   }
@@ -84,7 +90,7 @@ class Cluster implements RgwServer {
   async boot(): Promise<void> {
     const fsid = randomUUID();
     await Promise.all(['run', 'log', 'mon/ceph-a', 'osd/ceph-0'].map((d) => mkdir(join(this.dir, d), { recursive: true })));
-    await writeFile(this.#conf, cephConf(this.dir, fsid, this.monPort, this.rgwPort));
+    await writeFile(this.#conf, cephConf(this.dir, fsid, this.monPort, this.rgwPort, this.memstoreBytes));
     await run('monmaptool', ['--create', '--addv', 'a', `[v2:127.0.0.1:${this.monPort}]`, '--fsid', fsid, join(this.dir, 'monmap')]);
     await run('ceph-mon', ['-c', this.#conf, '--mkfs', '-i', 'a', '--monmap', join(this.dir, 'monmap')]);
     this.#daemon('ceph-mon', ['-f', '-i', 'a']);
@@ -170,7 +176,7 @@ class Cluster implements RgwServer {
  * radosgw. Connection modes list crc first: without cephx there is no key for "secure",
  * and radosgw otherwise asks the monitor for it alone and is refused.
  */
-function cephConf(dir: string, fsid: string, monPort: number, rgwPort: number): string {
+function cephConf(dir: string, fsid: string, monPort: number, rgwPort: number, memstoreBytes: number): string {
   return `[global]
 fsid = ${fsid}
 mon host = [v2:127.0.0.1:${monPort}]
@@ -192,7 +198,7 @@ pid file = ${dir}/run/$name.pid
 mon data = ${dir}/mon/$cluster-$id
 osd data = ${dir}/osd/$cluster-$id
 osd objectstore = memstore
-memstore device bytes = 1073741824
+memstore device bytes = ${memstoreBytes}
 osd memory target = 536870912
 osd pool default size = 1
 osd pool default min size = 1
