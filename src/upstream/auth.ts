@@ -8,6 +8,7 @@ import { request, type Dispatcher } from 'undici';
 import type { Credentials } from '../config.js';
 import { EgressRefused, UpstreamInvalid, UpstreamUnavailable, UpstreamUnauthorized } from '../errors.js';
 import type { Logger } from '../log.js';
+import { describeNetworkFailure } from './network-error.js';
 
 export interface Challenge {
   scheme: string;
@@ -51,7 +52,10 @@ export interface RegistryAuthorizerOptions {
   dispatcher: Dispatcher;
   log: Logger;
   now?: () => number;
+  /** Headers and body deadline of a token request. */
   timeoutMs?: number;
+  /** The pool's connect deadline, to name it when it ran out. */
+  connectTimeoutMs?: number;
 }
 
 /** A token answer larger than this is refused (the upstream is untrusted input). */
@@ -132,6 +136,9 @@ export class RegistryAuthorizer implements Authorizer {
       if (this.#realmTrusted(url)) headers.authorization = this.#basicHeader()!;
       else this.#opts.log.warn('token realm is outside the upstream; asking for an anonymous token', { realm: url.host });
     }
+    const started = performance.now();
+    // Realm and scope only: never the token, nor the credentials in the header.
+    const trace = { realm: url.origin + url.pathname, service, scope, credentials: headers.authorization ? 'basic' : 'anonymous' };
     const res = await request(url, {
       method: 'GET',
       headers,
@@ -139,9 +146,11 @@ export class RegistryAuthorizer implements Authorizer {
       headersTimeout: this.#opts.timeoutMs,
       bodyTimeout: this.#opts.timeoutMs,
     }).catch((err: unknown) => {
+      this.#opts.log.debug('token request failed', { ...trace, err });
       if (err instanceof EgressRefused) throw err;
-      throw new UpstreamUnavailable(`token server ${url.host} unreachable: ${(err as Error).message}`);
+      throw new UpstreamUnavailable(describeNetworkFailure(`token server ${url.host}`, url.origin, err, { connectMs: this.#opts.connectTimeoutMs, headersMs: this.#opts.timeoutMs }));
     });
+    this.#opts.log.debug('token request', { ...trace, status: res.statusCode, ms: Math.round(performance.now() - started) });
     const body = await readLimited(res.body, MAX_TOKEN_RESPONSE);
     if (res.statusCode === 401 || res.statusCode === 403) {
       throw new UpstreamUnauthorized(`token server ${url.host} refused the ${this.#opts.credentials ? 'configured credentials' : 'anonymous request'} (${res.statusCode})`, res.statusCode);
