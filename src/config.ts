@@ -16,6 +16,8 @@ export type { DockerConfigRef } from './config-docker.js';
 export type { ParentConfig } from './config-parent.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+/** `auto`: text when stderr is a terminal, else JSON lines. */
+export type LogFormat = 'auto' | 'text' | 'json';
 
 export interface Credentials {
   username: string;
@@ -92,7 +94,7 @@ export interface Config {
   upstreams: UpstreamConfig[];
   /** Another mirror every upstream is fetched through (`?ns=<upstream name>`); unset: upstreams directly. */
   parent?: ParentConfig;
-  log: { level: LogLevel };
+  log: { level: LogLevel; format: LogFormat };
   /** Bytes of manifest bodies kept in memory. */
   manifestMemoryBytes: number;
   /** Never contact an upstream: serve what is cached, whatever its age; misses say so. */
@@ -151,7 +153,7 @@ export const DEFAULTS: Config = {
     upstream('quay.io', 'https://quay.io'),
     upstream('registry.k8s.io', 'https://registry.k8s.io'),
   ],
-  log: { level: 'info' },
+  log: { level: 'info', format: 'auto' },
   manifestMemoryBytes: 64 * 1024 * 1024,
   offline: false,
   auth: { tokens: [] },
@@ -188,7 +190,7 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env):
     defaultUpstream: optStr(raw.defaultUpstream, 'defaultUpstream', env),
     upstreams: raw.upstreams === undefined ? structuredClone(DEFAULTS.upstreams) : upstreams(raw.upstreams, env),
     ...(parent ? { parent } : {}),
-    log: { level: DEFAULTS.log.level },
+    log: { ...DEFAULTS.log },
     manifestMemoryBytes: raw.manifestMemory === undefined ? DEFAULTS.manifestMemoryBytes : size(raw.manifestMemory, 'manifestMemory'),
     offline: raw.offline === undefined ? DEFAULTS.offline : bool(raw.offline, 'offline'),
     ...(raw.adminToken === undefined || raw.adminToken === null ? {} : { adminToken: secret(raw.adminToken, 'adminToken', env) }),
@@ -206,8 +208,9 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env):
   if (raw.defaultUpstream === undefined && cfg.upstreams.some((u) => u.name === DEFAULTS.defaultUpstream)) cfg.defaultUpstream = DEFAULTS.defaultUpstream;
   if (raw.log !== undefined) {
     const log = obj(raw.log, 'log');
-    known(log, 'log.', ['level']);
+    known(log, 'log.', ['level', 'format']);
     if (log.level !== undefined) cfg.log.level = oneOf(log.level, 'log.level', ['debug', 'info', 'warn', 'error'] as const);
+    if (log.format !== undefined) cfg.log.format = oneOf(log.format, 'log.format', ['auto', 'text', 'json'] as const);
   }
   checkNames(cfg);
   return cfg;

@@ -1,6 +1,7 @@
-// JSON-lines logger. One line per event with a component and structured fields; values
-// under keys that name secrets are redacted so a credential can never reach a log line.
-import type { LogLevel } from './config.js';
+// The logger. One line per event with a component and structured fields, as JSON for
+// machines or as text for people; values under keys that name secrets are redacted (in
+// both) so a credential can never reach a log line.
+import type { LogFormat, LogLevel } from './config.js';
 
 const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 const SECRET_KEY = /authorization|password|token|secret|cookie/i;
@@ -19,20 +20,62 @@ export interface Logger {
 
 export type LogSink = (line: string) => void;
 
-/** A logger writing JSON lines to `sink` (stderr by default) at `level` and above. */
-export function createLogger(level: LogLevel = 'info', sink: LogSink = (l) => process.stderr.write(l + '\n'), base: LogFields = {}): Logger {
+export interface LogOptions {
+  /** `json` (the default here) or `text`; `auto` is resolved by resolveLogFormat first. */
+  format?: Exclude<LogFormat, 'auto'>;
+  base?: LogFields;
+}
+
+/** `auto`: text for a person at a terminal, JSON for whatever collects the output. */
+export function resolveLogFormat(format: LogFormat, isTTY = process.stderr.isTTY === true): Exclude<LogFormat, 'auto'> {
+  return format === 'auto' ? (isTTY ? 'text' : 'json') : format;
+}
+
+/** A logger writing lines to `sink` (stderr by default) at `level` and above. */
+export function createLogger(level: LogLevel = 'info', sink: LogSink = (l) => process.stderr.write(l + '\n'), opts: LogOptions = {}): Logger {
   const min = LEVELS[level];
+  const base = opts.base ?? {};
+  const render = opts.format === 'text' ? textLine : jsonLine;
   const emit = (lvl: LogLevel, msg: string, fields?: LogFields) => {
     if (LEVELS[lvl] < min) return;
-    sink(JSON.stringify({ time: new Date().toISOString(), level: lvl, msg, ...base, ...fields }, redact));
+    sink(render({ time: new Date().toISOString(), level: lvl, msg, ...base, ...fields }));
   };
   return {
     debug: (m, f) => emit('debug', m, f),
     info: (m, f) => emit('info', m, f),
     warn: (m, f) => emit('warn', m, f),
     error: (m, f) => emit('error', m, f),
-    child: (fields) => createLogger(level, sink, { ...base, ...fields }),
+    child: (fields) => createLogger(level, sink, { ...opts, base: { ...base, ...fields } }),
   };
+}
+
+function jsonLine(event: LogFields): string {
+  return JSON.stringify(event, redact);
+}
+
+/** The request line's own fields, shown first and bare: `GET /v2/... 200 12ms`. */
+const REQUEST_HEAD = ['method', 'path', 'status'] as const;
+
+/**
+ * `2026-12-02T10:00:00.000Z INFO request GET /v2/x/blobs/... 200 12ms bytes=… key=value`.
+ * Redacted exactly as the JSON line is: the fields go through the same replacer first.
+ */
+function textLine(event: LogFields): string {
+  const { time, level, msg, ...fields } = JSON.parse(jsonLine(event)) as LogFields;
+  const parts = [String(time), String(level).toUpperCase(), String(msg)];
+  if (msg === 'request') {
+    for (const k of REQUEST_HEAD) if (fields[k] !== undefined) parts.push(String(fields[k]));
+    if (typeof fields.ms === 'number') parts.push(`${fields.ms}ms`);
+    for (const k of [...REQUEST_HEAD, 'ms']) delete fields[k];
+  }
+  for (const [k, v] of Object.entries(fields)) if (v !== undefined) parts.push(`${k}=${textValue(v)}`);
+  return parts.join(' ');
+}
+
+function textValue(v: unknown): string {
+  if (v !== null && typeof v === 'object' && 'message' in v && 'name' in v) return JSON.stringify(`${String(v.name)}: ${String(v.message)}`);
+  if (typeof v === 'string') return /^[^\s"=]+$/.test(v) ? v : JSON.stringify(v);
+  return JSON.stringify(v);
 }
 
 function redact(key: string, value: unknown): unknown {

@@ -34,6 +34,7 @@ interface AccessLine {
   path: string;
   status: number;
   aborted?: boolean;
+  bytes?: number;
 }
 
 /** Waits for the access-log line of the request with this id. */
@@ -74,6 +75,7 @@ test('13.12 access log and metrics: a range answer is logged and counted as 206'
   const line = await accessLine('range-1');
   assert.equal(line.status, 206);
   assert.equal(line.aborted, undefined);
+  assert.equal(line.bytes, 100, 'the bytes of the range, not of the blob');
   assert.ok((await requestsMetric('status="206"')) >= 1, 'the requests metric counts a 206');
 });
 

@@ -60,7 +60,7 @@ describe('DEFAULTS', () => {
         { ...common, name: 'quay.io', url: 'https://quay.io', aliases: [] },
         { ...common, name: 'registry.k8s.io', url: 'https://registry.k8s.io', aliases: [] },
       ],
-      log: { level: 'info' },
+      log: { level: 'info', format: 'auto' },
       manifestMemoryBytes: 64 * 1024 * 1024,
       offline: false,
       auth: { tokens: [] },
@@ -152,7 +152,7 @@ upstreams:
       dataDir: '/var/lib/regmirror',
       metadata: { kind: 'sqlite' },
       defaultUpstream: 'docker.io',
-      log: { level: 'debug' },
+      log: { level: 'debug', format: 'auto' },
       manifestMemoryBytes: 16 * 1024 * 1024,
       offline: true,
       adminToken: 'adm1n',
@@ -201,7 +201,7 @@ upstreams:
 
   test('keys left out take their defaults', () => {
     const cfg = parseConfig('log:\n  level: warn\n', {});
-    assert.deepEqual(cfg, { ...DEFAULTS, log: { level: 'warn' } });
+    assert.deepEqual(cfg, { ...DEFAULTS, log: { level: 'warn', format: 'auto' } });
   });
 
   test('${ENV} references are substituted, several per value', () => {
@@ -375,7 +375,7 @@ upstreams:
       refuses(ghcr('tagTTL: 5m'), 'upstreams.ghcr.io.tagTTL', /unknown key/);
       refuses(ghcr('timeouts:\n  read: 5s'), 'upstreams.ghcr.io.timeouts.read', /unknown key/);
       refuses('listn: :5000\n', 'listn', /unknown key/);
-      refuses('log:\n  level: info\n  format: json\n', 'log.format', /unknown key/);
+      refuses('log:\n  level: info\n  colour: true\n', 'log.colour', /unknown key/);
     });
   });
 
@@ -455,6 +455,11 @@ upstreams:
 
     test('log.level is one of four', () => {
       refuses('log:\n  level: verbose\n', 'log.level', /debug, info, warn, error/);
+    });
+
+    test('18.6 log.format is auto, text or json', () => {
+      refuses('log:\n  format: pretty\n', 'log.format', /auto, text, json/);
+      assert.equal(parseConfig('log:\n  format: text\n', {}).log.format, 'text');
     });
   });
 

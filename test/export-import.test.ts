@@ -59,7 +59,7 @@ async function configFor(dataDir: string, url: string, metadataOf = dataDir): Pr
     metadata: await metadataConfigFor(metadataOf),
     defaultUpstream: 'docker.io',
     upstreams: [{ ...base, aliases: [], tokenRealms: [], name: 'docker.io', url, tagTtlMs: 1, connectTimeoutMs: 2000 }],
-    log: { level: 'error' },
+    log: { level: 'error', format: 'json' },
   };
 }
 

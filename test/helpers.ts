@@ -46,7 +46,7 @@ export async function startMirror(opts: MirrorOptions): Promise<Mirror> {
     metadata: opts.metadata ?? (await metadataConfigFor(dataDir)),
     defaultUpstream: opts.defaultUpstream,
     upstreams: opts.upstreams.map((u) => ({ ...base, aliases: [], tokenRealms: [], headersTimeoutMs: 5000, idleTimeoutMs: 5000, connectTimeoutMs: 2000, ...u })),
-    log: { level: 'debug' },
+    log: { level: 'debug', format: 'json' },
     offline: opts.offline ?? false,
     auth: opts.auth ?? { tokens: [] },
     limits: { ...DEFAULTS.limits, ...opts.limits },

@@ -155,7 +155,7 @@ describe('prewarm', () => {
     assert.equal(err.code, 1);
     assert.match(err.stdout, /docker\.io\/team\/a:v1\s+\S{12}\s+single/);
     assert.match(err.stdout, /error: docker\.io\/library\/nope:1 \(upstream docker\.io\): (NAME_UNKNOWN|MANIFEST_UNKNOWN)/);
-    assert.match(err.stdout, /error: down\.example\/x\/y:1 \(upstream down\.example\): UNAVAILABLE: down\.example unreachable/);
+    assert.match(err.stdout, /error: down\.example\/x\/y:1 \(upstream down\.example\): UNAVAILABLE: down\.example \(http:\/\/127\.0\.0\.1:\d+\) unreachable: connection refused/);
     assert.match(err.stderr, /done docker\.io\/team\/a:v1/);
   });
 

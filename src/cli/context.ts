@@ -14,7 +14,7 @@ import { Evictor } from '../cache/evict.js';
 import { ManifestCache } from '../cache/manifests.js';
 import { ConfigError, deleteGraceOf, type Config } from '../config.js';
 import { UpstreamTable } from '../http/target.js';
-import { createLogger, type Logger } from '../log.js';
+import { createLogger, resolveLogFormat, type Logger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import { openBlobStorage } from '../store/blob-storage.js';
 import type { ContentStore } from '../store/content-store.js';
@@ -60,7 +60,7 @@ export interface ContextOptions {
 
 /** Opens the data dir and builds everything below the HTTP layer. */
 export async function openCache(config: Config, opts: ContextOptions = {}): Promise<CacheContext> {
-  const log = opts.log ?? createLogger(config.log.level);
+  const log = opts.log ?? createLogger(config.log.level, undefined, { format: resolveLogFormat(config.log.format) });
   const now = opts.now ?? Date.now;
   const storage = await openBlobStorage({ dataDir: config.dataDir, ...(config.storage.backend === 's3' ? { s3: config.storage.s3 } : {}) });
   const { spool } = storage;

@@ -3,8 +3,8 @@
 // idle and header timeouts against slow or hostile clients, and a graceful close that
 // lets responses in flight finish within a grace period.
 import { readFile } from 'node:fs/promises';
-import { createServer as createHttpServer, Server as HttpServer } from 'node:http';
-import { createSecureServer, type Http2SecureServer, type ServerHttp2Session } from 'node:http2';
+import { createServer as createHttpServer, Server as HttpServer, type ServerResponse } from 'node:http';
+import { createSecureServer, type Http2SecureServer, type ServerHttp2Session, type Http2ServerResponse } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { getRequestListener } from '@hono/node-server';
@@ -19,8 +19,11 @@ export interface Listener {
   port: number;
   /** Re-reads the TLS certificate and key; new connections use them, open ones are left alone. */
   reloadTls(): Promise<void>;
-  /** Stops accepting; waits up to `graceMs` for open connections to finish, then cuts them. Called again, the shorter grace wins. */
-  close(graceMs: number): Promise<void>;
+  /**
+   * Stops accepting; waits up to `graceMs` for open connections to finish, then cuts them
+   * and says how many it cut. Called again, the shorter grace wins.
+   */
+  close(graceMs: number): Promise<{ cut: number }>;
 }
 
 /** HTTP/2 streams one connection may have open at once: nginx's and Go's default. */
@@ -77,11 +80,13 @@ async function readTls(tls: { cert: string; key: string }): Promise<TlsFiles> {
 interface Connections {
   sockets: Set<Socket>;
   sessions: Set<ServerHttp2Session>;
+  /** Responses in flight, over either protocol: what a shutdown that runs out of grace cuts. */
+  responses: Set<object>;
 }
 
 /** Counts connections per client address, refuses those over the limit, closes idle ones. */
 function trackConnections(server: HttpServer | Http2SecureServer, limits: Config['limits'], log: Logger): Connections {
-  const conns: Connections = { sockets: new Set(), sessions: new Set() };
+  const conns: Connections = { sockets: new Set(), sessions: new Set(), responses: new Set() };
   const perClient = new Map<string, number>();
   const secure = !(server instanceof HttpServer);
   server.on('connection', (socket: Socket) => {
@@ -103,6 +108,10 @@ function trackConnections(server: HttpServer | Http2SecureServer, limits: Config
       if (left > 0) perClient.set(who, left);
       else perClient.delete(who);
     });
+  });
+  server.on('request', (_req: unknown, res: ServerResponse | Http2ServerResponse) => {
+    conns.responses.add(res);
+    res.once('close', () => conns.responses.delete(res));
   });
   if (secure) watchSecure(server, limits, conns);
   return conns;
@@ -132,9 +141,9 @@ function watchSecure(server: Http2SecureServer, limits: Config['limits'], conns:
  * A later call with a shorter grace (a second SIGTERM) moves the deadline closer; every call
  * resolves when the one close is done.
  */
-function gracefulCloser(server: HttpServer | Http2SecureServer, conns: Connections): (graceMs: number) => Promise<void> {
+function gracefulCloser(server: HttpServer | Http2SecureServer, conns: Connections): (graceMs: number) => Promise<{ cut: number }> {
   let deadline = Infinity;
-  let closing: Promise<void> | undefined;
+  let closing: Promise<{ cut: number }> | undefined;
   let wake: (() => void) | undefined;
   const run = async () => {
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -149,9 +158,11 @@ function gracefulCloser(server: HttpServer | Http2SecureServer, conns: Connectio
       });
       (server as HttpServer).closeIdleConnections?.();
     }
+    const cut = conns.responses.size;
     for (const s of conns.sessions) s.destroy();
     for (const s of conns.sockets) s.destroy();
     await closed;
+    return { cut };
   };
   return (graceMs) => {
     deadline = Math.min(deadline, Date.now() + graceMs);

@@ -7,7 +7,7 @@ import { ConfigError, loadConfig, type Config } from '../config.js';
 import { ClientAuth, parseHtpasswd } from '../http/access.js';
 import { createApp, createPeerApp } from '../http/app.js';
 import { joinMembers } from '../cluster/membership.js';
-import { createLogger, type Logger } from '../log.js';
+import { createLogger, resolveLogFormat, type Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { MetadataUnavailable, StoreFull } from '../errors.js';
 import { configPath, type Values } from './args.js';
@@ -87,11 +87,15 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     // Already closing (a second signal): only cut the grace short.
     if (closing) void listener.close(graceMs);
     return (closing ??= (async () => {
+      const started = Date.now();
+      log.info('shutting down', { graceMs, inFlight: blobs.inFlight });
       clearInterval(verifier);
-      await Promise.all([listener.close(graceMs), peerListener?.close(graceMs)]);
+      const [main, peers] = await Promise.all([listener.close(graceMs), peerListener?.close(graceMs)]);
       await members?.stop();
       await clientAuth?.close();
       await ctx.close();
+      // Cut: responses still running when the grace ran out (or at once, for close()).
+      log.info('shut down', { cut: main.cut + (peers?.cut ?? 0), ms: Date.now() - started });
     })());
   };
   return {
@@ -206,7 +210,7 @@ function keepServing(log: Logger, metrics: Metrics): void {
 export async function serveCommand(values: Values): Promise<number> {
   const config = loadConfig(configPath(values));
   if (values.offline) config.offline = true;
-  const log = createLogger(config.log.level);
+  const log = createLogger(config.log.level, undefined, { format: resolveLogFormat(config.log.format) });
   const server = await startServer(config, { log });
   keepServing(log.child({ component: 'process' }), server.metrics);
   process.on('SIGHUP', () => {

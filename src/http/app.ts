@@ -13,6 +13,8 @@ import { adminRoutes, type AdminDeps } from './admin.js';
 import { parseDigest } from '../oci/digest.js';
 import { parseV2Path } from '../oci/reference.js';
 import { serveBlob, type Streamed } from './blobs.js';
+import type { Outgoing } from './body-writer.js';
+import { countSentBytes } from './sent-bytes.js';
 import { serveManifest } from './manifests.js';
 import { peerRoutes, type PeerDeps } from './peer.js';
 import { PEER_PREFIX } from '../cluster/peer-client.js';
@@ -35,6 +37,8 @@ export interface AppDeps {
 export type AppEnv = { Variables: { cache: string; upstream: string; repo: string; route: string; requestId: string; streamed?: Streamed } };
 
 const API_VERSION = { 'docker-distribution-api-version': 'registry/2.0' };
+/** Logged at debug: kube probes and Prometheus scrapes. */
+const QUIET_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
@@ -43,22 +47,29 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.use('*', requestId({ headerName: 'x-request-id' }));
   app.use('*', async (c, next) => {
     const started = performance.now();
+    const outgoing = (c.env as { outgoing?: Outgoing } | undefined)?.outgoing;
+    const sent = outgoing && countSentBytes(outgoing);
     await next();
     // A streamed blob wrote its own headers; RESPONSE_ALREADY_SENT is shared and left alone.
     if (!c.res.headers.has('x-hono-already-sent')) c.res.headers.set('docker-distribution-api-version', 'registry/2.0');
-    const streamed = c.get('streamed');
-    if (!streamed) return record(c, c.res.status, true, started);
-    // Logged when the body has ended, with the status really sent and whether it was cut.
-    void streamed.then(({ status, complete }) => record(c, status, complete, started)).catch(() => undefined);
+    const status = c.res.status;
+    if (!sent) return record(c, { status, complete: true }, started);
+    // Logged when the body has ended, with the status really sent, the bytes that went and whether it was cut.
+    const ended = c.get('streamed') ?? sent.done.then(({ complete }) => ({ status, complete }));
+    void ended.then((end) => record(c, { ...end, bytes: sent.bytes }, started)).catch(() => undefined);
   });
-  const record = (c: Context<AppEnv>, status: number, complete: boolean, started: number) => {
-    deps.metrics?.requests.inc({ route: c.get('route') ?? 'other', method: c.req.method, status, result: complete ? 'complete' : 'aborted' });
-    log.info('request', {
+  const record = (c: Context<AppEnv>, end: { status: number; complete: boolean; bytes?: number }, started: number) => {
+    deps.metrics?.requests.inc({ route: c.get('route') ?? 'other', method: c.req.method, status: end.status, result: end.complete ? 'complete' : 'aborted' });
+    // Probes and scrapes come every few seconds: at info they would drown the pulls.
+    const level = QUIET_PATHS.has(c.req.path) ? 'debug' : 'info';
+    log[level]('request', {
       id: c.get('requestId'),
       method: c.req.method,
       path: c.req.path,
-      status,
-      ...(complete ? {} : { aborted: true }),
+      status: end.status,
+      ...(end.complete ? {} : { aborted: true }),
+      bytes: end.bytes,
+      client: clientAddress(c.env),
       upstream: c.get('upstream'),
       repo: c.get('repo'),
       cache: c.get('cache'),

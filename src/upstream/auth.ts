@@ -9,6 +9,7 @@ import { request, type Dispatcher } from 'undici';
 import type { Credentials } from '../config.js';
 import { EgressRefused, UpstreamInvalid, UpstreamUnavailable, UpstreamUnauthorized } from '../errors.js';
 import type { Logger } from '../log.js';
+import { describeNetworkFailure } from './network-error.js';
 
 export interface Challenge {
   scheme: string;
@@ -70,7 +71,10 @@ export interface RegistryAuthorizerOptions {
   dispatcher: Dispatcher;
   log: Logger;
   now?: () => number;
+  /** Headers and body deadline of a token request. */
   timeoutMs?: number;
+  /** The pool's connect deadline, to name it when it ran out. */
+  connectTimeoutMs?: number;
 }
 
 /** A token answer larger than this is refused (the upstream is untrusted input). */
@@ -185,10 +189,15 @@ export class RegistryAuthorizer implements Authorizer {
       const authorization = basicHeader(credential);
       init = { method: 'GET', headers: authorization ? { authorization } : {} };
     }
+    const started = performance.now();
+    // Realm and scope only: never the token, nor the credentials.
+    const trace = { realm: url.origin + url.pathname, service, scope, credentials: credential?.kind ?? 'anonymous' };
     const res = await request(url, { ...init, dispatcher: this.#opts.dispatcher, headersTimeout: this.#opts.timeoutMs, bodyTimeout: this.#opts.timeoutMs }).catch((err: unknown) => {
+      this.#opts.log.debug('token request failed', { ...trace, err });
       if (err instanceof EgressRefused) throw err;
-      throw new UpstreamUnavailable(`token server ${url.host} unreachable: ${(err as Error).message}`);
+      throw new UpstreamUnavailable(describeNetworkFailure(`token server ${url.host}`, url.origin, err, { connectMs: this.#opts.connectTimeoutMs, headersMs: this.#opts.timeoutMs }));
     });
+    this.#opts.log.debug('token request', { ...trace, status: res.statusCode, ms: Math.round(performance.now() - started) });
     return { status: res.statusCode, body: await readLimited(res.body, MAX_TOKEN_RESPONSE) };
   }
 

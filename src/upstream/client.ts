@@ -25,6 +25,7 @@ import { parseChallenges, readLimited, RegistryAuthorizer } from './auth.js';
 import { DockerConfigSource } from './docker-config.js';
 import { ECR_EXPIRED_TOKEN, EcrAuthorizer } from './ecr.js';
 import { connectionPool, hopUrl, withRedirects, type Hop } from './hop.js';
+import { describeNetworkFailure } from './network-error.js';
 import { ParentHop } from './parent.js';
 import { acquireSlot } from './slots.js';
 import { parseRateLimit, parseRetryAfter, UpstreamState, type UpstreamObserver, type UpstreamRequestKind } from './rate-limit.js';
@@ -152,6 +153,7 @@ export class UpstreamClient {
             log: this.#log,
             now: opts.now,
             timeoutMs: config.headersTimeoutMs,
+            connectTimeoutMs: config.connectTimeoutMs,
           });
     this.#direct = { label: config.name, origin: config.url, query: '', dispatcher, auth, state: this.state, direct: true };
     if (opts.parent && config.viaParent !== false) {
@@ -288,20 +290,26 @@ export class UpstreamClient {
   }
 
   async #request(hop: Hop, o: SendOptions, auth: string | undefined): Promise<Dispatcher.ResponseData> {
+    const started = performance.now();
+    // The query may carry a CDN's or a parent's parameters: the trace names the path alone.
+    const trace = { method: o.method, url: hop.origin + o.path.split('?')[0], via: hop.label };
     try {
-      return await request(hopUrl(hop, o.path), {
+      const res = await request(hopUrl(hop, o.path), {
         method: o.method,
         headers: { ...o.headers, ...(auth ? { authorization: auth } : {}), 'user-agent': 'regmirror' },
         dispatcher: hop.dispatcher,
         signal: o.signal,
       });
+      this.#log.debug('upstream request', { ...trace, status: res.statusCode, ms: msSince(started) });
+      return res;
     } catch (err) {
+      this.#log.debug('upstream request failed', { ...trace, ms: msSince(started), err });
       if (o.signal?.aborted) throw err;
       // The upstream pointed somewhere it may not: its fault, not an outage.
       if (err instanceof EgressRefused) throw err;
-      const reason = describeNetworkError(err);
-      hop.state.failed(reason);
-      throw new UpstreamUnavailable(`${hop.label} unreachable: ${reason}`);
+      const message = describeNetworkFailure(hop.label, hop.origin, err, { connectMs: this.config.connectTimeoutMs, headersMs: this.config.headersTimeoutMs });
+      hop.state.failed(message);
+      throw new UpstreamUnavailable(message);
     }
   }
 
@@ -385,9 +393,8 @@ async function ecrTokenExpired(res: Dispatcher.ResponseData, method: string): Pr
   return ECR_EXPIRED_TOKEN.test(body.toString('utf8'));
 }
 
-function describeNetworkError(err: unknown): string {
-  const e = err as { code?: string; message?: string };
-  return e.code ?? e.message ?? 'error';
+function msSince(started: number): number {
+  return Math.round((performance.now() - started) * 10) / 10;
 }
 
 function offlineMiss(o: SendOptions): NotInOfflineCache {

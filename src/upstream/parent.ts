@@ -59,6 +59,7 @@ export class ParentHop implements Hop {
       log: o.log,
       now: o.now,
       timeoutMs: upstream.headersTimeoutMs,
+      connectTimeoutMs: upstream.connectTimeoutMs,
     });
   }
 
