@@ -14,7 +14,7 @@ export interface ParentConfig {
 export const PARENT_KEYS = ['parent', 'parentCredentials', 'parentFallback'];
 
 /** The tier keys of the root mapping, or undefined when `parent` is unset. */
-export function parseParent(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): ParentConfig | undefined {
+export function parseParent(raw: Record<string, unknown>, env: NodeJS.ProcessEnv, spare: <T>(read: () => T) => T | undefined = (read) => read()): ParentConfig | undefined {
   if (raw.parent === undefined || raw.parent === null || raw.parent === '') {
     // Without a parent these would silently do nothing: say so instead.
     for (const key of PARENT_KEYS.slice(1)) if (raw[key] !== undefined) throw new ConfigError(key, 'only applies with parent');
@@ -24,9 +24,10 @@ export function parseParent(raw: Record<string, unknown>, env: NodeJS.ProcessEnv
   checkUrl(url, 'parent');
   // A password in the URL would be shown wherever the URL is (logs, error messages).
   if (new URL(url).username !== '' || new URL(url).password !== '') throw new ConfigError('parent', 'must hold no user or password: set parentCredentials');
+  const credentials = raw.parentCredentials === undefined ? undefined : spare(() => parentCredentials(raw.parentCredentials, env));
   return {
     url: url.replace(/\/+$/, ''),
-    ...(raw.parentCredentials === undefined ? {} : { credentials: parentCredentials(raw.parentCredentials, env) }),
+    ...(credentials === undefined ? {} : { credentials }),
     fallback: raw.parentFallback === undefined ? true : bool(raw.parentFallback, 'parentFallback'),
   };
 }

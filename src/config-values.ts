@@ -9,6 +9,9 @@ export class ConfigError extends Error {
   }
 }
 
+/** A reference this process cannot resolve here: an unset ${VAR}, or a secret's file: it cannot read. */
+export class UnresolvedReference extends ConfigError {}
+
 /**
  * A secret is a string, a ${ENV} reference, or `file:/path` (a mounted Kubernetes secret).
  * An empty or blank one is refused: an empty ${CI_TOKEN} or secret file would otherwise
@@ -21,7 +24,7 @@ export function secret(value: unknown, key: string, env: NodeJS.ProcessEnv): str
   try {
     text = readFileSync(s.slice(5), 'utf8').trim();
   } catch (err) {
-    throw new ConfigError(key, `cannot read the file it names (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw new UnresolvedReference(key, `cannot read the file it names (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
   if (!text) throw new ConfigError(key, 'is empty: the file it names holds no secret');
   return text;
@@ -40,8 +43,31 @@ export function obj(v: unknown, key: string): Record<string, unknown> {
 
 export function known(o: Record<string, unknown>, prefix: string, keys: string[]): void {
   for (const k of Object.keys(o)) {
-    if (!keys.includes(k)) throw new ConfigError(`${prefix}${k}`, `unknown key (expected one of ${keys.join(', ')})`);
+    if (keys.includes(k)) continue;
+    const near = nearest(k, keys);
+    throw new ConfigError(`${prefix}${k}`, near ? `unknown key (did you mean ${near}?)` : `unknown key (expected one of ${keys.join(', ')})`);
   }
+}
+
+/** The known key a typo most likely meant: a case slip, or a couple of letters off. */
+function nearest(key: string, keys: string[]): string | undefined {
+  const folded = keys.find((k) => k.toLowerCase() === key.toLowerCase());
+  if (folded) return folded;
+  const scored = keys.map((k) => ({ k, d: editDistance(key.toLowerCase(), k.toLowerCase()) })).sort((a, b) => a.d - b.d);
+  // Short keys are a letter or two from everything: only a near miss is a suggestion.
+  const best = scored[0];
+  return best && best.d <= Math.min(2, Math.floor(key.length / 3)) && scored[1]?.d !== best.d ? best.k : undefined;
+}
+
+/** Levenshtein distance (insertions, deletions and substitutions). */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length];
 }
 
 /** Strings may carry ${VAR} references to the environment; an unset variable is an error. */
@@ -50,7 +76,7 @@ export function str(v: unknown, key: string, env: NodeJS.ProcessEnv): string {
   if (typeof v !== 'string') throw new ConfigError(key, 'must be a string');
   return v.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
     const value = env[name];
-    if (value === undefined) throw new ConfigError(key, `environment variable ${name} is not set`);
+    if (value === undefined) throw new UnresolvedReference(key, `environment variable ${name} is not set`);
     return value;
   });
 }

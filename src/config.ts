@@ -7,7 +7,7 @@ import { parseCluster, type ClusterConfig } from './config-cluster.js';
 import { dockerConfigRef, type DockerConfigRef } from './config-docker.js';
 import { PARENT_KEYS, parseParent, type ParentConfig } from './config-parent.js';
 import { parseStorage, type StorageConfig } from './config-storage.js';
-import { ConfigError, bool, checkUrl, duration, intInRange, known, listenAddress, nonBlank, nonNegativeInt, obj, oneOf, optStr, pemFile, positiveInt, postgresUrl, secret, size, str, strList } from './config-values.js';
+import { ConfigError, UnresolvedReference, bool, checkUrl, duration, intInRange, known, listenAddress, nonBlank, nonNegativeInt, obj, oneOf, optStr, pemFile, positiveInt, postgresUrl, secret, size, str, strList } from './config-values.js';
 
 export { ConfigError, duration, size } from './config-values.js';
 export { deleteGraceOf, type S3StorageConfig, type StorageConfig } from './config-storage.js';
@@ -161,8 +161,33 @@ export const DEFAULTS: Config = {
   limits: { connectionsPerClient: 256, clientIdleTimeoutMs: 120_000, headersTimeoutMs: 30_000, shutdownGraceMs: 30_000 },
 };
 
+export interface LoadOptions {
+  /** The file the text came from, named in a YAML error. */
+  source?: string;
+  /**
+   * `storage`: only the secrets of the data dir (database, bucket) must resolve; upstream,
+   * parent and client secrets that cannot be resolved here are left out. For the commands
+   * that read the data dir and contact no upstream; `serve` keeps the default, `all`.
+   */
+  secrets?: 'all' | 'storage';
+}
+
+/** Runs a secret's parser; with secrets: storage, one that cannot be resolved here is left out. */
+export type Spare = <T>(read: () => T) => T | undefined;
+
+function spareWith(opts: LoadOptions): Spare {
+  return (read) => {
+    try {
+      return read();
+    } catch (err) {
+      if (opts.secrets === 'storage' && err instanceof UnresolvedReference) return undefined;
+      throw err;
+    }
+  };
+}
+
 /** Reads and validates a YAML config file; no path gives the embedded default. */
-export function loadConfig(path?: string, env: NodeJS.ProcessEnv = process.env): Config {
+export function loadConfig(path?: string, env: NodeJS.ProcessEnv = process.env, opts: LoadOptions = {}): Config {
   if (!path) return structuredClone(DEFAULTS);
   let text: string;
   try {
@@ -170,32 +195,34 @@ export function loadConfig(path?: string, env: NodeJS.ProcessEnv = process.env):
   } catch (err) {
     throw new ConfigError(path, `cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
-  return parseConfig(text, env);
+  return parseConfig(text, env, { ...opts, source: path });
 }
 
-export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env): Config {
+export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env, opts: LoadOptions = {}): Config {
   let doc: unknown;
   try {
     doc = parseYaml(text);
   } catch (err) {
-    throw new ConfigError('(file)', `not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+    throw new ConfigError(opts.source ?? '(file)', `not valid YAML: ${(err as Error).message.split('\n')[0].replace(/:$/, '')}`);
   }
   const raw = obj(doc ?? {}, '(root)');
   known(raw, '', ['listen', 'dataDir', 'metadata', 'defaultUpstream', 'upstreams', 'log', 'manifestMemory', 'offline', 'adminToken', 'tls', 'auth', 'limits', 'storage', 'cluster', ...PARENT_KEYS]);
-  const parent = parseParent(raw, env);
+  const spare = spareWith(opts);
+  const parent = parseParent(raw, env, spare);
+  const adminToken = raw.adminToken === undefined || raw.adminToken === null ? undefined : spare(() => secret(raw.adminToken, 'adminToken', env));
   const cfg: Config = {
     listen: raw.listen === undefined ? DEFAULTS.listen : listenAddress(str(raw.listen, 'listen', env), 'listen'),
     dataDir: raw.dataDir === undefined ? DEFAULTS.dataDir : str(raw.dataDir, 'dataDir', env),
     metadata: raw.metadata === undefined ? { ...DEFAULTS.metadata } : metadata(raw.metadata, env),
     defaultUpstream: optStr(raw.defaultUpstream, 'defaultUpstream', env),
-    upstreams: raw.upstreams === undefined ? structuredClone(DEFAULTS.upstreams) : upstreams(raw.upstreams, env),
+    upstreams: raw.upstreams === undefined ? structuredClone(DEFAULTS.upstreams) : upstreams(raw.upstreams, env, spare),
     ...(parent ? { parent } : {}),
     log: { ...DEFAULTS.log },
     manifestMemoryBytes: raw.manifestMemory === undefined ? DEFAULTS.manifestMemoryBytes : size(raw.manifestMemory, 'manifestMemory'),
     offline: raw.offline === undefined ? DEFAULTS.offline : bool(raw.offline, 'offline'),
-    ...(raw.adminToken === undefined || raw.adminToken === null ? {} : { adminToken: secret(raw.adminToken, 'adminToken', env) }),
+    ...(adminToken === undefined ? {} : { adminToken }),
     ...(raw.tls === undefined || raw.tls === null ? {} : { tls: tlsFiles(raw.tls, env) }),
-    auth: raw.auth === undefined || raw.auth === null ? { tokens: [] } : clientAuth(raw.auth, env),
+    auth: raw.auth === undefined || raw.auth === null ? { tokens: [] } : clientAuth(raw.auth, env, spare),
     limits: raw.limits === undefined ? { ...DEFAULTS.limits } : limits(raw.limits),
     storage: raw.storage === undefined ? { ...DEFAULTS.storage } : parseStorage(raw.storage, DEFAULTS.storage, env),
     ...(raw.cluster === undefined || raw.cluster === null ? {} : { cluster: parseCluster(raw.cluster, env) }),
@@ -216,12 +243,12 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env):
   return cfg;
 }
 
-function upstreams(value: unknown, env: NodeJS.ProcessEnv): UpstreamConfig[] {
+function upstreams(value: unknown, env: NodeJS.ProcessEnv, spare: Spare): UpstreamConfig[] {
   const map = obj(value, 'upstreams');
-  return Object.entries(map).map(([name, v]) => upstreamEntry(name, obj(v ?? {}, `upstreams.${name}`), env));
+  return Object.entries(map).map(([name, v]) => upstreamEntry(name, obj(v ?? {}, `upstreams.${name}`), env, spare));
 }
 
-function upstreamEntry(name: string, u: Record<string, unknown>, env: NodeJS.ProcessEnv): UpstreamConfig {
+function upstreamEntry(name: string, u: Record<string, unknown>, env: NodeJS.ProcessEnv, spare: Spare): UpstreamConfig {
   const k = `upstreams.${name}`;
   known(u, `${k}.`, ['url', 'aliases', 'tagTtl', 'concurrency', 'timeouts', 'credentials', 'tokenRealms', 'redirectHosts', 'parent', ...ECR_KEYS, ...POLICY_KEYS]);
   if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?$/.test(name)) throw new ConfigError(k, 'an upstream name must be a registry host name such as ghcr.io');
@@ -230,6 +257,7 @@ function upstreamEntry(name: string, u: Record<string, unknown>, env: NodeJS.Pro
   const t = u.timeouts === undefined ? {} : obj(u.timeouts, `${k}.timeouts`);
   known(t, `${k}.timeouts.`, ['connect', 'headers', 'idle']);
   const d = UPSTREAM_DEFAULTS;
+  const creds = u.credentials === undefined ? undefined : spare(() => credentials(u.credentials, `${k}.credentials`, env));
   return {
     name,
     url: url.replace(/\/+$/, ''),
@@ -239,7 +267,7 @@ function upstreamEntry(name: string, u: Record<string, unknown>, env: NodeJS.Pro
     connectTimeoutMs: t.connect === undefined ? d.connectTimeoutMs : duration(t.connect, `${k}.timeouts.connect`, true),
     headersTimeoutMs: t.headers === undefined ? d.headersTimeoutMs : duration(t.headers, `${k}.timeouts.headers`, true),
     idleTimeoutMs: t.idle === undefined ? d.idleTimeoutMs : duration(t.idle, `${k}.timeouts.idle`, true),
-    ...(u.credentials === undefined ? {} : credentials(u.credentials, `${k}.credentials`, env)),
+    ...(creds ?? {}),
     tokenRealms: u.tokenRealms === undefined ? [] : hosts(u.tokenRealms, `${k}.tokenRealms`, env),
     redirectHosts: u.redirectHosts === undefined ? [] : hosts(u.redirectHosts, `${k}.redirectHosts`, env),
     ...upstreamType(u, k, env),
@@ -350,10 +378,11 @@ function tlsFiles(v: unknown, env: NodeJS.ProcessEnv): { cert: string; key: stri
   return { cert: str(t.cert, 'tls.cert', env), key: str(t.key, 'tls.key', env) };
 }
 
-function clientAuth(v: unknown, env: NodeJS.ProcessEnv): Config['auth'] {
+function clientAuth(v: unknown, env: NodeJS.ProcessEnv, spare: Spare): Config['auth'] {
   const a = obj(v, 'auth');
   known(a, 'auth.', ['tokens', 'htpasswd']);
-  const tokens = a.tokens === undefined ? [] : strList(a.tokens, 'auth.tokens', env).map((t, i) => secret(t, `auth.tokens[${i}]`, env));
+  const listed = a.tokens === undefined ? [] : (spare(() => strList(a.tokens, 'auth.tokens', env)) ?? []);
+  const tokens = listed.flatMap((t, i) => spare(() => secret(t, `auth.tokens[${i}]`, env)) ?? []);
   return { tokens, ...(a.htpasswd === undefined ? {} : { htpasswd: nonBlank(str(a.htpasswd, 'auth.htpasswd', env), 'auth.htpasswd') }) };
 }
 

@@ -313,6 +313,6 @@ test('regmirror configure runs from the command line', async (t) => {
   assert.deepEqual(toml(await readFile(file, 'utf8')).registry[0].mirror, [{ location: '127.0.0.1:5000/docker.io', insecure: true }]);
 
   const bad = await exec(process.execPath, cli.slice(0, 5), { cwd: ROOT }).catch((err: { code: number; stderr: string }) => err);
-  assert.equal((bad as { code: number }).code, 1);
+  assert.equal((bad as { code: number }).code, 2, 'a missing option is a usage error');
   assert.equal((bad as { stderr: string }).stderr, 'regmirror: configure: --mirror URL is required (e.g. --mirror http://127.0.0.1:5000)\n');
 });

@@ -1,15 +1,23 @@
 // `regmirror cache ls|rm|pin|unpin`, `regmirror gc` and `regmirror verify`: the operator's
 // view of what the cache holds. They open the data dir of --config (the running server
-// may keep serving meanwhile) and print a table, or JSON with --json.
+// may keep serving meanwhile) and print a table, or JSON with --json. They contact no
+// upstream, so upstream secrets need not be set where they run; a data dir no mirror has
+// used yet is said to hold no cache, and nothing is created in it.
 import { duration, loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
-import { configPath, UsageError, type Values } from './args.js';
-import { gc, listImages, removeImages, setPinned, verify, type CachedImage, type Selector } from './cache-admin.js';
-import { openCache, type CacheContext } from './context.js';
-import { formatBytes } from './status.js';
+import { ArgumentError, configPath, UsageError, type Values } from './args.js';
+import { gc, listImages, removeImages, setPinned, verify, type CachedImage, type GcReport, type Selector, type VerifyReport } from './cache-admin.js';
+import { noCacheYet, openCache, type CacheContext } from './context.js';
+import { formatBytes, noCacheLine } from './status.js';
 
-async function withCache<T>(values: Values, fn: (ctx: CacheContext) => Promise<T>): Promise<T> {
-  const ctx = await openCache(loadConfig(configPath(values)), { log: createLogger('warn') });
+/**
+ * Runs `fn` on the cache of --config; on a data dir with no cache yet, `fresh` answers
+ * instead (given the line that says so).
+ */
+async function withCache(values: Values, fn: (ctx: CacheContext) => Promise<number>, fresh: (line: string) => number): Promise<number> {
+  const config = loadConfig(configPath(values), process.env, { secrets: 'storage' });
+  if (noCacheYet(config)) return fresh(noCacheLine(config));
+  const ctx = await openCache(config, { log: createLogger('warn') });
   try {
     return await fn(ctx);
   } finally {
@@ -34,7 +42,7 @@ export async function cacheCommand(values: Values, args: string[]): Promise<numb
         const images = await listImages(ctx);
         out(images, images.length ? table(images) : 'the cache holds no images');
         return 0;
-      });
+      }, (line) => saidEmpty(values, [], line));
     case 'rm': {
       const sel = selector(values, rest);
       return withCache(values, async (ctx) => {
@@ -43,33 +51,33 @@ export async function cacheCommand(values: Values, args: string[]): Promise<numb
         });
         out(r, `removed ${r.images.length} image(s): ${r.blobs} blobs, ${formatBytes(r.bytes)} freed${r.images.map((i) => `\n  ${i.image}`).join('')}`);
         return 0;
-      });
+      }, nothingThere('rm'));
     }
     case 'pin':
     case 'unpin': {
-      if (rest.length !== 1) throw new UsageError(`regmirror cache ${verb}: name one image`);
+      if (rest.length !== 1) throw new ArgumentError(`regmirror cache ${verb}: name one image`);
       return withCache(values, async (ctx) => {
         const images = await setPinned(ctx, rest[0], verb === 'pin').catch((err: Error) => {
           throw new UsageError(`regmirror cache ${verb}: ${err.message}`);
         });
         out(images, images.map((i) => `${verb === 'pin' ? 'pinned' : 'unpinned'} ${i.image} ${i.digest.slice(0, 19)}`).join('\n'));
         return 0;
-      });
+      }, nothingThere(verb));
     }
     default:
-      throw new UsageError('regmirror cache: ls, rm, pin or unpin (see regmirror --help)');
+      throw new ArgumentError('regmirror cache: ls, rm, pin or unpin (see regmirror --help)');
   }
 }
 
 function selector(values: Values, rest: string[]): Selector {
   const given = [rest.length > 0, values.repository !== undefined, values['older-than'] !== undefined].filter(Boolean).length;
-  if (given !== 1 || rest.length > 1) throw new UsageError('regmirror cache rm: name one image, or --repository R, or --older-than 30d');
+  if (given !== 1 || rest.length > 1) throw new ArgumentError('regmirror cache rm: name one image, or --repository R, or --older-than 30d');
   if (rest.length) return { image: rest[0] };
   if (values.repository !== undefined) return { repository: values.repository };
   try {
     return { olderThanMs: duration(values['older-than'], '--older-than', true) };
   } catch {
-    throw new UsageError('regmirror cache rm: --older-than takes a duration such as 30d or 12h');
+    throw new ArgumentError('regmirror cache rm: --older-than takes a duration such as 30d or 12h');
   }
 }
 
@@ -87,7 +95,7 @@ export async function gcCommand(values: Values): Promise<number> {
       `${verb} ${r.rollups} hourly roll-up(s) older than 30 days`,
     ]);
     return 0;
-  });
+  }, (line) => saidEmpty(values, { orphanFiles: 0, recentFiles: 0, orphanFileBytes: 0, missingFiles: 0, links: 0, manifests: 0, tags: 0, rollups: 0 } satisfies GcReport, `${line}; nothing to collect`));
 }
 
 /** `verify [--repair]`: re-hashes every blob; exit status 1 when any is bad and was not repaired. */
@@ -107,7 +115,21 @@ export async function verifyCommand(values: Values): Promise<number> {
     out(values, r, lines);
     ctx.metadata.bump('(store)', 'verify_failed', r.bad.length);
     return r.bad.length > r.repaired ? 1 : 0;
-  });
+  }, (line) => saidEmpty(values, { checked: 0, bytes: 0, bad: [], repaired: 0 } satisfies VerifyReport, `${line}; nothing to verify`));
+}
+
+/** A fresh data dir, for the commands that only look: an empty answer, exit status 0 (JSON keeps its shape; the line goes to stderr). */
+function saidEmpty(values: Values, empty: unknown, line: string): number {
+  if (values.json) console.error(line);
+  out(values, empty, [line]);
+  return 0;
+}
+
+/** A fresh data dir, for the commands that name an image: it is not there. */
+function nothingThere(verb: string): (line: string) => number {
+  return (line) => {
+    throw new UsageError(`regmirror cache ${verb}: ${line}`);
+  };
 }
 
 function out(values: Values, x: unknown, lines: string[]): void {

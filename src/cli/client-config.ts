@@ -27,9 +27,13 @@ export const DEFAULT_PATHS: Record<Target, string> = {
 
 /** A mistake the operator can fix (bad flag, unreadable file): printed as one line. */
 export class ConfigureError extends Error {
-  constructor(message: string) {
+  /** True when the command line itself is wrong (exit status 2), not a file it met. */
+  readonly usage: boolean;
+
+  constructor(message: string, usage = false) {
     super(`configure: ${message}`);
     this.name = 'ConfigureError';
+    this.usage = usage;
   }
 }
 
@@ -47,12 +51,12 @@ export function parseMirror(text: string): Mirror {
   try {
     u = new URL(text);
   } catch {
-    throw new ConfigureError(`--mirror ${JSON.stringify(text)} is not a URL (e.g. http://mirror.example:5000)`);
+    throw new ConfigureError(`--mirror ${JSON.stringify(text)} is not a URL (e.g. http://mirror.example:5000)`, true);
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigureError('--mirror must be an http:// or https:// URL');
-  if (u.username || u.password) throw new ConfigureError('--mirror must not carry credentials');
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigureError('--mirror must be an http:// or https:// URL', true);
+  if (u.username || u.password) throw new ConfigureError('--mirror must not carry credentials', true);
   if ((u.pathname !== '/' && u.pathname !== '') || u.search || u.hash) {
-    throw new ConfigureError('--mirror takes scheme://host[:port] with no path (regmirror routes by ?ns= and by a path prefix it adds itself)');
+    throw new ConfigureError('--mirror takes scheme://host[:port] with no path (regmirror routes by ?ns= and by a path prefix it adds itself)', true);
   }
   const host = u.host;
   const name = u.hostname.replace(/^\[|\]$/g, '');
@@ -63,9 +67,9 @@ export function parseMirror(text: string): Mirror {
 export function parseRegistries(text: string | undefined): string[] {
   if (text === undefined) return [...DEFAULT_REGISTRIES];
   const list = [...new Set(text.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean))];
-  if (list.length === 0) throw new ConfigureError('--registries names no registry');
+  if (list.length === 0) throw new ConfigureError('--registries names no registry', true);
   for (const r of list) {
-    if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$/.test(r)) throw new ConfigureError(`--registries: ${JSON.stringify(r)} is not a registry host name such as ghcr.io`);
+    if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$/.test(r)) throw new ConfigureError(`--registries: ${JSON.stringify(r)} is not a registry host name such as ghcr.io`, true);
   }
   return list;
 }

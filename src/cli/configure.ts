@@ -146,15 +146,15 @@ export interface ConfigureFlags {
 /** `regmirror configure TARGET --mirror URL [...]`; stdout gets the files or the changes, stderr the notes. */
 export async function configureCommand(flags: ConfigureFlags, args: string[], out: (s: string) => void = (s) => process.stdout.write(s), err: (s: string) => void = (s) => process.stderr.write(s)): Promise<number> {
   const [target, ...extra] = args;
-  if (!TARGETS.includes(target as Target)) throw new ConfigureError(`name what to configure: ${TARGETS.join(', ')} (got ${target === undefined ? 'nothing' : JSON.stringify(target)})`);
-  if (extra.length) throw new ConfigureError(`unexpected argument ${JSON.stringify(extra[0])}`);
-  if (!flags.mirror) throw new ConfigureError('--mirror URL is required (e.g. --mirror http://127.0.0.1:5000)');
-  if (flags.write !== undefined && flags.print) throw new ConfigureError('--write and --print exclude each other');
-  if (flags.write === '') throw new ConfigureError('--write needs a path');
+  if (!TARGETS.includes(target as Target)) throw new ConfigureError(`name what to configure: ${TARGETS.join(', ')} (got ${target === undefined ? 'nothing' : JSON.stringify(target)})`, true);
+  if (extra.length) throw new ConfigureError(`unexpected argument ${JSON.stringify(extra[0])}`, true);
+  if (!flags.mirror) throw new ConfigureError('--mirror URL is required (e.g. --mirror http://127.0.0.1:5000)', true);
+  if (flags.write !== undefined && flags.print) throw new ConfigureError('--write and --print exclude each other', true);
+  if (flags.write === '') throw new ConfigureError('--write needs a path', true);
   const mirror = parseMirror(flags.mirror);
   let ca: string | undefined;
   if (flags.ca !== undefined) {
-    if (!mirror.secure) throw new ConfigureError('--ca only applies to an https:// mirror');
+    if (!mirror.secure) throw new ConfigureError('--ca only applies to an https:// mirror', true);
     ca = resolve(flags.ca);
     await stat(ca).catch(() => {
       throw new ConfigureError(`--ca ${flags.ca}: no such file`);

@@ -18,7 +18,7 @@ import { createLogger, resolveLogFormat, type Logger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import { openBlobStorage } from '../store/blob-storage.js';
 import type { ContentStore } from '../store/content-store.js';
-import { databaseFile } from '../store/data-dir.js';
+import { databaseFile, hasDatabase } from '../store/data-dir.js';
 import { Metadata, type MetadataOptions } from '../store/metadata.js';
 import { openMetadataStore, type MetadataBackend } from '../store/open-metadata.js';
 import type { Spool } from '../store/spool.js';
@@ -103,6 +103,15 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     await storage.close();
   };
   return { config, log, now, store, spool, metadata, metrics, replica, clients, upstreams, blobs, manifests, evictor, close };
+}
+
+/**
+ * A data dir no mirror has used yet (its SQLite metadata was never created): the commands
+ * that only read the cache say so rather than create an empty one. A shared PostgreSQL
+ * cannot tell, and is opened as it is.
+ */
+export function noCacheYet(config: Config): boolean {
+  return config.metadata.kind === 'sqlite' && !hasDatabase(config.dataDir);
 }
 
 /** The metadata backend the config names, wrapped for use. */

@@ -13,7 +13,7 @@ import { READ_CHUNK, sourceToReadable } from '../store/body-source.js';
 import type { TagEntry } from '../store/metadata.js';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
-import { configPath, UsageError, type Values } from './args.js';
+import { ArgumentError, configPath, UsageError, type Values } from './args.js';
 import { openCache, type CacheContext } from './context.js';
 import { parsePlatforms, prewarm } from './prewarm.js';
 import { ProgressView } from './progress.js';
@@ -309,8 +309,8 @@ function isForeignLayer(d: Descriptor): boolean {
 
 /** `regmirror export`. */
 export async function exportCommand(values: Values, refs: string[]): Promise<number> {
-  if (!values.output) throw new UsageError('regmirror export: name the bundle with -o FILE (or -o - for standard output)');
-  if (values.all === (refs.length > 0)) throw new UsageError('regmirror export: name images or give --all, not both or neither');
+  if (!values.output) throw new ArgumentError('regmirror export: name the bundle with -o FILE (or -o - for standard output)');
+  if (values.all === (refs.length > 0)) throw new ArgumentError('regmirror export: name images or give --all, not both or neither');
   const platforms = values.platform === undefined || values.platform === 'all' ? 'all' : values.platform.split(',').map((p) => p.trim());
   const ctx = await openCache(loadConfig(configPath(values)), { log: createLogger('warn') });
   try {

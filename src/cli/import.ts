@@ -20,7 +20,7 @@ import type { ImportRecord } from '../store/metadata.js';
 import type { SpoolFile } from '../store/spool.js';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
-import { configPath, UsageError, type Values } from './args.js';
+import { ArgumentError, configPath, UsageError, type Values } from './args.js';
 import { openCache, type CacheContext } from './context.js';
 import { formatBytes } from './status.js';
 
@@ -309,7 +309,7 @@ function digestIn(desc: Descriptor, entry: string): Digest {
 
 /** `regmirror import`. */
 export async function importCommand(values: Values, args: string[]): Promise<number> {
-  if (args.length !== 1) throw new UsageError('regmirror import: name one bundle file (or - for standard input)');
+  if (args.length !== 1) throw new ArgumentError('regmirror import: name one bundle file (or - for standard input)');
   const input =
     args[0] === '-'
       ? process.stdin

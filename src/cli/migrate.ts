@@ -11,7 +11,7 @@ import { MetadataUnavailable, StoreNotEmpty } from '../errors.js';
 import { databaseFile } from '../store/data-dir.js';
 import type { MetadataStore, RowBatch, StoredRows } from '../store/metadata-store.js';
 import { describeTarget, openMetadataStore } from '../store/open-metadata.js';
-import { configPath, UsageError, type Values } from './args.js';
+import { ArgumentError, configPath, UsageError, type Values } from './args.js';
 
 /** The tables as an operator finds them in the database, in copy order. */
 const TABLE_NAMES: Record<keyof StoredRows, string> = {
@@ -42,10 +42,11 @@ export interface MigrateTarget {
 }
 
 const fail = (problem: string) => new UsageError(`regmirror migrate: ${problem}`);
+const wrongArgs = (problem: string) => new ArgumentError(`regmirror migrate: ${problem}`);
 
 /** `regmirror migrate --to URL [--password-file FILE] [--config FILE] [--json]`. */
 export async function migrateCommand(values: Values, args: string[]): Promise<number> {
-  if (args.length > 0) throw fail(`unexpected argument ${JSON.stringify(args[0])} (the target is given with --to)`);
+  if (args.length > 0) throw wrongArgs(`unexpected argument ${JSON.stringify(args[0])} (the target is given with --to)`);
   const target = { url: targetUrl(values.to), ...targetPassword(values['password-file']) };
   const config = loadConfig(configPath(values));
   const report = await migrate(config, target);
@@ -55,18 +56,18 @@ export async function migrateCommand(values: Values, args: string[]): Promise<nu
 
 /** The --to url, checked as the config checks metadata.postgres.url; a password in it is refused unseen. */
 function targetUrl(url: string | undefined): string {
-  if (url === undefined) throw fail('--to postgres://user@host:port/database is required');
+  if (url === undefined) throw wrongArgs('--to postgres://user@host:port/database is required');
   let password = '';
   try {
     password = new URL(url).password;
   } catch {
     // postgresUrl below says what is wrong with it.
   }
-  if (password !== '') throw fail('--to must not hold a password (it would show wherever the url does): give it in PGPASSWORD or --password-file');
+  if (password !== '') throw wrongArgs('--to must not hold a password (it would show wherever the url does): give it in PGPASSWORD or --password-file');
   try {
     return postgresUrl(url, '--to', 'PGPASSWORD');
   } catch (err) {
-    throw fail((err as Error).message.replace(/^config: /, ''));
+    throw wrongArgs((err as Error).message.replace(/^config: /, ''));
   }
 }
 

@@ -14,7 +14,7 @@ import { ALL_TYPES, isIndexType, parseManifest, type Descriptor } from '../oci/m
 import { formatImageReference, parseImageReference, type ImageReference } from '../oci/reference.js';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
-import { configPath, readStdin, UsageError, type Values } from './args.js';
+import { ArgumentError, configPath, readStdin, serverOrigin, UsageError, type Values } from './args.js';
 import { openCache, type CacheContext } from './context.js';
 import { ProgressView, summaryTable } from './progress.js';
 
@@ -342,21 +342,22 @@ export async function prewarmCommand(values: Values, args: string[]): Promise<nu
     });
     images.push(...imagesFromFile(text));
   }
-  if (images.length === 0) throw new UsageError('regmirror prewarm: name at least one image, or a list with -f');
+  if (images.length === 0) throw new ArgumentError('regmirror prewarm: name at least one image, or a list with -f');
   const concurrency = values.concurrency === undefined ? 4 : Number(values.concurrency);
-  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new UsageError('regmirror prewarm: --concurrency must be a whole number from 1 to 64');
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new ArgumentError('regmirror prewarm: --concurrency must be a whole number from 1 to 64');
   let platforms: ReturnType<typeof parsePlatforms>;
   try {
     platforms = parsePlatforms(values.platform ?? 'all');
   } catch (err) {
-    throw new UsageError(`regmirror prewarm: ${(err as Error).message}`);
+    throw new ArgumentError(`regmirror prewarm: ${(err as Error).message}`);
   }
   const view = new ProgressView(process.stderr, process.stderr.isTTY === true && !values.json);
   const onEvent = (e: PrewarmEvent) => view.event(e);
   let results: PrewarmResult[];
-  if (values.server) {
-    if (values['dry-run']) throw new UsageError('regmirror prewarm: --dry-run reads the data dir; use it without --server');
-    results = await prewarmViaServer(values.server, images, {
+  if (values.server !== undefined) {
+    const server = serverOrigin(values.server, 'prewarm');
+    if (values['dry-run']) throw new ArgumentError('regmirror prewarm: --dry-run reads the data dir; use it without --server');
+    results = await prewarmViaServer(server, images, {
       platforms: values.platform,
       concurrency,
       referrers: values.referrers,

@@ -1,12 +1,13 @@
 // `regmirror status`: per upstream the pull budget left and when it refills, pulls served
 // against pulls spent upstream over the last 24 h, the hit ratio, store size and downloads
 // in flight. Read from a running server (--server) or straight from the data dir.
+import { resolve } from 'node:path';
 import { request } from 'undici';
-import { loadConfig } from '../config.js';
-import type { Metadata, RateLimitRow, RollupMetric } from '../store/metadata.js';
-import { openMetadata } from './context.js';
+import { loadConfig, type Config } from '../config.js';
+import { FLUSH_EVERY_MS, type Metadata, type RateLimitRow, type RollupMetric } from '../store/metadata.js';
+import { noCacheYet, openMetadata } from './context.js';
 import type { UpstreamClient } from '../upstream/client.js';
-import { configPath, UsageError, type Values } from './args.js';
+import { configPath, serverOrigin, UsageError, type Values } from './args.js';
 
 export interface UpstreamStatus {
   name: string;
@@ -133,20 +134,43 @@ export async function fetchStatus(server: string, token = process.env.REGMIRROR_
 
 /** `regmirror status`. */
 export async function statusCommand(values: Values): Promise<number> {
-  let report;
-  if (values.server) {
-    report = await fetchStatus(values.server).catch((err: Error) => {
-      throw new UsageError(`regmirror status: cannot reach ${values.server}: ${err.message}`);
+  if (values.server !== undefined) {
+    const server = serverOrigin(values.server, 'status');
+    const report = await fetchStatus(server).catch((err: Error) => {
+      throw new UsageError(`regmirror status: cannot reach ${server}: ${err.message}`);
     });
-  } else {
-    const config = loadConfig(configPath(values));
-    const metadata = await openMetadata(config);
-    try {
-      report = await gatherStatus({ metadata, now: Date.now() });
-    } finally {
-      await metadata.close();
-    }
+    console.log(values.json ? JSON.stringify(report, null, 2) : formatStatus(report));
+    return 0;
   }
-  console.log(values.json ? JSON.stringify(report, null, 2) : formatStatus(report));
+  const config = loadConfig(configPath(values), process.env, { secrets: 'storage' });
+  if (noCacheYet(config)) {
+    const empty = { generatedAt: new Date().toISOString(), upstreams: [], totals: { pullsServed: 0, upstreamPulls: 0, pullsSaved: 0, hitRatio: null }, store: { blobs: 0, bytes: 0, pinnedBytes: 0, last24h: { evicted: 0, verifyFailed: 0, passthrough: 0 } } };
+    if (values.json) console.log(JSON.stringify(empty satisfies StatusReport, null, 2));
+    (values.json ? console.error : console.log)(noCacheLine(config));
+    return 0;
+  }
+  const metadata = await openMetadata(config);
+  let report;
+  try {
+    report = await gatherStatus({ metadata, now: Date.now() });
+  } finally {
+    await metadata.close();
+  }
+  if (values.json) console.log(JSON.stringify(report, null, 2));
+  else console.log(`${formatStatus(report)}\n${freshness(config)}`);
   return 0;
+}
+
+/** What the admin commands say of a data dir no mirror has used yet. */
+export function noCacheLine(config: Config): string {
+  return `no cache yet at ${resolve(config.dataDir)}: nothing has been pulled through a mirror using this data dir`;
+}
+
+/**
+ * How old figures read from the database can be: a running server counts in memory and
+ * writes every few seconds, so they trail it by up to that, or end where a stopped one did.
+ */
+function freshness(config: Config): string {
+  const where = config.metadata.kind === 'sqlite' ? `the data dir ${resolve(config.dataDir)}` : 'the shared database';
+  return `figures read from ${where}, as of the server's last write: a running server writes its counts every ${FLUSH_EVERY_MS / 1000} s (status --server HOST:PORT asks it for live ones)`;
 }

@@ -19,6 +19,8 @@ export type { RateLimitRow, RollupMetric, TagEntry, TagKey, TagRow, UpstreamRequ
 
 const HOUR = 3_600_000;
 const MAX_QUEUED_WRITES = 10_000;
+/** How often a server writes its batched counters, unless told otherwise. */
+export const FLUSH_EVERY_MS = 5000;
 
 export interface MetadataOptions {
   now?: () => number;
@@ -52,7 +54,7 @@ export class Metadata {
       onUnavailable: (err, dropped) => this.#unavailable(err, dropped ? 'dropped' : 'write'),
       onFailed: (err) => opts.onWriteFailed?.(err),
     });
-    this.#timer = setInterval(() => void this.#flushSoon(), opts.flushEveryMs ?? 5000);
+    this.#timer = setInterval(() => void this.#flushSoon(), opts.flushEveryMs ?? FLUSH_EVERY_MS);
     this.#timer.unref();
   }
 
