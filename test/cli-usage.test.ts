@@ -148,7 +148,7 @@ describe('18.6 config errors', () => {
       ['upstreams:\n  ghcr.io:\n    url: https://ghcr.io\n    tagTTL: 5m\n', 'config: upstreams.ghcr.io.tagTTL: unknown key (did you mean tagTtl?)'],
       ['listn: ":5000"\n', 'config: listn: unknown key (did you mean listen?)'],
       ['storage:\n  maxSzie: 10GB\n', 'config: storage.maxSzie: unknown key (did you mean maxSize?)'],
-      ['log:\n  format: json\n', 'config: log.format: unknown key (expected one of level)'],
+      ['log:\n  colour: true\n', 'config: log.colour: unknown key (expected one of level, format)'],
     ];
     for (const [yaml, line] of cases) {
       const file = join(dir, 'typo.yaml');
