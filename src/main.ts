@@ -1,4 +1,5 @@
 // The command line: argv → command. The only place that calls process.exit.
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { OPTIONS, USAGE, UsageError } from './cli/args.js';
 import { cacheCommand, gcCommand, verifyCommand } from './cli/cache-command.js';
@@ -14,6 +15,10 @@ import { ConfigError } from './config.js';
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
   const [command] = positionals;
+  if (values.version) {
+    console.log(`regmirror ${version()}`);
+    return 0;
+  }
   if (values.help || !command) {
     console.log(USAGE);
     return values.help ? 0 : 2;
@@ -44,6 +49,11 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** package.json sits one level above both src/ and dist/, in a checkout and in an install alike. */
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  return String(pkg.version);
+}
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),

@@ -52,7 +52,8 @@ options:
       --write PATH        configure: merge into this hosts dir (containerd) or file; without it, print
       --print             configure: print the files instead of writing them (the default)
       --ca FILE           configure: CA of an https mirror (containerd hosts.toml, k3s)
-  -h, --help              show this help`;
+  -h, --help              show this help
+  -V, --version           print the version`;
 
 /** A problem the user can fix: printed as one line, exit code 1. */
 export class UsageError extends Error {}
@@ -75,6 +76,7 @@ export const OPTIONS = {
   'older-than': { type: 'string' },
   repair: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'V' },
   mirror: { type: 'string' },
   registries: { type: 'string' },
   write: { type: 'string' },
