@@ -187,14 +187,26 @@ test('18.5 dpkg-deb shows the layout, the conffile, and a unit that runs /usr/bi
   assert.match(entries.get('/usr/bin/regmirror')!, /-> \.\.\/lib\/regmirror\/bin\/regmirror$/);
   assert.ok(![...entries.keys()].some((p) => p.startsWith('/var/lib/regmirror')), 'the data directory is made by postinst, so dpkg -r never removes it');
 
-  const unit = await must('dpkg-deb --fsys-tarfile', exec('sh', ['-c', `dpkg-deb --fsys-tarfile "$1" | tar -xOf - ./lib/systemd/system/regmirror.service`, 'sh', deb()]));
+  const extracted = join(dir, 'deb-x');
+  await must('dpkg-deb -x', exec('dpkg-deb', ['-x', deb(), extracted]));
+  const unit = await readFile(join(extracted, 'lib/systemd/system/regmirror.service'), 'utf8');
   assert.match(unit, /^ExecStart=\/usr\/bin\/regmirror serve --config \/etc\/regmirror\/mirror\.yaml$/m);
   assert.match(unit, /^User=regmirror$/m);
   assert.match(unit, /^StateDirectory=regmirror$/m);
   assert.match(unit, /^ProtectSystem=strict$/m);
   assert.doesNotMatch(unit, /^DynamicUser=/m);
-  const config = await must('dpkg-deb --fsys-tarfile', exec('sh', ['-c', `dpkg-deb --fsys-tarfile "$1" | tar -xOf - ./etc/regmirror/mirror.yaml`, 'sh', deb()]));
-  assert.match(config, /^dataDir: \/var\/lib\/regmirror$/m);
+  assert.match(await readFile(join(extracted, 'etc/regmirror/mirror.yaml'), 'utf8'), /^dataDir: \/var\/lib\/regmirror$/m);
+
+  if (!requireTools(t, 'systemd-analyze')) return;
+  // verify wants ExecStart's program to exist: the same unit, pointed at the extracted launcher.
+  const checked = join(dir, 'regmirror.service');
+  await writeFile(checked, unit.replace('ExecStart=/usr/bin/regmirror', `ExecStart=${join(extracted, 'usr/lib/regmirror/bin/regmirror')}`));
+  const verify = await exec('systemd-analyze', ['verify', checked]);
+  assert.equal(verify.code, 0, verify.stderr);
+  assert.equal(verify.stderr.split('\n').filter((l) => l.includes('regmirror.service')).join('\n'), '', 'no warnings about the unit');
+  // As locked down as the unit it comes from: 2.5 or less is what systemd calls OK.
+  const security = await exec('systemd-analyze', ['security', '--offline=true', '--threshold=25', checked]);
+  assert.equal(security.code, 0, security.stdout.split('\n').slice(-3).join('\n') + security.stderr);
 });
 
 test('18.5 the .deb installed into a fresh root serves a pull; dpkg -r removes it and keeps the data, purge the config', async (t) => {
