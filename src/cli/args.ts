@@ -27,7 +27,7 @@ export const OPTIONS = {
   'older-than': { type: 'string' },
   repair: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
-  version: { type: 'boolean' },
+  version: { type: 'boolean', short: 'V' },
   mirror: { type: 'string' },
   registries: { type: 'string' },
   write: { type: 'string' },
