@@ -275,6 +275,7 @@ export class BlobCache {
     const count = (range: ByteRange | undefined, redirected: boolean) => {
       const bytes = range ? range.end - range.start + 1 : (size ?? 0);
       metadata.bump(t.upstream.name, source === 'hit' ? 'bytes_cache' : 'bytes_upstream', bytes);
+      metadata.bumpImage(t.upstream.name, t.repository, 'image_bytes', bytes);
       if (source === 'hit') metadata.bump(t.upstream.name, 'cache_hits');
       metrics?.cache.inc({ kind: 'blob', result: source });
       metrics?.bytes.inc({ source: redirected ? 'redirect' : source === 'hit' ? 'cache' : 'upstream' }, bytes);
