@@ -194,6 +194,11 @@ export class BlobCache {
     return this.#downloads.has(digest as Digest) || this.#readers.has(digest as Digest);
   }
 
+  /** The downloads running now, with their progress (the status page). */
+  downloads(): Array<{ digest: string; upstream: string; repository: string; received: number; size?: number }> {
+    return [...this.#downloads.values()].map((d) => ({ digest: d.digest, upstream: d.upstream.name, repository: d.repository, received: d.received, ...(d.size === undefined ? {} : { size: d.size }) }));
+  }
+
   /** Bytes received so far by the download of `digest`, if one is running. */
   progress(digest: Digest): number | undefined {
     return this.#downloads.get(digest)?.received;
