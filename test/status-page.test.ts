@@ -7,11 +7,12 @@ import { readFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { MediaTypes, singleImage, type FixtureImage } from '../fixtures/images.js';
+import { largeBlobImage, MediaTypes, singleImage, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
+import type { Digest } from '../src/oci/digest.js';
 import { renderPage, type Dashboard } from '../src/http/status-page.js';
 import { MAX_SUBJECTS, OTHER_SUBJECT, PendingWrites } from '../src/store/pending-writes.js';
-import { downloadsSettled, get, pull, startMirror, type Mirror } from './helpers.js';
+import { downloadsSettled, get, pull, startMirror, until, type Mirror } from './helpers.js';
 import { haveChromium, runChromium, startRecordingProxy, type RecordingProxy } from './support/chromium.js';
 
 const TOKEN = 'client-token-18';
@@ -44,7 +45,7 @@ describe('status page', () => {
     up.addImage(image);
     up.addImage(other);
     const upstream = { name: 'docker.io', url: up.url, budgetFloor: 20 };
-    m = await startMirror({ upstreams: [upstream], defaultUpstream: 'docker.io' });
+    m = await startMirror({ upstreams: [upstream], defaultUpstream: 'docker.io', storage: { maxSize: 1024 ** 3 } });
     guarded = await startMirror({ upstreams: [upstream], defaultUpstream: 'docker.io', auth: { tokens: [TOKEN] } });
     // alpine three times (one upstream pull, two from cache), the tool once.
     for (let i = 0; i < 3; i++) await pullImage(image);
@@ -74,7 +75,8 @@ describe('status page', () => {
       assert.match(html, new RegExp(`<td id="hit-bytes">${(byBytes * 100).toFixed(1)}%</td>`));
       assert.match(html, /<td id="budget-docker.io">98 \/ 100<\/td><td>20<\/td>/, 'budget left and the floor');
       assert.match(html, /<section id="top-pulls">.*<td>library\/alpine<\/td><td>3<\/td>.*<td>team\/tool<\/td><td>1<\/td>/s);
-      assert.match(html, /<section id="store">/);
+      assert.match(html, /<th>Limit \(storage\.maxSize\)<\/th><td>1\.0 GiB<\/td>/);
+      assert.match(html, /<meter min="0" max="1073741824" value="\d+"/, 'the store against its limit');
       assert.match(html, /<section id="events"><h2>Recent events<\/h2>\s*<p class="empty">No events recorded\.<\/p>/);
       assert.doesNotMatch(html, /<script>/, 'no inline script');
     }
@@ -127,6 +129,27 @@ describe('status page', () => {
       assert.doesNotMatch(dom, /hit-requests|budget-|plot-/);
     } finally {
       await guardedProxy.close();
+    }
+  });
+
+  test('18.1 a download in flight is listed with its progress, in the page and in its data', async () => {
+    const big = largeBlobImage('team/big', 'v1', 4 * 1024 * 1024);
+    up.addImage(big);
+    const layer = [...big.blobs].find(([, b]) => b.length === 4 * 1024 * 1024)![0];
+    up.faults.blobBytesPerSecond = 512 * 1024;
+    const pulling = pull(`${m.url}/v2/team/big/blobs/${layer}`);
+    try {
+      await until('the download under way', () => (m.blobs.progress(layer as Digest) ?? 0) > 0);
+      const html = (await get(`${m.url}/`)).body.toString();
+      assert.match(html, new RegExp(`<section id="downloads">.*<td>team/big</td><td>${layer.slice(0, 19)}</td><td><progress max="${4 * 1024 * 1024}" value="\\d+"></progress>`, 's'));
+      const data = JSON.parse((await get(`${m.url}/_regmirror/ui/data`)).body.toString()) as Dashboard;
+      assert.equal(data.downloads.length, 1);
+      assert.deepEqual({ ...data.downloads[0], received: 0 }, { digest: layer, upstream: 'docker.io', repository: 'team/big', received: 0, size: 4 * 1024 * 1024 });
+      assert.ok(data.downloads[0].received > 0);
+    } finally {
+      up.faults.blobBytesPerSecond = undefined;
+      assert.equal((await pulling).status, 200);
+      await downloadsSettled(m);
     }
   });
 

@@ -87,7 +87,41 @@
     if (el) el.textContent = value;
   }
 
+  /** The downloads table, rebuilt from the data (text only: names come from clients). */
+  function downloads(list) {
+    const section = document.getElementById('downloads');
+    if (!section) return;
+    const el = (tag, text) => {
+      const e = document.createElement(tag);
+      if (text !== undefined) e.textContent = text;
+      return e;
+    };
+    const body = list.length === 0 ? el('p', 'None.') : el('table');
+    if (list.length === 0) body.className = 'empty';
+    else {
+      const head = el('tr');
+      for (const h of ['Upstream', 'Repository', 'Digest', 'Progress']) head.append(el('th', h));
+      body.append(el('thead'), el('tbody'));
+      body.firstChild.append(head);
+      for (const x of list) {
+        const row = el('tr');
+        row.append(el('td', x.upstream), el('td', x.repository), el('td', x.digest.slice(0, 19)));
+        const cell = el('td');
+        if (x.size) {
+          const bar = el('progress');
+          bar.max = x.size;
+          bar.value = x.received;
+          cell.append(bar, ` ${bytes(x.received)} of ${bytes(x.size)}`);
+        } else cell.textContent = bytes(x.received);
+        row.append(cell);
+        body.lastChild.append(row);
+      }
+    }
+    section.replaceChildren(el('h2', 'Downloads in flight'), body);
+  }
+
   function show(d) {
+    downloads(d.downloads);
     const s = d.series;
     for (const [id, spec] of Object.entries(SPECS)) draw(id, s.hours, spec(s));
     text('generated', d.generatedAt);
