@@ -138,12 +138,13 @@ describe('regmirror migrate', () => {
     const source = await rowsOf(sqlite());
     assert.ok(source.blobs.length > 0 && source.tags.length > 0 && source.links.length > 0 && source.manifests.length > 0);
     assert.ok(source.rollups.length > 0 && source.rateLimits.length > 0, 'the pulls left roll-ups and a budget');
+    assert.ok(source.subjectRollups.length > 0, 'and roll-ups per repository');
 
     const r = await run(['migrate', '--to', db.url, '--config', sqliteConfig], withPassword());
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stderr, '');
     const lines = r.stdout.trimEnd().split('\n');
-    const names = { blobs: 'blobs', manifests: 'manifests', links: 'links', tags: 'tags', rateLimits: 'rate_limits', rollups: 'rollups' } as const;
+    const names = { blobs: 'blobs', manifests: 'manifests', links: 'links', tags: 'tags', rateLimits: 'rate_limits', rollups: 'rollups', subjectRollups: 'subject_rollups' } as const;
     assert.deepEqual(
       lines.slice(0, -1).map((l) => l.replace(/\s+/g, ' ')),
       Object.entries(names).map(([k, n]) => `${n}: ${source[k].length} row${source[k].length === 1 ? '' : 's'} copied`),
@@ -218,6 +219,7 @@ describe('regmirror migrate', () => {
       tags: source.tags.length,
       rate_limits: source.rateLimits.length,
       rollups: source.rollups.length,
+      subject_rollups: source.subjectRollups.length,
     });
     assert.equal(report.rows, Object.values(source).reduce((n, rows) => n + rows.length, 0));
     assert.deepEqual(report.metadata, { postgres: { url: db.url, password: `file:${file}` } });

@@ -194,6 +194,11 @@ export class BlobCache {
     return this.#downloads.has(digest as Digest) || this.#readers.has(digest as Digest);
   }
 
+  /** The downloads running now, with their progress (the status page). */
+  downloads(): Array<{ digest: string; upstream: string; repository: string; received: number; size?: number }> {
+    return [...this.#downloads.values()].map((d) => ({ digest: d.digest, upstream: d.upstream.name, repository: d.repository, received: d.received, ...(d.size === undefined ? {} : { size: d.size }) }));
+  }
+
   /** Bytes received so far by the download of `digest`, if one is running. */
   progress(digest: Digest): number | undefined {
     return this.#downloads.get(digest)?.received;
@@ -275,6 +280,7 @@ export class BlobCache {
     const count = (range: ByteRange | undefined, redirected: boolean) => {
       const bytes = range ? range.end - range.start + 1 : (size ?? 0);
       metadata.bump(t.upstream.name, source === 'hit' ? 'bytes_cache' : 'bytes_upstream', bytes);
+      metadata.bumpImage(t.upstream.name, t.repository, 'image_bytes', bytes);
       if (source === 'hit') metadata.bump(t.upstream.name, 'cache_hits');
       metrics?.cache.inc({ kind: 'blob', result: source });
       metrics?.bytes.inc({ source: redirected ? 'redirect' : source === 'hit' ? 'cache' : 'upstream' }, bytes);

@@ -71,7 +71,10 @@ export class ManifestCache {
     const { metadata, metrics } = this.#deps;
     metrics?.cache.inc({ kind: 'manifest', result: reply.source });
     // A manifest GET is what Docker Hub counts as a pull; one served from cache is one saved.
-    if (withBody) metadata.bump(t.upstream.name, 'pulls_served');
+    if (withBody) {
+      metadata.bump(t.upstream.name, 'pulls_served');
+      metadata.bumpImage(t.upstream.name, t.repository, 'image_pulls');
+    }
     if (reply.source !== 'miss') metadata.bump(t.upstream.name, 'cache_hits');
     return reply;
   }
@@ -148,6 +151,7 @@ export class ManifestCache {
   #staleReply(t: Target, key: TagKey, cached: ManifestReply, reason: string): ManifestReply {
     this.#deps.log.warn('serving a cached tag without revalidation', { upstream: key.upstream, repo: key.repository, tag: key.tag, reason });
     this.#deps.metrics?.stale.inc({ upstream: t.upstream.name, reason: reason.includes('budget') ? 'budget' : 'upstream_error' });
+    this.#deps.metadata.bump(t.upstream.name, 'stale_served');
     return { ...cached, source: 'stale', stale: reason };
   }
 

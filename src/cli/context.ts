@@ -171,6 +171,9 @@ function observeInto(metadata: Metadata, metrics: Metrics): UpstreamObserver {
       metadata.request(upstream, kind);
       metrics.upstreamRequests.inc({ upstream, kind, status });
     },
+    failed(upstream) {
+      metadata.bump(upstream, 'upstream_failed');
+    },
     egressRefused(upstream, kind) {
       metrics.egressRefused.inc({ upstream, address: kind });
     },

@@ -21,6 +21,7 @@ const TABLE_NAMES: Record<keyof StoredRows, string> = {
   tags: 'tags',
   rateLimits: 'rate_limits',
   rollups: 'rollups',
+  subjectRollups: 'subject_rollups',
 };
 
 export interface MigrateReport {

@@ -15,6 +15,7 @@ import { verify } from './cache-admin.js';
 import { openCache, type CacheContext } from './context.js';
 import { listen, type Listener } from './listener.js';
 import { prewarm, prewarmRequest } from './prewarm.js';
+import { gatherDashboard } from './dashboard.js';
 import { gatherStatus } from './status.js';
 
 /** Images a server's prewarms resolve at once (manifests fetched, blobs listed), across all requests. */
@@ -62,7 +63,8 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     return { run: (emit: (e: object) => void) => prewarm(ctx, images, { ...options, imageLimit, onEvent: emit }) };
   };
   const clientAuth = await loadClientAuth(config);
-  const admin = { metrics, readiness, status, prewarm: prewarmJob, adminToken: config.adminToken, clientAuth };
+  const dashboard = () => gatherDashboard({ metadata, upstreams: clients, now: now(), downloads: () => blobs.downloads(), maxBytes: ctx.evictor?.limitBytes });
+  const admin = { metrics, readiness, status, dashboard, prewarm: prewarmJob, adminToken: config.adminToken, clientAuth };
   const peer = config.cluster ? { blobs, secret: config.cluster.secret } : undefined;
   const app = createApp({ upstreams, blobs, manifests, metrics, log, admin, clientAuth, ...(peer && !config.cluster?.listen ? { peer } : {}) });
   let listener: Listener | undefined;

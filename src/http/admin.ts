@@ -4,12 +4,15 @@
 // Who may call them (README and mirror.example.yaml state the same rule):
 //   /metrics, /healthz, /readyz   anyone: they carry no credential, user name or path
 //   /_regmirror/status            anyone without client auth; with it, a client credential or the admin token
+//   /, /_regmirror/ui (and /data)  the status page: as status (/_regmirror/ui/login asks a browser for it)
+//   /_regmirror/ui/<file>         anyone: the page's script, style and uPlot, which carry no data
 //   /_regmirror/prewarm           the admin token when one is set; else as status
 import { timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import type { Metrics } from '../metrics.js';
 import { ClientAuth, clientAddress } from './access.js';
 import { ndjsonStream } from './ndjson-stream.js';
+import { PAGE_CSP, renderPage, renderRefused, uiAssets, UI_PREFIX, type Dashboard } from './status-page.js';
 
 export interface Readiness {
   ok: boolean;
@@ -22,6 +25,8 @@ export interface AdminDeps {
   readiness: () => Promise<Readiness>;
   /** The status summary as JSON. */
   status: () => Promise<object>;
+  /** What the status page shows; without it there is no page. */
+  dashboard?: () => Promise<Dashboard>;
   /** Runs a prewarm described by a JSON body, emitting progress events; throws on a bad body before emitting. */
   prewarm?: (body: unknown) => { run: (emit: (event: object) => void) => Promise<unknown> };
   /** Bearer token that prewarm requires, and that status accepts, when set. */
@@ -46,6 +51,7 @@ export function adminRoutes(deps: AdminDeps): Hono {
     if (!(await mayRead(deps, c.req.header('authorization'), clientAddress(c.env)))) return refuse(c, 'a client credential or the admin token is required', ClientAuth.challenge);
     return c.json(await deps.status());
   });
+  if (deps.dashboard) statusPage(app, deps, deps.dashboard);
   app.post('/_regmirror/prewarm', async (c) => {
     if (!deps.prewarm) return c.json({ error: 'prewarm is not available' }, 404);
     const header = c.req.header('authorization');
@@ -66,6 +72,36 @@ export function adminRoutes(deps: AdminDeps): Hono {
     return new Response(body, { status: 200, headers: { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' } });
   });
   return app;
+}
+
+/** The status page and its data, under the rule of status; its static files, open. */
+function statusPage(app: Hono, deps: AdminDeps, dashboard: () => Promise<Dashboard>): void {
+  const assets = uiAssets();
+  const headers = { 'content-security-policy': PAGE_CSP, 'x-content-type-options': 'nosniff', 'cache-control': 'no-store' };
+  const allowed = (c: Context) => mayRead(deps, c.req.header('authorization'), clientAddress(c.env));
+  // The refusal carries no challenge: a browser would hold it back behind a login dialog
+  // (a headless one shows nothing at all). Its sign-in link asks for Basic credentials
+  // under /_regmirror/ui/, which the browser then sends to the page and its data.
+  const page = async (c: Context) => {
+    if (!(await allowed(c))) return c.html(renderRefused('A client credential or the admin token is required.', `${UI_PREFIX}/login`), 401, headers);
+    return c.html(renderPage(await dashboard()), 200, headers);
+  };
+  app.get('/', page);
+  app.get(UI_PREFIX, page);
+  app.get(`${UI_PREFIX}/`, page);
+  app.get(`${UI_PREFIX}/login`, async (c) => {
+    if (await allowed(c)) return c.redirect(`${UI_PREFIX}/`, 303);
+    return c.html(renderRefused('A client credential or the admin token is required.'), 401, { ...headers, 'www-authenticate': ClientAuth.challenge });
+  });
+  app.get(`${UI_PREFIX}/data`, async (c) => {
+    if (!(await allowed(c))) return refuse(c, 'a client credential or the admin token is required', ClientAuth.challenge);
+    return c.json(await dashboard(), 200, headers);
+  });
+  app.get(`${UI_PREFIX}/:file`, (c) => {
+    const asset = assets.get(c.req.param('file'));
+    if (!asset) return c.json({ error: 'not found' }, 404);
+    return c.body(asset.body, 200, { ...headers, 'content-type': asset.type, 'cache-control': 'public, max-age=300' });
+  });
 }
 
 /** The JSON body, at most MAX_PREWARM_BODY bytes; a body cut by its sender is a 400, never a throw. */

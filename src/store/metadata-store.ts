@@ -6,7 +6,7 @@
 // MetadataUnavailable, and `Metadata` (metadata.ts) wraps every backend with the memo
 // and the batching that keep a warm hit free of queries.
 import type { LeaseStore } from './leases.js';
-import type { RateLimitRow, RollupMetric, TagEntry, TagKey, TagRow } from './rows.js';
+import type { HourRow, RateLimitRow, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow } from './rows.js';
 
 export interface PendingBatch {
   touches: Map<string, { at: number; hits: number }>;
@@ -14,6 +14,8 @@ export interface PendingBatch {
   rollups: Map<string, number>;
   /** latest per `upstream\ncredential` */
   rateLimits: Map<string, RateLimitRow>;
+  /** `hour\nupstream\nsubject\nmetric` → count, or for budget_low the lowest; absent: none */
+  subjectRollups?: Map<string, number>;
 }
 
 export interface Link {
@@ -59,6 +61,7 @@ export interface StoredRows {
   tags: TagEntry;
   rateLimits: RateLimitRow;
   rollups: { hour: number; upstream: string; metric: string; value: number };
+  subjectRollups: { hour: number; upstream: string; subject: string; metric: string; value: number };
 }
 export type RowBatch = { [T in keyof StoredRows]: { table: T; rows: Array<StoredRows[T]> } }[keyof StoredRows];
 
@@ -123,7 +126,7 @@ export interface MetadataStore {
   removeImages(tags: Array<{ upstream: string; repository: string; tag: string }>, blobs: string[]): Promise<void>;
   /**
    * gc: rows that point at nothing (links and manifest rows of blobs that are gone, tags
-   * whose manifest is gone) and roll-ups older than `rollupsBefore`. Counts per kind.
+   * whose manifest is gone) and roll-ups (of both kinds) older than `rollupsBefore`. Counts per kind.
    */
   reconcile(rollupsBefore: number, dryRun: boolean): Promise<ReconcileCounts>;
 
@@ -137,6 +140,12 @@ export interface MetadataStore {
   rateLimits(): Promise<RateLimitRow[]>;
   /** Roll-ups summed per upstream and metric since `sinceMs` (whole hours). */
   rollupsSince(sinceMs: number): Promise<Array<{ upstream: string; metric: RollupMetric; value: number }>>;
+  /** Roll-ups hour by hour since `sinceMs` (whole hours), by hour, upstream and metric; `key` is the metric. */
+  rollupHours(sinceMs: number): Promise<HourRow[]>;
+  /** One subject metric hour by hour since `sinceMs`, by hour, upstream and subject; `key` is the subject. */
+  subjectHours(metric: SubjectMetric, sinceMs: number): Promise<HourRow[]>;
+  /** The `limit` subjects with the largest sum of a metric since `sinceMs`, largest first (ties by upstream, subject). */
+  topSubjects(metric: SubjectMetric, sinceMs: number, limit: number): Promise<Array<{ upstream: string; subject: string; value: number }>>;
 
   // ---- moving a store between backends ----
   /** Every row, table by table, in batches. */

@@ -11,11 +11,11 @@ import type { MetadataUnavailable } from '../errors.js';
 import { HotRows } from './hot-rows.js';
 import type { BlobRow, CountedTable, ImportRecord, Link, ManifestRow, MetadataStore, ReconcileCounts, RowBatch } from './metadata-store.js';
 import { PendingWrites, type PendingBatch } from './pending-writes.js';
-import type { RateLimitRow, RollupMetric, TagEntry, TagKey, TagRow, UpstreamRequestMetric } from './rows.js';
+import type { HourRow, RateLimitRow, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow, UpstreamRequestMetric } from './rows.js';
 import { WriteQueue } from './write-queue.js';
 
 export type { BlobRow, ImportRecord, Link, ManifestRow, MetadataStore } from './metadata-store.js';
-export type { RateLimitRow, RollupMetric, TagEntry, TagKey, TagRow, UpstreamRequestMetric } from './rows.js';
+export type { HourRow, RateLimitRow, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow, UpstreamRequestMetric } from './rows.js';
 
 const HOUR = 3_600_000;
 const MAX_QUEUED_WRITES = 10_000;
@@ -310,9 +310,16 @@ export class Metadata {
     this.#pending.addRollup(Math.floor(this.#now() / HOUR) * HOUR, upstream, metric, n);
   }
 
+  /** Adds to a repository's hourly roll-up (pulls, bytes served); written by the next flush. */
+  bumpImage(upstream: string, repository: string, metric: 'image_pulls' | 'image_bytes', n = 1): void {
+    this.#pending.addSubject(Math.floor(this.#now() / HOUR) * HOUR, upstream, repository, metric, n);
+  }
+
   /** UpstreamObserver: the budget an upstream response reported; the latest per credential is written by the next flush. */
   rateLimit(upstream: string, credential: string, obs: { limit?: number; remaining?: number; windowSeconds?: number; source?: string }, at: number): void {
     this.#pending.rateLimit({ upstream, credential, ...obs, observedAt: at });
+    // The latest budget alone cannot draw a day: the hour's lowest is kept beside it.
+    if (obs.remaining !== undefined) this.#pending.addSubject(Math.floor(at / HOUR) * HOUR, upstream, credential, 'budget_low', obs.remaining);
   }
 
   /** UpstreamObserver: one upstream request of a kind. */
@@ -330,6 +337,22 @@ export class Metadata {
   async rollupsSince(sinceMs: number): Promise<Array<{ upstream: string; metric: RollupMetric; value: number }>> {
     await this.#flushSoon();
     return this.#store.rollupsSince(sinceMs);
+  }
+
+  /** Roll-ups hour by hour since `sinceMs` (the status page's plots). */
+  async rollupHours(sinceMs: number): Promise<HourRow[]> {
+    await this.#flushSoon();
+    return this.#store.rollupHours(sinceMs);
+  }
+
+  async subjectHours(metric: SubjectMetric, sinceMs: number): Promise<HourRow[]> {
+    await this.#flushSoon();
+    return this.#store.subjectHours(metric, sinceMs);
+  }
+
+  async topSubjects(metric: SubjectMetric, sinceMs: number, limit: number): Promise<Array<{ upstream: string; subject: string; value: number }>> {
+    await this.#flushSoon();
+    return this.#store.topSubjects(metric, sinceMs, limit);
   }
 
   /** Writes the batched counters and the queued writes, waiting for a lock as any write does; throws if it cannot (the batch is kept). */

@@ -2,13 +2,22 @@
 // nothing to the database: Metadata takes them every few seconds and writes them in one
 // transaction.
 import type { PendingBatch } from './metadata-store.js';
-import type { RateLimitRow } from './rows.js';
+import { mergeSubject, type RateLimitRow, type SubjectMetric } from './rows.js';
+
+/**
+ * Distinct subject roll-ups one batch holds: clients name repositories, so beyond this a
+ * batch counts further image roll-ups under OTHER_SUBJECT rather than growing.
+ */
+export const MAX_SUBJECTS = 5000;
+export const OTHER_SUBJECT = '(other)';
 
 export type { PendingBatch } from './metadata-store.js';
 
 /** The writes waiting for the next flush. */
+type Gathered = Required<PendingBatch>;
+
 export class PendingWrites {
-  #batch: PendingBatch = empty();
+  #batch: Gathered = empty();
 
   touch(digest: string, at: number): void {
     const p = this.#batch.touches.get(digest);
@@ -23,6 +32,15 @@ export class PendingWrites {
     this.#batch.rollups.set(key, (this.#batch.rollups.get(key) ?? 0) + n);
   }
 
+  addSubject(hour: number, upstream: string, subject: string, metric: SubjectMetric, n: number): void {
+    const rollups = this.#batch.subjectRollups;
+    let key = `${hour}\n${upstream}\n${subject}\n${metric}`;
+    // Credentials come from the config, repositories from clients: only the latter are capped.
+    if (metric !== 'budget_low' && !rollups.has(key) && rollups.size >= MAX_SUBJECTS) key = `${hour}\n${upstream}\n${OTHER_SUBJECT}\n${metric}`;
+    const was = rollups.get(key);
+    rollups.set(key, was === undefined ? n : mergeSubject(metric, was, n));
+  }
+
   rateLimit(row: RateLimitRow): void {
     this.#batch.rateLimits.set(`${row.upstream}\n${row.credential}`, row);
   }
@@ -30,7 +48,7 @@ export class PendingWrites {
   /** Everything gathered since the last take, or undefined when there is nothing. */
   take(): PendingBatch | undefined {
     const b = this.#batch;
-    if (b.touches.size === 0 && b.rollups.size === 0 && b.rateLimits.size === 0) return undefined;
+    if (b.touches.size === 0 && b.rollups.size === 0 && b.rateLimits.size === 0 && b.subjectRollups.size === 0) return undefined;
     this.#batch = empty();
     return b;
   }
@@ -70,11 +88,15 @@ export class PendingWrites {
       } else this.#batch.touches.set(digest, { ...t });
     }
     for (const [key, n] of b.rollups) this.#batch.rollups.set(key, (this.#batch.rollups.get(key) ?? 0) + n);
+    for (const [key, n] of b.subjectRollups ?? []) {
+      const was = this.#batch.subjectRollups.get(key);
+      this.#batch.subjectRollups.set(key, was === undefined ? n : mergeSubject(key.slice(key.lastIndexOf('\n') + 1), was, n));
+    }
     // A budget observed since the take is newer than the one that failed to be written.
     for (const [key, r] of b.rateLimits) if (!this.#batch.rateLimits.has(key)) this.#batch.rateLimits.set(key, r);
   }
 }
 
-function empty(): PendingBatch {
-  return { touches: new Map(), rollups: new Map(), rateLimits: new Map() };
+function empty(): Gathered {
+  return { touches: new Map(), rollups: new Map(), rateLimits: new Map(), subjectRollups: new Map() };
 }

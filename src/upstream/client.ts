@@ -308,7 +308,7 @@ export class UpstreamClient {
       // The upstream pointed somewhere it may not: its fault, not an outage.
       if (err instanceof EgressRefused) throw err;
       const message = describeNetworkFailure(hop.label, hop.origin, err, { connectMs: this.config.connectTimeoutMs, headersMs: this.config.headersTimeoutMs });
-      hop.state.failed(message);
+      this.#failed(hop, message);
       throw new UpstreamUnavailable(message);
     }
   }
@@ -318,9 +318,15 @@ export class UpstreamClient {
     try {
       return await fn();
     } catch (err) {
-      if (err instanceof UpstreamUnavailable) hop.state.failed(err.message);
+      if (err instanceof UpstreamUnavailable) this.#failed(hop, err.message);
       throw err;
     }
+  }
+
+  /** Marks the hop down; the upstream's own failures are also counted (the status page's failures). */
+  #failed(hop: Hop, reason: string): void {
+    hop.state.failed(reason);
+    if (hop.direct) this.#observer?.failed?.(this.name);
   }
 
   #observe(hop: Hop, o: SendOptions, res: Dispatcher.ResponseData): void {
@@ -353,7 +359,7 @@ export class UpstreamClient {
       this.#log.warn('upstream rate limit reached', { retryAfter: seconds, via: hop.label });
       return new UpstreamRateLimited(`${hop.label} rate limit reached`, seconds);
     }
-    if (status === 502 || status === 503 || status === 504) hop.state.failed(`answered ${status}`);
+    if (status === 502 || status === 503 || status === 504) this.#failed(hop, `answered ${status}`);
     if (status >= 500) return new UpstreamUnavailable(`${hop.label} answered ${status}`);
     return new UpstreamInvalid(`${hop.label} answered ${status} to ${o.method} ${o.path.split('?')[0]}`);
   }

@@ -19,6 +19,8 @@ export interface UpstreamObserver {
   request(upstream: string, kind: UpstreamRequestKind, status: number, at: number): void;
   /** A redirect or token realm led to an address the egress rule refuses. */
   egressRefused?(upstream: string, kind: RestrictedAddress): void;
+  /** The upstream could not be reached, timed out or answered 502/503/504. */
+  failed?(upstream: string): void;
   /** The parent failed and a request of this upstream went to the upstream itself. */
   parentFallback?(upstream: string): void;
 }

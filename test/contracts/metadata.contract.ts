@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test, type TestContext } from 'node:test';
 import type { MetadataStore, PendingBatch, RowBatch, StoredRows } from '../../src/store/metadata-store.js';
-import type { RateLimitRow, TagKey } from '../../src/store/rows.js';
+import type { RateLimitRow, SubjectMetric, TagKey } from '../../src/store/rows.js';
 import { leaseContract } from './leases.contract.js';
 
 export interface OpenedStore {
@@ -28,11 +28,17 @@ const nginx = { upstream: 'docker.io', repository: 'library/nginx' };
 const key: TagKey = { ...nginx, tag: 'latest', accept: 15 };
 
 /** A PendingBatch from plain lists, as the wrapper would gather it. */
-function batch(p: { touches?: Array<[string, number, number]>; rollups?: Array<[number, string, string, number]>; rateLimits?: RateLimitRow[] }): PendingBatch {
+function batch(p: {
+  touches?: Array<[string, number, number]>;
+  rollups?: Array<[number, string, string, number]>;
+  rateLimits?: RateLimitRow[];
+  subjects?: Array<[number, string, string, SubjectMetric, number]>;
+}): PendingBatch {
   return {
     touches: new Map((p.touches ?? []).map(([d, at, hits]) => [d, { at, hits }])),
     rollups: new Map((p.rollups ?? []).map(([hour, upstream, metric, n]) => [`${hour}\n${upstream}\n${metric}`, n])),
     rateLimits: new Map((p.rateLimits ?? []).map((r) => [`${r.upstream}\n${r.credential}`, r])),
+    subjectRollups: new Map((p.subjects ?? []).map(([hour, upstream, subject, metric, n]) => [`${hour}\n${upstream}\n${subject}\n${metric}`, n])),
   };
 }
 
@@ -358,6 +364,45 @@ export function metadataContract(name: string, open: OpenStore): void {
         assert.deepEqual(await s.rollupsSince(h0 + 2 * HOUR), []);
       });
 
+      test('18.1 subject roll-ups: pulls and bytes add up per repository and hour, a budget keeps the hour\'s lowest', async (t) => {
+        const s = await setup(t);
+        const h0 = Math.floor(T0 / HOUR) * HOUR;
+        await s.writeBatch(batch({ subjects: [[h0, 'docker.io', 'library/nginx', 'image_pulls', 2], [h0, 'docker.io', 'library/alpine', 'image_pulls', 1], [h0, 'docker.io', 'anonymous', 'budget_low', 50]] }));
+        await s.writeBatch(
+          batch({
+            subjects: [
+              [h0, 'docker.io', 'library/alpine', 'image_pulls', 4],
+              [h0 + HOUR, 'docker.io', 'library/nginx', 'image_pulls', 1],
+              [h0 + HOUR, 'ghcr.io', 'org/app', 'image_bytes', 900],
+              [h0, 'docker.io', 'anonymous', 'budget_low', 60],
+              [h0 + HOUR, 'docker.io', 'anonymous', 'budget_low', 40],
+            ],
+          }),
+        );
+        assert.deepEqual(await s.topSubjects('image_pulls', h0, 10), [
+          { upstream: 'docker.io', subject: 'library/alpine', value: 5 },
+          { upstream: 'docker.io', subject: 'library/nginx', value: 3 },
+        ]);
+        assert.deepEqual(await s.topSubjects('image_pulls', h0, 1), [{ upstream: 'docker.io', subject: 'library/alpine', value: 5 }]);
+        assert.deepEqual(await s.topSubjects('image_pulls', h0 + HOUR, 10), [{ upstream: 'docker.io', subject: 'library/nginx', value: 1 }], 'only the hours since');
+        assert.deepEqual(await s.topSubjects('image_bytes', 0, 10), [{ upstream: 'ghcr.io', subject: 'org/app', value: 900 }]);
+        assert.deepEqual(await s.subjectHours('budget_low', h0), [
+          { hour: h0, upstream: 'docker.io', key: 'anonymous', value: 50 },
+          { hour: h0 + HOUR, upstream: 'docker.io', key: 'anonymous', value: 40 },
+        ]);
+      });
+
+      test('18.1 rollupHours gives the roll-ups hour by hour', async (t) => {
+        const s = await setup(t);
+        const h0 = Math.floor(T0 / HOUR) * HOUR;
+        await s.writeBatch(batch({ rollups: [[h0, 'docker.io', 'pulls_served', 3], [h0 + HOUR, 'docker.io', 'pulls_served', 2], [h0 + HOUR, 'docker.io', 'manifest_get', 1]] }));
+        assert.deepEqual(await s.rollupHours(h0 + 30 * 60_000), [
+          { hour: h0, upstream: 'docker.io', key: 'pulls_served', value: 3 },
+          { hour: h0 + HOUR, upstream: 'docker.io', key: 'manifest_get', value: 1 },
+          { hour: h0 + HOUR, upstream: 'docker.io', key: 'pulls_served', value: 2 },
+        ]);
+      });
+
       test('writeBatch keeps the latest budget per upstream and credential; absent fields are omitted', async (t) => {
         const s = await setup(t);
         const anon = { upstream: 'docker.io', credential: 'anonymous' };
@@ -459,14 +504,16 @@ export function metadataContract(name: string, open: OpenStore): void {
             { table: 'links', rows: [{ ...nginx, digest: D1 }, { ...nginx, digest: D3 }] },
             { table: 'tags', rows: [tag('ok', D1), tag('blob-gone', D2), tag('manifest-gone', D4)] },
             { table: 'rollups', rows: [{ hour: h0 - 31 * 24 * HOUR, upstream: 'docker.io', metric: 'pulls_served', value: 1 }, { hour: h0, upstream: 'docker.io', metric: 'pulls_served', value: 2 }] },
+            { table: 'subjectRollups', rows: [{ hour: h0 - 31 * 24 * HOUR, upstream: 'docker.io', subject: 'library/nginx', metric: 'image_pulls', value: 1 }, { hour: h0, upstream: 'docker.io', subject: 'library/nginx', metric: 'image_pulls', value: 2 }] },
           ),
         );
         const cutoff = h0 - 30 * 24 * HOUR;
         // A dry run judges each kind against the rows as they are: the tag of D2 still has its manifest row.
-        assert.deepEqual(await s.reconcile(cutoff, true), { links: 1, manifests: 1, tags: 1, rollups: 1 });
+        assert.deepEqual(await s.reconcile(cutoff, true), { links: 1, manifests: 1, tags: 1, rollups: 2 });
         assert.equal(await s.count('links'), 2, 'a dry run changes nothing');
         assert.equal(await s.count('tags'), 3);
-        assert.deepEqual(await s.reconcile(cutoff, false), { links: 1, manifests: 1, tags: 2, rollups: 1 });
+        assert.deepEqual(await s.reconcile(cutoff, false), { links: 1, manifests: 1, tags: 2, rollups: 2 });
+        assert.deepEqual(await s.topSubjects('image_pulls', 0, 10), [{ upstream: 'docker.io', subject: 'library/nginx', value: 2 }], 'old subject roll-ups go with the others');
         assert.deepEqual((await s.listTags()).map((r) => r.tag), ['ok']);
         assert.equal(await s.isLinked('docker.io', 'library/nginx', D3), false);
         assert.deepEqual(await s.getManifest(D1), { mediaType: INDEX, size: 1 });
@@ -487,6 +534,7 @@ export function metadataContract(name: string, open: OpenStore): void {
             touches: [[D2, T0 + 5, 3]],
             rollups: [[h0, 'docker.io', 'pulls_served', 7]],
             rateLimits: [{ upstream: 'docker.io', credential: 'anonymous', limit: 100, remaining: 9, observedAt: T0 }],
+            subjects: [[h0, 'docker.io', 'anonymous', 'budget_low', 9]],
           }),
         );
         const exported = await collect(a);
@@ -503,9 +551,10 @@ export function metadataContract(name: string, open: OpenStore): void {
           ],
           rateLimits: [{ upstream: 'docker.io', credential: 'anonymous', limit: 100, remaining: 9, observedAt: T0 }],
           rollups: [{ hour: h0, upstream: 'docker.io', metric: 'pulls_served', value: 7 }],
+          subjectRollups: [{ hour: h0, upstream: 'docker.io', subject: 'anonymous', metric: 'budget_low', value: 9 }],
         });
         const b = await setup(t);
-        assert.equal(await b.importRows(a.exportRows()), 9);
+        assert.equal(await b.importRows(a.exportRows()), 10);
         assert.deepEqual((await collect(b)).rows, exported.rows);
         assert.deepEqual(await b.getBlob(D1), { size: 100, version: 'v1', pinned: true });
         assert.equal(await b.isLinked('ghcr.io', 'org/app', D2), true);

@@ -17,12 +17,12 @@ import type {
   StoreOptions,
 } from '../metadata-store.js';
 import type { LeaseStore } from '../leases.js';
-import type { RateLimitRow, RollupMetric, TagEntry, TagKey, TagRow } from '../rows.js';
+import type { HourRow, RateLimitRow, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow } from '../rows.js';
 import { describeTarget, Session, type PostgresOptions, type Queries } from './connection.js';
 import { unavailableReason } from './errors.js';
 import { PostgresLeases } from './leases-postgres.js';
 import { migrate } from './migrations.js';
-import { BLOBS, COUNTERS, COUNTS, LINKS, MANIFESTS, RECONCILE, reconcileStatement, SCHEMA, TAGS } from './queries.js';
+import { BLOBS, COUNTERS, COUNTS, LINKS, MANIFESTS, RECONCILE, reconcileStatement, reconcileSubjects, SCHEMA, TAGS } from './queries.js';
 import { exportRows, importRows } from './rows-copy.js';
 
 export type { PostgresOptions } from './connection.js';
@@ -215,6 +215,8 @@ export class PostgresMetadataStore implements MetadataStore {
         const args = kind === 'rollups' ? [rollupsBefore] : [];
         counts[kind] = dryRun ? (await q.rows<{ n: number }>(st, args))[0].n : await q.changes(st, args);
       }
+      const subjects = reconcileSubjects(dryRun);
+      counts.rollups += dryRun ? Number((await q.rows<{ n: number }>(subjects, [rollupsBefore]))[0].n) : await q.changes(subjects, [rollupsBefore]);
       return counts;
     }, { slow: true });
   }
@@ -229,7 +231,11 @@ export class PostgresMetadataStore implements MetadataStore {
       return { hour: Number(hour), upstream, metric, value };
     });
     const limits = [...batch.rateLimits.values()];
-    if (touches.length + rollups.length + limits.length === 0) return;
+    const subjects = [...(batch.subjectRollups ?? [])].sort(byKey).map(([key, value]) => {
+      const [hour, upstream, subject, metric] = key.split('\n');
+      return { hour: Number(hour), upstream, subject, metric, value };
+    });
+    if (touches.length + rollups.length + limits.length + subjects.length === 0) return;
     await this.#db.transaction(async (q) => {
       if (touches.length > 0) {
         const digests = touches.map(([d]) => d);
@@ -240,6 +246,7 @@ export class PostgresMetadataStore implements MetadataStore {
         await q.changes(COUNTERS.addRollups, [rollups.map((r) => r.hour), rollups.map((r) => r.upstream), rollups.map((r) => r.metric), rollups.map((r) => r.value)]);
       }
       if (limits.length > 0) await q.changes(COUNTERS.putRateLimits, rateLimitColumns(limits));
+      if (subjects.length > 0) await q.changes(COUNTERS.addSubjects, (['hour', 'upstream', 'subject', 'metric', 'value'] as const).map((k) => subjects.map((s) => s[k])));
     });
   }
 
@@ -250,6 +257,18 @@ export class PostgresMetadataStore implements MetadataStore {
 
   rollupsSince(sinceMs: number): Promise<Array<{ upstream: string; metric: RollupMetric; value: number }>> {
     return this.#db.rows(COUNTERS.rollupsSince, [Math.floor(sinceMs / HOUR) * HOUR]);
+  }
+
+  rollupHours(sinceMs: number): Promise<HourRow[]> {
+    return this.#db.rows(COUNTERS.rollupHours, [Math.floor(sinceMs / HOUR) * HOUR]);
+  }
+
+  subjectHours(metric: SubjectMetric, sinceMs: number): Promise<HourRow[]> {
+    return this.#db.rows(COUNTERS.subjectHours, [metric, Math.floor(sinceMs / HOUR) * HOUR]);
+  }
+
+  topSubjects(metric: SubjectMetric, sinceMs: number, limit: number): Promise<Array<{ upstream: string; subject: string; value: number }>> {
+    return this.#db.rows(COUNTERS.topSubjects, [metric, Math.floor(sinceMs / HOUR) * HOUR, limit]);
   }
 
   // ---- moving a store between backends ----

@@ -87,6 +87,19 @@ export const MIGRATIONS: readonly string[] = [
     expires_at BIGINT NOT NULL
   );
   `,
+  `
+  -- Hourly roll-ups per subject: a repository's pulls and bytes served, a credential's
+  -- lowest budget (see SubjectMetric in src/store/rows.ts).
+  CREATE TABLE subject_rollups (
+    hour     BIGINT NOT NULL,
+    upstream TEXT COLLATE "C" NOT NULL,
+    subject  TEXT COLLATE "C" NOT NULL,
+    metric   TEXT COLLATE "C" NOT NULL,
+    value    BIGINT NOT NULL,
+    PRIMARY KEY (hour, upstream, subject, metric)
+  );
+  CREATE INDEX subject_rollups_metric ON subject_rollups (metric, hour);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -76,6 +76,12 @@ export const RECONCILE = {
   rollups: { where: 'FROM rollups WHERE hour < $1' },
 } as const;
 
+/** gc: subject roll-ups go with the others, counted among them. */
+export const reconcileSubjects = (dryRun: boolean): Statement =>
+  dryRun
+    ? q('reconcile.count.subject-rollups', 'SELECT count(*) AS n FROM subject_rollups WHERE hour < $1')
+    : q('reconcile.delete.subject-rollups', 'DELETE FROM subject_rollups WHERE hour < $1');
+
 export const reconcileStatement = (kind: keyof typeof RECONCILE, dryRun: boolean): Statement =>
   dryRun ? q(`reconcile.count.${kind}`, `SELECT count(*) AS n ${RECONCILE[kind].where}`) : q(`reconcile.delete.${kind}`, `DELETE ${RECONCILE[kind].where}`);
 
@@ -105,6 +111,23 @@ export const COUNTERS = {
   rateLimits: q(
     'counters.rate-limits',
     'SELECT upstream, credential, limit_n AS "limit", remaining, window_s AS "windowSeconds", source, observed_at AS "observedAt" FROM rate_limits ORDER BY upstream, credential',
+  ),
+  // The lowest budget of an hour is kept by minimum; every other subject metric adds up.
+  addSubjects: q(
+    'counters.add-subjects',
+    `INSERT INTO subject_rollups (hour, upstream, subject, metric, value) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+     ON CONFLICT (hour, upstream, subject, metric) DO UPDATE SET value = CASE WHEN subject_rollups.metric = 'budget_low'
+       THEN LEAST(subject_rollups.value, EXCLUDED.value) ELSE subject_rollups.value + EXCLUDED.value END`,
+  ),
+  rollupHours: q('counters.rollup-hours', 'SELECT hour, upstream, metric AS key, value FROM rollups WHERE hour >= $1 ORDER BY hour, upstream, metric'),
+  subjectHours: q(
+    'counters.subject-hours',
+    'SELECT hour, upstream, subject AS key, value FROM subject_rollups WHERE metric = $1 AND hour >= $2 ORDER BY hour, upstream, subject',
+  ),
+  topSubjects: q(
+    'counters.top-subjects',
+    `SELECT upstream, subject, sum(value)::bigint AS value FROM subject_rollups WHERE metric = $1 AND hour >= $2
+     GROUP BY upstream, subject ORDER BY value DESC, upstream, subject LIMIT $3`,
   ),
   rollupsSince: q('counters.rollups-since', 'SELECT upstream, metric, sum(value)::bigint AS value FROM rollups WHERE hour >= $1 GROUP BY upstream, metric ORDER BY upstream, metric'),
 };

@@ -59,6 +59,11 @@ const TABLES: Record<Table, TableCopy> = {
     select: 'SELECT hour, upstream, metric, value FROM rollups ORDER BY hour, upstream, metric',
     columns: [['hour', 'hour', 'bigint'], ['upstream', 'upstream', 'text'], ['metric', 'metric', 'text'], ['value', 'value', 'bigint']],
   },
+  subjectRollups: {
+    sql: 'subject_rollups',
+    select: 'SELECT hour, upstream, subject, metric, value FROM subject_rollups ORDER BY hour, upstream, subject, metric',
+    columns: [['hour', 'hour', 'bigint'], ['upstream', 'upstream', 'text'], ['subject', 'subject', 'text'], ['metric', 'metric', 'text'], ['value', 'value', 'bigint']],
+  },
 };
 
 const ORDER = Object.keys(TABLES) as Table[];

@@ -19,7 +19,7 @@ import type {
   StoredRows,
 } from '../metadata-store.js';
 import type { LeaseStore } from '../leases.js';
-import { toTagEntry, type RateLimitRow, type RawTag, type RawTagEntry, type RollupMetric, type TagEntry, type TagKey, type TagRow } from '../rows.js';
+import { toTagEntry, type HourRow, type RateLimitRow, type RawTag, type RawTagEntry, type RollupMetric, type SubjectMetric, type TagEntry, type TagKey, type TagRow } from '../rows.js';
 import { busy } from './busy.js';
 import { SqliteLeases } from './leases-sqlite.js';
 import { BUSY_TIMEOUT_MS, FLUSH_BUSY_TIMEOUT_MS, openDatabase } from './migrations.js';
@@ -32,6 +32,11 @@ const PUT_BLOB =
 const PUT_TAG = 'INSERT OR REPLACE INTO tags (upstream, repository, tag, accept, digest, media_type, fetched_at, expires_at, pinned) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)';
 const LINK = 'INSERT OR IGNORE INTO links (upstream, repository, digest) VALUES (?, ?, ?)';
 const PUT_MANIFEST = 'INSERT OR REPLACE INTO manifests (digest, media_type) VALUES (?, ?)';
+const ADD_SUBJECT =
+  'INSERT INTO subject_rollups (hour, upstream, subject, metric, value) VALUES (?, ?, ?, ?, ?) ON CONFLICT (hour, upstream, subject, metric) ' +
+  "DO UPDATE SET value = CASE WHEN metric = 'budget_low' THEN min(value, excluded.value) ELSE value + excluded.value END";
+const NO_COUNTERS = (): PendingBatch => ({ touches: new Map(), rollups: new Map(), rateLimits: new Map() });
+const hourOf = (ms: number) => Math.floor(ms / HOUR) * HOUR;
 
 
 export class SqliteMetadataStore implements MetadataStore {
@@ -201,6 +206,8 @@ export class SqliteMetadataStore implements MetadataStore {
         const args = kind === 'rollups' ? [rollupsBefore] : [];
         counts[kind] = dryRun ? this.#get<{ n: number }>(`SELECT count(*) AS n ${where}`, ...args)!.n : this.#run(`DELETE ${where}`, ...args).changes;
       }
+      const subjects = 'FROM subject_rollups WHERE hour < ?';
+      counts.rollups += dryRun ? this.#get<{ n: number }>(`SELECT count(*) AS n ${subjects}`, rollupsBefore)!.n : this.#run(`DELETE ${subjects}`, rollupsBefore).changes;
     });
     return counts;
   }
@@ -234,6 +241,10 @@ export class SqliteMetadataStore implements MetadataStore {
         r.upstream, r.credential, r.limit ?? null, r.remaining ?? null, r.windowSeconds ?? null, r.source ?? null, r.observedAt,
       );
     }
+    for (const [key, n] of batch.subjectRollups ?? []) {
+      const [hour, upstream, subject, metric] = key.split('\n');
+      this.#run(ADD_SUBJECT, Number(hour), upstream, subject, metric, n);
+    }
   }
 
   async rateLimits(): Promise<RateLimitRow[]> {
@@ -244,7 +255,22 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   async rollupsSince(sinceMs: number): Promise<Array<{ upstream: string; metric: RollupMetric; value: number }>> {
-    return this.#all('SELECT upstream, metric, sum(value) AS value FROM rollups WHERE hour >= ? GROUP BY upstream, metric ORDER BY upstream, metric', Math.floor(sinceMs / HOUR) * HOUR);
+    return this.#all('SELECT upstream, metric, sum(value) AS value FROM rollups WHERE hour >= ? GROUP BY upstream, metric ORDER BY upstream, metric', hourOf(sinceMs));
+  }
+
+  async rollupHours(sinceMs: number): Promise<HourRow[]> {
+    return this.#all('SELECT hour, upstream, metric AS key, value FROM rollups WHERE hour >= ? ORDER BY hour, upstream, metric', hourOf(sinceMs));
+  }
+
+  async subjectHours(metric: SubjectMetric, sinceMs: number): Promise<HourRow[]> {
+    return this.#all('SELECT hour, upstream, subject AS key, value FROM subject_rollups WHERE metric = ? AND hour >= ? ORDER BY hour, upstream, subject', metric, hourOf(sinceMs));
+  }
+
+  async topSubjects(metric: SubjectMetric, sinceMs: number, limit: number): Promise<Array<{ upstream: string; subject: string; value: number }>> {
+    return this.#all(
+      'SELECT upstream, subject, sum(value) AS value FROM subject_rollups WHERE metric = ? AND hour >= ? GROUP BY upstream, subject ORDER BY value DESC, upstream, subject LIMIT ?',
+      metric, hourOf(sinceMs), limit,
+    );
   }
 
   /**
@@ -273,6 +299,7 @@ export class SqliteMetadataStore implements MetadataStore {
     const budgets = await this.rateLimits();
     if (budgets.length > 0) yield { table: 'rateLimits', rows: budgets };
     yield* this.#export('rollups', 'SELECT hour, upstream, metric, value FROM rollups ORDER BY hour, upstream, metric', (r) => r as StoredRows['rollups']);
+    yield* this.#export('subjectRollups', 'SELECT hour, upstream, subject, metric, value FROM subject_rollups ORDER BY hour, upstream, subject, metric', (r) => r as StoredRows['subjectRollups']);
   }
 
   *#export<T extends keyof StoredRows>(table: T, sql: string, map: (r: unknown) => StoredRows[T]): Iterable<RowBatch> {
@@ -309,10 +336,13 @@ export class SqliteMetadataStore implements MetadataStore {
       else if (b.table === 'tags') {
         const t = r as TagEntry;
         this.#run(PUT_TAG, t.upstream, t.repository, t.tag, t.accept, t.digest, t.mediaType, t.fetchedAt, t.expiresAt, t.pinned ? 1 : 0);
-      } else if (b.table === 'rateLimits') this.#writeBatch({ touches: new Map(), rollups: new Map(), rateLimits: new Map([['', r as RateLimitRow]]) });
-      else {
+      } else if (b.table === 'rateLimits') this.#writeBatch({ ...NO_COUNTERS(), rateLimits: new Map([['', r as RateLimitRow]]) });
+      else if (b.table === 'rollups') {
         const x = r as StoredRows['rollups'];
-        this.#writeBatch({ touches: new Map(), rollups: new Map([[`${x.hour}\n${x.upstream}\n${x.metric}`, x.value]]), rateLimits: new Map() });
+        this.#writeBatch({ ...NO_COUNTERS(), rollups: new Map([[`${x.hour}\n${x.upstream}\n${x.metric}`, x.value]]) });
+      } else {
+        const x = r as StoredRows['subjectRollups'];
+        this.#run(ADD_SUBJECT, x.hour, x.upstream, x.subject, x.metric, x.value);
       }
     }
     return b.rows.length;

@@ -94,6 +94,19 @@ export const MIGRATIONS: readonly string[] = [
     expires_at INTEGER NOT NULL
   ) WITHOUT ROWID;
   `,
+  `
+  -- Hourly roll-ups per subject: a repository's pulls and bytes served, a credential's
+  -- lowest budget (see SubjectMetric in src/store/rows.ts).
+  CREATE TABLE subject_rollups (
+    hour     INTEGER NOT NULL,
+    upstream TEXT NOT NULL,
+    subject  TEXT NOT NULL,
+    metric   TEXT NOT NULL,
+    value    INTEGER NOT NULL,
+    PRIMARY KEY (hour, upstream, subject, metric)
+  ) WITHOUT ROWID;
+  CREATE INDEX subject_rollups_metric ON subject_rollups (metric, hour);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
