@@ -210,6 +210,9 @@ mon allow pool size one = true
 mon warn on pool no redundancy = false
 mon data avail warn = 1
 mon data avail crit = 0
+# A one-monitor cluster has nobody to batch proposals with: proposing at once turns each
+# pool radosgw creates at start-up from a second's wait into a few milliseconds.
+paxos propose interval = 0.05
 
 [client.rgw]
 rgw frontends = beast endpoint=127.0.0.1:${rgwPort}
