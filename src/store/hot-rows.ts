@@ -6,6 +6,7 @@
 // the last known answer: when the database cannot be reached, warm pulls go on from it.
 import { LRUCache } from 'lru-cache';
 import { MetadataUnavailable } from '../errors.js';
+import type { TagKey } from './rows.js';
 
 const HOT_MS = 1000;
 const HOT_MAX = 50_000;
@@ -78,4 +79,18 @@ export class HotRows {
     this.#generation++;
     this.#loading.clear();
   }
+}
+
+// The memo's keys: one letter for the kind of row, then what names it.
+
+export function tagKey(k: TagKey): string {
+  return `T${k.upstream}\n${k.repository}\n${k.tag}\n${k.accept}`;
+}
+
+export function tagRowsKey(k: Pick<TagKey, 'upstream' | 'repository' | 'tag'>): string {
+  return `R${k.upstream}\n${k.repository}\n${k.tag}`;
+}
+
+export function linkKey(upstream: string, repository: string, digest: string): string {
+  return `L${upstream}\n${repository}\n${digest}`;
 }

@@ -8,7 +8,7 @@
 //     retried (WriteQueue), so a client is served through a database restart.
 import type { LeaseStore } from './leases.js';
 import type { MetadataUnavailable } from '../errors.js';
-import { HotRows } from './hot-rows.js';
+import { HotRows, linkKey, tagKey, tagRowsKey } from './hot-rows.js';
 import type { BlobRow, CountedTable, ImportRecord, Link, ManifestRow, MetadataStore, ReconcileCounts, RowBatch } from './metadata-store.js';
 import { PendingWrites, type PendingBatch } from './pending-writes.js';
 import type { HourRow, RateLimitRow, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow, UpstreamRequestMetric } from './rows.js';
@@ -390,16 +390,4 @@ export class Metadata {
     );
     await this.#store.close();
   }
-}
-
-function tagKey(k: TagKey): string {
-  return `T${k.upstream}\n${k.repository}\n${k.tag}\n${k.accept}`;
-}
-
-function tagRowsKey(k: Pick<TagKey, 'upstream' | 'repository' | 'tag'>): string {
-  return `R${k.upstream}\n${k.repository}\n${k.tag}`;
-}
-
-function linkKey(upstream: string, repository: string, digest: string): string {
-  return `L${upstream}\n${repository}\n${digest}`;
 }

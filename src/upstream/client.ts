@@ -26,6 +26,7 @@ import { DockerConfigSource } from './docker-config.js';
 import { ECR_EXPIRED_TOKEN, EcrAuthorizer } from './ecr.js';
 import { connectionPool, hopUrl, withRedirects, type Hop } from './hop.js';
 import { describeNetworkFailure } from './network-error.js';
+import { header, mediaTypeOf, numberHeader, ociCode } from './response.js';
 import { ParentHop } from './parent.js';
 import { acquireSlot } from './slots.js';
 import { parseRateLimit, parseRetryAfter, UpstreamState, type UpstreamObserver, type UpstreamRequestKind } from './rate-limit.js';
@@ -368,28 +369,6 @@ export class UpstreamClient {
 
 function pullScope(repo: string): string {
   return `repository:${repo}:pull`;
-}
-
-function header(h: Headers, name: string): string | undefined {
-  const v = h[name];
-  return Array.isArray(v) ? v[0] : v;
-}
-
-function numberHeader(h: Headers, name: string): number | undefined {
-  const v = header(h, name);
-  return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
-}
-
-function mediaTypeOf(h: Headers): string | undefined {
-  return header(h, 'content-type')?.split(';')[0].trim();
-}
-
-function ociCode(body: Buffer): string | undefined {
-  try {
-    return (JSON.parse(body.toString('utf8')) as { errors?: Array<{ code?: string }> }).errors?.[0]?.code;
-  } catch {
-    return undefined;
-  }
 }
 
 /** ECR's 403 for an expired password says so in a GET's body; a HEAD has none, so its 403 may be one. */
