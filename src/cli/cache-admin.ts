@@ -98,7 +98,8 @@ export async function setPinned(ctx: Ctx, image: string, pinned: boolean): Promi
   const chosen = select(ctx, await listImages(ctx), { image });
   for (const img of chosen) await ctx.metadata.setTagPinned(img.upstream, img.repository, img.tag, pinned);
   await repin(ctx);
-  return chosen;
+  // As they now are: the listing was taken before the change.
+  return chosen.map((img) => ({ ...img, pinned }));
 }
 
 /** Blob pins follow tag pins: a blob is pinned while any pinned image holds it. */
