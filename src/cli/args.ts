@@ -101,12 +101,17 @@ export const COMMANDS: Record<string, CommandSpec> = {
     options: ['server', 'config', 'json'],
   },
   cache: {
-    synopsis: 'cache ls [--json] | cache rm IMAGE|--repository R|--older-than 30d | cache pin|unpin IMAGE  [--config FILE]',
+    synopsis: `cache ls [--json] | cache rm IMAGE|--repository R|--older-than 30d | cache pin|unpin IMAGE
+         [--server HOST:PORT | --config FILE]`,
     summary: 'what the cache holds; remove or pin whole images',
-    options: ['config', 'json', 'repository', 'older-than'],
+    options: ['server', 'config', 'json', 'repository', 'older-than'],
   },
-  gc: { synopsis: 'gc [--dry-run] [--config FILE] [--json]', summary: 'make the store and the database agree', options: ['config', 'dry-run', 'json'] },
-  verify: { synopsis: 'verify [--repair] [--config FILE] [--json]', summary: 're-hash every stored blob; --repair removes bad ones', options: ['config', 'repair', 'json'] },
+  gc: { synopsis: 'gc [--dry-run] [--server HOST:PORT | --config FILE] [--json]', summary: 'make the store and the database agree', options: ['server', 'config', 'dry-run', 'json'] },
+  verify: {
+    synopsis: 'verify [--repair] [--server HOST:PORT | --config FILE] [--json]',
+    summary: 're-hash every stored blob; --repair removes bad ones',
+    options: ['server', 'config', 'repair', 'json'],
+  },
   migrate: {
     synopsis: 'migrate --to postgres://USER@HOST:PORT/DB [--password-file FILE] [--config FILE] [--json]',
     summary: `copy the data dir's SQLite metadata into an empty PostgreSQL database (the blob files

@@ -7,11 +7,12 @@
 //   /, /_regmirror/ui (and /data)  the status page: as status (/_regmirror/ui/login asks a browser for it)
 //   /_regmirror/ui/<file>         anyone: the page's script, style and uPlot, which carry no data
 //   /_regmirror/prewarm           the admin token when one is set; else as status
+//   /_regmirror/cache, gc, verify  as prewarm (they change the cache as much as it does)
 import { timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import type { Metrics } from '../metrics.js';
 import { ClientAuth, clientAddress } from './access.js';
-import { ndjsonStream } from './ndjson-stream.js';
+import { ndjsonStream, type Emit } from './ndjson-stream.js';
 import { PAGE_CSP, renderPage, renderRefused, uiAssets, UI_PREFIX, type Dashboard } from './status-page.js';
 
 export interface Readiness {
@@ -29,10 +30,22 @@ export interface AdminDeps {
   dashboard?: () => Promise<Dashboard>;
   /** Runs a prewarm described by a JSON body, emitting progress events; throws on a bad body before emitting. */
   prewarm?: (body: unknown) => { run: (emit: (event: object) => void) => Promise<unknown> };
+  /** `cache`, `gc` and `verify --server`: the same operations on the server's own cache. */
+  cacheAdmin?: CacheAdmin;
   /** Bearer token that prewarm requires, and that status accepts, when set. */
   adminToken?: string;
   /** Client access control of /v2: when set, status and prewarm are closed to anonymous callers too. */
   clientAuth?: ClientAuth;
+}
+
+/** A quick cache operation's answer: the report its command prints, or why the request is refused (400). */
+export type CacheAnswer = { report: unknown } | { refused: string };
+
+export interface CacheAdmin {
+  /** `cache ls|pin|unpin|rm`, given the JSON body (ls has none). */
+  run(op: 'ls' | 'pin' | 'unpin' | 'rm', body: unknown): Promise<CacheAnswer>;
+  /** `gc` and `verify`, long runs: throws on a bad body before it starts, emits progress while it runs. */
+  job(op: 'gc' | 'verify', body: unknown): { run: (emit: Emit) => Promise<unknown> };
 }
 
 /** A prewarm request names images, platforms and a few options: a megabyte is plenty. */
@@ -54,10 +67,8 @@ export function adminRoutes(deps: AdminDeps): Hono {
   if (deps.dashboard) statusPage(app, deps, deps.dashboard);
   app.post('/_regmirror/prewarm', async (c) => {
     if (!deps.prewarm) return c.json({ error: 'prewarm is not available' }, 404);
-    const header = c.req.header('authorization');
-    if (deps.adminToken !== undefined) {
-      if (!tokenMatches(header, deps.adminToken)) return refuse(c, 'admin token required', 'Bearer realm="regmirror-admin"');
-    } else if (!(await mayRead(deps, header, clientAddress(c.env)))) return refuse(c, 'a client credential is required', ClientAuth.challenge);
+    const refused = await mayChange(deps, c);
+    if (refused) return refused;
     const request = await readJson(c.req.raw);
     if ('status' in request) return c.json({ error: request.error }, request.status);
     let job;
@@ -68,10 +79,48 @@ export function adminRoutes(deps: AdminDeps): Hono {
     }
     // Progress is streamed as JSON lines, so a CI job sees it while the server works. A
     // client that leaves does not stop the job: what it fetched is cached all the same.
-    const body = ndjsonStream((emit) => job.run(emit));
-    return new Response(body, { status: 200, headers: { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' } });
+    return ndjsonResponse(job);
   });
+  if (deps.cacheAdmin) cacheRoutes(app, deps, deps.cacheAdmin);
   return app;
+}
+
+function ndjsonResponse(job: { run: (emit: Emit) => Promise<unknown> }): Response {
+  const body = ndjsonStream((emit) => job.run(emit));
+  return new Response(body, { status: 200, headers: { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' } });
+}
+
+/** The cache commands' endpoints, under prewarm's rule. */
+function cacheRoutes(app: Hono, deps: AdminDeps, admin: CacheAdmin): void {
+  const answer = async (c: Context, op: 'ls' | 'pin' | 'unpin' | 'rm', body: unknown) => {
+    const a = await admin.run(op, body);
+    return 'refused' in a ? c.json({ error: a.refused }, 400) : c.json(a.report as object, 200, { 'cache-control': 'no-store' });
+  };
+  app.get('/_regmirror/cache', async (c) => (await mayChange(deps, c)) ?? answer(c, 'ls', undefined));
+  for (const op of ['pin', 'unpin', 'rm'] as const) {
+    app.post(`/_regmirror/cache/${op}`, async (c) => {
+      const refused = await mayChange(deps, c);
+      if (refused) return refused;
+      const request = await readJson(c.req.raw);
+      return 'status' in request ? c.json({ error: request.error }, request.status) : answer(c, op, request.value);
+    });
+  }
+  for (const op of ['gc', 'verify'] as const) {
+    app.post(`/_regmirror/${op}`, async (c) => {
+      const refused = await mayChange(deps, c);
+      if (refused) return refused;
+      const request = await readJson(c.req.raw);
+      if ('status' in request) return c.json({ error: request.error }, request.status);
+      let job;
+      try {
+        job = admin.job(op, request.value);
+      } catch (err) {
+        return c.json({ error: (err as Error).message }, 400);
+      }
+      // As prewarm: a client that leaves does not stop the run, whose changes stand either way.
+      return ndjsonResponse(job);
+    });
+  }
 }
 
 /** The status page and its data, under the rule of status; its static files, open. */
@@ -130,6 +179,15 @@ async function readJson(req: Request): Promise<{ value: unknown } | { status: 40
   } catch {
     return { status: 400, error: 'the request body is not JSON' };
   }
+}
+
+/** Prewarm and the cache commands: the admin token when one is set, else as status; a refusal, or undefined to go on. */
+async function mayChange(deps: AdminDeps, c: Context): Promise<Response | undefined> {
+  const header = c.req.header('authorization');
+  if (deps.adminToken !== undefined) {
+    if (!tokenMatches(header, deps.adminToken)) return refuse(c, 'admin token required', 'Bearer realm="regmirror-admin"');
+  } else if (!(await mayRead(deps, header, clientAddress(c.env)))) return refuse(c, 'a client credential is required', ClientAuth.challenge);
+  return undefined;
 }
 
 /** Status: open when pulls are; with client auth, a client credential or the admin token. */
