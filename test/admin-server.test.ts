@@ -5,6 +5,7 @@ import { mkdir, mkdtemp, open, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { request } from 'undici';
 import { randomBytes, singleImage, tarLayer, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
 import { cli, get, sha256, startMirror, type CliResult, type Mirror } from './helpers.js';
@@ -116,6 +117,19 @@ describe('cache, gc and verify with --server', () => {
     const remote = await viaServer('verify');
     same(local, remote);
     assert.match(remote.stderr, /^verify (\d+)\/\1 blobs, /m, 'progress, as on the data dir');
+  });
+
+  test('18.4 a bad request to the cache endpoints is a 400 naming what is wrong, and the server goes on', async () => {
+    const post = async (path: string, body: string) => {
+      const res = await request(`${m.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body });
+      return { status: res.statusCode, body: (await res.body.json()) as { error: string } };
+    };
+    assert.deepEqual(await post('/_regmirror/cache/rm', '{}'), { status: 400, body: { error: 'name one of image, repository or olderThanMs' } });
+    assert.deepEqual(await post('/_regmirror/cache/rm', '{"olderThanMs":-1}'), { status: 400, body: { error: 'repository: a repository name; olderThanMs: a positive number of milliseconds' } });
+    assert.deepEqual(await post('/_regmirror/cache/pin', '{"image":7}'), { status: 400, body: { error: 'image: an image reference is required' } });
+    assert.deepEqual(await post('/_regmirror/gc', '{"dryRun":"yes"}'), { status: 400, body: { error: 'dryRun: must be true or false' } });
+    assert.deepEqual(await post('/_regmirror/verify', '{"repair":'), { status: 400, body: { error: 'the request body is not JSON' } });
+    assert.equal((await get(`${m.url}/healthz`)).status, 200);
   });
 
   test('18.4 with an adminToken set, --server without REGMIRROR_ADMIN_TOKEN is refused in one line; with it, it works', async () => {

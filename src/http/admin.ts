@@ -32,9 +32,9 @@ export interface AdminDeps {
   prewarm?: (body: unknown) => { run: (emit: (event: object) => void) => Promise<unknown> };
   /** `cache`, `gc` and `verify --server`: the same operations on the server's own cache. */
   cacheAdmin?: CacheAdmin;
-  /** Bearer token that prewarm requires, and that status accepts, when set. */
+  /** Bearer token that prewarm and the cache endpoints require, and that status accepts, when set. */
   adminToken?: string;
-  /** Client access control of /v2: when set, status and prewarm are closed to anonymous callers too. */
+  /** Client access control of /v2: when set, status, prewarm and the cache endpoints are closed to anonymous callers too. */
   clientAuth?: ClientAuth;
 }
 
