@@ -146,4 +146,15 @@ describe('cache, gc and verify with --server', () => {
     assert.match((await cli(['cache', 'ls', '--server', m.url], { REGMIRROR_ADMIN_TOKEN: TOKEN })).stdout, /^IMAGE\s+DIGEST/);
     assert.match((await cli(['cache', 'pin', 'team/a:v1', '--server', m.url], { REGMIRROR_ADMIN_TOKEN: TOKEN })).stdout, /^pinned docker\.io\/team\/a:v1 /);
   });
+  test('18.4 a server with no adminToken lets --server read and dry-run, and refuses what removes content', async (t) => {
+    const open = await startMirror({ upstreams: [{ name: 'docker.io', url: up.url }], defaultUpstream: 'docker.io' });
+    t.after(() => open.close());
+    assert.equal((await cli(['gc', '--dry-run', '--server', open.url])).code, 0);
+    for (const args of [['cache', 'rm', 'team/a:v1'], ['gc'], ['verify', '--repair']]) {
+      const r = await cli([...args, '--server', open.url]);
+      assert.equal(r.code, 1, args.join(' '));
+      const command = args[0] === 'cache' ? `cache ${args[1]}` : args[0];
+      assert.equal(r.stderr, `regmirror ${command}: ${open.url} refused (403): removing content through a running server needs adminToken in its config\n`);
+    }
+  });
 });

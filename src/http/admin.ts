@@ -102,7 +102,8 @@ function cacheRoutes(app: Hono, deps: AdminDeps, admin: CacheAdmin): void {
       const refused = await mayChange(deps, c);
       if (refused) return refused;
       const request = await readJson(c.req.raw);
-      return 'status' in request ? c.json({ error: request.error }, request.status) : answer(c, op, request.value);
+      if ('status' in request) return c.json({ error: request.error }, request.status);
+      return (op === 'rm' ? removing(deps, c) : undefined) ?? answer(c, op, request.value);
     });
   }
   for (const op of ['gc', 'verify'] as const) {
@@ -111,6 +112,10 @@ function cacheRoutes(app: Hono, deps: AdminDeps, admin: CacheAdmin): void {
       if (refused) return refused;
       const request = await readJson(c.req.raw);
       if ('status' in request) return c.json({ error: request.error }, request.status);
+      const body = (request.value ?? {}) as { dryRun?: unknown; repair?: unknown };
+      const removes = op === 'gc' ? body.dryRun !== true : body.repair === true;
+      const refusedRemoval = removes ? removing(deps, c) : undefined;
+      if (refusedRemoval) return refusedRemoval;
       let job;
       try {
         job = admin.job(op, request.value);
@@ -188,6 +193,16 @@ async function mayChange(deps: AdminDeps, c: Context): Promise<Response | undefi
     if (!tokenMatches(header, deps.adminToken)) return refuse(c, 'admin token required', 'Bearer realm="regmirror-admin"');
   } else if (!(await mayRead(deps, header, clientAddress(c.env)))) return refuse(c, 'a client credential is required', ClientAuth.challenge);
   return undefined;
+}
+
+/**
+ * What removes content (cache rm, gc, verify --repair) from a running server needs an
+ * admin token configured: open by default, as prewarm is, it would let anyone who can
+ * pull empty the cache.
+ */
+function removing(deps: AdminDeps, c: Context): Response | undefined {
+  if (deps.adminToken !== undefined) return undefined;
+  return c.json({ error: 'removing content through a running server needs adminToken in its config' }, 403);
 }
 
 /** Status: open when pulls are; with client auth, a client credential or the admin token. */
