@@ -26,6 +26,7 @@ export const OPTIONS = {
   repository: { type: 'string' },
   'older-than': { type: 'string' },
   repair: { type: 'boolean' },
+  force: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'V' },
   mirror: { type: 'string' },
@@ -59,6 +60,7 @@ const OPTION_HELP: Record<OptionName, string> = {
   repository: '    --repository R      cache rm: every tag of a repository (e.g. docker.io/library/nginx)',
   'older-than': '    --older-than AGE    cache rm: images not pulled for this long (30d, 12h)',
   repair: '    --repair            remove blobs that fail, so the next pull fetches them again',
+  force: '    --force             cache rm: remove pinned images too',
   json: '    --json              machine-readable output',
   to: `    --to URL            the target database, postgres://user@host:port/database
                         (no password in it: PGPASSWORD, or --password-file)`,
@@ -101,9 +103,9 @@ export const COMMANDS: Record<string, CommandSpec> = {
     options: ['server', 'config', 'json'],
   },
   cache: {
-    synopsis: 'cache ls [--json] | cache rm IMAGE|--repository R|--older-than 30d | cache pin|unpin IMAGE  [--config FILE]',
-    summary: 'what the cache holds; remove or pin whole images',
-    options: ['config', 'json', 'repository', 'older-than'],
+    synopsis: 'cache ls [--json] | cache rm IMAGE|--repository R|--older-than 30d [--force] | cache pin|unpin IMAGE  [--config FILE]',
+    summary: 'what the cache holds; remove or pin whole images (pinned ones go only with --force)',
+    options: ['config', 'json', 'repository', 'older-than', 'force'],
   },
   gc: { synopsis: 'gc [--dry-run] [--config FILE] [--json]', summary: 'make the store and the database agree', options: ['config', 'dry-run', 'json'] },
   verify: { synopsis: 'verify [--repair] [--config FILE] [--json]', summary: 're-hash every stored blob; --repair removes bad ones', options: ['config', 'repair', 'json'] },

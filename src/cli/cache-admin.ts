@@ -98,7 +98,7 @@ export async function setPinned(ctx: Ctx, image: string, pinned: boolean): Promi
   const chosen = select(ctx, await listImages(ctx), { image });
   for (const img of chosen) await ctx.metadata.setTagPinned(img.upstream, img.repository, img.tag, pinned);
   await repin(ctx);
-  return chosen;
+  return chosen.map((img) => ({ ...img, pinned }));
 }
 
 /** Blob pins follow tag pins: a blob is pinned while any pinned image holds it. */
@@ -118,10 +118,15 @@ async function repin(ctx: Ctx): Promise<void> {
   await ctx.metadata.setBlobPins(pin, unpin);
 }
 
-/** Removes images: their tags, and every manifest and blob no remaining image holds. */
-export async function removeImages(ctx: Ctx, sel: Selector): Promise<{ images: CachedImage[]; blobs: number; bytes: number }> {
+/**
+ * Removes images: their tags, and every manifest and blob no remaining image holds. A pinned
+ * image was kept on purpose (often imported for an air-gapped site), so it goes only with force.
+ */
+export async function removeImages(ctx: Ctx, sel: Selector, force = false): Promise<{ images: CachedImage[]; blobs: number; bytes: number }> {
   const all = await listImages(ctx);
   const chosen = select(ctx, all, sel);
+  const pinned = chosen.filter((i) => i.pinned).map((i) => i.image);
+  if (pinned.length && !force) throw new Error(`${pinned.join(', ')} ${pinned.length === 1 ? 'is' : 'are'} pinned: unpin first, or pass --force`);
   const chosenKeys = new Set(chosen.map((i) => i.image));
   const keep = new Set<string>();
   for (const img of all.filter((i) => !chosenKeys.has(i.image))) for (const d of await imageDigests(ctx, img.digest)) keep.add(d);

@@ -32,7 +32,7 @@ function table(images: CachedImage[]): string {
   return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c])).join('  ').trimEnd()).join('\n');
 }
 
-/** `cache ls`, `cache rm IMAGE|--repository R|--older-than 30d`, `cache pin IMAGE`, `cache unpin IMAGE`. */
+/** `cache ls`, `cache rm IMAGE|--repository R|--older-than 30d [--force]`, `cache pin IMAGE`, `cache unpin IMAGE`. */
 export async function cacheCommand(values: Values, args: string[]): Promise<number> {
   const [verb, ...rest] = args;
   const out = (x: unknown, text: string) => console.log(values.json ? JSON.stringify(x, null, 2) : text);
@@ -46,7 +46,7 @@ export async function cacheCommand(values: Values, args: string[]): Promise<numb
     case 'rm': {
       const sel = selector(values, rest);
       return withCache(values, async (ctx) => {
-        const r = await removeImages(ctx, sel).catch((err: Error) => {
+        const r = await removeImages(ctx, sel, values.force === true).catch((err: Error) => {
           throw new UsageError(`regmirror cache rm: ${err.message}`);
         });
         out(r, `removed ${r.images.length} image(s): ${r.blobs} blobs, ${formatBytes(r.bytes)} freed${r.images.map((i) => `\n  ${i.image}`).join('')}`);
