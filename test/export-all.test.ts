@@ -50,6 +50,8 @@ describe('export --all over an evicted tag', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /skipped docker\.io\/library\/gone:1: .*not in the cache/);
     assert.match(r.stderr, /exported 1 image\(s\)/);
+    // 18.6: the warning says how to bring them back.
+    assert.match(r.stderr, /regmirror export --fetch -o FILE docker\.io\/library\/gone:1$/m);
 
     // The bundle holds the other image whole: a fresh data dir imports it.
     const fresh = join(dir, 'fresh.yaml');
@@ -58,6 +60,24 @@ describe('export --all over an evicted tag', () => {
     assert.equal(imported.code, 0, imported.stderr);
     assert.match(imported.stdout, /imported 1 image\(s\)/);
     assert.match(imported.stdout, /docker\.io\/library\/kept:1 /);
+
+    // 18.6: --json prints the summary; import --json too.
+    const json = await cli(['export', '--all', '--json', '-o', join(dir, 'json.tar'), '--config', config]);
+    assert.equal(json.code, 0, json.stderr);
+    const summary = JSON.parse(json.stdout) as { images: Array<{ name: string; digest: string }>; blobs: number; bytes: number; skipped: Array<{ name: string }> };
+    assert.deepEqual(summary.images.map((i) => [i.name, i.digest]), [['docker.io/library/kept:1', images[0].root.digest]]);
+    assert.equal(summary.blobs, images[0].blobs.size + 1);
+    assert.equal(summary.bytes, [...images[0].blobs.values()].reduce((n, b) => n + b.length, images[0].root.bytes.length));
+    assert.deepEqual(summary.skipped.map((x) => x.name), ['docker.io/library/gone:1']);
+    const toStdout = await cli(['export', 'library/kept:1', '--json', '-o', '-', '--config', config]);
+    assert.equal(toStdout.code, 0, toStdout.stderr);
+    assert.ok(toStdout.stdout.length > summary.bytes, 'the bundle on stdout');
+    assert.equal(JSON.parse(toStdout.stderr).images.length, 1);
+    await writeFile(join(dir, 'fresh2.yaml'), `dataDir: ${join(dir, 'fresh2')}\ndefaultUpstream: docker.io\nupstreams:\n  docker.io:\n    url: ${up.url}\n`);
+    const importedJson = await cli(['import', join(dir, 'json.tar'), '--json', '--config', join(dir, 'fresh2.yaml')]);
+    assert.equal(importedJson.code, 0, importedJson.stderr);
+    const got = JSON.parse(importedJson.stdout) as { images: Array<{ name: string }>; blobs: number; bytes: number };
+    assert.deepEqual([got.images.map((i) => i.name), got.blobs, got.bytes], [['docker.io/library/kept:1'], summary.blobs, summary.bytes]);
 
     const strict = await cli(['export', '--all', '--strict', '-o', join(dir, 'strict.tar'), '--config', config]);
     assert.notEqual(strict.code, 0);
@@ -70,5 +90,6 @@ describe('export --all over an evicted tag', () => {
     const none = await cli(['export', '--all', '-o', join(dir, 'none.tar'), '--config', config]);
     assert.notEqual(none.code, 0, `exit ${none.code} with ${kept} removed`);
     assert.match(none.stderr, /library\/gone:1/);
+    assert.match(none.stderr, /export --fetch -o FILE docker\.io\/library\/gone:1/);
   });
 });

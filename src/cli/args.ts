@@ -54,7 +54,7 @@ const OPTION_HELP: Record<OptionName, string> = {
   'dry-run': '    --dry-run           say what would be done; change nothing',
   offline: '    --offline           never contact an upstream',
   output: '-o, --output FILE       the tar to write (- for standard output)',
-  all: '    --all               every tag in the cache (tags no longer whole in it are skipped with a warning)',
+  all: '    --all               every tag in the cache (tags no longer whole in it are skipped with a warning naming them)',
   strict: '    --strict            with --all: fail instead of skipping such a tag',
   fetch: '    --fetch             prewarm what is missing first',
   repository: '    --repository R      cache rm: every tag of a repository (e.g. docker.io/library/nginx)',
@@ -92,11 +92,11 @@ export const COMMANDS: Record<string, CommandSpec> = {
     options: ['file', 'platform', 'concurrency', 'server', 'config', 'referrers', 'dry-run', 'json'],
   },
   export: {
-    synopsis: 'export -o FILE|- IMAGE...|--all [--strict] [--platform LIST] [--fetch] [--config FILE]',
+    synopsis: 'export -o FILE|- IMAGE...|--all [--strict] [--platform LIST] [--fetch] [--config FILE] [--json]',
     summary: 'write cached images as an OCI image-layout tar',
-    options: ['output', 'all', 'strict', 'platform', 'fetch', 'config'],
+    options: ['output', 'all', 'strict', 'platform', 'fetch', 'config', 'json'],
   },
-  import: { synopsis: 'import FILE|- [--config FILE]', summary: 'verify a bundle and add it to the cache, tags pinned', options: ['config'] },
+  import: { synopsis: 'import FILE|- [--config FILE] [--json]', summary: 'verify a bundle and add it to the cache, tags pinned', options: ['config', 'json'] },
   status: {
     synopsis: 'status [--server HOST:PORT | --config FILE] [--json]',
     summary: 'pull budgets, pulls saved, hit ratio, store size',
