@@ -27,9 +27,11 @@ async function withCache(values: Values, fn: (ctx: CacheContext) => Promise<numb
 
 function table(images: CachedImage[]): string {
   const rows = [['IMAGE', 'DIGEST', 'SIZE', 'PINNED', 'LAST PULLED', 'HITS']];
-  for (const i of images) rows.push([i.image, i.digest.slice(7, 19), formatBytes(i.size), i.pinned ? 'yes' : '-', i.lastPulled.replace(/\.\d+Z$/, 'Z'), String(i.hits)]);
+  for (const i of images) rows.push([i.incomplete ? `${i.image} *` : i.image, i.digest.slice(7, 19), formatBytes(i.size), i.pinned ? 'yes' : '-', i.lastPulled.replace(/\.\d+Z$/, 'Z'), String(i.hits)]);
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c])).join('  ').trimEnd()).join('\n');
+  const lines = rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c])).join('  ').trimEnd());
+  if (images.some((i) => i.incomplete)) lines.push('* incomplete: part of it was evicted; the next pull fetches it again');
+  return lines.join('\n');
 }
 
 /** `cache ls`, `cache rm IMAGE|--repository R|--older-than 30d [--force]`, `cache pin IMAGE`, `cache unpin IMAGE`. */
