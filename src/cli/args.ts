@@ -116,10 +116,10 @@ stay put). Stop the server first: what it writes once the copy has begun is not 
     options: ['to', 'password-file', 'config', 'json'],
   },
   configure: {
-    synopsis: `configure containerd|docker|podman|k3s --mirror URL [--registries LIST] [--ca FILE]
+    synopsis: `configure containerd|docker|podman|k3s --mirror URL|--config FILE [--registries LIST] [--ca FILE]
          [--write DIR|FILE | --print]`,
-    summary: 'point a client at the mirror (merges into existing files)',
-    options: ['mirror', 'registries', 'ca', 'write', 'print'],
+    summary: "point a client at the mirror (merges into existing files); --config takes the mirror URL from\nlisten and the registries from the upstreams",
+    options: ['mirror', 'config', 'registries', 'ca', 'write', 'print'],
   },
   version: { synopsis: 'version', summary: 'print the version', options: [] },
 };
