@@ -100,6 +100,27 @@ describe('cache, gc and verify commands', () => {
     await cli('cache', 'unpin', 'team/a:v1');
   });
 
+  test('18.6 cache pin --json reports the new state; cache rm of a pinned image needs --force', async () => {
+    const pinned = await cli('cache', 'pin', 'team/b:v1', '--json');
+    assert.equal(pinned.code, 0, pinned.stderr);
+    assert.deepEqual(JSON.parse(pinned.stdout).map((i: { image: string; pinned: boolean }) => [i.image, i.pinned]), [['docker.io/team/b:v1', true]]);
+    const refused = await cli('cache', 'rm', 'team/b:v1');
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /docker\.io\/team\/b:v1 is pinned: unpin first, or pass --force/);
+    assert.match((await cli('cache', 'ls')).stdout, /team\/b:v1/, 'still there');
+    const unpinned = await cli('cache', 'unpin', 'team/b:v1', '--json');
+    assert.equal(JSON.parse(unpinned.stdout)[0].pinned, false);
+    await cli('cache', 'pin', 'team/b:v1');
+    const forced = await cli('cache', 'rm', 'team/b:v1', '--force');
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.match(forced.stdout, /^removed 1 image\(s\)/);
+    // Put b back for the tests that follow.
+    const m = await startMirror({ upstreams: [{ name: 'docker.io', url: up.url }], defaultUpstream: 'docker.io', dataDir });
+    await get(`${m.url}/v2/${b.name}/manifests/v1`);
+    for (const [d] of b.blobs) await get(`${m.url}/v2/${b.name}/blobs/${d}`);
+    await m.close();
+  });
+
   test('cache rm removes the image and the blobs no other image holds', async () => {
     const r = await cli('cache', 'rm', 'team/b:v1');
     assert.equal(r.code, 0, r.stderr);

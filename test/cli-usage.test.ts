@@ -70,7 +70,7 @@ describe('18.6 usage', () => {
       [['status', '--json=yes'], 'regmirror status: --json takes no value (see regmirror status --help)'],
       [['prewarm', '--concurrency', 'lots', 'alpine:3'], 'regmirror prewarm: --concurrency must be a whole number from 1 to 64'],
       [['migrate'], 'regmirror migrate: --to postgres://user@host:port/database is required'],
-      [['configure', 'podman'], 'regmirror: configure: --mirror URL is required (e.g. --mirror http://127.0.0.1:5000)'],
+      [['configure', 'podman'], 'regmirror: configure: --mirror URL is required (e.g. --mirror http://127.0.0.1:5000), or --config mirror.yaml'],
     ];
     const results = await cliAll(cases.map(([args]) => args));
     for (const [i, [args, line]] of cases.entries()) {

@@ -314,5 +314,31 @@ test('regmirror configure runs from the command line', async (t) => {
 
   const bad = await exec(process.execPath, cli.slice(0, 5), { cwd: ROOT }).catch((err: { code: number; stderr: string }) => err);
   assert.equal((bad as { code: number }).code, 2, 'a missing option is a usage error');
-  assert.equal((bad as { stderr: string }).stderr, 'regmirror: configure: --mirror URL is required (e.g. --mirror http://127.0.0.1:5000)\n');
+  assert.equal((bad as { stderr: string }).stderr, 'regmirror: configure: --mirror URL is required (e.g. --mirror http://127.0.0.1:5000), or --config mirror.yaml\n');
+});
+
+test('18.6 configure --config takes the registries from the upstreams and the mirror URL from listen', async (t) => {
+  const dir = await tempDir(t);
+  const config = join(dir, 'mirror.yaml');
+  await writeFile(
+    config,
+    `listen: 0.0.0.0:5123\ndataDir: ${join(dir, 'data')}\nupstreams:\n  docker.io:\n    url: http://127.0.0.1:9\n    aliases: [index.docker.io]\n  ghcr.io:\n    url: http://127.0.0.1:9\n  internal:\n    url: http://127.0.0.1:9\n`,
+  );
+  const hosts = join(dir, 'certs.d');
+  const main = ['--import', 'tsx', join(ROOT, 'src/main.ts')];
+  const r = await exec(process.execPath, [...main, 'configure', 'containerd', '--config', config, '--write', hosts], { cwd: ROOT });
+  assert.deepEqual(
+    r.stdout.trim().split('\n').map((l) => l.replace(/:.*/, '')),
+    ['docker.io', 'index.docker.io', 'ghcr.io'].map((reg) => `created ${join(hosts, reg, 'hosts.toml')}`),
+    'a route name that is no registry host (internal) gets no file',
+  );
+  assert.deepEqual(toml(await readFile(join(hosts, 'ghcr.io', 'hosts.toml'), 'utf8')).host, { 'http://127.0.0.1:5123': { capabilities: ['pull', 'resolve'] } });
+  assert.match(r.stderr, /^note: listen is 0\.0\.0\.0:5123 \(every address\): the mirror is given as http:\/\/127\.0\.0\.1:5123; on another machine pass --mirror http:\/\/HOST:5123$/m);
+
+  // --mirror and --registries still win; a listen address is used as it is.
+  await writeFile(config, `listen: 127.0.0.2:5001\ndataDir: ${join(dir, 'data')}\nupstreams:\n  quay.io:\n    url: http://127.0.0.1:9\n`);
+  const printed = await exec(process.execPath, [...main, 'configure', 'podman', '--config', config, '--print'], { cwd: ROOT });
+  assert.deepEqual(toml(printed.stdout).registry.map((x: { prefix: string; mirror: Array<{ location: string }> }) => [x.prefix, x.mirror[0].location]), [['quay.io', '127.0.0.2:5001/quay.io']]);
+  const override = await exec(process.execPath, [...main, 'configure', 'podman', '--config', config, '--mirror', 'http://mirror.example:5000', '--registries', 'ghcr.io', '--print'], { cwd: ROOT });
+  assert.deepEqual(toml(override.stdout).registry.map((x: { prefix: string; mirror: Array<{ location: string }> }) => [x.prefix, x.mirror[0].location]), [['ghcr.io', 'mirror.example:5000/ghcr.io']]);
 });

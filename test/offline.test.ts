@@ -53,3 +53,34 @@ test('offline: old tags and blobs are served, misses are 404 naming the offline 
     await m.close();
   }
 });
+
+test('18.6 offline: tags/list is answered from the cache, sorted, with n and last paginating', async () => {
+  const tagged = await Promise.all(['v2', 'latest', 'v10'].map((tag) => singleImage({ name: 'library/tagged', tag, seed: `offline-${tag}` })));
+  for (const i of tagged) up.addImage(i);
+  const online = await startMirror({ upstreams: [{ name: 'docker.io', url: up.url }], defaultUpstream: 'docker.io', dataDir });
+  for (const i of tagged) assert.equal((await get(`${online.url}/v2/tagged/manifests/${i.tag}`)).status, 200);
+  await online.close();
+  const m = await startMirror({ upstreams: [{ name: 'docker.io', url: up.url }], defaultUpstream: 'docker.io', dataDir, offline: true });
+  try {
+    up.resetCounters();
+    const all = await get(`${m.url}/v2/tagged/tags/list`);
+    assert.equal(all.status, 200, all.body.toString());
+    assert.match(String(all.headers['content-type']), /^application\/json/);
+    assert.deepEqual(JSON.parse(all.body.toString()), { name: 'library/tagged', tags: ['latest', 'v10', 'v2'] });
+    const first = await get(`${m.url}/v2/tagged/tags/list?n=2`);
+    assert.deepEqual(JSON.parse(first.body.toString()).tags, ['latest', 'v10']);
+    assert.equal(first.headers.link, '</v2/tagged/tags/list?n=2&last=v10>; rel="next"');
+    const second = await get(`${m.url}/v2/tagged/tags/list?n=2&last=v10`);
+    assert.deepEqual(JSON.parse(second.body.toString()).tags, ['v2']);
+    assert.equal(second.headers.link, undefined, 'the last page');
+    const other = await get(`${m.url}/v2/library/app/tags/list`);
+    assert.deepEqual(JSON.parse(other.body.toString()), { name: 'library/app', tags: ['v1'] });
+    const none = await get(`${m.url}/v2/library/never/tags/list`);
+    assert.equal(none.status, 404);
+    assert.equal(errorCode(none), 'NAME_UNKNOWN');
+    assert.match(none.body.toString(), /no tag of library\/never is in the offline cache/);
+    assert.equal(up.counters.total + up.counters.token, 0);
+  } finally {
+    await m.close();
+  }
+});

@@ -159,6 +159,19 @@ describe('prewarm', () => {
     assert.match(err.stderr, /done docker\.io\/team\/a:v1/);
   });
 
+  test('18.6 prewarm --platform that matches nothing lists the platforms the index has', async () => {
+    const dataDir = join(dir, 'no-platform');
+    const file = join(dir, 'no-platform.yaml');
+    await writeFile(file, `dataDir: ${dataDir}\n${await metadataYamlFor(dataDir)}defaultUpstream: docker.io\nupstreams:\n  docker.io:\n    url: ${up.url}\n`);
+    const err = await exec(process.execPath, ['--import', 'tsx', MAIN, 'prewarm', '--config', file, '--platform', 'linux/s390x', 'multi:1']).then(
+      () => undefined,
+      (e: { code: number; stdout: string; stderr: string }) => e,
+    );
+    assert.ok(err, 'exit status is non-zero');
+    assert.equal(err.code, 1);
+    assert.match(err.stdout, /error: docker\.io\/library\/multi:1 .*no manifest in the index is for linux\/s390x; it has linux\/amd64, linux\/arm64$/m);
+  });
+
   test('a rate-limited upstream makes prewarm wait and say so', async () => {
     let clock = 1_000_000;
     const ctx = await openCache(await config(join(dir, 'limited')), { log: silentLogger, now: () => clock });

@@ -128,6 +128,22 @@ describe('routing and bad input', () => {
     assert.ok(hub.counters.total > 0);
   });
 
+  test('18.6 a prefix that looks like a registry host but names no upstream is refused, not sent to Docker Hub', async () => {
+    for (const [host, path] of [['quay.io', 'quay.io/org/app'], ['localhost', 'localhost/app'], ['registry.example.com', 'registry.example.com/team/app']]) {
+      const r = await get(`${m.url}/v2/${path}/manifests/v1`);
+      assert.equal(r.status, 403, `${path}: ${r.body.toString()}`);
+      assert.equal(errorCode(r), 'DENIED');
+      const body = JSON.parse(r.body.toString()) as { errors: Array<{ message: string }> };
+      assert.equal(body.errors[0].message, `${host} is not an upstream of this mirror`);
+    }
+    const port = await rawGet(m.url, '/v2/localhost:5000/app/manifests/v1');
+    assert.equal(errorCode(port), 'DENIED', port.body.toString());
+    assert.equal(hub.counters.total + hub.counters.token, 0);
+    // A configured host prefix, and a Docker Hub namespace, still route.
+    assert.equal((await get(`${m.url}/v2/ghcr.io/org/app/manifests/v1`)).status, 200);
+    assert.equal((await get(`${m.url}/v2/library/alpine/manifests/3`)).status, 200);
+  });
+
   test('the server keeps serving after bad input', async () => {
     const r = await get(`${m.url}/v2/alpine/manifests/3`);
     assert.equal(r.status, 200);

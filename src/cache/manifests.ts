@@ -160,6 +160,18 @@ export class ManifestCache {
     return t.upstream.tags(t.repository, query);
   }
 
+  /** Offline, the tag list is what the cache holds: no upstream could say more. */
+  get offline(): boolean {
+    return this.#deps.offline === true;
+  }
+
+  /** The repository's cached tags, sorted (every Accept class's row folded into one). */
+  async cachedTags(t: Target): Promise<string[]> {
+    const rows = await this.#deps.metadata.listTags();
+    const tags = new Set(rows.filter((r) => r.upstream === t.upstream.name && r.repository === t.repository).map((r) => r.tag));
+    return [...tags].sort();
+  }
+
   /** Referrers index, passed through. */
   referrers(t: Target, digest: Digest, query: string): Promise<PassThroughBody> {
     return t.upstream.referrers(t.repository, digest, query);

@@ -26,6 +26,7 @@ export const OPTIONS = {
   repository: { type: 'string' },
   'older-than': { type: 'string' },
   repair: { type: 'boolean' },
+  force: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'V' },
   mirror: { type: 'string' },
@@ -53,12 +54,13 @@ const OPTION_HELP: Record<OptionName, string> = {
   'dry-run': '    --dry-run           say what would be done; change nothing',
   offline: '    --offline           never contact an upstream',
   output: '-o, --output FILE       the tar to write (- for standard output)',
-  all: '    --all               every tag in the cache (tags no longer whole in it are skipped with a warning)',
+  all: '    --all               every tag in the cache (tags no longer whole in it are skipped with a warning naming them)',
   strict: '    --strict            with --all: fail instead of skipping such a tag',
   fetch: '    --fetch             prewarm what is missing first',
   repository: '    --repository R      cache rm: every tag of a repository (e.g. docker.io/library/nginx)',
   'older-than': '    --older-than AGE    cache rm: images not pulled for this long (30d, 12h)',
   repair: '    --repair            remove blobs that fail, so the next pull fetches them again',
+  force: '    --force             cache rm: remove pinned images too',
   json: '    --json              machine-readable output',
   to: `    --to URL            the target database, postgres://user@host:port/database
                         (no password in it: PGPASSWORD, or --password-file)`,
@@ -90,21 +92,21 @@ export const COMMANDS: Record<string, CommandSpec> = {
     options: ['file', 'platform', 'concurrency', 'server', 'config', 'referrers', 'dry-run', 'json'],
   },
   export: {
-    synopsis: 'export -o FILE|- IMAGE...|--all [--strict] [--platform LIST] [--fetch] [--config FILE]',
+    synopsis: 'export -o FILE|- IMAGE...|--all [--strict] [--platform LIST] [--fetch] [--config FILE] [--json]',
     summary: 'write cached images as an OCI image-layout tar',
-    options: ['output', 'all', 'strict', 'platform', 'fetch', 'config'],
+    options: ['output', 'all', 'strict', 'platform', 'fetch', 'config', 'json'],
   },
-  import: { synopsis: 'import FILE|- [--config FILE]', summary: 'verify a bundle and add it to the cache, tags pinned', options: ['config'] },
+  import: { synopsis: 'import FILE|- [--config FILE] [--json]', summary: 'verify a bundle and add it to the cache, tags pinned', options: ['config', 'json'] },
   status: {
     synopsis: 'status [--server HOST:PORT | --config FILE] [--json]',
     summary: 'pull budgets, pulls saved, hit ratio, store size',
     options: ['server', 'config', 'json'],
   },
   cache: {
-    synopsis: `cache ls [--json] | cache rm IMAGE|--repository R|--older-than 30d | cache pin|unpin IMAGE
+    synopsis: `cache ls [--json] | cache rm IMAGE|--repository R|--older-than 30d [--force] | cache pin|unpin IMAGE
          [--server HOST:PORT | --config FILE]`,
-    summary: 'what the cache holds; remove or pin whole images',
-    options: ['server', 'config', 'json', 'repository', 'older-than'],
+    summary: 'what the cache holds; remove or pin whole images (pinned ones go only with --force)',
+    options: ['server', 'config', 'json', 'repository', 'older-than', 'force'],
   },
   gc: { synopsis: 'gc [--dry-run] [--server HOST:PORT | --config FILE] [--json]', summary: 'make the store and the database agree', options: ['server', 'config', 'dry-run', 'json'] },
   verify: {
@@ -119,10 +121,10 @@ stay put). Stop the server first: what it writes once the copy has begun is not 
     options: ['to', 'password-file', 'config', 'json'],
   },
   configure: {
-    synopsis: `configure containerd|docker|podman|k3s --mirror URL [--registries LIST] [--ca FILE]
+    synopsis: `configure containerd|docker|podman|k3s --mirror URL|--config FILE [--registries LIST] [--ca FILE]
          [--write DIR|FILE | --print]`,
-    summary: 'point a client at the mirror (merges into existing files)',
-    options: ['mirror', 'registries', 'ca', 'write', 'print'],
+    summary: "point a client at the mirror (merges into existing files); --config takes the mirror URL from\nlisten and the registries from the upstreams",
+    options: ['mirror', 'config', 'registries', 'ca', 'write', 'print'],
   },
   version: { synopsis: 'version', summary: 'print the version', options: [] },
 };

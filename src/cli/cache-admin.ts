@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import pLimit from 'p-limit';
 import { parseDigest, type Digest } from '../oci/digest.js';
-import { isIndexType, parseManifest } from '../oci/manifest.js';
+import { isIndexType, isNonDistributableType, parseManifest } from '../oci/manifest.js';
 import { READ_CHUNK } from '../store/body-source.js';
 import { formatImageReference, parseImageReference } from '../oci/reference.js';
 import type { TagEntry } from '../store/metadata.js';
@@ -21,6 +21,8 @@ export interface CachedImage {
   /** Bytes of the image's manifests and blobs that are in the store. */
   size: number;
   pinned: boolean;
+  /** The store lacks part of what serving it needs (evicted since): the next pull fetches it again. */
+  incomplete: boolean;
   /** When the image's root manifest was last served (ISO time). */
   lastPulled: string;
   hits: number;
@@ -28,16 +30,31 @@ export interface CachedImage {
 
 /** Every digest of an image that the store holds: the root, cached children, their blobs. */
 export async function imageDigests(ctx: Ctx, root: string): Promise<Set<string>> {
+  return (await walkImage(ctx, root)).found;
+}
+
+/**
+ * The image's digests the store holds, and how many it would need to serve the image but
+ * lacks (evicted since): the root, a layer or config of a cached manifest, or every
+ * platform of an index. Platforms never pulled are no loss: a mirror caches what is pulled.
+ */
+async function walkImage(ctx: Ctx, root: string): Promise<{ found: Set<string>; missing: number }> {
   const found = new Set<string>();
-  const visit = async (digest: string): Promise<void> => {
-    if (found.has(digest) || !(await ctx.metadata.getBlob(digest))) return;
+  let missing = 0;
+  const visit = async (digest: string): Promise<boolean> => {
+    if (found.has(digest)) return true;
+    if (!(await ctx.metadata.getBlob(digest))) return false;
     found.add(digest);
-    if (!(await ctx.metadata.getManifest(digest))) return;
+    if (!(await ctx.metadata.getManifest(digest))) return true;
     const m = parseManifest(await ctx.store.read(parseDigest(digest)));
-    for (const d of [...m.manifests, ...m.blobs]) await visit(d.digest);
+    let children = 0;
+    for (const d of m.manifests) if (await visit(d.digest)) children++;
+    if (m.manifests.length > 0 && children === 0) missing += m.manifests.length;
+    for (const d of m.blobs) if (!(await visit(d.digest)) && !isNonDistributableType(d.mediaType)) missing++;
+    return true;
   };
-  await visit(root);
-  return found;
+  if (!(await visit(root))) missing++;
+  return { found, missing };
 }
 
 /** One entry per tag (its Accept-class rows folded together). */
@@ -55,7 +72,7 @@ async function tags(ctx: Ctx): Promise<TagEntry[]> {
 export async function listImages(ctx: Ctx): Promise<CachedImage[]> {
   const out: CachedImage[] = [];
   for (const t of await tags(ctx)) {
-    const digests = await imageDigests(ctx, t.digest);
+    const { found: digests, missing } = await walkImage(ctx, t.digest);
     let size = 0;
     for (const d of digests) size += (await ctx.metadata.getBlob(d))?.size ?? 0;
     const stats = await ctx.metadata.blobStats(t.digest);
@@ -67,6 +84,7 @@ export async function listImages(ctx: Ctx): Promise<CachedImage[]> {
       digest: t.digest,
       size,
       pinned: t.pinned,
+      incomplete: missing > 0,
       lastPulled: stats ? new Date(stats.lastAccess).toISOString() : '-',
       hits: stats?.hits ?? 0,
     });
@@ -119,10 +137,15 @@ async function repin(ctx: Ctx): Promise<void> {
   await ctx.metadata.setBlobPins(pin, unpin);
 }
 
-/** Removes images: their tags, and every manifest and blob no remaining image holds. */
-export async function removeImages(ctx: Ctx, sel: Selector): Promise<{ images: CachedImage[]; blobs: number; bytes: number }> {
+/**
+ * Removes images: their tags, and every manifest and blob no remaining image holds. A pinned
+ * image was kept on purpose (often imported for an air-gapped site), so it goes only with force.
+ */
+export async function removeImages(ctx: Ctx, sel: Selector, force = false): Promise<{ images: CachedImage[]; blobs: number; bytes: number }> {
   const all = await listImages(ctx);
   const chosen = select(ctx, all, sel);
+  const pinned = chosen.filter((i) => i.pinned).map((i) => i.image);
+  if (pinned.length && !force) throw new Error(`${pinned.join(', ')} ${pinned.length === 1 ? 'is' : 'are'} pinned: unpin first, or pass --force`);
   const chosenKeys = new Set(chosen.map((i) => i.image));
   const keep = new Set<string>();
   for (const img of all.filter((i) => !chosenKeys.has(i.image))) for (const d of await imageDigests(ctx, img.digest)) keep.add(d);

@@ -40,12 +40,14 @@ async function withCache<T>(
 
 function table(images: CachedImage[]): string {
   const rows = [['IMAGE', 'DIGEST', 'SIZE', 'PINNED', 'LAST PULLED', 'HITS']];
-  for (const i of images) rows.push([i.image, i.digest.slice(7, 19), formatBytes(i.size), i.pinned ? 'yes' : '-', i.lastPulled.replace(/\.\d+Z$/, 'Z'), String(i.hits)]);
+  for (const i of images) rows.push([i.incomplete ? `${i.image} *` : i.image, i.digest.slice(7, 19), formatBytes(i.size), i.pinned ? 'yes' : '-', i.lastPulled.replace(/\.\d+Z$/, 'Z'), String(i.hits)]);
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  return rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c])).join('  ').trimEnd()).join('\n');
+  const lines = rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c])).join('  ').trimEnd());
+  if (images.some((i) => i.incomplete)) lines.push('* incomplete: part of it was evicted; the next pull fetches it again');
+  return lines.join('\n');
 }
 
-/** `cache ls`, `cache rm IMAGE|--repository R|--older-than 30d`, `cache pin IMAGE`, `cache unpin IMAGE`. */
+/** `cache ls`, `cache rm IMAGE|--repository R|--older-than 30d [--force]`, `cache pin IMAGE`, `cache unpin IMAGE`. */
 export async function cacheCommand(values: Values, args: string[]): Promise<number> {
   const [verb, ...rest] = args;
   const out = (x: unknown, text: string) => console.log(values.json ? JSON.stringify(x, null, 2) : text);
@@ -63,8 +65,9 @@ export async function cacheCommand(values: Values, args: string[]): Promise<numb
         out(r, `removed ${r.images.length} image(s): ${r.blobs} blobs, ${formatBytes(r.bytes)} freed${r.images.map((i) => `\n  ${i.image}`).join('')}`);
         return 0;
       };
-      const local = (ctx: CacheContext) => refused('rm', removeImages(ctx, sel));
-      return withCache(values, 'cache rm', { local, remote: { path: '/_regmirror/cache/rm', body: sel } }, print, nothingThere('rm'));
+      const force = values.force === true;
+      const local = (ctx: CacheContext) => refused('rm', removeImages(ctx, sel, force));
+      return withCache(values, 'cache rm', { local, remote: { path: '/_regmirror/cache/rm', body: { ...sel, force } } }, print, nothingThere('rm'));
     }
     case 'pin':
     case 'unpin': {

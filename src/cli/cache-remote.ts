@@ -25,7 +25,7 @@ export function serverCacheAdmin(ctx: CacheContext): CacheAdmin {
   return {
     run: async (op, body) => {
       if (op === 'ls') return { report: await listImages(ctx) };
-      return refusable(async () => (op === 'rm' ? removeImages(ctx, selectorOf(body)) : setPinned(ctx, imageOf(body), op === 'pin')));
+      return refusable(async () => (op === 'rm' ? removeImages(ctx, selectorOf(body), flagOf(body, 'force')) : setPinned(ctx, imageOf(body), op === 'pin')));
     },
     job: (op, body) => {
       if (op === 'gc') {

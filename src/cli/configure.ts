@@ -18,6 +18,7 @@ import {
   type Mirror,
   type Target,
 } from './client-config.js';
+import { loadConfig, type Config } from '../config.js';
 import { q } from './toml-sections.js';
 
 export * from './client-config.js';
@@ -141,6 +142,21 @@ export interface ConfigureFlags {
   write?: string;
   print?: boolean;
   ca?: string;
+  config?: string;
+}
+
+/** What a mirror's own config says: its URL (from `listen`, `tls`) and the registries it serves. */
+function fromConfig(config: Config): { mirror: string; registries: string; notes: string[] } {
+  const { host, port } = config.listen;
+  const wildcard = host === '0.0.0.0' || host === '::' || host === '';
+  const shown = wildcard ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  const mirror = `${config.tls ? 'https' : 'http'}://${shown}:${port}`;
+  const names = config.upstreams.flatMap((u) => [u.name, ...u.aliases]);
+  // An upstream named as a route (no host name) cannot be a client's registry.
+  const registries = [...new Set(names.map((n) => n.toLowerCase()).filter((n) => /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$/.test(n) && (n.includes('.') || n.includes(':') || n === 'localhost')))];
+  if (registries.length === 0) throw new ConfigureError('the config names no upstream by a registry host name (such as ghcr.io): pass --registries');
+  const notes = wildcard ? [`listen is ${host}:${port} (every address): the mirror is given as ${mirror}; on another machine pass --mirror http://HOST:${port}`] : [];
+  return { mirror, registries: registries.join(','), notes };
 }
 
 /** `regmirror configure TARGET --mirror URL [...]`; stdout gets the files or the changes, stderr the notes. */
@@ -148,7 +164,9 @@ export async function configureCommand(flags: ConfigureFlags, args: string[], ou
   const [target, ...extra] = args;
   if (!TARGETS.includes(target as Target)) throw new ConfigureError(`name what to configure: ${TARGETS.join(', ')} (got ${target === undefined ? 'nothing' : JSON.stringify(target)})`, true);
   if (extra.length) throw new ConfigureError(`unexpected argument ${JSON.stringify(extra[0])}`, true);
-  if (!flags.mirror) throw new ConfigureError('--mirror URL is required (e.g. --mirror http://127.0.0.1:5000)', true);
+  const configured = flags.config === undefined ? undefined : fromConfig(loadConfig(flags.config, process.env, { secrets: 'storage' }));
+  if (configured) flags = { ...flags, mirror: flags.mirror ?? configured.mirror, registries: flags.registries ?? configured.registries };
+  if (!flags.mirror) throw new ConfigureError('--mirror URL is required (e.g. --mirror http://127.0.0.1:5000), or --config mirror.yaml', true);
   if (flags.write !== undefined && flags.print) throw new ConfigureError('--write and --print exclude each other', true);
   if (flags.write === '') throw new ConfigureError('--write needs a path', true);
   const mirror = parseMirror(flags.mirror);
@@ -173,6 +191,6 @@ export async function configureCommand(flags: ConfigureFlags, args: string[], ou
     await applyPlan(plan);
     out(describePlan(plan).join('\n') + '\n');
   }
-  for (const n of plan.notes) err(`note: ${n}\n`);
+  for (const n of [...(configured?.notes ?? []), ...plan.notes]) err(`note: ${n}\n`);
   return 0;
 }

@@ -127,9 +127,14 @@ async function makePlan(ctx: CacheReader, opts: ExportOptions): Promise<Plan> {
     }
   }
   if (plan.images.length === 0) {
-    throw new Error(`export: no tag in the cache could be exported: ${plan.skipped.map((s) => `${s.name} (${s.reason})`).join('; ')}`);
+    throw new Error(`export: no tag in the cache could be exported: ${plan.skipped.map((s) => `${s.name} (${s.reason})`).join('; ')}; ${fetchHint(plan.skipped)}`);
   }
   return plan;
+}
+
+/** What brings skipped images back: `--fetch` pulls what the cache lost before exporting. */
+function fetchHint(skipped: Array<{ name: string }>): string {
+  return `to fetch what is missing and export them: regmirror export --fetch -o FILE ${skipped.map((s) => s.name).join(' ')}`;
 }
 
 /** Undoes what planning one image added, leaving the entries other images share. */
@@ -328,6 +333,12 @@ export async function exportCommand(values: Values, refs: string[]): Promise<num
     });
     if (!toStdout) await new Promise<void>((resolve) => (out as WriteStream).once('close', () => resolve()));
     for (const s of summary.skipped) process.stderr.write(`regmirror export: warning: skipped ${s.name}: ${s.reason}\n`);
+    if (summary.skipped.length) process.stderr.write(`regmirror export: ${fetchHint(summary.skipped)}\n`);
+    if (values.json) {
+      // Standard output may be the bundle itself.
+      (toStdout ? process.stderr : process.stdout).write(JSON.stringify(summary, null, 2) + '\n');
+      return 0;
+    }
     process.stderr.write(`exported ${summary.images.length} image(s), ${summary.blobs} blobs, ${formatBytes(summary.bytes)}\n`);
     for (const i of summary.images) process.stderr.write(`  ${i.name} ${i.digest.slice(0, 19)} ${i.platforms.join(',')}\n`);
     return 0;

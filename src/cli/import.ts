@@ -323,6 +323,10 @@ export async function importCommand(values: Values, args: string[]): Promise<num
     const summary = await importBundle(ctx, input).catch((err: Error) => {
       throw new UsageError(err.message.startsWith('import:') ? `regmirror ${err.message}` : `regmirror import: ${err.message}`);
     });
+    if (values.json) {
+      console.log(JSON.stringify(summary, null, 2));
+      return 0;
+    }
     console.log(`imported ${summary.images.length} image(s), ${summary.blobs} blobs, ${formatBytes(summary.bytes)} (${summary.present} already cached); tags pinned:`);
     for (const i of summary.images) console.log(`  ${i.name} ${i.digest}`);
     return 0;

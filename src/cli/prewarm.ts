@@ -153,6 +153,12 @@ async function prewarmOne(
   return result;
 }
 
+/** What to ask for instead: the platforms the index has (attestations, platform unknown, aside). */
+function noPlatformMatches(children: Descriptor[], wanted: Platform[]): string {
+  const has = [...new Set(children.filter((d) => d.platform && d.platform.os !== 'unknown').map((d) => platformName(d.platform)))];
+  return `no manifest in the index is for ${wanted.map((p) => platformName(p)).join(', ')}; it has ${has.join(', ') || 'no named platform'}`;
+}
+
 /** Caches the root manifest, the chosen children and (optionally) referrers; returns the blobs to fetch. */
 async function manifestsOf(ctx: CacheContext, t: Target, ref: ImageReference, opts: PrewarmOptions, result: PrewarmResult): Promise<Descriptor[]> {
   const root = await ctx.manifests.get(t, ref.digest ? { digest: ref.digest } : { tag: ref.tag! }, ALL_TYPES, true);
@@ -161,7 +167,7 @@ async function manifestsOf(ctx: CacheContext, t: Target, ref: ImageReference, op
   const blobs: Descriptor[] = [...parsed.blobs];
   if (isIndexType(parsed.mediaType)) {
     const chosen = parsed.manifests.filter((d) => opts.platforms === 'all' || opts.platforms.some((p) => platformMatches(p, d.platform)));
-    if (chosen.length === 0) throw new Error(`no manifest in the index matches the requested platforms`);
+    if (chosen.length === 0) throw new Error(noPlatformMatches(parsed.manifests, opts.platforms as Platform[]));
     for (const child of chosen) {
       const m = await ctx.manifests.get(t, { digest: parseDigest(child.digest) }, ALL_TYPES, true);
       blobs.push(...parseManifest(m.bytes!, m.mediaType).blobs);

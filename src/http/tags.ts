@@ -1,8 +1,9 @@
-// Tag lists and referrers, passed through to the upstream. The upstream's pagination Link
-// names its own repository path; it is rewritten to the path the client used.
+// Tag lists and referrers, passed through to the upstream (offline, tag lists come from the
+// cache). The upstream's pagination Link names its own repository path; it is rewritten to
+// the path the client used.
 import type { Context } from 'hono';
 import type { ManifestCache } from '../cache/manifests.js';
-import { InvalidReference } from '../errors.js';
+import { InvalidReference, NotInOfflineCache } from '../errors.js';
 import { parseDigest } from '../oci/digest.js';
 import { isTag } from '../oci/reference.js';
 import type { ResolvedTarget } from './target.js';
@@ -19,12 +20,26 @@ export async function serveTags(c: Context, manifests: ManifestCache, t: Resolve
     if (!isTag(last)) throw new InvalidReference('last must be a tag');
     params.set('last', last);
   }
+  if (manifests.offline) return serveCachedTags(c, manifests, t, n === undefined ? undefined : Number(n), last);
   const query = params.size ? `?${params}` : '';
   const body = await manifests.tags(t, query);
   const headers: Record<string, string> = { 'content-type': body.contentType ?? 'application/json' };
   const link = body.link && rewriteLink(body.link, t, c.req.query('ns'));
   if (link) headers.link = link;
   return c.body(new Uint8Array(body.bytes), 200, headers);
+}
+
+/** The distribution-spec tag list from the cache: lexical order, `n` and `last` paginate with a Link. */
+async function serveCachedTags(c: Context, manifests: ManifestCache, t: ResolvedTarget, n: number | undefined, last: string | undefined): Promise<Response> {
+  const all = await manifests.cachedTags(t);
+  if (all.length === 0) throw new NotInOfflineCache('other', `no tag of ${t.repository} is in the offline cache (this mirror runs offline and never asks an upstream)`);
+  const after = last === undefined ? all : all.filter((tag) => tag > last);
+  const page = n === undefined ? after : after.slice(0, n);
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (n !== undefined && n > 0 && page.length < after.length) {
+    headers.link = rewriteLink(`</v2/${t.repository}/tags/list?${new URLSearchParams({ n: String(n), last: page.at(-1)! })}>; rel="next"`, t, c.req.query('ns'))!;
+  }
+  return c.body(JSON.stringify({ name: t.repository, tags: page }), 200, headers);
 }
 
 export async function serveReferrers(c: Context, manifests: ManifestCache, t: ResolvedTarget, reference: string): Promise<Response> {

@@ -57,9 +57,12 @@ export function resolveTarget(rawName: string, ns: string | undefined, table: Up
     upstream = table.lookup(first)!;
     [name, prefix] = [rawName.slice(slash + 1), first + '/'];
   } else {
+    // Docker's reference grammar reads such a component as a registry host; a Docker Hub
+    // namespace (a user or organisation) never has a dot, so sending it there would fetch
+    // from the wrong registry.
+    if (first !== undefined && looksLikeHost(first)) throw new UnknownUpstream(`${first.slice(0, 100)} is not an upstream of this mirror`);
     upstream = table.default;
     if (!upstream) {
-      if (first !== undefined && first.includes('.')) throw new UnknownUpstream(`registry ${JSON.stringify(first.slice(0, 100))} is not configured on this mirror`);
       throw new InvalidName('no default upstream is configured: name a registry with ?ns= or a path prefix');
     }
   }
@@ -67,4 +70,8 @@ export function resolveTarget(rawName: string, ns: string | undefined, table: Up
   const repository = upstream.name === 'docker.io' ? dockerHubName(name) : name;
   if (!table.permits(upstream, repository)) throw new AccessDenied(`repository ${repository} of ${upstream.name} is not served by this mirror`);
   return { upstream, repository, clientName: name, prefix };
+}
+
+function looksLikeHost(component: string): boolean {
+  return component.includes('.') || component.includes(':') || component.toLowerCase() === 'localhost';
 }
