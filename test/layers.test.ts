@@ -37,7 +37,7 @@ const ALLOWED: Record<string, string[]> = {
   upstream: ['upstream', 'oci', 'errors', 'config', 'log'],
   cluster: ['cluster', 'store', 'upstream', 'oci', 'errors', 'log'],
   cache: ['cache', 'cluster', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics'],
-  http: ['http', 'cache', 'cluster', 'oci', 'errors', 'log', 'config', 'metrics'],
+  http: ['http', 'cache', 'cluster', 'oci', 'errors', 'log', 'config', 'metrics', 'bytes'],
 };
 
 test('imports follow the layer direction', () => {

@@ -10,7 +10,8 @@ import { ArgumentError, configPath, serverOrigin, UsageError, type Values } from
 import { gc, listImages, removeImages, setPinned, verify, type CachedImage, type GcReport, type Selector, type VerifyReport } from './cache-admin.js';
 import { askServer, type VerifyProgress } from './cache-remote.js';
 import { noCacheYet, openCache, type CacheContext } from './context.js';
-import { formatBytes, noCacheLine } from './status.js';
+import { formatBytes } from '../bytes.js';
+import { noCacheLine } from './status.js';
 
 /**
  * Where a command's report comes from: the running server of --server (`remote`: its

@@ -17,7 +17,7 @@ import { ArgumentError, configPath, UsageError, type Values } from './args.js';
 import { openCache, type CacheContext } from './context.js';
 import { parsePlatforms, prewarm } from './prewarm.js';
 import { ProgressView } from './progress.js';
-import { formatBytes } from './status.js';
+import { formatBytes } from '../bytes.js';
 
 export interface ExportOptions {
   /** Image references (`alpine:3`, `ghcr.io/org/app@sha256:…`), or 'all' for every tag in the database. */

@@ -22,7 +22,7 @@ import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { ArgumentError, configPath, UsageError, type Values } from './args.js';
 import { openCache, type CacheContext } from './context.js';
-import { formatBytes } from './status.js';
+import { formatBytes } from '../bytes.js';
 
 export interface ImportedImage {
   /** Full reference, e.g. `docker.io/library/alpine:3`. */

@@ -1,7 +1,7 @@
 // Progress for long CLI work: one bar per image plus a total on a terminal, plain lines
 // otherwise (CI logs), and a summary table at the end.
 import type { PrewarmEvent, PrewarmResult } from './prewarm.js';
-import { formatBytes } from './status.js';
+import { formatBytes } from '../bytes.js';
 
 interface Line {
   image: string;

@@ -3,6 +3,7 @@
 // in flight. Read from a running server (--server) or straight from the data dir.
 import { resolve } from 'node:path';
 import { request } from 'undici';
+import { formatBytes } from '../bytes.js';
 import { loadConfig, type Config } from '../config.js';
 import { FLUSH_EVERY_MS, type Metadata, type RateLimitRow, type RollupMetric } from '../store/metadata.js';
 import { noCacheYet, openMetadata } from './context.js';
@@ -108,17 +109,6 @@ export function formatStatus(r: StatusReport): string {
   lines.push(`last 24h: ${s.last24h.evicted} blobs evicted, ${s.last24h.verifyFailed} failed verification, ${s.last24h.passthrough} streamed without caching (store full)`);
   if (r.downloadsInFlight !== undefined) lines.push(`downloads in flight: ${r.downloadsInFlight}`);
   return lines.join('\n');
-}
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
 }
 
 /** Asks a running regmirror for its report; with client auth it needs a client token or the admin token. */

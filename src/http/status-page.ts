@@ -4,6 +4,7 @@
 // HTML is escaped: repository names come from clients.
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { formatBytes } from '../bytes.js';
 
 /** The last 24 h hour by hour, oldest first; `hours` are the hours' starts in Unix seconds. */
 export interface HourSeries {
@@ -209,16 +210,6 @@ function percent(r: number): string {
   return `${(r * 100).toFixed(1)}%`;
 }
 
-function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
-}
 
 const PAGE_STYLE = `
 body { font: 14px/1.4 system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 0 1rem 2rem; color: #1b1f24; }
