@@ -38,15 +38,21 @@ export async function startRecordingProxy(allowed: string): Promise<RecordingPro
       res.writeHead(502).end('not the mirror');
       return;
     }
+    // Chromium is killed at the end of each visit: any of these sockets may be reset mid-request.
+    req.on('error', () => out.destroy());
+    res.on('error', () => out.destroy());
     const out = httpRequest(target, { method: req.method, headers: req.headers }, (answer) => {
+      answer.on('error', () => res.destroy());
       res.writeHead(answer.statusCode ?? 502, answer.headers);
       answer.pipe(res);
     });
     out.on('error', () => res.destroy());
     req.pipe(out);
   });
+  server.on('clientError', (_err, socket) => socket.destroy());
   server.on('connect', (req, socket) => {
     seen.push(`CONNECT ${req.url}`);
+    socket.on('error', () => socket.destroy());
     socket.end('HTTP/1.1 502 Bad Gateway\r\n\r\n');
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
