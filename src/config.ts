@@ -4,14 +4,16 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { parseCluster, type ClusterConfig } from './config-cluster.js';
+import { parseMetadata, type MetadataConfig } from './config-metadata.js';
 import { dockerConfigRef, type DockerConfigRef } from './config-docker.js';
 import { PARENT_KEYS, parseParent, type ParentConfig } from './config-parent.js';
 import { parseStorage, type StorageConfig } from './config-storage.js';
-import { ConfigError, UnresolvedReference, bool, checkUrl, duration, intInRange, known, listenAddress, nonBlank, nonNegativeInt, obj, oneOf, optStr, pemFile, positiveInt, postgresUrl, secret, size, str, strList } from './config-values.js';
+import { ConfigError, UnresolvedReference, bool, checkUrl, duration, known, listenAddress, nonBlank, nonNegativeInt, obj, oneOf, optStr, positiveInt, secret, size, str, strList } from './config-values.js';
 
 export { ConfigError, duration, size } from './config-values.js';
 export { deleteGraceOf, type S3StorageConfig, type StorageConfig } from './config-storage.js';
 export type { ClusterConfig } from './config-cluster.js';
+export type { MetadataConfig, PostgresConfig } from './config-metadata.js';
 export type { DockerConfigRef } from './config-docker.js';
 export type { ParentConfig } from './config-parent.js';
 
@@ -69,22 +71,6 @@ export interface UpstreamConfig {
   viaParent?: false;
 }
 
-/**
- * Where the metadata (tags, blobs, links, counters) lives: SQLite (`mirror.db` in the data
- * dir, one host), or a PostgreSQL database that several replicas share.
- */
-export type MetadataConfig = { kind: 'sqlite' } | ({ kind: 'postgres' } & PostgresConfig);
-
-export interface PostgresConfig {
-  /** postgres://user@host:port/database, never with a password. */
-  url: string;
-  password: string;
-  /** Connections per process. */
-  pool: number;
-  /** TLS: off, on (system CAs), or verified against `ca` (PEM text, read from the configured file). */
-  ssl: boolean | { ca?: string; rejectUnauthorized: boolean };
-}
-
 export interface Config {
   listen: { host: string; port: number };
   dataDir: string;
@@ -119,7 +105,6 @@ export interface Config {
     shutdownGraceMs: number;
   };
 }
-
 
 const UPSTREAM_DEFAULTS = {
   aliases: [] as string[],
@@ -213,7 +198,7 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env, 
   const cfg: Config = {
     listen: raw.listen === undefined ? DEFAULTS.listen : listenAddress(str(raw.listen, 'listen', env), 'listen'),
     dataDir: raw.dataDir === undefined ? DEFAULTS.dataDir : str(raw.dataDir, 'dataDir', env),
-    metadata: raw.metadata === undefined ? { ...DEFAULTS.metadata } : metadata(raw.metadata, env),
+    metadata: raw.metadata === undefined ? { ...DEFAULTS.metadata } : parseMetadata(raw.metadata, env),
     defaultUpstream: optStr(raw.defaultUpstream, 'defaultUpstream', env),
     upstreams: raw.upstreams === undefined ? structuredClone(DEFAULTS.upstreams) : upstreams(raw.upstreams, env, spare),
     ...(parent ? { parent } : {}),
@@ -341,37 +326,6 @@ function globs(v: unknown, key: string): string[] {
   return list;
 }
 
-function metadata(v: unknown, env: NodeJS.ProcessEnv): MetadataConfig {
-  if (v === 'sqlite') return { kind: 'sqlite' };
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError('metadata', 'must be sqlite or a mapping with postgres');
-  const m = obj(v, 'metadata');
-  known(m, 'metadata.', ['postgres']);
-  const p = obj(m.postgres, 'metadata.postgres');
-  known(p, 'metadata.postgres.', ['url', 'password', 'pool', 'ssl']);
-  if (p.url === undefined) throw new ConfigError('metadata.postgres.url', 'required (postgres://user@host:5432/database)');
-  if (p.password === undefined) throw new ConfigError('metadata.postgres.password', 'required (the role\'s password; ${ENV} or file: like every secret)');
-  return {
-    kind: 'postgres',
-    url: postgresUrl(str(p.url, 'metadata.postgres.url', env), 'metadata.postgres.url', 'metadata.postgres.password'),
-    password: secret(p.password, 'metadata.postgres.password', env),
-    pool: p.pool === undefined ? 10 : intInRange(p.pool, 'metadata.postgres.pool', 1, 100),
-    ssl: p.ssl === undefined ? false : postgresSsl(p.ssl, env),
-  };
-}
-
-/** false, true (verified against the system CAs), or { ca, rejectUnauthorized }. */
-function postgresSsl(v: unknown, env: NodeJS.ProcessEnv): PostgresConfig['ssl'] {
-  if (typeof v === 'boolean') return v;
-  const key = 'metadata.postgres.ssl';
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(key, 'must be true, false or a mapping with ca and rejectUnauthorized');
-  const o = obj(v, key);
-  known(o, `${key}.`, ['ca', 'rejectUnauthorized']);
-  return {
-    ...(o.ca === undefined ? {} : { ca: pemFile(o.ca, `${key}.ca`, env) }),
-    rejectUnauthorized: o.rejectUnauthorized === undefined ? true : bool(o.rejectUnauthorized, `${key}.rejectUnauthorized`),
-  };
-}
-
 function tlsFiles(v: unknown, env: NodeJS.ProcessEnv): { cert: string; key: string } {
   const t = obj(v, 'tls');
   known(t, 'tls.', ['cert', 'key']);
@@ -405,7 +359,6 @@ function credentials(value: unknown, key: string, env: NodeJS.ProcessEnv): Pick<
   known(c, `${key}.`, ['username', 'password', 'dockerConfig']);
   return { credentials: { username: secret(c.username, `${key}.username`, env), password: secret(c.password, `${key}.password`, env) } };
 }
-
 
 function checkNames(cfg: Config): void {
   const seen = new Set<string>();
