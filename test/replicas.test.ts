@@ -66,7 +66,7 @@ describe('replicas sharing one bucket and one PostgreSQL', { skip: cephMissing()
   });
 
   test(`15.2 ${CLIENTS} clients over three replicas pull one cold ${LAYERS}-layer image at once: one upstream GET per blob, right digests, and followers stream before the download ends`, async () => {
-    up.faults = { blobBytesPerSecond: 2 * MiB };
+    up.faults = { blobBytesPerSecond: 1.5 * MiB };
     const digests = [...wide.blobs.keys()];
     const big = [...digests].sort((x, y) => wide.blobs.get(y)!.length - wide.blobs.get(x)!.length)[0];
     const client = async (k: number) => {
@@ -93,16 +93,18 @@ describe('replicas sharing one bucket and one PostgreSQL', { skip: cephMissing()
     }
     const repeated = digests.filter((d) => (up.counters.blobGetByDigest.get(d) ?? 0) !== 1);
     assert.deepEqual(repeated.map((d) => `${d}: ${up.counters.blobGetByDigest.get(d) ?? 0} GETs`), [], 'every blob fetched exactly once for the three replicas');
-    // The big layer's download (6 s) ends before any client's last byte (that waits for
-    // the digest); every client that asked well before then (2 s: a follower's first
-    // step, 1 MiB, and the round trips to the holder, on a loaded machine), on every
-    // replica, had its first byte before then too: none waited for the download to end.
-    const bigs = results.map((got) => got.find((g) => g.digest === big)!.r);
+    // The big layer's download (8 s) ends before any client's last byte (that waits for
+    // the digest); every client that asked well before then (3.5 s: a follower's first
+    // step, 1 MiB, and the round trips to the database and the holder, on a machine that
+    // runs another test file beside this one), on every replica, had its first byte
+    // before then too: none waited for the download to end.
+    const bigs = results.map((got, k) => ({ k, ...got.find((g) => g.digest === big)!.r }));
     const downloadEnded = Math.min(...bigs.map((r) => r.endAt));
-    const during = bigs.filter((r) => r.startAt < downloadEnded - 2_000);
+    const during = bigs.filter((r) => r.startAt < downloadEnded - 3_500);
     assert.ok(during.length >= 12, `${during.length} of ${CLIENTS} clients asked while the download ran`);
-    const late = during.filter((r) => r.firstByteAt >= downloadEnded).length;
-    assert.equal(late, 0, `${late} of ${during.length} clients got their first byte only after the download had ended`);
+    const late = during.filter((r) => r.firstByteAt >= downloadEnded);
+    const when = (r: (typeof bigs)[number]) => `client ${r.k} (replica ${r.k % 3}): asked ${Math.round(downloadEnded - r.startAt)} ms before the end, first byte ${Math.round(r.firstByteAt - downloadEnded)} ms after`;
+    assert.deepEqual(late.map(when), [], `clients that got their first byte only after the download had ended\n${set.logs()}`);
   });
 
   test('15.3 skopeo and containerd pull through replica A what was fetched through replica B, with no upstream request', async (t) => {
