@@ -7,6 +7,7 @@ import { parseCluster, type ClusterConfig } from './config-cluster.js';
 import { parseMetadata, type MetadataConfig } from './config-metadata.js';
 import { dockerConfigRef, type DockerConfigRef } from './config-docker.js';
 import { PARENT_KEYS, parseParent, type ParentConfig } from './config-parent.js';
+import { parseEvents, parsePolicies, type EventsConfig, type Policy } from './config-policies.js';
 import { parseStorage, type StorageConfig } from './config-storage.js';
 import { ConfigError, UnresolvedReference, bool, checkUrl, duration, known, listenAddress, nonBlank, nonNegativeInt, obj, oneOf, optStr, positiveInt, secret, size, str, strList } from './config-values.js';
 
@@ -16,6 +17,7 @@ export type { ClusterConfig } from './config-cluster.js';
 export type { MetadataConfig, PostgresConfig } from './config-metadata.js';
 export type { DockerConfigRef } from './config-docker.js';
 export type { ParentConfig } from './config-parent.js';
+export type { EventsConfig, Policy, SignaturePolicy, TagPolicy } from './config-policies.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 /** `auto`: text when stderr is a terminal, else JSON lines. */
@@ -94,6 +96,10 @@ export interface Config {
   storage: StorageConfig;
   /** Set on every replica of a cluster sharing one PostgreSQL and one bucket. */
   cluster?: ClusterConfig;
+  /** Signature and tag policies, the first that matches a pull governing it; unset: none. */
+  policies?: Policy[];
+  /** The event webhook, queue and retention; unset: events are only stored. */
+  events?: EventsConfig;
   limits: {
     /** Open connections one client address may hold; 0: no limit. */
     connectionsPerClient: number;
@@ -191,7 +197,7 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env, 
     throw new ConfigError(opts.source ?? '(file)', `not valid YAML: ${(err as Error).message.split('\n')[0].replace(/:$/, '')}`);
   }
   const raw = obj(doc ?? {}, '(root)');
-  known(raw, '', ['listen', 'dataDir', 'metadata', 'defaultUpstream', 'upstreams', 'log', 'manifestMemory', 'offline', 'adminToken', 'tls', 'auth', 'limits', 'storage', 'cluster', ...PARENT_KEYS]);
+  known(raw, '', ['listen', 'dataDir', 'metadata', 'defaultUpstream', 'upstreams', 'log', 'manifestMemory', 'offline', 'adminToken', 'tls', 'auth', 'limits', 'storage', 'cluster', 'policies', 'events', ...PARENT_KEYS]);
   const spare = spareWith(opts);
   const parent = parseParent(raw, env, spare);
   const adminToken = raw.adminToken === undefined || raw.adminToken === null ? undefined : spare(() => secret(raw.adminToken, 'adminToken', env));
@@ -211,6 +217,8 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env, 
     limits: raw.limits === undefined ? { ...DEFAULTS.limits } : limits(raw.limits),
     storage: raw.storage === undefined ? { ...DEFAULTS.storage } : parseStorage(raw.storage, DEFAULTS.storage, env),
     ...(raw.cluster === undefined || raw.cluster === null ? {} : { cluster: parseCluster(raw.cluster, env) }),
+    ...(raw.policies === undefined ? {} : { policies: parsePolicies(raw.policies, env) }),
+    ...(raw.events === undefined ? {} : { events: parseEvents(raw.events, env, spare) }),
   };
   // Replicas share what they cache: a disk or a SQLite file of one's own would split it.
   if (cfg.cluster && (cfg.metadata.kind !== 'postgres' || cfg.storage.backend !== 's3')) {

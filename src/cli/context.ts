@@ -16,6 +16,8 @@ import { ConfigError, deleteGraceOf, type Config } from '../config.js';
 import { UpstreamTable } from '../http/target.js';
 import { createLogger, resolveLogFormat, type Logger } from '../log.js';
 import { Metrics } from '../metrics.js';
+import { NO_EVENTS, type EventSink } from '../events/event.js';
+import { PolicySet } from '../policy/policies.js';
 import { openBlobStorage } from '../store/blob-storage.js';
 import type { ContentStore } from '../store/content-store.js';
 import { databaseFile, hasDatabase } from '../store/data-dir.js';
@@ -43,6 +45,10 @@ export interface CacheContext {
   manifests: ManifestCache;
   /** Present when storage.maxSize sets a limit. */
   evictor?: Evictor;
+  /** Where whatever notices an event records it. */
+  events: EventSink;
+  /** The config's signature and tag policies, compiled. */
+  policies: PolicySet;
   close(): Promise<void>;
 }
 
@@ -90,6 +96,8 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     const { highWatermark, lowWatermark } = config.storage;
     evictor = new Evictor({ metadata, metrics, log: log.child({ component: 'evict' }), inUse: (d) => blobs.inUse(d), remove: (d) => removals.remove(d), holder: replica.id, limitBytes, highWatermark, lowWatermark });
   }
+  const events: EventSink = NO_EVENTS;
+  const policies = new PolicySet(config.policies ?? []);
   const manifests = new ManifestCache({ store, metadata, metrics, ...(cluster ? { shared: cluster.work } : {}), log: log.child({ component: 'manifests' }), now, memoryBytes: config.manifestMemoryBytes, offline: config.offline, onFetched: (t, referenced) => blobs.vouch(t, referenced) });
   const close = async () => {
     await evictor?.close();
@@ -102,7 +110,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     await metadata.close();
     await storage.close();
   };
-  return { config, log, now, store, spool, metadata, metrics, replica, clients, upstreams, blobs, manifests, evictor, close };
+  return { config, log, now, store, spool, metadata, metrics, replica, clients, upstreams, blobs, manifests, evictor, events, policies, close };
 }
 
 /**
