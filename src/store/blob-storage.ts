@@ -4,7 +4,7 @@ import { mkdir } from 'node:fs/promises';
 import type { ContentStore } from './content-store.js';
 import { blobsDir, spoolDir } from './data-dir.js';
 import { FsBlobStore } from './fs/fs-blob-store.js';
-import { S3ContentStore, type S3StoreOptions } from './s3/s3-content-store.js';
+import type { S3StoreOptions } from './s3/s3-content-store.js';
 import { Spool } from './spool.js';
 
 export type { S3StoreOptions } from './s3/s3-content-store.js';
@@ -31,6 +31,8 @@ export async function openBlobStorage(opts: BlobStorageOptions): Promise<BlobSto
   const spool = new Spool(spoolDir(opts.dataDir));
   await spool.init();
   if (opts.s3) {
+    // Loaded only when configured: the AWS SDK is a tenth of a node-local mirror's memory.
+    const { S3ContentStore } = await import('./s3/s3-content-store.js');
     const content = new S3ContentStore(opts.s3, spool);
     return { content, spool, close: async () => content.close() };
   }

@@ -44,10 +44,6 @@ const TYPES: pg.CustomTypesConfig = {
 };
 
 /** Where the url points, for messages: host:port/database (the url holds no secret, but this is shorter). */
-export function describeTarget(url: string): string {
-  const u = new URL(url);
-  return `${u.hostname}:${u.port || '5432'}${u.pathname}`;
-}
 
 /** Pool settings from the options. The url is split here: pg lets a connection string override a separate password. */
 export function poolConfig(opts: PostgresOptions): pg.PoolConfig {

@@ -18,7 +18,8 @@ import type {
 } from '../metadata-store.js';
 import type { LeaseStore } from '../leases.js';
 import type { HourRow, RateLimitRow, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow } from '../rows.js';
-import { describeTarget, Session, type PostgresOptions, type Queries } from './connection.js';
+import { Session, type PostgresOptions, type Queries } from './connection.js';
+import { describeTarget } from './describe-target.js';
 import { unavailableReason } from './errors.js';
 import { PostgresLeases } from './leases-postgres.js';
 import { migrate } from './migrations.js';
