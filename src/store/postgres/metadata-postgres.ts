@@ -16,11 +16,13 @@ import type {
   RowBatch,
   StoreOptions,
 } from '../metadata-store.js';
+import type { GuardedTagStore } from '../guarded-tags.js';
 import type { LeaseStore } from '../leases.js';
 import type { HourRow, RateLimitRow, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow } from '../rows.js';
 import { describeTarget, Session, type PostgresOptions, type Queries } from './connection.js';
 import { unavailableReason } from './errors.js';
 import { PostgresLeases } from './leases-postgres.js';
+import { PostgresGuardedTags } from './guarded-tags-postgres.js';
 import { migrate } from './migrations.js';
 import { BLOBS, COUNTERS, COUNTS, LINKS, MANIFESTS, RECONCILE, reconcileStatement, reconcileSubjects, SCHEMA, TAGS } from './queries.js';
 import { exportRows, importRows } from './rows-copy.js';
@@ -37,11 +39,13 @@ export class PostgresMetadataStore implements MetadataStore {
   readonly #db: Session;
   readonly #now: () => number;
   readonly leases: LeaseStore;
+  readonly guardedTags: GuardedTagStore;
 
   private constructor(db: Session, now: () => number) {
     this.#db = db;
     this.#now = now;
     this.leases = new PostgresLeases(db, now);
+    this.guardedTags = new PostgresGuardedTags(db, now);
   }
 
   /**
