@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { request } from 'undici';
 import { singleImage, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
 import { requireTools, skopeoCopyVerified } from './e2e/harness.js';
@@ -198,5 +199,19 @@ describe('immutable tags', () => {
     const none = await cli(['tags', 'accept', 'docker.io/library/keep:v1.0', '--server', host], env);
     assert.equal(none.code, 1);
     assert.match(none.stderr, /has no pending change/);
+  });
+
+  test('the accept endpoint answers a bad request with 400 and its reason, and a caller without the token with 401', async () => {
+    const post = async (body: string, token = TOKEN) => {
+      const res = await request(`${url}/_regmirror/tags/accept`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) } });
+      return { status: res.statusCode, error: ((await res.body.json()) as { error: string }).error };
+    };
+    assert.deepEqual(await post('{}'), { status: 400, error: 'image: an image reference with a tag is required' });
+    assert.deepEqual(await post('not json'), { status: 400, error: 'the request body is not JSON' });
+    assert.equal((await post('{"image":"Bad//Name:v1"}')).status, 400);
+    assert.deepEqual(await post(`{"image":"library/keep@${images.get('keep')!.first.root.digest}"}`), { status: 400, error: `library/keep@${images.get('keep')!.first.root.digest}: name a tag, not a digest` });
+    assert.deepEqual(await post('{"image":"library/nothing:v1"}'), { status: 400, error: 'docker.io/library/nothing:v1 has no pending change to accept' });
+    assert.equal((await post('{"image":"library/keep:v1.0"}', '')).status, 401);
+    assert.equal((await post('{"image":"library/keep:v1.0"}', 'wrong')).status, 401);
   });
 });
