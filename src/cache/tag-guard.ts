@@ -46,7 +46,9 @@ export class TagGuard {
         return upstreamDigest;
       }
       const action = governing.policy.onChange;
-      if (await store.recordChange(k, upstreamDigest, action)) this.#report(key, governing.name, action, row.digest, upstreamDigest);
+      // Known already (the usual case at each later revalidation): no write at all.
+      const news = row.change?.digest !== upstreamDigest && (await store.recordChange(k, upstreamDigest, action));
+      if (news) this.#report(key, governing.name, action, row.digest, upstreamDigest);
       if (action === 'follow') return upstreamDigest;
       if (action === 'keep') return row.digest;
     } catch (err) {
