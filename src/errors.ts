@@ -98,6 +98,24 @@ export class AccessDenied extends RegmirrorError {
     super('ACCESS_DENIED', message);
   }
 }
+/**
+ * An immutable tag (a tag policy with `onChange: refuse`) names another digest upstream
+ * than the one it is held to; pulls by that tag fail until an operator accepts the change.
+ */
+export class TagChangeRefused extends RegmirrorError {
+  constructor(
+    readonly image: string,
+    readonly policy: string,
+    readonly guarded: string,
+    readonly upstreamDigest: string,
+  ) {
+    super(
+      'TAG_CHANGE_REFUSED',
+      `tag ${image} is immutable under ${policy}: it is held to ${guarded} but the upstream now names ${upstreamDigest}; ` +
+        `an operator who trusts the change runs regmirror tags accept ${image}`,
+    );
+  }
+}
 export class BlobNotFound extends RegmirrorError {
   constructor(readonly digest: string) {
     super('BLOB_NOT_FOUND', `blob ${digest} is not known to the upstream for this repository`);
@@ -262,6 +280,9 @@ export function toOciError(err: unknown): OciError {
   if (err instanceof UnsupportedDigest) return new OciError('DIGEST_INVALID', m, { detail: { digest: err.digest, supported: err.supported } });
   if (err instanceof InvalidDigest) return new OciError('DIGEST_INVALID', m);
   if (err instanceof UnknownUpstream || err instanceof AccessDenied) return new OciError('DENIED', m);
+  // DENIED (403), as a registry refusing a pull by policy answers: docker, containerd and
+  // skopeo print the message, and a client that retries gets the same answer.
+  if (err instanceof TagChangeRefused) return new OciError('DENIED', m, { detail: { tag: err.image, policy: err.policy, guarded: err.guarded, upstream: err.upstreamDigest } });
   if (err instanceof BlobNotFound) return new OciError('BLOB_UNKNOWN', m);
   if (err instanceof ManifestNotFound) return new OciError('MANIFEST_UNKNOWN', m);
   if (err instanceof RepositoryNotFound) return new OciError('NAME_UNKNOWN', m);

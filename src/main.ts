@@ -9,6 +9,7 @@ import { migrateCommand } from './cli/migrate.js';
 import { prewarmCommand } from './cli/prewarm.js';
 import { serveCommand } from './cli/serve.js';
 import { statusCommand } from './cli/status.js';
+import { tagsCommand } from './cli/tags.js';
 import { ConfigError } from './config.js';
 
 async function main(argv: string[]): Promise<number> {
@@ -47,6 +48,8 @@ async function main(argv: string[]): Promise<number> {
       return verifyCommand(values);
     case 'migrate':
       return migrateCommand(values, args);
+    case 'tags':
+      return tagsCommand(values, args);
     default:
       throw new ArgumentError(`regmirror: unknown command ${JSON.stringify(command)} (see regmirror --help)`);
   }

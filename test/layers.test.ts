@@ -36,7 +36,7 @@ const ALLOWED: Record<string, string[]> = {
   store: ['store', 'oci', 'errors'],
   upstream: ['upstream', 'oci', 'errors', 'config', 'log'],
   cluster: ['cluster', 'store', 'upstream', 'oci', 'errors', 'log'],
-  cache: ['cache', 'cluster', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics'],
+  cache: ['cache', 'cluster', 'policy', 'events', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics'],
   http: ['http', 'cache', 'cluster', 'oci', 'errors', 'log', 'config', 'metrics', 'bytes'],
 };
 

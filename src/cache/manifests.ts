@@ -16,6 +16,7 @@ import type { Target } from './blobs.js';
 import { isStoreFull } from './download.js';
 import { SingleFlight } from './single-flight.js';
 import type { SharedWork } from '../cluster/shared-work.js';
+import type { TagGuard } from './tag-guard.js';
 
 /** A revalidation is a HEAD (or a GET of a changed manifest): seconds at worst. */
 const TAG_WORK = { ttlMs: 15_000, waitMs: 3_000 };
@@ -48,6 +49,8 @@ export interface ManifestCacheDeps {
   shared?: SharedWork;
   /** Told of the blobs a manifest names when it comes from the upstream through `t` (BlobCache.vouch). */
   onFetched?: (t: Target, blobs: readonly Descriptor[]) => Promise<void>;
+  /** With tag policies: what an immutable tag may resolve to (consulted only when the upstream is asked). */
+  guard?: TagGuard;
 }
 
 /** Manifest and tag cache. */
@@ -224,6 +227,9 @@ export class ManifestCache {
     const cachedForSomeone = row ? (await metadata.getManifest(row.digest)) !== undefined : (await metadata.tagRows(key.upstream, key.repository, key.tag)).length > 0;
     if (cachedForSomeone) {
       const head = await t.upstream.headManifest(t.repository, key.tag, key.accept);
+      // Asked before any GET: a change that is refused or kept costs no pull.
+      const held = head.digest !== undefined && isDigest(head.digest) ? await this.#heldTo(key, head.digest, row) : undefined;
+      if (held !== undefined) return this.#held(t, key, held, ttl);
       const known = head.digest !== undefined && isDigest(head.digest) ? await metadata.getManifest(head.digest) : undefined;
       if (head.digest !== undefined && known && (head.digest === row?.digest || (await metadata.isLinked(key.upstream, key.repository, head.digest)))) {
         const cached = await this.#cached(head.digest, false);
@@ -236,8 +242,25 @@ export class ManifestCache {
       }
     }
     const fetched = await this.#fetch(t, undefined, key.accept, key.tag);
+    const held = await this.#heldTo(key, fetched.digest, row);
+    if (held !== undefined) return this.#held(t, key, held, ttl);
     if (!fetched.uncached) await metadata.putTag(key, fetched.digest, fetched.mediaType, ttl);
     return fetched;
+  }
+
+  /** The digest a guarded tag is held to when it is not the one the upstream names (TagGuard). */
+  async #heldTo(key: TagKey, upstreamDigest: string, row: TagRow | undefined): Promise<string | undefined> {
+    const guard = this.#deps.guard;
+    if (!guard) return undefined;
+    const serve = await guard.resolve(key, upstreamDigest, row?.digest);
+    return serve === upstreamDigest ? undefined : serve;
+  }
+
+  /** Serves a tag as held by its policy, its TTL renewed: the upstream is asked again at the next TTL, not at every pull. */
+  async #held(t: Target, key: TagKey, digest: string, ttl: number): Promise<ManifestReply> {
+    const reply = (await this.#cached(digest, false)) ?? (await this.#fetch(t, parseDigest(digest), key.accept));
+    if (!reply.uncached) await this.#deps.metadata.putTag(key, digest, reply.mediaType, ttl);
+    return { ...reply, source: 'revalidated' };
   }
 
   /** GETs a manifest from the upstream, checks it, stores and links it. */

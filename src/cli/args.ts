@@ -126,6 +126,12 @@ stay put). Stop the server first: what it writes once the copy has begun is not 
     summary: "point a client at the mirror (merges into existing files); --config takes the mirror URL from\nlisten and the registries from the upstreams",
     options: ['mirror', 'config', 'registries', 'ca', 'write', 'print'],
   },
+  tags: {
+    synopsis: 'tags ls [--json] | tags accept IMAGE:TAG [--server HOST:PORT | --config FILE]',
+    summary: `immutable tags (tag policies) whose upstream now names another digest; accept makes
+that digest the one the tag is held to, and the next pull gets it`,
+    options: ['server', 'config', 'json'],
+  },
   version: { synopsis: 'version', summary: 'print the version', options: [] },
 };
 

@@ -12,6 +12,7 @@ import type { ClusterPeers } from '../cache/peer-blobs.js';
 import { DeferredRemovals } from '../cache/deferred-removal.js';
 import { Evictor } from '../cache/evict.js';
 import { ManifestCache } from '../cache/manifests.js';
+import { TagGuard } from '../cache/tag-guard.js';
 import { ConfigError, deleteGraceOf, type Config } from '../config.js';
 import { UpstreamTable } from '../http/target.js';
 import { createLogger, resolveLogFormat, type Logger } from '../log.js';
@@ -98,7 +99,8 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   }
   const events: EventSink = NO_EVENTS;
   const policies = new PolicySet(config.policies ?? []);
-  const manifests = new ManifestCache({ store, metadata, metrics, ...(cluster ? { shared: cluster.work } : {}), log: log.child({ component: 'manifests' }), now, memoryBytes: config.manifestMemoryBytes, offline: config.offline, onFetched: (t, referenced) => blobs.vouch(t, referenced) });
+  const guard = policies.empty ? undefined : new TagGuard({ store: metadata.guardedTags, policies, events, log: log.child({ component: 'tags' }) });
+  const manifests = new ManifestCache({ store, metadata, metrics, ...(cluster ? { shared: cluster.work } : {}), log: log.child({ component: 'manifests' }), now, memoryBytes: config.manifestMemoryBytes, offline: config.offline, ...(guard ? { guard } : {}), onFetched: (t, referenced) => blobs.vouch(t, referenced) });
   const close = async () => {
     await evictor?.close();
     removals.close();

@@ -13,6 +13,7 @@ import { MetadataUnavailable, StoreFull } from '../errors.js';
 import { configPath, type Values } from './args.js';
 import { verify } from './cache-admin.js';
 import { serverCacheAdmin } from './cache-remote.js';
+import { serverTagsAdmin } from './tags.js';
 import { openCache, type CacheContext } from './context.js';
 import { listen, type Listener } from './listener.js';
 import { prewarm, prewarmRequest } from './prewarm.js';
@@ -65,7 +66,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   };
   const clientAuth = await loadClientAuth(config);
   const dashboard = () => gatherDashboard({ metadata, upstreams: clients, now: now(), downloads: () => blobs.downloads(), maxBytes: ctx.evictor?.limitBytes });
-  const admin = { metrics, readiness, status, dashboard, prewarm: prewarmJob, cacheAdmin: serverCacheAdmin(ctx), adminToken: config.adminToken, clientAuth };
+  const admin = { metrics, readiness, status, dashboard, prewarm: prewarmJob, cacheAdmin: serverCacheAdmin(ctx), tagsAdmin: serverTagsAdmin(ctx.metadata, config), adminToken: config.adminToken, clientAuth };
   const peer = config.cluster ? { blobs, secret: config.cluster.secret } : undefined;
   const app = createApp({ upstreams, blobs, manifests, metrics, log, admin, clientAuth, ...(peer && !config.cluster?.listen ? { peer } : {}) });
   let listener: Listener | undefined;

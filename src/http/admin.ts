@@ -8,6 +8,7 @@
 //   /_regmirror/ui/<file>         anyone: the page's script, style and uPlot, which carry no data
 //   /_regmirror/prewarm           the admin token when one is set; else as status
 //   /_regmirror/cache, gc, verify  as prewarm (they change the cache as much as it does)
+//   /_regmirror/tags, tags/accept  as prewarm (an accept changes what a tag serves)
 import { timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import type { Metrics } from '../metrics.js';
@@ -32,6 +33,8 @@ export interface AdminDeps {
   prewarm?: (body: unknown) => { run: (emit: (event: object) => void) => Promise<unknown> };
   /** `cache`, `gc` and `verify --server`: the same operations on the server's own cache. */
   cacheAdmin?: CacheAdmin;
+  /** `tags ls|accept --server`: the immutable tags' pending changes. */
+  tagsAdmin?: TagsAdmin;
   /** Bearer token that prewarm and the cache endpoints require, and that status accepts, when set. */
   adminToken?: string;
   /** Client access control of /v2: when set, status, prewarm and the cache endpoints are closed to anonymous callers too. */
@@ -46,6 +49,12 @@ export interface CacheAdmin {
   run(op: 'ls' | 'pin' | 'unpin' | 'rm', body: unknown): Promise<CacheAnswer>;
   /** `gc` and `verify`, long runs: throws on a bad body before it starts, emits progress while it runs. */
   job(op: 'gc' | 'verify', body: unknown): { run: (emit: Emit) => Promise<unknown> };
+}
+
+export interface TagsAdmin {
+  ls(): Promise<CacheAnswer>;
+  /** The body names the image: `{ "image": "docker.io/library/nginx:v1.0" }`. */
+  accept(body: unknown): Promise<CacheAnswer>;
 }
 
 /** A prewarm request names images, platforms and a few options: a megabyte is plenty. */
@@ -82,6 +91,7 @@ export function adminRoutes(deps: AdminDeps): Hono {
     return ndjsonResponse(job);
   });
   if (deps.cacheAdmin) cacheRoutes(app, deps, deps.cacheAdmin);
+  if (deps.tagsAdmin) tagRoutes(app, deps, deps.tagsAdmin);
   return app;
 }
 
@@ -126,6 +136,19 @@ function cacheRoutes(app: Hono, deps: AdminDeps, admin: CacheAdmin): void {
       return ndjsonResponse(job);
     });
   }
+}
+
+/** `tags ls` and `tags accept`, under prewarm's rule. */
+function tagRoutes(app: Hono, deps: AdminDeps, admin: TagsAdmin): void {
+  const answer = (c: Context, a: CacheAnswer) => ('refused' in a ? c.json({ error: a.refused }, 400) : c.json(a.report as object, 200, { 'cache-control': 'no-store' }));
+  app.get('/_regmirror/tags', async (c) => (await mayChange(deps, c)) ?? answer(c, await admin.ls()));
+  app.post('/_regmirror/tags/accept', async (c) => {
+    const refused = await mayChange(deps, c);
+    if (refused) return refused;
+    const request = await readJson(c.req.raw);
+    if ('status' in request) return c.json({ error: request.error }, request.status);
+    return answer(c, await admin.accept(request.value));
+  });
 }
 
 /** The status page and its data, under the rule of status; its static files, open. */

@@ -5,6 +5,7 @@
 // connection or a backend's error codes: a backend that cannot be reached throws
 // MetadataUnavailable, and `Metadata` (metadata.ts) wraps every backend with the memo
 // and the batching that keep a warm hit free of queries.
+import type { GuardedTagStore } from './guarded-tags.js';
 import type { LeaseStore } from './leases.js';
 import type { HourRow, RateLimitRow, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow } from './rows.js';
 
@@ -77,6 +78,8 @@ export interface MetadataStore {
   schemaVersion(): Promise<number>;
   /** Claims on work shared between the processes of one database (see leases.ts). */
   readonly leases: LeaseStore;
+  /** The digests immutable tags are held to (see guarded-tags.ts). */
+  readonly guardedTags: GuardedTagStore;
 
   // ---- tags ----
   getTag(k: TagKey): Promise<TagRow | undefined>;

@@ -6,6 +6,7 @@
 //     in one batch every few seconds (PendingWrites);
 //   - writes of the serving path that the database cannot take now wait in order and are
 //     retried (WriteQueue), so a client is served through a database restart.
+import type { GuardedTagStore } from './guarded-tags.js';
 import type { LeaseStore } from './leases.js';
 import type { MetadataUnavailable } from '../errors.js';
 import { HotRows, linkKey, tagKey, tagRowsKey } from './hot-rows.js';
@@ -65,6 +66,11 @@ export class Metadata {
   /** Claims shared with the other processes of this database; unmemoised, since each answer is news. */
   get leases(): LeaseStore {
     return this.#store.leases;
+  }
+
+  /** The digests immutable tags are held to; unmemoised, so an accept by a command beside a server shows at once. */
+  get guardedTags(): GuardedTagStore {
+    return this.#store.guardedTags;
   }
 
   /** Serving-path writes waiting for the database to be back. */

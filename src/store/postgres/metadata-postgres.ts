@@ -16,12 +16,14 @@ import type {
   RowBatch,
   StoreOptions,
 } from '../metadata-store.js';
+import type { GuardedTagStore } from '../guarded-tags.js';
 import type { LeaseStore } from '../leases.js';
 import type { HourRow, RateLimitRow, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow } from '../rows.js';
 import { Session, type PostgresOptions, type Queries } from './connection.js';
 import { describeTarget } from './describe-target.js';
 import { unavailableReason } from './errors.js';
 import { PostgresLeases } from './leases-postgres.js';
+import { PostgresGuardedTags } from './guarded-tags-postgres.js';
 import { migrate } from './migrations.js';
 import { BLOBS, COUNTERS, COUNTS, LINKS, MANIFESTS, RECONCILE, reconcileStatement, reconcileSubjects, SCHEMA, TAGS } from './queries.js';
 import { exportRows, importRows } from './rows-copy.js';
@@ -38,11 +40,13 @@ export class PostgresMetadataStore implements MetadataStore {
   readonly #db: Session;
   readonly #now: () => number;
   readonly leases: LeaseStore;
+  readonly guardedTags: GuardedTagStore;
 
   private constructor(db: Session, now: () => number) {
     this.#db = db;
     this.#now = now;
     this.leases = new PostgresLeases(db, now);
+    this.guardedTags = new PostgresGuardedTags(db, now);
   }
 
   /**

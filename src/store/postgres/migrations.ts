@@ -100,6 +100,22 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX subject_rollups_metric ON subject_rollups (metric, hour);
   `,
+  `
+  -- Immutable tags (tag policies): the digest each is held to, per class of clients, and
+  -- the change the upstream made that nobody accepted yet; see src/store/guarded-tags.ts.
+  CREATE TABLE guarded_tags (
+    upstream      TEXT COLLATE "C" NOT NULL,
+    repository    TEXT COLLATE "C" NOT NULL,
+    tag           TEXT COLLATE "C" NOT NULL,
+    class         TEXT COLLATE "C" NOT NULL,
+    digest        TEXT COLLATE "C" NOT NULL,
+    guarded_at    BIGINT NOT NULL,
+    change_digest TEXT COLLATE "C",
+    change_since  BIGINT,
+    change_action TEXT,
+    PRIMARY KEY (upstream, repository, tag, class)
+  );
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

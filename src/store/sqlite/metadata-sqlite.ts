@@ -18,10 +18,12 @@ import type {
   StoreOptions,
   StoredRows,
 } from '../metadata-store.js';
+import type { GuardedTagStore } from '../guarded-tags.js';
 import type { LeaseStore } from '../leases.js';
 import { toTagEntry, type HourRow, type RateLimitRow, type RawTag, type RawTagEntry, type RollupMetric, type SubjectMetric, type TagEntry, type TagKey, type TagRow } from '../rows.js';
 import { busy } from './busy.js';
 import { SqliteLeases } from './leases-sqlite.js';
+import { SqliteGuardedTags } from './guarded-tags-sqlite.js';
 import { BUSY_TIMEOUT_MS, FLUSH_BUSY_TIMEOUT_MS, openDatabase } from './migrations.js';
 
 const HOUR = 3_600_000;
@@ -45,11 +47,13 @@ export class SqliteMetadataStore implements MetadataStore {
   readonly #now: () => number;
   readonly #statements = new Map<string, Database.Statement>();
   readonly leases: LeaseStore;
+  readonly guardedTags: GuardedTagStore;
 
   constructor(path: string, opts: StoreOptions = {}) {
     this.#now = opts.now ?? Date.now;
     this.#db = openDatabase(path, BUSY_TIMEOUT_MS);
     this.leases = new SqliteLeases(this.#db, this.#now);
+    this.guardedTags = new SqliteGuardedTags(this.#db, this.#now);
   }
 
   async schemaVersion(): Promise<number> {

@@ -107,6 +107,22 @@ export const MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX subject_rollups_metric ON subject_rollups (metric, hour);
   `,
+  `
+  -- Immutable tags (tag policies): the digest each is held to, per class of clients, and
+  -- the change the upstream made that nobody accepted yet; see src/store/guarded-tags.ts.
+  CREATE TABLE guarded_tags (
+    upstream      TEXT NOT NULL,
+    repository    TEXT NOT NULL,
+    tag           TEXT NOT NULL,
+    class         TEXT NOT NULL,
+    digest        TEXT NOT NULL,
+    guarded_at    INTEGER NOT NULL,
+    change_digest TEXT,
+    change_since  INTEGER,
+    change_action TEXT,
+    PRIMARY KEY (upstream, repository, tag, class)
+  ) WITHOUT ROWID;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
