@@ -5,6 +5,7 @@
 // connection or a backend's error codes: a backend that cannot be reached throws
 // MetadataUnavailable, and `Metadata` (metadata.ts) wraps every backend with the memo
 // and the batching that keep a warm hit free of queries.
+import type { EventStore } from './events.js';
 import type { LeaseStore } from './leases.js';
 import type { HourRow, RateLimitRow, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow } from './rows.js';
 
@@ -77,6 +78,8 @@ export interface MetadataStore {
   schemaVersion(): Promise<number>;
   /** Claims on work shared between the processes of one database (see leases.ts). */
   readonly leases: LeaseStore;
+  /** What the mirror told its operators (see events.ts). */
+  readonly events: EventStore;
 
   // ---- tags ----
   getTag(k: TagKey): Promise<TagRow | undefined>;

@@ -6,6 +6,7 @@
 //     in one batch every few seconds (PendingWrites);
 //   - writes of the serving path that the database cannot take now wait in order and are
 //     retried (WriteQueue), so a client is served through a database restart.
+import type { EventStore } from './events.js';
 import type { LeaseStore } from './leases.js';
 import type { MetadataUnavailable } from '../errors.js';
 import { HotRows, linkKey, tagKey, tagRowsKey } from './hot-rows.js';
@@ -65,6 +66,11 @@ export class Metadata {
   /** Claims shared with the other processes of this database; unmemoised, since each answer is news. */
   get leases(): LeaseStore {
     return this.#store.leases;
+  }
+
+  /** Events, written in batches by their recorder and read by the commands; unmemoised. */
+  get events(): EventStore {
+    return this.#store.events;
   }
 
   /** Serving-path writes waiting for the database to be back. */

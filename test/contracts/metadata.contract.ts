@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test, type TestContext } from 'node:test';
 import type { MetadataStore, PendingBatch, RowBatch, StoredRows } from '../../src/store/metadata-store.js';
 import type { RateLimitRow, SubjectMetric, TagKey } from '../../src/store/rows.js';
+import { eventContract } from './events.contract.js';
 import { leaseContract } from './leases.contract.js';
 
 export interface OpenedStore {
@@ -70,6 +71,7 @@ export function metadataContract(name: string, open: OpenStore): void {
 
   describe(`MetadataStore contract: ${name}`, () => {
     leaseContract(setup, advance);
+    eventContract(setup);
     test('a new store is migrated and empty', async (t) => {
       const s = await setup(t);
       assert.ok((await s.schemaVersion()) >= 1);

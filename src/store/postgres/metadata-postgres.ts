@@ -16,10 +16,12 @@ import type {
   RowBatch,
   StoreOptions,
 } from '../metadata-store.js';
+import type { EventStore } from '../events.js';
 import type { LeaseStore } from '../leases.js';
 import type { HourRow, RateLimitRow, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow } from '../rows.js';
 import { describeTarget, Session, type PostgresOptions, type Queries } from './connection.js';
 import { unavailableReason } from './errors.js';
+import { PostgresEvents } from './events-postgres.js';
 import { PostgresLeases } from './leases-postgres.js';
 import { migrate } from './migrations.js';
 import { BLOBS, COUNTERS, COUNTS, LINKS, MANIFESTS, RECONCILE, reconcileStatement, reconcileSubjects, SCHEMA, TAGS } from './queries.js';
@@ -37,10 +39,12 @@ export class PostgresMetadataStore implements MetadataStore {
   readonly #db: Session;
   readonly #now: () => number;
   readonly leases: LeaseStore;
+  readonly events: EventStore;
 
   private constructor(db: Session, now: () => number) {
     this.#db = db;
     this.#now = now;
+    this.events = new PostgresEvents(db);
     this.leases = new PostgresLeases(db, now);
   }
 

@@ -107,6 +107,24 @@ export const MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX subject_rollups_metric ON subject_rollups (metric, hour);
   `,
+  `
+  -- What the mirror told its operators (src/store/events.ts): appended in batches, listed
+  -- newest first, pruned past the retention. details is a JSON object. Never exported.
+  CREATE TABLE events (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at         INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    upstream   TEXT,
+    repository TEXT,
+    tag        TEXT,
+    digest     TEXT,
+    message    TEXT NOT NULL,
+    details    TEXT,
+    count      INTEGER NOT NULL DEFAULT 1
+  );
+  CREATE INDEX events_at ON events (at);
+  CREATE INDEX events_kind_at ON events (kind, at);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
