@@ -111,7 +111,7 @@ export const MIGRATIONS: readonly string[] = [
   -- What the mirror told its operators (src/store/events.ts): appended in batches, listed
   -- newest first, pruned past the retention. details is a JSON object. Never exported.
   CREATE TABLE events (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         INTEGER PRIMARY KEY,
     at         INTEGER NOT NULL,
     kind       TEXT NOT NULL,
     upstream   TEXT,
