@@ -36,7 +36,8 @@ const ALLOWED: Record<string, string[]> = {
   store: ['store', 'oci', 'errors'],
   upstream: ['upstream', 'oci', 'errors', 'config', 'log'],
   cluster: ['cluster', 'store', 'upstream', 'oci', 'errors', 'log'],
-  cache: ['cache', 'cluster', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics'],
+  cache: ['cache', 'cluster', 'events', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics'],
+  events: ['events', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics', 'config-policies'],
   http: ['http', 'cache', 'cluster', 'oci', 'errors', 'log', 'config', 'metrics', 'bytes'],
 };
 
