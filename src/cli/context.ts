@@ -22,6 +22,7 @@ import { EVENTS_DEFAULTS } from '../config-policies.js';
 import { PolicySet } from '../policy/policies.js';
 import { openBlobStorage } from '../store/blob-storage.js';
 import type { ContentStore } from '../store/content-store.js';
+import type { EventQuery, StoredEvent } from '../store/events.js';
 import { databaseFile, hasDatabase } from '../store/data-dir.js';
 import { Metadata, type MetadataOptions } from '../store/metadata.js';
 import { openMetadataStore, type MetadataBackend } from '../store/open-metadata.js';
@@ -49,6 +50,8 @@ export interface CacheContext {
   evictor?: Evictor;
   /** Where whatever notices an event records it. */
   events: EventSink;
+  /** The events stored, newest first, those still buffered written first. */
+  recentEvents(q: EventQuery): Promise<StoredEvent[]>;
   /** The config's signature and tag policies, compiled. */
   policies: PolicySet;
   close(): Promise<void>;
@@ -115,7 +118,11 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     await metadata.close();
     await storage.close();
   };
-  return { config, log, now, store, spool, metadata, metrics, replica, clients, upstreams, blobs, manifests, evictor, events, policies, close };
+  const recentEvents = async (q: EventQuery) => {
+    await recorder.flush();
+    return metadata.events.list(q);
+  };
+  return { config, log, now, store, spool, metadata, metrics, replica, clients, upstreams, blobs, manifests, evictor, events, recentEvents, policies, close };
 }
 
 /**

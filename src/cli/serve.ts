@@ -17,6 +17,8 @@ import { openCache, type CacheContext } from './context.js';
 import { listen, type Listener } from './listener.js';
 import { prewarm, prewarmRequest } from './prewarm.js';
 import { gatherDashboard } from './dashboard.js';
+import { eventView } from '../events/view.js';
+import type { EventsQuery } from '../http/admin.js';
 import { gatherStatus } from './status.js';
 
 /** Images a server's prewarms resolve at once (manifests fetched, blobs listed), across all requests. */
@@ -65,7 +67,8 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   };
   const clientAuth = await loadClientAuth(config);
   const dashboard = () => gatherDashboard({ metadata, upstreams: clients, now: now(), downloads: () => blobs.downloads(), maxBytes: ctx.evictor?.limitBytes });
-  const admin = { metrics, readiness, status, dashboard, prewarm: prewarmJob, cacheAdmin: serverCacheAdmin(ctx), adminToken: config.adminToken, clientAuth };
+  const events = async (q: EventsQuery) => (await ctx.recentEvents(q)).map(eventView);
+  const admin = { metrics, readiness, status, dashboard, events, prewarm: prewarmJob, cacheAdmin: serverCacheAdmin(ctx), adminToken: config.adminToken, clientAuth };
   const peer = config.cluster ? { blobs, secret: config.cluster.secret } : undefined;
   const app = createApp({ upstreams, blobs, manifests, metrics, log, admin, clientAuth, ...(peer && !config.cluster?.listen ? { peer } : {}) });
   let listener: Listener | undefined;
