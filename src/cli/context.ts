@@ -22,7 +22,6 @@ import { EVENTS_DEFAULTS } from '../config-policies.js';
 import { PolicySet } from '../policy/policies.js';
 import { openBlobStorage } from '../store/blob-storage.js';
 import type { ContentStore } from '../store/content-store.js';
-import type { EventQuery, StoredEvent } from '../store/events.js';
 import { databaseFile, hasDatabase } from '../store/data-dir.js';
 import { Metadata, type MetadataOptions } from '../store/metadata.js';
 import { openMetadataStore, type MetadataBackend } from '../store/open-metadata.js';
@@ -50,8 +49,8 @@ export interface CacheContext {
   evictor?: Evictor;
   /** Where whatever notices an event records it. */
   events: EventSink;
-  /** The events stored, newest first, those still buffered written first. */
-  recentEvents(q: EventQuery): Promise<StoredEvent[]>;
+  /** Writes the events still buffered (at most a second's), for a reader that must see them all. */
+  flushEvents(): Promise<void>;
   /** The config's signature and tag policies, compiled. */
   policies: PolicySet;
   close(): Promise<void>;
@@ -118,11 +117,8 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     await metadata.close();
     await storage.close();
   };
-  const recentEvents = async (q: EventQuery) => {
-    await recorder.flush();
-    return metadata.events.list(q);
-  };
-  return { config, log, now, store, spool, metadata, metrics, replica, clients, upstreams, blobs, manifests, evictor, events, recentEvents, policies, close };
+  const flushEvents = () => recorder.flush();
+  return { config, log, now, store, spool, metadata, metrics, replica, clients, upstreams, blobs, manifests, evictor, events, flushEvents, policies, close };
 }
 
 /**

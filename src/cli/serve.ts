@@ -29,7 +29,7 @@ export interface ServerOptions {
   now?: () => number;
 }
 
-export interface RunningServer extends Pick<CacheContext, 'metadata' | 'blobs' | 'upstreams' | 'metrics' | 'manifests' | 'store' | 'evictor'> {
+export interface RunningServer extends Pick<CacheContext, 'metadata' | 'blobs' | 'upstreams' | 'metrics' | 'manifests' | 'store' | 'evictor' | 'events'> {
   /** `http(s)://host:port` as bound (port 0 in the config picks a free one). */
   url: string;
   port: number;
@@ -57,7 +57,11 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   exportLimits(ctx);
   ctx.evictor?.start();
   const verifier = scheduleVerify(ctx, config.storage.verifyEveryMs);
-  const status = () => gatherStatus({ metadata, upstreams: clients, now: now(), inFlight: blobs.inFlight });
+  // The readers of events write the recorder's buffer first, so they show what just happened.
+  const status = async () => {
+    await ctx.flushEvents();
+    return gatherStatus({ metadata, upstreams: clients, now: now(), inFlight: blobs.inFlight });
+  };
   const readiness = () => checkReadiness(ctx);
   // One bound for every prewarm the server runs, however many requests ask at once.
   const imageLimit = pLimit(PREWARM_IMAGES_AT_ONCE);
@@ -66,8 +70,14 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     return { run: (emit: (e: object) => void) => prewarm(ctx, images, { ...options, imageLimit, onEvent: emit }) };
   };
   const clientAuth = await loadClientAuth(config);
-  const dashboard = () => gatherDashboard({ metadata, upstreams: clients, now: now(), downloads: () => blobs.downloads(), maxBytes: ctx.evictor?.limitBytes });
-  const events = async (q: EventsQuery) => (await ctx.recentEvents(q)).map(eventView);
+  const dashboard = async () => {
+    await ctx.flushEvents();
+    return gatherDashboard({ metadata, upstreams: clients, now: now(), downloads: () => blobs.downloads(), maxBytes: ctx.evictor?.limitBytes });
+  };
+  const events = async (q: EventsQuery) => {
+    await ctx.flushEvents();
+    return (await metadata.events.list(q)).map(eventView);
+  };
   const admin = { metrics, readiness, status, dashboard, events, prewarm: prewarmJob, cacheAdmin: serverCacheAdmin(ctx), adminToken: config.adminToken, clientAuth };
   const peer = config.cluster ? { blobs, secret: config.cluster.secret } : undefined;
   const app = createApp({ upstreams, blobs, manifests, metrics, log, admin, clientAuth, ...(peer && !config.cluster?.listen ? { peer } : {}) });
@@ -111,6 +121,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     blobs,
     upstreams,
     metrics,
+    events: ctx.events,
     manifests,
     store: ctx.store,
     evictor: ctx.evictor,
