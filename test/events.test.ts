@@ -206,4 +206,21 @@ describe('events', () => {
     assert.match(text.stdout, /events \(24h\): digest_mismatch 1, stale_served 6/);
     assert.match(text.stdout, /stale_served\s+docker\.io\/library\/app:t5/);
   });
+
+  test('cache rm of a pinned image without --force is refused and recorded by the command itself, which delivers it on close', async () => {
+    const hooked = join(m.dataDir, 'cli-webhook.yaml');
+    await writeFile(hooked, `dataDir: ${m.dataDir}\nevents:\n  webhook: http://127.0.0.1:${receiver.port}/hook\n  secret: ${SECRET}\n`);
+    const pinned = await cli(['cache', 'pin', 'library/app:t1', '--config', hooked]);
+    assert.equal(pinned.code, 0, pinned.stderr);
+    const before = receiver.deliveries.length;
+    const rm = await cli(['cache', 'rm', 'library/app:t1', '--config', hooked]);
+    assert.equal(rm.code, 1);
+    assert.match(rm.stderr, /is pinned: unpin first, or pass --force/);
+    assert.equal(receiver.deliveries.length, before + 1, 'delivered before the command exited');
+    const d = receiver.deliveries[before];
+    assert.equal(d.headers[SIGNATURE_HEADER], `sha256=${createHmac('sha256', SECRET).update(d.body).digest('hex')}`);
+    assert.equal((JSON.parse(d.body) as { kind: string }).kind, 'pinned_eviction_refused');
+    const listed = JSON.parse((await cli(['events', '--json', '--kind', 'pinned_eviction_refused', '--config', config])).stdout) as Array<{ repository: string; tag: string; digest: string }>;
+    assert.deepEqual(listed.map((e) => [e.repository, e.tag, e.digest]), [['library/app', 't1', images[1].root.digest]]);
+  });
 });
