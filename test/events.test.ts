@@ -4,6 +4,7 @@
 // from the data dir and through --server.
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { join } from 'node:path';
@@ -174,6 +175,15 @@ describe('events', () => {
     const lines = text.stdout.trim().split('\n');
     assert.equal(lines.length, 6);
     assert.match(lines[0], /^\d{4}-\d\d-\d\dT\S+Z\s+stale_served\s+docker\.io\/library\/app:t5@sha256:[0-9a-f]{12}\s+served library\/app:t5 as cached/);
+
+    // A data dir no mirror has used: said so, nothing created.
+    const fresh = join(m.dataDir, 'fresh.yaml');
+    await writeFile(fresh, `dataDir: ${join(m.dataDir, 'never-used')}\n`);
+    const none = await cli(['events', '--json', '--config', fresh]);
+    assert.equal(none.code, 0, none.stderr);
+    assert.equal(none.stdout.trim(), '[]');
+    assert.match(none.stderr, /^no cache yet at /);
+    assert.equal(existsSync(join(m.dataDir, 'never-used')), false);
 
     const bad = await cli(['events', '--since', 'yesterday', '--config', config]);
     assert.equal(bad.code, 2);
