@@ -7,6 +7,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
+import { parseConfig } from '../src/config.js';
 import { MetadataUnavailable } from '../src/errors.js';
 import type { MirrorEvent } from '../src/events/event.js';
 import { EventRecorder } from '../src/events/recorder.js';
@@ -153,5 +154,16 @@ describe('events webhook', () => {
     for (const tag of ['a', 'b', 'c', 'd']) hook.send(event(tag));
     assert.equal(hook.pending, 2);
     assert.match(await metrics.registry.metrics(), /regmirror_events_dropped_total\{where="webhook"\} 2\b/);
+  });
+});
+
+describe('events config', () => {
+  const text = 'events:\n  webhook: http://127.0.0.1:9999/hook\n  secret: ${HOOK_SECRET}\n  queueSize: 3\n  retention: 48h\n';
+
+  test('the webhook, its secret, the queue and the retention are read; a command that cannot resolve the secret sends nothing', () => {
+    assert.deepEqual(parseConfig(text, { HOOK_SECRET: 's3cret' }).events, { webhook: { url: 'http://127.0.0.1:9999/hook', secret: 's3cret' }, queueSize: 3, retentionMs: 48 * 3_600_000 });
+    assert.throws(() => parseConfig(text, {}), /events\.secret/);
+    assert.deepEqual(parseConfig(text, {}, { secrets: 'storage' }).events, { queueSize: 3, retentionMs: 48 * 3_600_000 }, 'no webhook rather than unsigned events');
+    assert.throws(() => parseConfig('events:\n  webhook: ftp://x/\n', {}), /events\.webhook: must be an http or https URL/);
   });
 });
