@@ -87,7 +87,6 @@ describe('event recorder', () => {
     const store = await sqliteStore(t);
     let refusals = 2;
     const flaky: EventStore = {
-      ...store.events,
       append: async (rows: readonly EventRow[]) => {
         if (refusals-- > 0) throw new MetadataUnavailable('ECONNREFUSED');
         return store.events.append(rows);

@@ -66,7 +66,7 @@ export class Webhook {
       this.#queue.shift();
       this.#opts.metrics?.eventsDropped.inc({ where: 'webhook' });
     }
-    if (!this.#running) void this.#run();
+    if (!this.#running) this.#run().catch((err: unknown) => this.#opts.log.warn('events webhook stopped delivering', { err: String(err) }));
   }
 
   /**
