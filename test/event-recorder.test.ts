@@ -83,6 +83,20 @@ describe('event recorder', () => {
     assert.match(await metrics.registry.metrics(), /regmirror_events_total\{kind="stale_served"\} 11\b/);
   });
 
+  test('the server\'s recorder deletes rows past the retention now and then; a command\'s does not', async (t) => {
+    const store = await sqliteStore(t);
+    const old = Date.now() - 10_000;
+    await store.events.append([{ ...stale('old'), at: old }, { ...stale('new'), at: Date.now() + 60_000 }]);
+    const command = new EventRecorder({ store: store.events, config: { queueSize: 10, retentionMs: 5_000 }, log: quiet, pruneEveryMs: 50 });
+    await new Promise((r) => setTimeout(r, 300));
+    await command.close();
+    assert.equal((await store.events.list()).length, 2, 'a command leaves the retention to the server');
+    const server = new EventRecorder({ store: store.events, config: { queueSize: 10, retentionMs: 5_000 }, log: quiet, pruneEveryMs: 50, prune: true });
+    t.after(() => server.close());
+    await until('the old row pruned', async () => (await store.events.list()).length === 1, 5000);
+    assert.deepEqual((await store.events.list()).map((e) => e.tag), ['new']);
+  });
+
   test('rows the store refuses are kept and land, in order, once it takes them; close writes what is left', async (t) => {
     const store = await sqliteStore(t);
     let refusals = 2;

@@ -61,10 +61,11 @@ export class EventRecorder implements EventSink {
     if (hook) this.#webhook = new Webhook({ url: hook.url, ...(hook.secret === undefined ? {} : { secret: hook.secret }), queueSize: opts.config.queueSize, log: opts.log, ...(opts.metrics ? { metrics: opts.metrics } : {}) });
     this.#every(opts.flushEveryMs ?? 1000, () => this.flush());
     if (opts.prune) {
-      const first = setTimeout(() => void this.#prune(), 60_000);
+      const every = opts.pruneEveryMs ?? 3_600_000;
+      const first = setTimeout(() => void this.#prune(), Math.min(60_000, every));
       first.unref();
       this.#timers.push(first);
-      this.#every(opts.pruneEveryMs ?? 3_600_000, () => this.#prune());
+      this.#every(every, () => this.#prune());
     }
   }
 
