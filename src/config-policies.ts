@@ -165,7 +165,8 @@ export function parseEvents(v: unknown, env: NodeJS.ProcessEnv, spare: <T>(read:
     }
     if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigError('events.webhook', 'must be an http or https URL');
     const key = e.secret === undefined ? undefined : spare(() => secret(e.secret, 'events.secret', env));
-    webhook = { url, ...(key === undefined ? {} : { secret: key }) };
+    // A command that cannot resolve the secret sends nothing rather than unsigned events.
+    if (e.secret === undefined || key !== undefined) webhook = { url, ...(key === undefined ? {} : { secret: key }) };
   }
   return {
     ...(webhook ? { webhook } : {}),

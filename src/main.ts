@@ -3,6 +3,7 @@ import { ArgumentError, commandUsage, parseCommandLine, USAGE, UsageError, versi
 import { cacheCommand, gcCommand, verifyCommand } from './cli/cache-command.js';
 import { ConfigureError } from './cli/client-config.js';
 import { configureCommand } from './cli/configure.js';
+import { eventsCommand } from './cli/events.js';
 import { exportCommand } from './cli/export.js';
 import { importCommand } from './cli/import.js';
 import { migrateCommand } from './cli/migrate.js';
@@ -46,6 +47,8 @@ async function main(argv: string[]): Promise<number> {
       return gcCommand(values);
     case 'verify':
       return verifyCommand(values);
+    case 'events':
+      return eventsCommand(values, args);
     case 'migrate':
       return migrateCommand(values, args);
     case 'tags':

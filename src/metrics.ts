@@ -103,6 +103,23 @@ export class Metrics {
     labelNames: ['kind'] as const,
     registers: [this.registry],
   });
+  readonly events = new Counter({
+    name: 'regmirror_events_total',
+    help: 'Events recorded, by kind (every occurrence, also those a flood folded into one stored row)',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+  readonly eventsDropped = new Counter({
+    name: 'regmirror_events_dropped_total',
+    help: 'Events lost: the webhook queue was full (the oldest go first), or the database was unreachable for longer than the recorder keeps rows (where = webhook, store)',
+    labelNames: ['where'] as const,
+    registers: [this.registry],
+  });
+  readonly webhookFailures = new Counter({
+    name: 'regmirror_events_webhook_failures_total',
+    help: 'Webhook deliveries that failed and will be tried again (receiver unreachable, timed out, or answered other than 2xx)',
+    registers: [this.registry],
+  });
   readonly rateLimitRemaining = new Gauge({
     name: 'regmirror_upstream_ratelimit_remaining',
     help: 'Pulls left in the upstream rate-limit window, as the upstream last reported',

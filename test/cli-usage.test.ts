@@ -10,7 +10,7 @@ import { singleImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
 import { cli, get, startMirror, type Mirror } from './helpers.js';
 
-const COMMANDS = ['serve', 'prewarm', 'export', 'import', 'status', 'cache', 'gc', 'verify', 'migrate', 'configure', 'tags', 'version'];
+const COMMANDS = ['serve', 'prewarm', 'export', 'import', 'status', 'cache', 'gc', 'verify', 'migrate', 'events', 'configure', 'tags', 'version'];
 const VERSION = (JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** Runs each command line, a few at a time (each is a process start), answers in order. */

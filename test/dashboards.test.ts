@@ -226,6 +226,7 @@ test('18.2 an eviction pass that cannot get under the high watermark is counted;
     await until('a pass left over the high watermark', async () => (await scrape()).regmirror_eviction_stuck_total >= 1);
     metrics = await scrape();
     assert.ok(metrics.regmirror_store_bytes > metrics.regmirror_store_high_watermark_bytes, 'the store alert\'s comparison holds');
+    await until('the stuck pass recorded as an event', async () => (await m.metadata.events.list({ kinds: ['pinned_eviction_refused'] })).length > 0);
 
     // The reader done, eviction brings the store down.
     while (!(await body.next()).done);

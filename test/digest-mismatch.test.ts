@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { largeBlobImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
-import { counter, downloadsSettled, errorCode, get, pull, sha256, startMirror, type Mirror } from './helpers.js';
+import { counter, downloadsSettled, errorCode, get, pull, sha256, startMirror, until, type Mirror } from './helpers.js';
 
 
 
@@ -43,6 +43,12 @@ describe('digest mismatch', () => {
     assert.equal(up.counters.blobGet, 0, 'no upstream GET while the mismatch is remembered');
     const metrics = (await get(`${m.url}/metrics`)).body.toString();
     assert.equal(counter(metrics, 'regmirror_blob_digest_mismatches_total'), 1);
+    // Recorded as an event once (the refusals that follow ask no upstream and tell nothing new).
+    await until('the mismatch stored as an event', async () => (await m.metadata.events.list({ kinds: ['digest_mismatch'] })).length > 0);
+    const [event] = await m.metadata.events.list({ kinds: ['digest_mismatch'] });
+    assert.deepEqual([event.upstream, event.repository, event.digest, event.details], ['docker.io', img.name, layer, { what: 'blob' }]);
+    assert.match(event.message, /did not match/);
+    assert.match(metrics, /regmirror_events_total\{kind="digest_mismatch"\} 1\b/);
 
     // The upstream is fixed; once the memory has passed, the next request fetches again.
     up.faults = {};

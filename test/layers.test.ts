@@ -37,6 +37,7 @@ const ALLOWED: Record<string, string[]> = {
   upstream: ['upstream', 'oci', 'errors', 'config', 'log'],
   cluster: ['cluster', 'store', 'upstream', 'oci', 'errors', 'log'],
   cache: ['cache', 'cluster', 'policy', 'events', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics'],
+  events: ['events', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics', 'config-policies'],
   http: ['http', 'cache', 'cluster', 'oci', 'errors', 'log', 'config', 'metrics', 'bytes'],
 };
 

@@ -71,7 +71,7 @@ describe('PostgresMetadataStore', () => {
     assert.equal(await store.schemaVersion(), SCHEMA_VERSION);
     assert.equal(SCHEMA_VERSION, MIGRATIONS.length);
     const tables = await sql<{ tablename: string }>(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename");
-    assert.deepEqual(tables.map((r) => r.tablename), ['blobs', 'guarded_tags', 'leases', 'links', 'manifests', 'rate_limits', 'regmirror_schema', 'rollups', 'subject_rollups', 'tags']);
+    assert.deepEqual(tables.map((r) => r.tablename), ['blobs', 'events', 'guarded_tags', 'leases', 'links', 'manifests', 'rate_limits', 'regmirror_schema', 'rollups', 'subject_rollups', 'tags']);
   });
 
   test('connecting to a server that is not there fails at once, in one line naming host and port', async () => {

@@ -68,7 +68,7 @@ describe('migrations', () => {
     const m = await db();
     assert.equal(await m.schemaVersion(), SCHEMA_VERSION);
     const tables = reader((c) => (c.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as Array<{ name: string }>).map((r) => r.name));
-    assert.deepEqual(tables, ['blobs', 'guarded_tags', 'leases', 'links', 'manifests', 'rate_limits', 'rollups', 'subject_rollups', 'tags']);
+    assert.deepEqual(tables, ['blobs', 'events', 'guarded_tags', 'leases', 'links', 'manifests', 'rate_limits', 'rollups', 'subject_rollups', 'tags']);
     assert.equal(reader((c) => c.pragma('user_version', { simple: true })), SCHEMA_VERSION);
     assert.equal(reader((c) => c.pragma('journal_mode', { simple: true })), 'wal');
     for (const t of ['blobs', 'manifests', 'links', 'tags'] as const) assert.equal(await m.count(t), 0);

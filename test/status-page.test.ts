@@ -89,8 +89,11 @@ describe('status page', () => {
     assert.equal(png.subarray(1, 4).toString(), 'PNG');
     assert.ok(png.length > 10_000, `a screenshot of a page, not a blank (${png.length} bytes)`);
 
+    // An event, as the cache records one: the page lists it in its server-rendered table.
+    m.events.record({ kind: 'digest_mismatch', upstream: 'docker.io', repository: 'library/alpine', digest: `sha256:${'d'.repeat(64)}`, message: 'blob from the upstream did not match its digest' });
     const visit = await runChromium(`${m.url}/`, proxy.port, { dumpDom: true });
     const dom = visit.output;
+    assert.match(dom, /<section id="events"><h2>Recent events<\/h2>\s*<table>.*<td>\d{4}-\d\d-\d\dT[^<]+Z<\/td><td>digest_mismatch<\/td><td>docker\.io\/library\/alpine@sha256:dddddddddddd<\/td><td>blob from the upstream did not match its digest<\/td>/s);
     assert.match(dom, /<td id="hit-requests">50\.0%<\/td>/);
     assert.match(dom, /<td id="budget-docker.io">98 \/ 100<\/td>/);
     for (const id of ['plot-pulls', 'plot-budget']) {

@@ -4,6 +4,7 @@
 // `redirect`, a linked hit the store can locate is handed out as the store's own URL.
 import { LRUCache } from 'lru-cache';
 import { DigestMismatch, SizeMismatch, UpstreamInvalid } from '../errors.js';
+import type { EventSink } from '../events/event.js';
 import type { Logger } from '../log.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import { isNonDistributableType, type Descriptor } from '../oci/manifest.js';
@@ -59,6 +60,8 @@ export interface BlobCacheDeps {
   /** Hand out linked hits as the store's URL where it has one (storage.redirect). */
   redirect?: boolean;
   now?: () => number;
+  /** Told of downloads whose content did not match their digest. */
+  events?: EventSink;
 }
 
 /**
@@ -350,14 +353,15 @@ export class BlobCache {
       forget();
     }, (err: unknown) => {
       forget();
-      if (err instanceof DigestMismatch || err instanceof SizeMismatch) this.#rememberMismatch(digest);
+      if (err instanceof DigestMismatch || err instanceof SizeMismatch) this.#rememberMismatch(t, digest, err);
     });
     return dl;
   }
 
-  #rememberMismatch(digest: Digest): void {
+  #rememberMismatch(t: Target, digest: Digest, err: Error): void {
     this.#mismatched.set(digest, this.#now());
     this.#deps.metrics?.digestMismatches.inc();
+    this.#deps.events?.record({ kind: 'digest_mismatch', upstream: t.upstream.name, repository: t.repository, digest, message: `blob from the upstream did not match: ${err.message}`, details: { what: 'blob' } });
   }
 
   /** Throws, without asking the upstream, while a download of `digest` recently brought the wrong content. */

@@ -6,6 +6,7 @@
 // take turns: a pass runs only while its process holds the `evictor` lease.
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { MetadataUnavailable } from '../errors.js';
+import type { EventSink } from '../events/event.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { crashPoint } from '../store/crash-point.js';
@@ -29,6 +30,8 @@ export interface EvictorDeps {
   limitBytes: number;
   highWatermark: number;
   lowWatermark: number;
+  /** Told when a pass cannot bring the store under its high watermark. */
+  events?: EventSink;
 }
 
 const BATCH = 256;
@@ -164,7 +167,10 @@ export class Evictor {
     }
     log.info('eviction pass', { startedAt, removed, freed: started - size, storeBytes: size, lowWatermarkBytes: this.lowBytes, ...(lease.lost ? { leaseLost: true } : {}) });
     // A lost lease is another process's turn, not a store that cannot be brought down.
-    if (size > this.highBytes && !lease.lost) metrics?.evictionStuck.inc();
+    if (size > this.highBytes && !lease.lost) {
+      metrics?.evictionStuck.inc();
+      this.#d.events?.record({ kind: 'pinned_eviction_refused', message: `store still over its high watermark after eviction (${size} of ${this.highBytes} bytes): what is left is pinned or in use`, details: { storeBytes: size, highWatermarkBytes: this.highBytes, removed } });
+    }
     if (removed === 0 && size > this.highBytes) log.warn('store over its high watermark but nothing can be evicted (pinned or in use)', { storeBytes: size });
     return { removed, freed: started - size };
   }

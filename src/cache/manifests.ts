@@ -4,6 +4,7 @@
 // Concurrent revalidations of one tag share one upstream request.
 import { LRUCache } from 'lru-cache';
 import { BlobGone, ManifestNotFound, RepositoryNotFound, UpstreamInvalid, UpstreamRateLimited, UpstreamUnavailable } from '../errors.js';
+import type { EventSink } from '../events/event.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
@@ -51,6 +52,8 @@ export interface ManifestCacheDeps {
   onFetched?: (t: Target, blobs: readonly Descriptor[]) => Promise<void>;
   /** With tag policies: what an immutable tag may resolve to (consulted only when the upstream is asked). */
   guard?: TagGuard;
+  /** Told of stale tags served and of manifests that do not match their digest. */
+  events?: EventSink;
 }
 
 /** Manifest and tag cache. */
@@ -155,7 +158,14 @@ export class ManifestCache {
     this.#deps.log.warn('serving a cached tag without revalidation', { upstream: key.upstream, repo: key.repository, tag: key.tag, reason });
     this.#deps.metrics?.stale.inc({ upstream: t.upstream.name, reason: reason.includes('budget') ? 'budget' : 'upstream_error' });
     this.#deps.metadata.bump(t.upstream.name, 'stale_served');
+    this.#deps.events?.record({ kind: 'stale_served', upstream: key.upstream, repository: key.repository, tag: key.tag, digest: cached.digest, message: `served ${key.repository}:${key.tag} as cached without revalidation: ${reason}`, details: { reason } });
     return { ...cached, source: 'stale', stale: reason };
+  }
+
+  /** The error for a manifest the upstream sent under a digest it does not have, recorded as an event. */
+  #mismatch(t: Target, expected: string, got: string, message: string, tag?: string): UpstreamInvalid {
+    this.#deps.events?.record({ kind: 'digest_mismatch', upstream: t.upstream.name, repository: t.repository, ...(tag ? { tag } : {}), digest: expected, message, details: { got, what: 'manifest' } });
+    return new UpstreamInvalid(message);
   }
 
   /** Tag list, passed through. */
@@ -189,7 +199,7 @@ export class ManifestCache {
     if (!withBody) {
       // A HEAD needs no body: ask the upstream with a HEAD, which Docker Hub does not count.
       const head = await t.upstream.headManifest(t.repository, digest, accept);
-      if (head.digest !== undefined && head.digest !== digest) throw new UpstreamInvalid(`upstream answered digest ${head.digest} for ${digest}`);
+      if (head.digest !== undefined && head.digest !== digest) throw this.#mismatch(t, digest, head.digest, `upstream answered digest ${head.digest} for ${digest}`);
       if (await metadata.getManifest(digest)) {
         await metadata.link(t.upstream.name, t.repository, digest);
         const cached = await this.#cached(digest, false);
@@ -270,9 +280,9 @@ export class ManifestCache {
     const body = await t.upstream.getManifest(t.repository, ref, accept);
     const actual = digestOf(body.bytes);
     if (body.digest !== undefined && body.digest !== actual) {
-      throw new UpstreamInvalid(`upstream sent Docker-Content-Digest ${body.digest} for a body that hashes to ${actual}`);
+      throw this.#mismatch(t, body.digest, actual, `upstream sent Docker-Content-Digest ${body.digest} for a body that hashes to ${actual}`, tag);
     }
-    if (digest !== undefined && actual !== digest) throw new UpstreamInvalid(`manifest fetched for ${digest} hashes to ${actual}`);
+    if (digest !== undefined && actual !== digest) throw this.#mismatch(t, digest, actual, `manifest fetched for ${digest} hashes to ${actual}`);
     const { mediaType, blobs } = parseManifest(body.bytes, body.mediaType);
     const reply: ManifestReply = { digest: actual, mediaType, size: body.bytes.length, bytes: body.bytes, source: 'miss' };
     try {

@@ -36,6 +36,8 @@ export const OPTIONS = {
   ca: { type: 'string' },
   to: { type: 'string' },
   'password-file': { type: 'string' },
+  since: { type: 'string' },
+  kind: { type: 'string' },
 } as const;
 
 export type OptionName = keyof typeof OPTIONS;
@@ -65,6 +67,9 @@ const OPTION_HELP: Record<OptionName, string> = {
   to: `    --to URL            the target database, postgres://user@host:port/database
                         (no password in it: PGPASSWORD, or --password-file)`,
   'password-file': '    --password-file F   read the target\'s password from this file',
+  since: '    --since AGE         only events this recent (30m, 1h, 7d)',
+  kind: `    --kind LIST         only these kinds (tag_changed, image_refused, signature_failed,
+                        stale_served, digest_mismatch, pinned_eviction_refused; comma-separated)`,
   mirror: '    --mirror URL        the mirror, e.g. http://127.0.0.1:5000',
   registries: `    --registries LIST   registries to send through it
                         (default docker.io,ghcr.io,quay.io,registry.k8s.io)`,
@@ -113,6 +118,11 @@ export const COMMANDS: Record<string, CommandSpec> = {
     synopsis: 'verify [--repair] [--server HOST:PORT | --config FILE] [--json]',
     summary: 're-hash every stored blob; --repair removes bad ones',
     options: ['server', 'config', 'repair', 'json'],
+  },
+  events: {
+    synopsis: 'events [--since 1h] [--kind KIND,...] [--server HOST:PORT | --config FILE] [--json]',
+    summary: 'what the mirror told its operators, newest first: stale tags served, digest mismatches,\npinned content it could not evict, refused images',
+    options: ['since', 'kind', 'server', 'config', 'json'],
   },
   migrate: {
     synopsis: 'migrate --to postgres://USER@HOST:PORT/DB [--password-file FILE] [--config FILE] [--json]',

@@ -10,7 +10,7 @@ import { formatImageReference, parseImageReference } from '../oci/reference.js';
 import type { TagEntry } from '../store/metadata.js';
 import type { CacheContext } from './context.js';
 
-type Ctx = Pick<CacheContext, 'store' | 'metadata' | 'upstreams' | 'now'>;
+type Ctx = Pick<CacheContext, 'store' | 'metadata' | 'upstreams' | 'now'> & Partial<Pick<CacheContext, 'events'>>;
 
 export interface CachedImage {
   image: string;
@@ -145,7 +145,10 @@ export async function removeImages(ctx: Ctx, sel: Selector, force = false): Prom
   const all = await listImages(ctx);
   const chosen = select(ctx, all, sel);
   const pinned = chosen.filter((i) => i.pinned).map((i) => i.image);
-  if (pinned.length && !force) throw new Error(`${pinned.join(', ')} ${pinned.length === 1 ? 'is' : 'are'} pinned: unpin first, or pass --force`);
+  if (pinned.length && !force) {
+    for (const i of chosen.filter((c) => c.pinned)) ctx.events?.record({ kind: 'pinned_eviction_refused', upstream: i.upstream, repository: i.repository, tag: i.tag, digest: i.digest, message: `cache rm refused to remove ${i.image}: it is pinned (unpin it, or pass --force)` });
+    throw new Error(`${pinned.join(', ')} ${pinned.length === 1 ? 'is' : 'are'} pinned: unpin first, or pass --force`);
+  }
   const chosenKeys = new Set(chosen.map((i) => i.image));
   const keep = new Set<string>();
   for (const img of all.filter((i) => !chosenKeys.has(i.image))) for (const d of await imageDigests(ctx, img.digest)) keep.add(d);

@@ -17,7 +17,9 @@ import { ConfigError, deleteGraceOf, type Config } from '../config.js';
 import { UpstreamTable } from '../http/target.js';
 import { createLogger, resolveLogFormat, type Logger } from '../log.js';
 import { Metrics } from '../metrics.js';
-import { NO_EVENTS, type EventSink } from '../events/event.js';
+import type { EventSink } from '../events/event.js';
+import { EventRecorder } from '../events/recorder.js';
+import { EVENTS_DEFAULTS } from '../config-policies.js';
 import { PolicySet } from '../policy/policies.js';
 import { openBlobStorage } from '../store/blob-storage.js';
 import type { ContentStore } from '../store/content-store.js';
@@ -48,6 +50,8 @@ export interface CacheContext {
   evictor?: Evictor;
   /** Where whatever notices an event records it. */
   events: EventSink;
+  /** Writes the events still buffered (at most a second's), for a reader that must see them all. */
+  flushEvents(): Promise<void>;
   /** The config's signature and tag policies, compiled. */
   policies: PolicySet;
   close(): Promise<void>;
@@ -78,6 +82,9 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const metrics = new Metrics({ defaultMetrics: opts.sweepSpool === true });
   const replica = newReplica(config.cluster?.advertise);
   const metadata = await openMetadata(config, { now, log, ...reportInto(log, metrics) });
+  // Only the server prunes: a command beside it leaves the retention to it.
+  const recorder = new EventRecorder({ store: metadata.events, config: config.events ?? EVENTS_DEFAULTS, log: log.child({ component: 'events' }), metrics, now, prune: opts.sweepSpool === true });
+  const events: EventSink = recorder;
   const removals = new DeferredRemovals({ store: storage.content, metadata, log: log.child({ component: 'evict' }), holder: replica.id, graceMs: deleteGraceOf(config.storage) });
   const store = removals.store;
   const observer = observeInto(metadata, metrics);
@@ -87,7 +94,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const sharedState = opts.joinCluster && config.cluster ? new SharedUpstreamState(metadata.leases, replica.id, clients, () => metadata.rateLimits(), log.child({ component: 'cluster' })) : undefined;
   let evictor: Evictor | undefined;
   const cluster = opts.joinCluster ? clusterPeers(config, metadata, replica, log) : undefined;
-  const blobs = new BlobCache({ store, spool, metadata, metrics, now, ...(cluster ? { cluster } : {}), redirect: config.storage.redirect, log: log.child({ component: 'blobs' }), onPublished: () => evictor?.poke(), onStoreFull: () => {
+  const blobs = new BlobCache({ store, spool, metadata, metrics, now, events, ...(cluster ? { cluster } : {}), redirect: config.storage.redirect, log: log.child({ component: 'blobs' }), onPublished: () => evictor?.poke(), onStoreFull: () => {
     metrics.passThrough.inc();
     metadata.bump('(store)', 'passthrough');
     evictor?.poke();
@@ -95,12 +102,11 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const limitBytes = await storeLimit(config, store);
   if (limitBytes > 0) {
     const { highWatermark, lowWatermark } = config.storage;
-    evictor = new Evictor({ metadata, metrics, log: log.child({ component: 'evict' }), inUse: (d) => blobs.inUse(d), remove: (d) => removals.remove(d), holder: replica.id, limitBytes, highWatermark, lowWatermark });
+    evictor = new Evictor({ metadata, metrics, events, log: log.child({ component: 'evict' }), inUse: (d) => blobs.inUse(d), remove: (d) => removals.remove(d), holder: replica.id, limitBytes, highWatermark, lowWatermark });
   }
-  const events: EventSink = NO_EVENTS;
   const policies = new PolicySet(config.policies ?? []);
   const guard = policies.empty ? undefined : new TagGuard({ store: metadata.guardedTags, policies, events, log: log.child({ component: 'tags' }) });
-  const manifests = new ManifestCache({ store, metadata, metrics, ...(cluster ? { shared: cluster.work } : {}), log: log.child({ component: 'manifests' }), now, memoryBytes: config.manifestMemoryBytes, offline: config.offline, ...(guard ? { guard } : {}), onFetched: (t, referenced) => blobs.vouch(t, referenced) });
+  const manifests = new ManifestCache({ store, metadata, metrics, events, ...(cluster ? { shared: cluster.work } : {}), log: log.child({ component: 'manifests' }), now, memoryBytes: config.manifestMemoryBytes, offline: config.offline, ...(guard ? { guard } : {}), onFetched: (t, referenced) => blobs.vouch(t, referenced) });
   const close = async () => {
     await evictor?.close();
     removals.close();
@@ -109,10 +115,12 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     sharedState?.close();
     await cluster?.peers.close();
     await Promise.all(clients.map((c) => c.close()));
+    await recorder.close();
     await metadata.close();
     await storage.close();
   };
-  return { config, log, now, store, spool, metadata, metrics, replica, clients, upstreams, blobs, manifests, evictor, events, policies, close };
+  const flushEvents = () => recorder.flush();
+  return { config, log, now, store, spool, metadata, metrics, replica, clients, upstreams, blobs, manifests, evictor, events, flushEvents, policies, close };
 }
 
 /**

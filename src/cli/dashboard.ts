@@ -6,6 +6,7 @@ import type { Dashboard, HourSeries } from '../http/status-page.js';
 import type { HourRow, Metadata } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { gatherStatus, STORE } from './status.js';
+import { imageOf, messageOf } from '../events/view.js';
 
 const HOUR = 3_600_000;
 /** As `regmirror status`: the last 24 h in whole hours, so the hour 24 h ago and the current one. */
@@ -57,7 +58,7 @@ export async function gatherDashboard(src: DashboardSource): Promise<Dashboard> 
     topByPulls: byPulls.map((r) => ({ upstream: r.upstream, repository: r.subject, value: r.value })),
     topByBytes: byBytes.map((r) => ({ upstream: r.upstream, repository: r.subject, value: r.value })),
     downloads: src.downloads(),
-    events: [],
+    events: status.events.recent.map((e) => ({ time: e.time, kind: e.kind, image: imageOf(e), message: messageOf(e) })),
     series: {
       hours: slots.map((h) => h / 1000),
       pullsServed: sum('pulls_served'),

@@ -18,6 +18,8 @@ import { openCache, type CacheContext } from './context.js';
 import { listen, type Listener } from './listener.js';
 import { prewarm, prewarmRequest } from './prewarm.js';
 import { gatherDashboard } from './dashboard.js';
+import { eventView } from '../events/view.js';
+import type { EventsQuery } from '../http/admin.js';
 import { gatherStatus } from './status.js';
 
 /** Images a server's prewarms resolve at once (manifests fetched, blobs listed), across all requests. */
@@ -28,7 +30,7 @@ export interface ServerOptions {
   now?: () => number;
 }
 
-export interface RunningServer extends Pick<CacheContext, 'metadata' | 'blobs' | 'upstreams' | 'metrics' | 'manifests' | 'store' | 'evictor'> {
+export interface RunningServer extends Pick<CacheContext, 'metadata' | 'blobs' | 'upstreams' | 'metrics' | 'manifests' | 'store' | 'evictor' | 'events'> {
   /** `http(s)://host:port` as bound (port 0 in the config picks a free one). */
   url: string;
   port: number;
@@ -56,7 +58,11 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   exportLimits(ctx);
   ctx.evictor?.start();
   const verifier = scheduleVerify(ctx, config.storage.verifyEveryMs);
-  const status = () => gatherStatus({ metadata, upstreams: clients, now: now(), inFlight: blobs.inFlight });
+  // The readers of events write the recorder's buffer first, so they show what just happened.
+  const status = async () => {
+    await ctx.flushEvents();
+    return gatherStatus({ metadata, upstreams: clients, now: now(), inFlight: blobs.inFlight });
+  };
   const readiness = () => checkReadiness(ctx);
   // One bound for every prewarm the server runs, however many requests ask at once.
   const imageLimit = pLimit(PREWARM_IMAGES_AT_ONCE);
@@ -65,8 +71,15 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     return { run: (emit: (e: object) => void) => prewarm(ctx, images, { ...options, imageLimit, onEvent: emit }) };
   };
   const clientAuth = await loadClientAuth(config);
-  const dashboard = () => gatherDashboard({ metadata, upstreams: clients, now: now(), downloads: () => blobs.downloads(), maxBytes: ctx.evictor?.limitBytes });
-  const admin = { metrics, readiness, status, dashboard, prewarm: prewarmJob, cacheAdmin: serverCacheAdmin(ctx), tagsAdmin: serverTagsAdmin(ctx.metadata, config), adminToken: config.adminToken, clientAuth };
+  const dashboard = async () => {
+    await ctx.flushEvents();
+    return gatherDashboard({ metadata, upstreams: clients, now: now(), downloads: () => blobs.downloads(), maxBytes: ctx.evictor?.limitBytes });
+  };
+  const events = async (q: EventsQuery) => {
+    await ctx.flushEvents();
+    return (await metadata.events.list(q)).map(eventView);
+  };
+  const admin = { metrics, readiness, status, dashboard, events, prewarm: prewarmJob, cacheAdmin: serverCacheAdmin(ctx), tagsAdmin: serverTagsAdmin(ctx.metadata, config), adminToken: config.adminToken, clientAuth };
   const peer = config.cluster ? { blobs, secret: config.cluster.secret } : undefined;
   const app = createApp({ upstreams, blobs, manifests, metrics, log, admin, clientAuth, ...(peer && !config.cluster?.listen ? { peer } : {}) });
   let listener: Listener | undefined;
@@ -109,6 +122,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
     blobs,
     upstreams,
     metrics,
+    events: ctx.events,
     manifests,
     store: ctx.store,
     evictor: ctx.evictor,

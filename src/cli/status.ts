@@ -7,6 +7,7 @@ import { formatBytes } from '../bytes.js';
 import { loadConfig, type Config } from '../config.js';
 import { FLUSH_EVERY_MS, type Metadata, type RateLimitRow, type RollupMetric } from '../store/metadata.js';
 import { noCacheYet, openMetadata } from './context.js';
+import { eventView, formatEvents, type EventView } from '../events/view.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { configPath, serverOrigin, UsageError, type Values } from './args.js';
 
@@ -23,7 +24,12 @@ export interface StatusReport {
   totals: { pullsServed: number; upstreamPulls: number; pullsSaved: number; hitRatio: number | null };
   store: { blobs: number; bytes: number; pinnedBytes: number; last24h: { evicted: number; verifyFailed: number; passthrough: number } };
   downloadsInFlight?: number;
+  /** The last few events, newest first, and the occurrences of each kind over 24 h. */
+  events: { recent: EventView[]; last24h: Record<string, number> };
 }
+
+/** Events status shows; `regmirror events` lists more. */
+const RECENT_EVENTS = 5;
 
 const DAY = 24 * 3_600_000;
 /** Roll-ups about the store as a whole are kept under this name. */
@@ -34,6 +40,8 @@ export async function gatherStatus(src: { metadata: Metadata; upstreams?: Upstre
   const rollups = await src.metadata.rollupsSince(src.now - DAY);
   const budgets = await src.metadata.rateLimits();
   const size = await src.metadata.storeSize();
+  const recent = await src.metadata.events.list({ limit: RECENT_EVENTS });
+  const eventCounts = await src.metadata.events.countByKind(src.now - DAY);
   const names = new Set<string>([...(src.upstreams ?? []).map((u) => u.name), ...rollups.map((r) => r.upstream).filter((u) => u !== STORE), ...budgets.map((b) => b.upstream)]);
   const store = (m: RollupMetric) => rollups.find((r) => r.upstream === STORE && r.metric === m)?.value ?? 0;
   const upstreams = [...names].sort().map((name) => upstreamStatus(name, rollups, budgets, src.upstreams?.find((u) => u.name === name)));
@@ -45,6 +53,7 @@ export async function gatherStatus(src: { metadata: Metadata; upstreams?: Upstre
     totals: { pullsServed, upstreamPulls: sum('upstreamPulls'), pullsSaved: sum('pullsSaved'), hitRatio: pullsServed ? sum('pullsSaved') / pullsServed : null },
     store: { ...size, last24h: { evicted: store('evicted'), verifyFailed: store('verify_failed'), passthrough: store('passthrough') } },
     ...(src.inFlight === undefined ? {} : { downloadsInFlight: src.inFlight }),
+    events: { recent: recent.map(eventView), last24h: eventCounts },
   };
 }
 
@@ -108,6 +117,9 @@ export function formatStatus(r: StatusReport): string {
   lines.push(`store: ${s.blobs} blobs, ${formatBytes(s.bytes)} (${formatBytes(s.pinnedBytes)} pinned)`);
   lines.push(`last 24h: ${s.last24h.evicted} blobs evicted, ${s.last24h.verifyFailed} failed verification, ${s.last24h.passthrough} streamed without caching (store full)`);
   if (r.downloadsInFlight !== undefined) lines.push(`downloads in flight: ${r.downloadsInFlight}`);
+  const counts = Object.entries(r.events.last24h).map(([kind, n]) => `${kind} ${n}`);
+  lines.push(`events (24h): ${counts.length ? counts.join(', ') : 'none'}`);
+  if (r.events.recent.length) lines.push(`recent events (regmirror events lists more):`, formatEvents(r.events.recent).replace(/^/gm, '  '));
   return lines.join('\n');
 }
 
@@ -134,7 +146,7 @@ export async function statusCommand(values: Values): Promise<number> {
   }
   const config = loadConfig(configPath(values), process.env, { secrets: 'storage' });
   if (noCacheYet(config)) {
-    const empty = { generatedAt: new Date().toISOString(), upstreams: [], totals: { pullsServed: 0, upstreamPulls: 0, pullsSaved: 0, hitRatio: null }, store: { blobs: 0, bytes: 0, pinnedBytes: 0, last24h: { evicted: 0, verifyFailed: 0, passthrough: 0 } } };
+    const empty = { generatedAt: new Date().toISOString(), upstreams: [], totals: { pullsServed: 0, upstreamPulls: 0, pullsSaved: 0, hitRatio: null }, store: { blobs: 0, bytes: 0, pinnedBytes: 0, last24h: { evicted: 0, verifyFailed: 0, passthrough: 0 } }, events: { recent: [], last24h: {} } };
     if (values.json) console.log(JSON.stringify(empty satisfies StatusReport, null, 2));
     (values.json ? console.error : console.log)(noCacheLine(config));
     return 0;

@@ -4,6 +4,7 @@
 // Who may call them (README and mirror.example.yaml state the same rule):
 //   /metrics, /healthz, /readyz   anyone: they carry no credential, user name or path
 //   /_regmirror/status            anyone without client auth; with it, a client credential or the admin token
+//   /_regmirror/events            as status
 //   /, /_regmirror/ui (and /data)  the status page: as status (/_regmirror/ui/login asks a browser for it)
 //   /_regmirror/ui/<file>         anyone: the page's script, style and uPlot, which carry no data
 //   /_regmirror/prewarm           the admin token when one is set; else as status
@@ -27,6 +28,8 @@ export interface AdminDeps {
   readiness: () => Promise<Readiness>;
   /** The status summary as JSON. */
   status: () => Promise<object>;
+  /** The events recorded, newest first, as `regmirror events --server` reads them. */
+  events?: (q: EventsQuery) => Promise<object[]>;
   /** What the status page shows; without it there is no page. */
   dashboard?: () => Promise<Dashboard>;
   /** Runs a prewarm described by a JSON body, emitting progress events; throws on a bad body before emitting. */
@@ -39,6 +42,13 @@ export interface AdminDeps {
   adminToken?: string;
   /** Client access control of /v2: when set, status, prewarm and the cache endpoints are closed to anonymous callers too. */
   clientAuth?: ClientAuth;
+}
+
+export interface EventsQuery {
+  /** ms since the epoch. */
+  since?: number;
+  kinds: string[];
+  limit: number;
 }
 
 /** A quick cache operation's answer: the report its command prints, or why the request is refused (400). */
@@ -72,6 +82,13 @@ export function adminRoutes(deps: AdminDeps): Hono {
   app.get('/_regmirror/status', async (c) => {
     if (!(await mayRead(deps, c.req.header('authorization'), clientAddress(c.env)))) return refuse(c, 'a client credential or the admin token is required', ClientAuth.challenge);
     return c.json(await deps.status());
+  });
+  app.get('/_regmirror/events', async (c) => {
+    if (!deps.events) return c.json({ error: 'events are not available' }, 404);
+    if (!(await mayRead(deps, c.req.header('authorization'), clientAddress(c.env)))) return refuse(c, 'a client credential or the admin token is required', ClientAuth.challenge);
+    const q = eventsQuery(c.req.query('since'), c.req.query('kind'), c.req.query('limit'));
+    if ('error' in q) return c.json(q, 400);
+    return c.json(await deps.events(q), 200, { 'cache-control': 'no-store' });
   });
   if (deps.dashboard) statusPage(app, deps, deps.dashboard);
   app.post('/_regmirror/prewarm', async (c) => {
@@ -179,6 +196,16 @@ function statusPage(app: Hono, deps: AdminDeps, dashboard: () => Promise<Dashboa
     if (!asset) return c.json({ error: 'not found' }, 404);
     return c.body(asset.body, 200, { ...headers, 'content-type': asset.type, 'cache-control': 'public, max-age=300' });
   });
+}
+
+/** `since` (ms since the epoch, or an ISO 8601 time), `kind` (comma-separated), `limit` (1 to 1000, default 100). */
+function eventsQuery(since: string | undefined, kind: string | undefined, limit: string | undefined): EventsQuery | { error: string } {
+  const at = since === undefined ? undefined : /^\d+$/.test(since) ? Number(since) : Date.parse(since);
+  if (at !== undefined && !Number.isFinite(at)) return { error: 'since: ms since the epoch, or an ISO 8601 time' };
+  const n = limit === undefined ? 100 : Number(limit);
+  if (!Number.isInteger(n) || n < 1 || n > 1000) return { error: 'limit: a whole number from 1 to 1000' };
+  const kinds = (kind ?? '').split(',').map((k) => k.trim()).filter((k) => k !== '');
+  return { ...(at === undefined ? {} : { since: at }), kinds, limit: n };
 }
 
 /** The JSON body, at most MAX_PREWARM_BODY bytes; a body cut by its sender is a 400, never a throw. */

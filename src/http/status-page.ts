@@ -45,8 +45,8 @@ export interface Dashboard {
   topByPulls: TopImage[];
   topByBytes: TopImage[];
   downloads: Array<{ digest: string; upstream: string; repository: string; received: number; size?: number }>;
-  /** Recent events; none are recorded yet, so the section stays empty. */
-  events: Array<{ at: string; text: string }>;
+  /** Recent events, newest first. */
+  events: Array<{ time: string; kind: string; image: string; message: string }>;
   series: HourSeries;
 }
 
@@ -102,7 +102,7 @@ ${topImages('Top images by pulls', 'top-pulls', d.topByPulls, String)}
 ${topImages('Top images by bytes served', 'top-bytes', d.topByBytes, formatBytes)}
 ${downloads(d)}
 <section id="events"><h2>Recent events</h2>
-${d.events.length === 0 ? '<p class="empty">No events recorded.</p>' : table(['Time', 'Event'], d.events.map((e) => [e.at, e.text]))}
+${d.events.length === 0 ? '<p class="empty">No events recorded.</p>' : table(['Time', 'Kind', 'Image', 'What happened'], d.events.map((e) => [e.time, e.kind, e.image, e.message]))}
 </section>
 </main>
 </body>

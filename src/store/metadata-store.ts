@@ -6,6 +6,7 @@
 // MetadataUnavailable, and `Metadata` (metadata.ts) wraps every backend with the memo
 // and the batching that keep a warm hit free of queries.
 import type { GuardedTagStore } from './guarded-tags.js';
+import type { EventStore } from './events.js';
 import type { LeaseStore } from './leases.js';
 import type { HourRow, RateLimitRow, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow } from './rows.js';
 
@@ -80,6 +81,8 @@ export interface MetadataStore {
   readonly leases: LeaseStore;
   /** The digests immutable tags are held to (see guarded-tags.ts). */
   readonly guardedTags: GuardedTagStore;
+  /** What the mirror told its operators (see events.ts). */
+  readonly events: EventStore;
 
   // ---- tags ----
   getTag(k: TagKey): Promise<TagRow | undefined>;

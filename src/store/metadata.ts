@@ -7,6 +7,7 @@
 //   - writes of the serving path that the database cannot take now wait in order and are
 //     retried (WriteQueue), so a client is served through a database restart.
 import type { GuardedTagStore } from './guarded-tags.js';
+import type { EventStore } from './events.js';
 import type { LeaseStore } from './leases.js';
 import type { MetadataUnavailable } from '../errors.js';
 import { HotRows, linkKey, tagKey, tagRowsKey } from './hot-rows.js';
@@ -45,9 +46,18 @@ export class Metadata {
   readonly #hot = new HotRows();
   readonly #queue: WriteQueue;
   #flushing: Promise<void> | undefined;
+  /**
+   * The backend's own, unmemoised: claims shared with the other processes (each answer is
+   * news), the digests immutable tags are held to (an accept by a command beside a server
+   * shows at once), and events (written in batches by their recorder).
+   */
+  readonly leases: LeaseStore;
+  readonly guardedTags: GuardedTagStore;
+  readonly events: EventStore;
 
   constructor(store: MetadataStore, opts: MetadataOptions = {}) {
     this.#store = store;
+    ({ leases: this.leases, guardedTags: this.guardedTags, events: this.events } = store);
     this.#opts = opts;
     this.#now = opts.now ?? Date.now;
     this.#queue = new WriteQueue({
@@ -61,16 +71,6 @@ export class Metadata {
 
   get backend(): MetadataStore['backend'] {
     return this.#store.backend;
-  }
-
-  /** Claims shared with the other processes of this database; unmemoised, since each answer is news. */
-  get leases(): LeaseStore {
-    return this.#store.leases;
-  }
-
-  /** The digests immutable tags are held to; unmemoised, so an accept by a command beside a server shows at once. */
-  get guardedTags(): GuardedTagStore {
-    return this.#store.guardedTags;
   }
 
   /** Serving-path writes waiting for the database to be back. */

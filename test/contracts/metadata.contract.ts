@@ -8,6 +8,7 @@ import { describe, test, type TestContext } from 'node:test';
 import type { MetadataStore, PendingBatch, RowBatch, StoredRows } from '../../src/store/metadata-store.js';
 import type { RateLimitRow, SubjectMetric, TagKey } from '../../src/store/rows.js';
 import { guardedTagContract } from './guarded-tags.contract.js';
+import { eventContract } from './events.contract.js';
 import { leaseContract } from './leases.contract.js';
 
 export interface OpenedStore {
@@ -72,6 +73,7 @@ export function metadataContract(name: string, open: OpenStore): void {
   describe(`MetadataStore contract: ${name}`, () => {
     leaseContract(setup, advance);
     guardedTagContract(setup, advance);
+    eventContract(setup);
     test('a new store is migrated and empty', async (t) => {
       const s = await setup(t);
       assert.ok((await s.schemaVersion()) >= 1);

@@ -17,11 +17,13 @@ import type {
   StoreOptions,
 } from '../metadata-store.js';
 import type { GuardedTagStore } from '../guarded-tags.js';
+import type { EventStore } from '../events.js';
 import type { LeaseStore } from '../leases.js';
 import type { HourRow, RateLimitRow, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow } from '../rows.js';
 import { Session, type PostgresOptions, type Queries } from './connection.js';
 import { describeTarget } from './describe-target.js';
 import { unavailableReason } from './errors.js';
+import { PostgresEvents } from './events-postgres.js';
 import { PostgresLeases } from './leases-postgres.js';
 import { PostgresGuardedTags } from './guarded-tags-postgres.js';
 import { migrate } from './migrations.js';
@@ -41,10 +43,12 @@ export class PostgresMetadataStore implements MetadataStore {
   readonly #now: () => number;
   readonly leases: LeaseStore;
   readonly guardedTags: GuardedTagStore;
+  readonly events: EventStore;
 
   private constructor(db: Session, now: () => number) {
     this.#db = db;
     this.#now = now;
+    this.events = new PostgresEvents(db);
     this.leases = new PostgresLeases(db, now);
     this.guardedTags = new PostgresGuardedTags(db, now);
   }

@@ -116,6 +116,24 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (upstream, repository, tag, class)
   );
   `,
+  `
+  -- What the mirror told its operators (src/store/events.ts): appended in batches, listed
+  -- newest first, pruned past the retention. details is a JSON object. Never exported.
+  CREATE TABLE events (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at         BIGINT NOT NULL,
+    kind       TEXT COLLATE "C" NOT NULL,
+    upstream   TEXT COLLATE "C",
+    repository TEXT COLLATE "C",
+    tag        TEXT COLLATE "C",
+    digest     TEXT COLLATE "C",
+    message    TEXT NOT NULL,
+    details    TEXT,
+    count      BIGINT NOT NULL DEFAULT 1
+  );
+  CREATE INDEX events_at ON events (at);
+  CREATE INDEX events_kind_at ON events (kind, at);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -19,9 +19,11 @@ import type {
   StoredRows,
 } from '../metadata-store.js';
 import type { GuardedTagStore } from '../guarded-tags.js';
+import type { EventStore } from '../events.js';
 import type { LeaseStore } from '../leases.js';
 import { toTagEntry, type HourRow, type RateLimitRow, type RawTag, type RawTagEntry, type RollupMetric, type SubjectMetric, type TagEntry, type TagKey, type TagRow } from '../rows.js';
 import { busy } from './busy.js';
+import { SqliteEvents } from './events-sqlite.js';
 import { SqliteLeases } from './leases-sqlite.js';
 import { SqliteGuardedTags } from './guarded-tags-sqlite.js';
 import { BUSY_TIMEOUT_MS, FLUSH_BUSY_TIMEOUT_MS, openDatabase } from './migrations.js';
@@ -48,10 +50,12 @@ export class SqliteMetadataStore implements MetadataStore {
   readonly #statements = new Map<string, Database.Statement>();
   readonly leases: LeaseStore;
   readonly guardedTags: GuardedTagStore;
+  readonly events: EventStore;
 
   constructor(path: string, opts: StoreOptions = {}) {
     this.#now = opts.now ?? Date.now;
     this.#db = openDatabase(path, BUSY_TIMEOUT_MS);
+    this.events = new SqliteEvents(this.#db);
     this.leases = new SqliteLeases(this.#db, this.#now);
     this.guardedTags = new SqliteGuardedTags(this.#db, this.#now);
   }

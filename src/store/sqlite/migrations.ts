@@ -123,6 +123,24 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (upstream, repository, tag, class)
   ) WITHOUT ROWID;
   `,
+  `
+  -- What the mirror told its operators (src/store/events.ts): appended in batches, listed
+  -- newest first, pruned past the retention. details is a JSON object. Never exported.
+  CREATE TABLE events (
+    id         INTEGER PRIMARY KEY,
+    at         INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    upstream   TEXT,
+    repository TEXT,
+    tag        TEXT,
+    digest     TEXT,
+    message    TEXT NOT NULL,
+    details    TEXT,
+    count      INTEGER NOT NULL DEFAULT 1
+  );
+  CREATE INDEX events_at ON events (at);
+  CREATE INDEX events_kind_at ON events (kind, at);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
