@@ -241,6 +241,16 @@ export class PeerUnauthorized extends RegmirrorError {
     super('PEER_UNAUTHORIZED', message);
   }
 }
+/** A signature policy in `enforce` mode refused a manifest: no valid signature by a trusted key covers it. */
+export class SignatureRefused extends RegmirrorError {
+  constructor(
+    message: string,
+    readonly policy: string,
+    readonly reason: string,
+  ) {
+    super('SIGNATURE_REFUSED', message);
+  }
+}
 export class RangeNotSatisfiable extends RegmirrorError {
   constructor(readonly size: number) {
     super('RANGE_NOT_SATISFIABLE', `requested range is not satisfiable for a blob of ${size} bytes`);
@@ -262,6 +272,7 @@ export function toOciError(err: unknown): OciError {
   if (err instanceof UnsupportedDigest) return new OciError('DIGEST_INVALID', m, { detail: { digest: err.digest, supported: err.supported } });
   if (err instanceof InvalidDigest) return new OciError('DIGEST_INVALID', m);
   if (err instanceof UnknownUpstream || err instanceof AccessDenied) return new OciError('DENIED', m);
+  if (err instanceof SignatureRefused) return new OciError('DENIED', m, { detail: { policy: err.policy, reason: err.reason } });
   if (err instanceof BlobNotFound) return new OciError('BLOB_UNKNOWN', m);
   if (err instanceof ManifestNotFound) return new OciError('MANIFEST_UNKNOWN', m);
   if (err instanceof RepositoryNotFound) return new OciError('NAME_UNKNOWN', m);

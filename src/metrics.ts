@@ -103,6 +103,17 @@ export class Metrics {
     labelNames: ['kind'] as const,
     registers: [this.registry],
   });
+  readonly signatureChecks = new Counter({
+    name: 'regmirror_signature_checks_total',
+    help: 'Manifests answered under a signature policy, by mode (enforce, warn) and result (verified, refused, unverified: served under warn)',
+    labelNames: ['mode', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly signatureVerifications = new Counter({
+    name: 'regmirror_signature_verifications_total',
+    help: 'Cryptographic signature verifications run (one per signature and key tried); a warm pull runs none',
+    registers: [this.registry],
+  });
   readonly rateLimitRemaining = new Gauge({
     name: 'regmirror_upstream_ratelimit_remaining',
     help: 'Pulls left in the upstream rate-limit window, as the upstream last reported',

@@ -33,6 +33,7 @@ export interface MirrorOptions {
   metadata?: Config['metadata'];
   /** Another mirror to fetch every upstream through. */
   parent?: Config['parent'];
+  policies?: Config['policies'];
 }
 
 /** Starts regmirror on 127.0.0.1:0; stop() closes it and removes its data dir (unless one was given). */
@@ -53,6 +54,7 @@ export async function startMirror(opts: MirrorOptions): Promise<Mirror> {
     storage: { ...DEFAULTS.storage, ...opts.storage },
     ...(opts.tls ? { tls: opts.tls } : {}),
     ...(opts.parent ? { parent: opts.parent } : {}),
+    ...(opts.policies ? { policies: opts.policies } : {}),
     ...(opts.adminToken !== undefined ? { adminToken: opts.adminToken } : {}),
   };
   const logs: string[] = [];

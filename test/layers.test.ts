@@ -37,7 +37,8 @@ const ALLOWED: Record<string, string[]> = {
   upstream: ['upstream', 'oci', 'errors', 'config', 'log'],
   cluster: ['cluster', 'store', 'upstream', 'oci', 'errors', 'log'],
   cache: ['cache', 'cluster', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics'],
-  http: ['http', 'cache', 'cluster', 'oci', 'errors', 'log', 'config', 'metrics', 'bytes'],
+  policy: ['policy', 'cache', 'store', 'upstream', 'oci', 'errors', 'config', 'config-policies', 'log', 'metrics', 'events'],
+  http: ['http', 'cache', 'cluster', 'policy', 'oci', 'errors', 'log', 'config', 'metrics', 'bytes'],
 };
 
 test('imports follow the layer direction', () => {

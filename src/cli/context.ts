@@ -18,6 +18,8 @@ import { createLogger, resolveLogFormat, type Logger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import { NO_EVENTS, type EventSink } from '../events/event.js';
 import { PolicySet } from '../policy/policies.js';
+import { SignatureFinder } from '../policy/signature-finder.js';
+import { SignatureGuard } from '../policy/signature-guard.js';
 import { openBlobStorage } from '../store/blob-storage.js';
 import type { ContentStore } from '../store/content-store.js';
 import { databaseFile, hasDatabase } from '../store/data-dir.js';
@@ -49,6 +51,8 @@ export interface CacheContext {
   events: EventSink;
   /** The config's signature and tag policies, compiled. */
   policies: PolicySet;
+  /** Checks manifests against the signature policies; absent when no policy says anything about signatures. */
+  signatures?: SignatureGuard;
   close(): Promise<void>;
 }
 
@@ -99,6 +103,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const events: EventSink = NO_EVENTS;
   const policies = new PolicySet(config.policies ?? []);
   const manifests = new ManifestCache({ store, metadata, metrics, ...(cluster ? { shared: cluster.work } : {}), log: log.child({ component: 'manifests' }), now, memoryBytes: config.manifestMemoryBytes, offline: config.offline, onFetched: (t, referenced) => blobs.vouch(t, referenced) });
+  const signatures = signatureGuard(config, { policies, manifests, blobs, store, events, metrics, log });
   const close = async () => {
     await evictor?.close();
     removals.close();
@@ -110,7 +115,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     await metadata.close();
     await storage.close();
   };
-  return { config, log, now, store, spool, metadata, metrics, replica, clients, upstreams, blobs, manifests, evictor, events, policies, close };
+  return { config, log, now, store, spool, metadata, metrics, replica, clients, upstreams, blobs, manifests, evictor, events, policies, ...(signatures ? { signatures } : {}), close };
 }
 
 /**
@@ -201,4 +206,15 @@ function clusterPeers(config: Config, metadata: Metadata, replica: Replica, log:
     peers: new PeerClient({ secret: c.secret }),
     work: new SharedWork(metadata.leases, replica.id),
   };
+}
+
+/** The guard of the signature policies, when any policy has a `signatures` section that is not `off`. */
+function signatureGuard(
+  config: Config,
+  d: { policies: PolicySet; manifests: ManifestCache; blobs: BlobCache; store: ContentStore; events: EventSink; metrics: Metrics; log: Logger },
+): SignatureGuard | undefined {
+  if (!(config.policies ?? []).some((p) => p.signatures && p.signatures.mode !== 'off')) return undefined;
+  const log = d.log.child({ component: 'signatures' });
+  const finder = new SignatureFinder({ manifests: d.manifests, blobs: d.blobs, store: d.store, log });
+  return new SignatureGuard({ policies: d.policies, finder, manifests: d.manifests, events: d.events, metrics: d.metrics, log });
 }
