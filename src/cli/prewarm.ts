@@ -177,6 +177,8 @@ async function manifestsOf(ctx: CacheContext, t: Target, ref: ImageReference, op
     result.platforms.push('single');
   }
   if (opts.referrers) blobs.push(...(await referrersOf(ctx, t, parseDigest(root.digest))));
+  // Under a signature policy the image's signatures are cached with it (and so exported).
+  await ctx.signatures?.verdictFor(t, parseDigest(root.digest));
   return blobs;
 }
 

@@ -10,7 +10,7 @@ import type { Logger } from '../log.js';
 import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { OCI_INDEX, parseManifest, type Descriptor } from '../oci/manifest.js';
 import type { ContentStore } from '../store/content-store.js';
-import { legacySignatureTag, MAX_PAYLOAD_BYTES, signedLayers } from './cosign-legacy.js';
+import { legacySignatureTag, MAX_PAYLOAD_BYTES, signedLayers, SIMPLE_SIGNING } from './cosign-legacy.js';
 import { BUNDLE_TYPE, MAX_BUNDLE_BYTES } from './sigstore-bundle.js';
 
 /** Bounds the work one subject can cause: a registry listing thousands of referrers gets the first few read. */
@@ -50,6 +50,7 @@ export class SignatureFinder {
     }
     try {
       const artifacts: Artifact[] = [];
+      await this.#smallBlobs(t, layers);
       for (const l of signedLayers(layers)) artifacts.push({ format: 'cosign-legacy', payload: await this.#blob(t, l, MAX_PAYLOAD_BYTES), signature: l.signature });
       return { artifacts };
     } catch (err) {
@@ -65,8 +66,7 @@ export class SignatureFinder {
       for (const d of listed.descriptors.slice(0, MAX_BUNDLES)) {
         const m = await this.deps.manifests.artifact(t, { digest: parseDigest(d.digest) });
         const blobs = parseManifest(m.bytes!, m.mediaType).blobs;
-        // The empty config too: an export carries the artifact whole.
-        for (const b of blobs) if (b.mediaType !== BUNDLE_TYPE && b.size <= 1024) await this.deps.blobs.ensure(t, parseDigest(b.digest));
+        await this.#smallBlobs(t, blobs);
         const layer = blobs.find((b) => b.mediaType === BUNDLE_TYPE);
         if (layer) artifacts.push({ format: 'sigstore-bundle', json: await this.#blob(t, layer, MAX_BUNDLE_BYTES) });
       }
@@ -83,7 +83,7 @@ export class SignatureFinder {
       try {
         const body = await manifests.referrers(t, digest, '');
         const descriptors = bundleDescriptors(body.bytes);
-        await manifests.keepReferrers(t, digest, Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: descriptors })));
+        if (descriptors.length > 0) await manifests.keepReferrers(t, digest, Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: descriptors })));
         return { descriptors };
       } catch (err) {
         if (err instanceof ManifestNotFound || err instanceof RepositoryNotFound) return { descriptors: [] };
@@ -92,6 +92,11 @@ export class SignatureFinder {
     }
     const kept = await manifests.keptReferrers(t, digest);
     return kept ? { descriptors: bundleDescriptors(kept) } : manifests.offline ? { descriptors: [] } : { failed: `the referrers of ${digest} could not be listed` };
+  }
+
+  /** The config of an artifact too (a few bytes), so that an export carries the artifact whole. */
+  async #smallBlobs(t: Target, blobs: readonly Descriptor[]): Promise<void> {
+    for (const b of blobs) if (b.mediaType !== BUNDLE_TYPE && b.mediaType !== SIMPLE_SIGNING && b.size <= MAX_PAYLOAD_BYTES) await this.deps.blobs.ensure(t, parseDigest(b.digest));
   }
 
   /** A small blob's bytes, fetched through the cache and checked against its digest. */

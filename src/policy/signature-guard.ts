@@ -25,6 +25,10 @@ import { Verdicts, type Verdict } from './verdicts.js';
 /** Tags signature tools write beside an image (cosign's `.sig`, `.att`, `.sbom`; the referrers tag schema's bare digest). */
 const ARTIFACT_TAG = /^sha256-[a-f0-9]{64}(\.[a-z]+)?$/;
 
+export function isArtifactTag(tag: string): boolean {
+  return ARTIFACT_TAG.test(tag);
+}
+
 export const SIGNATURE_HEADER = 'x-regmirror-signature';
 
 export interface GuardDeps {
@@ -73,6 +77,16 @@ export class SignatureGuard {
     }
     this.#deps.metrics?.signatureChecks.inc({ mode, result: 'unverified' });
     return `unverified; ${why}; policy ${gov.name}`;
+  }
+
+  /**
+   * The verdict for a manifest under the policy governing its repository, or undefined when
+   * none does. Looking it up fetches the signatures through the caches: prewarm and import
+   * call it so that the artifacts are cached (and exported) beside the image.
+   */
+  async verdictFor(t: Target, digest: Digest): Promise<Verdict | undefined> {
+    const gov = this.#deps.policies.signaturesFor(t.upstream.name, t.repository);
+    return gov ? this.verdict(t, digest, gov) : undefined;
   }
 
   /** The verdict for a digest under a policy: remembered, or decided once for all concurrent asks. */
