@@ -61,10 +61,17 @@ export class SignatureGuard {
    * Throws SignatureRefused when an `enforce` policy governs the pull and no valid
    * signature covers the manifest; otherwise the value of the signature header, if any.
    */
-  async check(t: Target, tag: string | undefined, m: Answer): Promise<string | undefined> {
+  check(t: Target, tag: string | undefined, m: Answer): string | undefined | Promise<string | undefined> {
     const gov = this.#deps.policies.signaturesFor(t.upstream.name, t.repository);
     if (!gov || (tag !== undefined && ARTIFACT_TAG.test(tag))) return undefined;
-    const verdict = await this.verdict(t, parseDigest(m.digest), gov, m);
+    // A warm pull answers from the remembered verdict without a promise in between.
+    const keys = this.#keysOf(gov.policy);
+    const known = this.#verdicts.get(Verdicts.key(keys.id, t.upstream.name, t.repository, m.digest));
+    if (known) return this.#answer(t, m, gov, known);
+    return this.verdict(t, parseDigest(m.digest), gov, m).then((v) => this.#answer(t, m, gov, v));
+  }
+
+  #answer(t: Target, m: Answer, gov: Governing<SignaturePolicy>, verdict: Verdict): string | undefined {
     const mode = gov.policy.mode;
     if (verdict.ok) {
       this.#deps.metrics?.signatureChecks.inc({ mode, result: 'verified' });
