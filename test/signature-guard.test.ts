@@ -69,7 +69,7 @@ const verifications = async () => (await ctx.metrics.signatureVerifications.get(
 test('enforce: a refusal records one image_refused event per decision, not per retry', async () => {
   const m = await pulled('strict/unsigned');
   for (let i = 0; i < 3; i++) {
-    await assert.rejects(async () => guard.check(target('strict/unsigned'), '1', m), (err: unknown) => err instanceof SignatureRefused && err.reason === 'no signature' && err.policy === 'policies[1]');
+    await assert.rejects(async () => guard.check(target('strict/unsigned'), m), (err: unknown) => err instanceof SignatureRefused && err.reason === 'no signature' && err.policy === 'policies[1]');
   }
   const refused = events.filter((e) => e.kind === 'image_refused');
   assert.equal(refused.length, 1);
@@ -80,14 +80,14 @@ test('enforce: a refusal records one image_refused event per decision, not per r
 
 test('warn: served with the reason, and a signature_failed event', async () => {
   const m = await pulled('loose/unsigned');
-  assert.equal(await guard.check(target('loose/unsigned'), '1', m), 'unverified; no signature; policy policies[0]');
+  assert.equal(await guard.check(target('loose/unsigned'), m), 'unverified; no signature; policy policies[0]');
   assert.deepEqual(events.filter((e) => e.kind === 'signature_failed').map((e) => e.repository), ['loose/unsigned']);
 });
 
 test('concurrent first pulls of one digest share one verification', async () => {
   const m = await pulled('strict/signed');
   const before = await verifications();
-  const answers = await Promise.all(Array.from({ length: 10 }, () => guard.check(target('strict/signed'), '1', m)));
+  const answers = await Promise.all(Array.from({ length: 10 }, () => guard.check(target('strict/signed'), m)));
   assert.deepEqual(new Set(answers), new Set(['verified']));
   assert.equal(await verifications(), before + 1);
 });

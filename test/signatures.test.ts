@@ -17,6 +17,8 @@ const trustedRsa = generateKey('rsa');
 const stranger = generateKey('ecdsa');
 
 let up: FakeUpstream;
+/** A registry without the referrers API: bundles listed under the referrers tag schema. */
+let ghcr: FakeUpstream;
 let mirror: Mirror;
 const images: Record<string, FixtureImage> = {};
 
@@ -45,21 +47,34 @@ before(async () => {
   up.addImage(multi);
   images['team/multi'] = multi;
   signLegacy(up, multi, trusted);
+  // A runnable image tagged like a signature is no signature artifact.
+  const disguised = await singleImage({ name: 'team/disguised', tag: `sha256-${'b'.repeat(64)}.sig`, seed: 'sig-disguised' });
+  up.addImage(disguised);
+  images['team/disguised'] = disguised;
+  ghcr = await FakeUpstream.start();
+  ghcr.referrersApi = false;
+  images['org/app'] = await singleImage({ name: 'org/app', tag: '1', seed: 'sig-ghcr' });
+  ghcr.addImage(images['org/app']);
+  await signBundle(ghcr, images['org/app'], trusted, { tagSchema: true });
+  images['org/unsigned'] = await singleImage({ name: 'org/unsigned', tag: '1', seed: 'sig-ghcr-unsigned' });
+  ghcr.addImage(images['org/unsigned']);
   const keys = [trusted.pem, trustedEd.pem, trustedRsa.pem];
   const policies = parsePolicies(
     [
       { match: { repositories: ['warn/**'] }, signatures: { mode: 'warn', keys } },
       { match: { repositories: ['pinned/*'] }, signatures: { mode: 'enforce', keys, matchReference: true } },
       { match: { upstream: 'docker.io', repositories: ['team/**'] }, signatures: { mode: 'enforce', keys } },
+      { match: { upstream: 'ghcr.io' }, signatures: { mode: 'enforce', keys } },
     ],
     {},
   );
-  mirror = await startMirror({ upstreams: [{ name: 'docker.io', url: up.url }], defaultUpstream: 'docker.io', policies });
+  mirror = await startMirror({ upstreams: [{ name: 'docker.io', url: up.url }, { name: 'ghcr.io', url: ghcr.url }], defaultUpstream: 'docker.io', policies });
 });
 
 after(async () => {
   await mirror?.stop();
   await up?.close();
+  await ghcr?.close();
 });
 
 const manifest = (name: string, ref = '1', method: 'GET' | 'HEAD' = 'GET') =>
@@ -138,4 +153,15 @@ test('the signature artifacts themselves are served under enforce', async () => 
   const referrers = await get(`${mirror.url}/v2/team/bundle/referrers/${images['team/bundle'].root.digest}`);
   const [artifact] = (JSON.parse(referrers.body.toString()) as { manifests: Array<{ digest: string }> }).manifests;
   assert.equal((await manifest('team/bundle', artifact.digest)).status, 200);
+});
+
+test('a registry without the referrers API: bundles are found under the referrers tag schema', async () => {
+  const r = await get(`${mirror.url}/v2/org/app/manifests/1?ns=ghcr.io`);
+  assert.equal(r.status, 200, r.body.toString());
+  assert.equal(r.headers['x-regmirror-signature'], 'verified');
+  assert.match(refusal(await get(`${mirror.url}/v2/org/unsigned/manifests/1?ns=ghcr.io`)), /policies\[3\]: no signature/);
+});
+
+test('a runnable image tagged like a signature artifact is checked like any image', async () => {
+  assert.match(refusal(await manifest('team/disguised', images['team/disguised'].tag)), /no signature/);
 });

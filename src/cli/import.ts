@@ -23,7 +23,6 @@ import { createLogger } from '../log.js';
 import { ArgumentError, configPath, UsageError, type Values } from './args.js';
 import { openCache, type CacheContext } from './context.js';
 import { formatBytes } from '../bytes.js';
-import { isArtifactTag } from '../policy/signature-guard.js';
 
 export interface ImportedImage {
   /** Full reference, e.g. `docker.io/library/alpine:3`. */
@@ -319,7 +318,6 @@ async function unsignedImages(ctx: CacheContext, images: ImportedImage[]): Promi
   if (!guard) return [];
   const out: Array<{ name: string; reason: string }> = [];
   for (const img of images) {
-    if (img.tag !== undefined && isArtifactTag(img.tag)) continue;
     const upstream = ctx.upstreams.lookup(img.upstream);
     if (!upstream) continue;
     const verdict = await guard.verdictFor({ upstream, repository: img.repository }, parseDigest(img.digest));

@@ -15,7 +15,7 @@ export async function serveManifest(c: Context, manifests: ManifestCache, t: Res
   const m = await manifests.get(t, ref, acceptClass(c.req.header('accept')), withBody);
   c.set('cache', m.source);
   // Before the client sees the manifest, and so before it could ask for any of its blobs.
-  const signature = await signatures?.check(t, ref.tag, m);
+  const signature = await signatures?.check(t, m);
   const headers: Record<string, string> = {
     'content-type': m.mediaType,
     'content-length': String(m.size),

@@ -4,7 +4,7 @@
 // content. The referrers found are kept as an index under the referrers tag schema's tag
 // (ManifestCache.keepReferrers): an offline mirror and an imported bundle answer from it.
 import type { BlobCache, Target } from '../cache/blobs.js';
-import type { ManifestCache } from '../cache/manifests.js';
+import { referrersTag, type ManifestCache } from '../cache/manifests.js';
 import { ManifestNotFound, NotInOfflineCache, RepositoryNotFound } from '../errors.js';
 import type { Logger } from '../log.js';
 import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
@@ -86,7 +86,7 @@ export class SignatureFinder {
         if (descriptors.length > 0) await manifests.keepReferrers(t, digest, Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: descriptors })));
         return { descriptors };
       } catch (err) {
-        if (err instanceof ManifestNotFound || err instanceof RepositoryNotFound) return { descriptors: [] };
+        if (err instanceof ManifestNotFound || err instanceof RepositoryNotFound) return this.#tagSchema(t, digest);
         log.debug('referrers lookup failed; using the ones kept', { repo: t.repository, digest, err: (err as Error).message });
       }
     }
@@ -97,6 +97,20 @@ export class SignatureFinder {
   /** The config of an artifact too (a few bytes), so that an export carries the artifact whole. */
   async #smallBlobs(t: Target, blobs: readonly Descriptor[]): Promise<void> {
     for (const b of blobs) if (b.mediaType !== BUNDLE_TYPE && b.mediaType !== SIMPLE_SIGNING && b.size <= MAX_PAYLOAD_BYTES) await this.deps.blobs.ensure(t, parseDigest(b.digest));
+  }
+
+  /**
+   * A registry without the referrers API (it answers 404) keeps them as an index under the
+   * tag `sha256-<hex>`, the same tag the mirror keeps them under, so both read alike.
+   */
+  async #tagSchema(t: Target, digest: Digest): Promise<{ descriptors: Descriptor[] } | { failed: string }> {
+    try {
+      const index = await this.deps.manifests.artifact(t, { tag: referrersTag(digest) });
+      return { descriptors: bundleDescriptors(index.bytes!) };
+    } catch (err) {
+      const found = absent(err);
+      return found.failed ? { failed: found.failed } : { descriptors: [] };
+    }
   }
 
   /** A small blob's bytes, fetched through the cache and checked against its digest. */

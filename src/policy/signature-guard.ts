@@ -22,13 +22,6 @@ import { BUNDLE_TYPE, checkBundle } from './sigstore-bundle.js';
 import { TrustedKeys } from './trusted-keys.js';
 import { Verdicts, type Verdict } from './verdicts.js';
 
-/** Tags signature tools write beside an image (cosign's `.sig`, `.att`, `.sbom`; the referrers tag schema's bare digest). */
-const ARTIFACT_TAG = /^sha256-[a-f0-9]{64}(\.[a-z]+)?$/;
-
-export function isArtifactTag(tag: string): boolean {
-  return ARTIFACT_TAG.test(tag);
-}
-
 export const SIGNATURE_HEADER = 'x-regmirror-signature';
 
 export interface GuardDeps {
@@ -61,9 +54,9 @@ export class SignatureGuard {
    * Throws SignatureRefused when an `enforce` policy governs the pull and no valid
    * signature covers the manifest; otherwise the value of the signature header, if any.
    */
-  check(t: Target, tag: string | undefined, m: Answer): string | undefined | Promise<string | undefined> {
+  check(t: Target, m: Answer): string | undefined | Promise<string | undefined> {
     const gov = this.#deps.policies.signaturesFor(t.upstream.name, t.repository);
-    if (!gov || (tag !== undefined && ARTIFACT_TAG.test(tag))) return undefined;
+    if (!gov) return undefined;
     // A warm pull answers from the remembered verdict without a promise in between.
     const keys = this.#keysOf(gov.policy);
     const known = this.#verdicts.get(Verdicts.key(keys.id, t.upstream.name, t.repository, m.digest));
@@ -120,8 +113,9 @@ export class SignatureGuard {
       verdict = { ok: false, reason: 'signature lookup failed', detail: (err as Error).message };
     }
     if (verdict.ok) this.#verdicts.set(key, verdict);
-    else {
-      this.#verdicts.setUnlessCovered(key, verdict);
+    else if (!this.#verdicts.get(key)?.ok) {
+      // Not when an index verified meanwhile covers it: that verdict stands.
+      this.#verdicts.set(key, verdict);
       this.#report(t, digest, gov, verdict);
     }
     return this.#verdicts.get(key) ?? verdict;
@@ -172,15 +166,21 @@ function verdictOf(o: Outcome | undefined, failed: string | undefined): Verdict 
   return { ok: false, reason: reasonOf(o)!, ...(detail ? { detail } : {}) };
 }
 
-/** A signature artifact itself (a legacy `.sig` manifest, a bundle referrer): what verifies others is not signed itself. */
+/**
+ * A signature artifact itself, judged by its content rather than its tag (anyone can tag
+ * an image `sha256-….sig`): a bundle artifact, a manifest whose every layer is a
+ * simple-signing payload, or an index listing only artifacts (the referrers tag schema's).
+ * None of them is an image a client could run, and what verifies others is not signed.
+ */
 function isSignatureArtifact(bytes: Buffer): boolean {
-  let doc: { artifactType?: unknown; layers?: unknown; config?: { mediaType?: unknown } } | null;
+  let doc: { artifactType?: unknown; layers?: unknown; manifests?: unknown } | null;
   try {
     doc = JSON.parse(bytes.toString('utf8')) as typeof doc;
   } catch {
     return false;
   }
   if (doc?.artifactType === BUNDLE_TYPE) return true;
-  const layers = Array.isArray(doc?.layers) ? (doc.layers as Array<{ mediaType?: unknown }>) : [];
+  if (Array.isArray(doc?.manifests)) return (doc.manifests as Array<{ artifactType?: unknown } | null>).every((d) => typeof d?.artifactType === 'string');
+  const layers = Array.isArray(doc?.layers) ? (doc.layers as Array<{ mediaType?: unknown } | null>) : [];
   return layers.length > 0 && layers.every((l) => l?.mediaType === SIMPLE_SIGNING);
 }

@@ -30,10 +30,4 @@ export class Verdicts {
   set(key: string, v: Verdict): void {
     this.#lru.set(key, v, v.ok ? {} : { ttl: FAILURE_TTL_MS });
   }
-
-  /** A failure does not displace what a verified index said of the same digest. */
-  setUnlessCovered(key: string, v: Verdict): void {
-    if (this.#lru.get(key)?.ok) return;
-    this.set(key, v);
-  }
 }
