@@ -43,6 +43,7 @@ before(async () => {
   signLegacy(up, await image('pinned/named'), trusted, { reference: 'index.docker.io/pinned/other' });
   signLegacy(up, await image('pinned/right'), trusted);
   await image('warn/unsigned');
+  signLegacy(up, await image('warnref/evil'), trusted, { reference: 'index.docker.io/other\r\nx-injected: 1\u00e9' });
   const multi = await multiPlatformImage({ name: 'team/multi', tag: '1', seed: 'sig-multi', platforms: [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64' }] });
   up.addImage(multi);
   images['team/multi'] = multi;
@@ -62,6 +63,7 @@ before(async () => {
   const policies = parsePolicies(
     [
       { match: { repositories: ['warn/**'] }, signatures: { mode: 'warn', keys } },
+      { match: { repositories: ['warnref/*'] }, signatures: { mode: 'warn', keys, matchReference: true } },
       { match: { repositories: ['pinned/*'] }, signatures: { mode: 'enforce', keys, matchReference: true } },
       { match: { upstream: 'docker.io', repositories: ['team/**'] }, signatures: { mode: 'enforce', keys } },
       { match: { upstream: 'ghcr.io' }, signatures: { mode: 'enforce', keys } },
@@ -106,10 +108,10 @@ test('enforce serves images signed by a trusted key: legacy (ECDSA, RSA) and bun
 });
 
 test('enforce refuses with DENIED naming the policy and the reason', async () => {
-  assert.match(refusal(await manifest('team/unsigned')), /policies\[2\]: no signature/);
+  assert.match(refusal(await manifest('team/unsigned')), /policies\[3\]: no signature/);
   assert.match(refusal(await manifest('team/unsigned', images['team/unsigned'].root.digest)), /no signature/);
   assert.equal((await manifest('team/unsigned', '1', 'HEAD')).status, 403);
-  assert.match(refusal(await manifest('team/stranger')), /policies\[2\]: signed by a key not trusted/);
+  assert.match(refusal(await manifest('team/stranger')), /policies\[3\]: signed by a key not trusted/);
   assert.match(refusal(await manifest('team/stranger-bundle')), /signed by a key not trusted/);
   assert.match(refusal(await manifest('team/elsewhere')), /bad signature \(the payload signs sha256:/);
   assert.match(refusal(await manifest('team/altered')), /bad signature/);
@@ -121,7 +123,7 @@ test('enforce refuses with DENIED naming the policy and the reason', async () =>
 
 test('matchReference compares the signed docker-reference, Docker Hub names normalised', async () => {
   assert.equal((await manifest('pinned/right')).status, 200);
-  assert.match(refusal(await manifest('pinned/named')), /policies\[1\]: bad signature \(the payload names index\.docker\.io\/pinned\/other\)/);
+  assert.match(refusal(await manifest('pinned/named')), /policies\[2\]: bad signature \(the payload names index\.docker\.io\/pinned\/other\)/);
 });
 
 test('warn serves an unsigned image, with a header, a log line and a count', async () => {
@@ -159,9 +161,16 @@ test('a registry without the referrers API: bundles are found under the referrer
   const r = await get(`${mirror.url}/v2/org/app/manifests/1?ns=ghcr.io`);
   assert.equal(r.status, 200, r.body.toString());
   assert.equal(r.headers['x-regmirror-signature'], 'verified');
-  assert.match(refusal(await get(`${mirror.url}/v2/org/unsigned/manifests/1?ns=ghcr.io`)), /policies\[3\]: no signature/);
+  assert.match(refusal(await get(`${mirror.url}/v2/org/unsigned/manifests/1?ns=ghcr.io`)), /policies\[4\]: no signature/);
 });
 
 test('a runnable image tagged like a signature artifact is checked like any image', async () => {
   assert.match(refusal(await manifest('team/disguised', images['team/disguised'].tag)), /no signature/);
+});
+
+test('warn: a reason quoting the upstream stays one printable header line', async () => {
+  const r = await manifest('warnref/evil');
+  assert.equal(r.status, 200);
+  assert.equal(r.headers['x-injected'], undefined);
+  assert.match(r.headers['x-regmirror-signature'], /^unverified; bad signature \(the payload names index\.docker\.io\/other\?\?x-injected: 1\?\); policy policies\[1\]$/);
 });

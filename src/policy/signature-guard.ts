@@ -76,7 +76,8 @@ export class SignatureGuard {
       throw new SignatureRefused(`${t.repository}@${m.digest} refused by signature policy ${gov.name}: ${why}`, gov.name, verdict.reason);
     }
     this.#deps.metrics?.signatureChecks.inc({ mode, result: 'unverified' });
-    return `unverified; ${why}; policy ${gov.name}`;
+    // The reason may quote what the upstream sent (a payload's reference): printable ASCII only in a header.
+    return `unverified; ${why.replace(/[^\x20-\x7e]/g, '?').slice(0, 300)}; policy ${gov.name}`;
   }
 
   /**
