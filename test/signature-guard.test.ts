@@ -18,9 +18,10 @@ import { parseDigest } from '../src/oci/digest.js';
 import { checkLegacy, payloadClaims } from '../src/policy/cosign-legacy.js';
 import { SignatureFinder } from '../src/policy/signature-finder.js';
 import { SignatureGuard } from '../src/policy/signature-guard.js';
+import { checkBundle } from '../src/policy/sigstore-bundle.js';
 import { TrustedKeys } from '../src/policy/trusted-keys.js';
 import { singleImage, type FixtureImage } from '../fixtures/images.js';
-import { generateKey, rawSign, signLegacy } from '../fixtures/signing.js';
+import { generateKey, rawSign, signBundle, signLegacy } from '../fixtures/signing.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
 import { metadataConfigFor } from './support/metadata-backend.js';
 
@@ -106,4 +107,21 @@ test('legacy payloads: the claim is checked before any cryptography, in either s
   assert.equal(checkLegacy(mixed, rawSign(generateKey('ed25519'), mixed).toString('base64'), digest, keys, () => true).result, 'untrusted');
   assert.equal(checkLegacy(Buffer.from('not json'), 'AAAA', digest, keys, () => true).result, 'bad');
   assert.equal(counted, 2);
+});
+
+test('bundles: about another manifest, or not a bundle, is a bad signature; a foreign key is untrusted', async () => {
+  const img = images['strict/signed'];
+  const digest = parseDigest(img.root.digest);
+  const keys = new TrustedKeys([{ ref: 'k', pem: key.pem }]);
+  const bundleOf = async (signer: typeof key, content: 'dsse' | 'message', subject = img.root) => {
+    const artifact = await signBundle(up, img, signer, { content, subject });
+    return [...artifact.blobs.values()].find((b) => b.length > 2)!;
+  };
+  const other = images['strict/unsigned'].root;
+  assert.equal(checkBundle(await bundleOf(key, 'message'), digest, img.root.bytes, keys).result, 'valid');
+  assert.equal(checkBundle(await bundleOf(key, 'dsse'), digest, img.root.bytes, keys).result, 'valid');
+  assert.deepEqual(checkBundle(await bundleOf(key, 'message', other), digest, img.root.bytes, keys), { result: 'bad', why: 'the message signature is over another digest', format: 'sigstore-bundle' });
+  assert.deepEqual(checkBundle(await bundleOf(key, 'dsse', other), digest, img.root.bytes, keys), { result: 'bad', why: 'the in-toto statement does not name this digest', format: 'sigstore-bundle' });
+  assert.equal(checkBundle(await bundleOf(generateKey('ecdsa'), 'dsse'), digest, img.root.bytes, keys).result, 'untrusted');
+  assert.equal(checkBundle(Buffer.from('{"mediaType":"nope"}'), digest, img.root.bytes, keys).result, 'bad');
 });

@@ -5,7 +5,6 @@
 // signature over its bytes, or a DSSE in-toto statement naming its digest as a subject.
 import { bundleFromJSON, type Bundle } from '@sigstore/bundle';
 import { toSignedEntity, Verifier, type TrustMaterial } from '@sigstore/verify';
-import { createHash } from 'node:crypto';
 import { digestHex, type Digest } from '../oci/digest.js';
 import type { Outcome } from './outcome.js';
 import type { Key, TrustedKeys } from './trusted-keys.js';
@@ -73,7 +72,3 @@ function subjectProblem(bundle: Bundle, digest: Digest): string | undefined {
   return named ? undefined : 'the in-toto statement does not name this digest';
 }
 
-/** The hint a bundle made with `pem` names it by: sha256 of its SubjectPublicKeyInfo, hex (as TrustedKeys ids keys). */
-export function keyHint(spkiDer: Buffer): string {
-  return createHash('sha256').update(spkiDer).digest('hex');
-}
