@@ -71,4 +71,3 @@ function subjectProblem(bundle: Bundle, digest: Digest): string | undefined {
   const named = Array.isArray(subjects) && subjects.some((s) => (s as { digest?: { sha256?: unknown } } | null)?.digest?.sha256 === hex);
   return named ? undefined : 'the in-toto statement does not name this digest';
 }
-
