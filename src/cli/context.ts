@@ -215,6 +215,9 @@ function signatureGuard(
 ): SignatureGuard | undefined {
   if (!(config.policies ?? []).some((p) => p.signatures && p.signatures.mode !== 'off')) return undefined;
   const log = d.log.child({ component: 'signatures' });
+  (config.policies ?? []).forEach((p, i) => {
+    if (p.signatures?.trustedRoot) log.warn('keyless signatures are not verified yet: a bundle with a certificate counts as signed by a key not trusted', { policy: `policies[${i}]`, trustedRoot: p.signatures.trustedRoot.ref });
+  });
   const finder = new SignatureFinder({ manifests: d.manifests, blobs: d.blobs, store: d.store, log });
   return new SignatureGuard({ policies: d.policies, finder, manifests: d.manifests, events: d.events, metrics: d.metrics, log });
 }
