@@ -18,6 +18,7 @@ import { cli, errorCode, get, startMirror, type CliResult, type Mirror } from '.
 let dir: string;
 let offline: Mirror;
 let imported: CliResult;
+let prewarmed: CliResult;
 const images: Record<string, FixtureImage> = {};
 
 const ok = (r: CliResult, what: string) => assert.equal(r.code, 0, `${what}\n${r.stdout}\n${r.stderr}`);
@@ -44,7 +45,8 @@ before(async () => {
   await writeFile(join(dir, 'gapped.yaml'), config(join(dir, 'gapped'), 'http://127.0.0.1:9', true));
   const refs = ['team/legacy:1', 'team/bundle:1', 'team/multi:1', 'team/unsigned:1'];
   try {
-    ok(await cli(['prewarm', '--config', join(dir, 'connected.yaml'), ...refs]), 'prewarm');
+    prewarmed = await cli(['prewarm', '--config', join(dir, 'connected.yaml'), ...refs]);
+    ok(prewarmed, 'prewarm');
     ok(await cli(['export', '--config', join(dir, 'connected.yaml'), '-o', join(dir, 'bundle.tar'), ...refs]), 'export');
   } finally {
     await up.close();
@@ -61,6 +63,11 @@ after(async () => {
 });
 
 const manifest = (name: string, ref = '1') => get(`${offline.url}/v2/${name}/manifests/${ref}`, { headers: { accept: 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json' } });
+
+test('prewarm says which image no valid signature covers', () => {
+  assert.match(prewarmed.stdout, /warning: docker\.io\/team\/unsigned:1: no signature under its signature policy/);
+  assert.doesNotMatch(prewarmed.stdout, /warning: docker\.io\/team\/(legacy|bundle|multi)/);
+});
 
 test('the bundle carries the signatures, and the import flags the unsigned image', () => {
   assert.match(imported.stdout, /team\/legacy:sha256-[a-f0-9]{64}\.sig /);

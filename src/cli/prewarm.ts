@@ -56,6 +56,8 @@ export interface PrewarmResult {
   error?: string;
   /** Dry run: blobs not in the cache (unknown when the manifests are not cached either). */
   missing?: number;
+  /** Under a signature policy: `verified`, or why no valid signature covers the image. */
+  signature?: string;
 }
 
 export type PrewarmEvent =
@@ -178,7 +180,8 @@ async function manifestsOf(ctx: CacheContext, t: Target, ref: ImageReference, op
   }
   if (opts.referrers) blobs.push(...(await referrersOf(ctx, t, parseDigest(root.digest))));
   // Under a signature policy the image's signatures are cached with it (and so exported).
-  await ctx.signatures?.verdictFor(t, parseDigest(root.digest));
+  const verdict = await ctx.signatures?.verdictFor(t, parseDigest(root.digest));
+  if (verdict) result.signature = verdict.ok ? 'verified' : `${verdict.reason}${verdict.detail ? ` (${verdict.detail})` : ''}`;
   return blobs;
 }
 
