@@ -33,6 +33,7 @@ before(async () => {
   up = await FakeUpstream.start();
   signLegacy(up, await image('team/legacy'), trusted);
   signLegacy(up, await image('team/rsa'), trustedRsa);
+  signLegacy(up, await image('team/partly-missing'), trusted, { missingLayerFirst: true });
   await signBundle(up, await image('team/bundle'), trustedEd);
   await signBundle(up, await image('team/message'), trusted, { content: 'message' });
   await image('team/unsigned');
@@ -96,8 +97,8 @@ function refusal(r: Awaited<ReturnType<typeof get>>): string {
   return (JSON.parse(r.body.toString()) as { errors: Array<{ message: string }> }).errors[0].message;
 }
 
-test('enforce serves images signed by a trusted key: legacy (ECDSA, RSA) and bundles (DSSE Ed25519, message signature)', async () => {
-  for (const name of ['team/legacy', 'team/rsa', 'team/bundle', 'team/message']) {
+test('enforce serves images signed by a trusted key: legacy (ECDSA, RSA; one unreadable signature beside a good one) and bundles (DSSE Ed25519, message signature)', async () => {
+  for (const name of ['team/legacy', 'team/rsa', 'team/bundle', 'team/message', 'team/partly-missing']) {
     const r = await manifest(name);
     assert.equal(r.status, 200, `${name}: ${r.body.toString()}`);
     assert.equal(r.headers['docker-content-digest'], images[name].root.digest);

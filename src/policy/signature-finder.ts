@@ -13,8 +13,9 @@ import type { ContentStore } from '../store/content-store.js';
 import { legacySignatureTag, MAX_PAYLOAD_BYTES, signedLayers, SIMPLE_SIGNING } from './cosign-legacy.js';
 import { BUNDLE_TYPE, MAX_BUNDLE_BYTES } from './sigstore-bundle.js';
 
-/** Bounds the work one subject can cause: a registry listing thousands of referrers gets the first few read. */
+/** Bounds the work one subject can cause: of thousands of referrers (or `.sig` layers) the first few are read. */
 const MAX_BUNDLES = 8;
+const MAX_LEGACY_SIGNATURES = 16;
 
 export type Artifact = { format: 'cosign-legacy'; payload: Buffer; signature: string } | { format: 'sigstore-bundle'; json: Buffer };
 
@@ -48,32 +49,37 @@ export class SignatureFinder {
     } catch (err) {
       return absent(err);
     }
-    try {
-      const artifacts: Artifact[] = [];
-      await this.#smallBlobs(t, layers);
-      for (const l of signedLayers(layers)) artifacts.push({ format: 'cosign-legacy', payload: await this.#blob(t, l, MAX_PAYLOAD_BYTES), signature: l.signature });
-      return { artifacts };
-    } catch (err) {
-      return { artifacts: [], failed: `reading ${legacySignatureTag(digest)}: ${(err as Error).message}` };
+    const artifacts: Artifact[] = [];
+    const failed: string[] = [];
+    // One unreadable payload does not hide the others: any one valid signature is enough.
+    for (const l of signedLayers(layers).slice(0, MAX_LEGACY_SIGNATURES)) {
+      try {
+        artifacts.push({ format: 'cosign-legacy', payload: await this.#blob(t, l, MAX_PAYLOAD_BYTES), signature: l.signature });
+      } catch (err) {
+        failed.push((err as Error).message);
+      }
     }
+    await this.#smallBlobs(t, layers.slice(0, MAX_LEGACY_SIGNATURES + 1)).catch((err: Error) => failed.push(err.message));
+    return { artifacts, ...(failed.length ? { failed: `reading ${legacySignatureTag(digest)}: ${failed.join('; ')}` } : {}) };
   }
 
   async #bundles(t: Target, digest: Digest): Promise<Found> {
     const listed = await this.#referrers(t, digest);
     if ('failed' in listed) return { artifacts: [], failed: listed.failed };
     const artifacts: Artifact[] = [];
-    try {
-      for (const d of listed.descriptors.slice(0, MAX_BUNDLES)) {
+    const failed: string[] = [];
+    for (const d of listed.descriptors.slice(0, MAX_BUNDLES)) {
+      try {
         const m = await this.deps.manifests.artifact(t, { digest: parseDigest(d.digest) });
         const blobs = parseManifest(m.bytes!, m.mediaType).blobs;
         await this.#smallBlobs(t, blobs);
         const layer = blobs.find((b) => b.mediaType === BUNDLE_TYPE);
         if (layer) artifacts.push({ format: 'sigstore-bundle', json: await this.#blob(t, layer, MAX_BUNDLE_BYTES) });
+      } catch (err) {
+        failed.push(`${d.digest}: ${(err as Error).message}`);
       }
-    } catch (err) {
-      return { artifacts, failed: `reading the referrers of ${digest}: ${(err as Error).message}` };
     }
-    return { artifacts };
+    return { artifacts, ...(failed.length ? { failed: `reading the referrers of ${digest}: ${failed.join('; ')}` } : {}) };
   }
 
   /** The subject's bundle referrers: from the upstream (and kept), or, offline or when it cannot answer, as kept. */
