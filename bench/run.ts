@@ -17,6 +17,8 @@
 //   BENCH_REPLICAS=0      leave out the replicas scenario (bench/replicas.ts: 3 processes on one
 //                         RGW bucket and one PostgreSQL; skipped by itself without Ceph or PostgreSQL)
 //   BENCH_ONLY=replicas   run the replicas scenario alone
+//   BENCH_ONLY=signatures warm manifests by tag under an enforce signature policy against
+//                         policies off (bench/signatures.ts): req/s of both and the ratio
 //   BENCH_METADATA=sqlite where regmirror keeps its metadata, as `--metadata` (which wins):
 //
 //   npm run bench -- --metadata sqlite    the default: SQLite in each fresh data dir
@@ -43,6 +45,7 @@ import { formatProfile, monotonicUs, summarizeProfile, type ProfileSummary, type
 import { REPLICA_LAYER_BYTES, REPLICA_LAYERS, replicaScenario, replicaSettings, replicasMissing, type ReplicaScenarioOptions } from './replicas.js';
 import { formatReplicaFigures, replicaFigures, type ReplicaRound } from './replicas-report.js';
 import { jsonSummary, table } from './report.js';
+import { formatSignatureBench, signatureScenario } from './signatures.js';
 import { SCALE_CLIENTS, SCALE_CONNECTIONS, scaleRound, type ScaleResult } from './scale.js';
 import { backendFigures, formatBackendFigures, summaryRows, tableLayout, type Kind, type ManifestRun, type ProxyRound, type RoundResult } from './summary.js';
 import type { ScaleInfo } from './scale-images.js';
@@ -66,6 +69,7 @@ const MANY_LAYERS = 64;
 const MANY_LAYER_BYTES = 256 * 1024;
 const MANIFEST_CONNECTIONS = 16;
 const ONLY_REPLICAS = env.BENCH_ONLY === 'replicas';
+const ONLY_SIGNATURES = env.BENCH_ONLY === 'signatures';
 const SCALE_IMAGES = ONLY_REPLICAS ? 0 : Math.max(0, Math.floor(Number(env.BENCH_SCALE_IMAGES ?? (QUICK ? 300 : 2000))) || 0);
 const SCALE_MS = 1000 * Number(env.BENCH_SCALE_SECONDS ?? (QUICK ? 3 : 15));
 const SCALE_BASE_BYTES = 256 * 1024;
@@ -91,7 +95,7 @@ function metadataMode(args: string[]): MetadataMode {
 let METADATA: MetadataMode = 'sqlite';
 try {
   METADATA = metadataMode(process.argv.slice(2));
-  if (env.BENCH_ONLY !== undefined && !ONLY_REPLICAS) throw new Error(`BENCH_ONLY=${env.BENCH_ONLY}: the only scenario that runs alone is replicas`);
+  if (env.BENCH_ONLY !== undefined && !ONLY_REPLICAS && !ONLY_SIGNATURES) throw new Error(`BENCH_ONLY=${env.BENCH_ONLY}: the scenarios that run alone are replicas and signatures`);
 } catch (err) {
   console.error((err as Error).message);
   process.exit(2);
@@ -323,6 +327,11 @@ async function profiles(upstream: Upstream, outPrefix: string, kind: Kind): Prom
 }
 
 async function main(): Promise<void> {
+  if (ONLY_SIGNATURES) {
+    const r = await signatureScenario({ entry: ENTRY, logLevel: LOG_LEVEL, durationMs: MANIFEST_MS, warmupMs: WARMUP_MS, connections: MANIFEST_CONNECTIONS, rounds: ROUNDS });
+    console.log(formatSignatureBench(r));
+    return;
+  }
   const started = Date.now();
   const notes: string[] = [];
   let largeMiB = Number(env.BENCH_LARGE_MIB ?? (QUICK ? 256 : 1024));

@@ -259,6 +259,16 @@ export class PeerUnauthorized extends RegmirrorError {
     super('PEER_UNAUTHORIZED', message);
   }
 }
+/** A signature policy in `enforce` mode refused a manifest: no valid signature by a trusted key covers it. */
+export class SignatureRefused extends RegmirrorError {
+  constructor(
+    message: string,
+    readonly policy: string,
+    readonly reason: string,
+  ) {
+    super('SIGNATURE_REFUSED', message);
+  }
+}
 export class RangeNotSatisfiable extends RegmirrorError {
   constructor(readonly size: number) {
     super('RANGE_NOT_SATISFIABLE', `requested range is not satisfiable for a blob of ${size} bytes`);
@@ -283,6 +293,7 @@ export function toOciError(err: unknown): OciError {
   // DENIED (403), as a registry refusing a pull by policy answers: docker, containerd and
   // skopeo print the message, and a client that retries gets the same answer.
   if (err instanceof TagChangeRefused) return new OciError('DENIED', m, { detail: { tag: err.image, policy: err.policy, guarded: err.guarded, upstream: err.upstreamDigest } });
+  if (err instanceof SignatureRefused) return new OciError('DENIED', m, { detail: { policy: err.policy, reason: err.reason } });
   if (err instanceof BlobNotFound) return new OciError('BLOB_UNKNOWN', m);
   if (err instanceof ManifestNotFound) return new OciError('MANIFEST_UNKNOWN', m);
   if (err instanceof RepositoryNotFound) return new OciError('NAME_UNKNOWN', m);

@@ -120,6 +120,17 @@ export class Metrics {
     help: 'Webhook deliveries that failed and will be tried again (receiver unreachable, timed out, or answered other than 2xx)',
     registers: [this.registry],
   });
+  readonly signatureChecks = new Counter({
+    name: 'regmirror_signature_checks_total',
+    help: 'Manifests answered under a signature policy, by mode (enforce, warn) and result (verified, refused, unverified: served under warn)',
+    labelNames: ['mode', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly signatureVerifications = new Counter({
+    name: 'regmirror_signature_verifications_total',
+    help: 'Cryptographic signature verifications run (one per signature and key tried); a warm pull runs none',
+    registers: [this.registry],
+  });
   readonly rateLimitRemaining = new Gauge({
     name: 'regmirror_upstream_ratelimit_remaining',
     help: 'Pulls left in the upstream rate-limit window, as the upstream last reported',

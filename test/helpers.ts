@@ -35,6 +35,7 @@ export interface MirrorOptions {
   parent?: Config['parent'];
   /** The events section: webhook, queue, retention. */
   events?: Config['events'];
+  policies?: Config['policies'];
 }
 
 /** Starts regmirror on 127.0.0.1:0; stop() closes it and removes its data dir (unless one was given). */
@@ -56,6 +57,7 @@ export async function startMirror(opts: MirrorOptions): Promise<Mirror> {
     ...(opts.tls ? { tls: opts.tls } : {}),
     ...(opts.parent ? { parent: opts.parent } : {}),
     ...(opts.events ? { events: opts.events } : {}),
+    ...(opts.policies ? { policies: opts.policies } : {}),
     ...(opts.adminToken !== undefined ? { adminToken: opts.adminToken } : {}),
   };
   const logs: string[] = [];

@@ -36,9 +36,10 @@ const ALLOWED: Record<string, string[]> = {
   store: ['store', 'oci', 'errors'],
   upstream: ['upstream', 'oci', 'errors', 'config', 'log'],
   cluster: ['cluster', 'store', 'upstream', 'oci', 'errors', 'log'],
-  cache: ['cache', 'cluster', 'policy', 'events', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics'],
+  cache: ['cache', 'cluster', 'events', 'config-policies', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics'],
   events: ['events', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics', 'config-policies'],
-  http: ['http', 'cache', 'cluster', 'oci', 'errors', 'log', 'config', 'metrics', 'bytes'],
+  policy: ['policy', 'cache', 'store', 'upstream', 'oci', 'errors', 'config', 'config-policies', 'log', 'metrics', 'events'],
+  http: ['http', 'cache', 'cluster', 'policy', 'oci', 'errors', 'log', 'config', 'metrics', 'bytes'],
 };
 
 test('imports follow the layer direction', () => {

@@ -7,8 +7,8 @@ import { BlobGone, ManifestNotFound, RepositoryNotFound, UpstreamInvalid, Upstre
 import type { EventSink } from '../events/event.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
-import { accepts, DOCKER_LIST, isIndexType, OCI_INDEX, parseManifest, type Descriptor } from '../oci/manifest.js';
+import { digestHex, digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
+import { accepts, ALL_TYPES, DOCKER_LIST, isIndexType, OCI_INDEX, parseManifest, type Descriptor } from '../oci/manifest.js';
 import type { ManifestRef } from '../oci/reference.js';
 import type { ContentStore } from '../store/content-store.js';
 import type { Metadata, TagEntry, TagKey, TagRow } from '../store/metadata.js';
@@ -83,6 +83,39 @@ export class ManifestCache {
     }
     if (reply.source !== 'miss') metadata.bump(t.upstream.name, 'cache_hits');
     return reply;
+  }
+
+  /**
+   * A manifest the mirror reads for itself (a signature artifact, an index whose children
+   * a signature covers): cached and linked like any other, but no client's pull.
+   */
+  artifact(t: Target, ref: ManifestRef, accept: number = ALL_TYPES): Promise<ManifestReply> {
+    return this.#get(t, ref, accept, true);
+  }
+
+  /**
+   * Keeps a subject's referrers as the index the referrers API answered, under the tag of
+   * the referrers tag schema (`sha256-<hex>`), so that an offline mirror can answer them
+   * and an export carries them like any tagged index.
+   */
+  async keepReferrers(t: Target, subject: Digest, index: Buffer): Promise<void> {
+    const { store, metadata } = this.#deps;
+    const key: TagKey = { upstream: t.upstream.name, repository: t.repository, tag: referrersTag(subject), accept: ALL_TYPES };
+    const digest = digestOf(index);
+    if ((await metadata.getTag(key))?.digest === digest && (await metadata.getManifest(digest))) return;
+    try {
+      const { version } = await store.put(digest, index);
+      await metadata.recordManifest(digest, OCI_INDEX, index.length, { upstream: t.upstream.name, repository: t.repository }, version);
+      await metadata.putTag(key, digest, OCI_INDEX, t.upstream.config.tagTtlMs);
+    } catch (err) {
+      if (!isStoreFull(err)) throw err;
+    }
+  }
+
+  /** The referrers index kept for `subject` (see keepReferrers), or undefined. */
+  async keptReferrers(t: Target, subject: Digest): Promise<Buffer | undefined> {
+    const row = await this.#deps.metadata.getTag({ upstream: t.upstream.name, repository: t.repository, tag: referrersTag(subject), accept: ALL_TYPES });
+    return row ? (await this.#cached(row.digest, true))?.bytes : undefined;
   }
 
   async #get(t: Target, ref: ManifestRef, accept: number, withBody: boolean): Promise<ManifestReply> {
@@ -341,4 +374,9 @@ function answersToo(row: TagEntry, accept: number): boolean {
   if (isIndexType(row.mediaType)) return true;
   const takesIndex = accepts(accept, OCI_INDEX) || accepts(accept, DOCKER_LIST);
   return !takesIndex || (row.accept & accept) === accept;
+}
+
+/** The referrers tag schema's tag for a subject: `sha256:ab…` → `sha256-ab…`. */
+export function referrersTag(subject: Digest): string {
+  return `sha256-${digestHex(subject)}`;
 }

@@ -8,13 +8,18 @@ import { MetadataUnavailable, TagChangeRefused } from '../errors.js';
 import type { EventSink } from '../events/event.js';
 import type { Logger } from '../log.js';
 import { accepts, DOCKER_LIST, OCI_INDEX } from '../oci/manifest.js';
-import type { PolicySet } from '../policy/policies.js';
+import type { TagPolicy } from '../config-policies.js';
 import type { GuardedTag, GuardedTagStore, GuardKey } from '../store/guarded-tags.js';
 import type { TagKey } from '../store/metadata.js';
 
+/** Which tag policy, if any, holds a tag to its digest (the policies' PolicySet answers it). */
+export interface TagPolicies {
+  immutableTag(upstream: string, repository: string, tag: string): { name: string; policy: TagPolicy } | undefined;
+}
+
 export interface TagGuardDeps {
   store: GuardedTagStore;
-  policies: PolicySet;
+  policies: TagPolicies;
   events: EventSink;
   log: Logger;
 }

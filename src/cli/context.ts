@@ -21,6 +21,8 @@ import type { EventSink } from '../events/event.js';
 import { EventRecorder } from '../events/recorder.js';
 import { EVENTS_DEFAULTS } from '../config-policies.js';
 import { PolicySet } from '../policy/policies.js';
+import { SignatureFinder } from '../policy/signature-finder.js';
+import { SignatureGuard } from '../policy/signature-guard.js';
 import { openBlobStorage } from '../store/blob-storage.js';
 import type { ContentStore } from '../store/content-store.js';
 import { databaseFile, hasDatabase } from '../store/data-dir.js';
@@ -54,6 +56,8 @@ export interface CacheContext {
   flushEvents(): Promise<void>;
   /** The config's signature and tag policies, compiled. */
   policies: PolicySet;
+  /** Checks manifests against the signature policies; absent when no policy says anything about signatures. */
+  signatures?: SignatureGuard;
   close(): Promise<void>;
 }
 
@@ -107,6 +111,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const policies = new PolicySet(config.policies ?? []);
   const guard = policies.empty ? undefined : new TagGuard({ store: metadata.guardedTags, policies, events, log: log.child({ component: 'tags' }) });
   const manifests = new ManifestCache({ store, metadata, metrics, events, ...(cluster ? { shared: cluster.work } : {}), log: log.child({ component: 'manifests' }), now, memoryBytes: config.manifestMemoryBytes, offline: config.offline, ...(guard ? { guard } : {}), onFetched: (t, referenced) => blobs.vouch(t, referenced) });
+  const signatures = signatureGuard(config, { policies, manifests, blobs, store, events, metrics, log });
   const close = async () => {
     await evictor?.close();
     removals.close();
@@ -120,7 +125,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
     await storage.close();
   };
   const flushEvents = () => recorder.flush();
-  return { config, log, now, store, spool, metadata, metrics, replica, clients, upstreams, blobs, manifests, evictor, events, flushEvents, policies, close };
+  return { config, log, now, store, spool, metadata, metrics, replica, clients, upstreams, blobs, manifests, evictor, events, flushEvents, policies, ...(signatures ? { signatures } : {}), close };
 }
 
 /**
@@ -211,4 +216,18 @@ function clusterPeers(config: Config, metadata: Metadata, replica: Replica, log:
     peers: new PeerClient({ secret: c.secret }),
     work: new SharedWork(metadata.leases, replica.id),
   };
+}
+
+/** The guard of the signature policies, when any policy has a `signatures` section that is not `off`. */
+function signatureGuard(
+  config: Config,
+  d: { policies: PolicySet; manifests: ManifestCache; blobs: BlobCache; store: ContentStore; events: EventSink; metrics: Metrics; log: Logger },
+): SignatureGuard | undefined {
+  if (!(config.policies ?? []).some((p) => p.signatures && p.signatures.mode !== 'off')) return undefined;
+  const log = d.log.child({ component: 'signatures' });
+  (config.policies ?? []).forEach((p, i) => {
+    if (p.signatures?.trustedRoot) log.warn('keyless signatures are not verified yet: a bundle with a certificate counts as signed by a key not trusted', { policy: `policies[${i}]`, trustedRoot: p.signatures.trustedRoot.ref });
+  });
+  const finder = new SignatureFinder({ manifests: d.manifests, blobs: d.blobs, store: d.store, log });
+  return new SignatureGuard({ policies: d.policies, finder, manifests: d.manifests, events: d.events, metrics: d.metrics, log });
 }

@@ -5,7 +5,7 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { BlobGone } from '../errors.js';
-import { digestOf, DigestVerifier, parseDigest, type Digest } from '../oci/digest.js';
+import { digestHex, digestOf, DigestVerifier, parseDigest, type Digest } from '../oci/digest.js';
 import { blobEntryName, ImageLayoutWriter, INDEX_FILE, LAYOUT_FILE, layoutFile, layoutIndex, type LayoutRoot } from '../oci/image-layout.js';
 import { ALL_TYPES, isIndexType, isNonDistributableType, parseManifest, type Descriptor } from '../oci/manifest.js';
 import { dockerHubName, formatImageReference, parseImageReference } from '../oci/reference.js';
@@ -68,6 +68,9 @@ interface Plan {
   skipped: Array<{ name: string; reason: string }>;
 }
 
+/** The tags signature artifacts are kept under: cosign's `.sig`, the referrers tag schema's bare digest. */
+const SIGNATURE_TAG = /^sha256-[a-f0-9]{64}(\.sig)?$/;
+
 /** Docker attaches build attestations to an index; clients never pull them, so they may be absent. */
 const ATTESTATION = 'attestation-manifest';
 
@@ -113,12 +116,16 @@ async function makePlan(ctx: CacheReader, opts: ExportOptions): Promise<Plan> {
   else for (const text of opts.refs) targets.push(await resolveRef(ctx, text));
   if (targets.length === 0) throw new Error(opts.refs === 'all' ? 'export: the cache holds no tags' : 'export: no image references given');
   const seen = new Set<string>();
-  for (const t of targets) {
+  // The loop also meets the signature artifacts kept beside each image, appended as found.
+  for (let i = 0; i < targets.length; i++) {
+    const t = targets[i];
     if (seen.has(t.name)) continue;
     seen.add(t.name);
     const undo = checkpoint(plan);
     try {
-      await planImage(ctx, plan, t, platforms);
+      const before = new Set(plan.entries.keys());
+      await planImage(ctx, plan, t, t.signatures ? 'all' : platforms);
+      if (!t.signatures) targets.push(...(await signaturesOf(ctx, t, [...plan.entries].filter(([d, e]) => e.bytes && !before.has(d)).map(([d]) => d))));
     } catch (err) {
       const message = (err as Error).message;
       if (!skipping) throw message.startsWith('export: ') ? err : new Error(`export: ${t.name}: ${message}`, { cause: err });
@@ -165,6 +172,26 @@ interface Target {
   upstream: string;
   repository: string;
   digest: Digest;
+  /** The signatures of another image: cosign's `.sig` tag, or the referrers kept under `sha256-<hex>`. */
+  signatures?: true;
+}
+
+/**
+ * The signature artifacts the cache keeps for an image's manifests (its root, and the
+ * platform manifests just planned), as tagged roots of their own, so that an air-gapped
+ * mirror with the same signature policy can verify what it serves.
+ */
+async function signaturesOf(ctx: CacheReader, t: Target, manifests: Digest[]): Promise<Target[]> {
+  const out: Target[] = [];
+  for (const d of new Set([t.digest, ...manifests])) {
+    for (const tag of [`sha256-${digestHex(d)}.sig`, `sha256-${digestHex(d)}`]) {
+      const row = pickTagRow(await ctx.metadata.tagRows(t.upstream, t.repository, tag));
+      if (!row) continue;
+      const name = formatImageReference({ registry: t.upstream, repository: t.repository, tag });
+      out.push({ name, upstream: t.upstream, repository: t.repository, digest: parseDigest(row.digest), signatures: true });
+    }
+  }
+  return out;
 }
 
 /** A user's reference → upstream, repository and root digest, from the database only. */
@@ -211,7 +238,7 @@ async function allTags(ctx: CacheReader): Promise<Target[]> {
   return [...byTag.values()].map((rows) => {
     const row = pickTagRow([...rows].sort((a, b) => b.fetchedAt - a.fetchedAt))!;
     const name = formatImageReference({ registry: row.upstream, repository: row.repository, tag: row.tag });
-    return { name, upstream: row.upstream, repository: row.repository, digest: parseDigest(row.digest) };
+    return { name, upstream: row.upstream, repository: row.repository, digest: parseDigest(row.digest), ...(SIGNATURE_TAG.test(row.tag) ? { signatures: true as const } : {}) };
   });
 }
 

@@ -56,6 +56,8 @@ export interface PrewarmResult {
   error?: string;
   /** Dry run: blobs not in the cache (unknown when the manifests are not cached either). */
   missing?: number;
+  /** Under a signature policy: `verified`, or why no valid signature covers the image. */
+  signature?: string;
 }
 
 export type PrewarmEvent =
@@ -177,6 +179,9 @@ async function manifestsOf(ctx: CacheContext, t: Target, ref: ImageReference, op
     result.platforms.push('single');
   }
   if (opts.referrers) blobs.push(...(await referrersOf(ctx, t, parseDigest(root.digest))));
+  // Under a signature policy the image's signatures are cached with it (and so exported).
+  const verdict = await ctx.signatures?.verdictFor(t, parseDigest(root.digest));
+  if (verdict) result.signature = verdict.ok ? 'verified' : `${verdict.reason}${verdict.detail ? ` (${verdict.detail})` : ''}`;
   return blobs;
 }
 

@@ -98,5 +98,6 @@ export function summaryTable(results: PrewarmResult[]): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
   const lines = rows.map((row) => row.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd());
   for (const r of results.filter((x) => x.error)) lines.push(`error: ${r.image}${r.upstream ? ` (upstream ${r.upstream})` : ''}: ${r.error}`);
+  for (const r of results.filter((x) => x.signature !== undefined && x.signature !== 'verified')) lines.push(`warning: ${r.image}: ${r.signature} under its signature policy`);
   return lines.join('\n');
 }

@@ -81,7 +81,7 @@ export async function startServer(config: Config, opts: ServerOptions = {}): Pro
   };
   const admin = { metrics, readiness, status, dashboard, events, prewarm: prewarmJob, cacheAdmin: serverCacheAdmin(ctx), tagsAdmin: serverTagsAdmin(ctx.metadata, config), adminToken: config.adminToken, clientAuth };
   const peer = config.cluster ? { blobs, secret: config.cluster.secret } : undefined;
-  const app = createApp({ upstreams, blobs, manifests, metrics, log, admin, clientAuth, ...(peer && !config.cluster?.listen ? { peer } : {}) });
+  const app = createApp({ upstreams, blobs, manifests, metrics, log, admin, clientAuth, ...(ctx.signatures ? { signatures: ctx.signatures } : {}), ...(peer && !config.cluster?.listen ? { peer } : {}) });
   let listener: Listener | undefined;
   let peerListener: Listener | undefined;
   try {

@@ -5,6 +5,9 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { BcryptWorker } from './bcrypt-worker.js';
 
+/** `library/*` (one component), `myorg/**` (any depth) → a matcher over normalised repository names. */
+export { globMatcher } from '../oci/repository-glob.js';
+
 /** htpasswd lines `user:$2y$...`; only bcrypt is accepted (the others are weak). Throws naming the line. */
 export function parseHtpasswd(text: string, source: string): Map<string, string> {
   const users = new Map<string, string>();
@@ -146,12 +149,3 @@ function cost(hash: string): number {
   return Number(hash.slice(4, 6)) || 0;
 }
 
-/** `library/*` (one component), `myorg/**` (any depth) → a matcher over normalised repository names. */
-export function globMatcher(globs: string[]): (repository: string) => boolean {
-  const res = globs.map((g) => new RegExp('^' + g.split('**').map((part) => part.split('*').map(escape).join('[^/]*')).join('.*') + '$'));
-  return (repository) => res.some((re) => re.test(repository));
-}
-
-function escape(s: string): string {
-  return s.replace(/[.+?^${}()|[\]\\]/g, '\\$&');
-}

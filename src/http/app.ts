@@ -19,6 +19,7 @@ import { serveManifest } from './manifests.js';
 import { peerRoutes, type PeerDeps } from './peer.js';
 import { PEER_PREFIX } from '../cluster/peer-client.js';
 import { serveReferrers, serveTags } from './tags.js';
+import type { SignatureGuard } from '../policy/signature-guard.js';
 import { resolveTarget, type UpstreamTable } from './target.js';
 
 export interface AppDeps {
@@ -32,6 +33,8 @@ export interface AppDeps {
   clientAuth?: ClientAuth;
   /** A replica of a cluster: the peer endpoint, on this listener (or on its own, createPeerApp). */
   peer?: PeerDeps;
+  /** The signature policies, checked before a manifest is answered; absent: none. */
+  signatures?: SignatureGuard;
 }
 
 export type AppEnv = { Variables: { cache: string; upstream: string; repo: string; route: string; requestId: string; streamed?: Streamed } };
@@ -133,7 +136,7 @@ async function dispatch(c: Context<AppEnv>, deps: AppDeps): Promise<Response> {
     case 'blob':
       return serveBlob(c, deps.blobs, target, parseDigest(parsed.reference));
     case 'manifest':
-      return serveManifest(c, deps.manifests, target, parsed.reference);
+      return serveManifest(c, deps.manifests, target, parsed.reference, deps.signatures);
     case 'tags':
       return serveTags(c, deps.manifests, target);
     case 'referrers':

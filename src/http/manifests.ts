@@ -6,13 +6,16 @@ import type { ManifestCache } from '../cache/manifests.js';
 import { InvalidDigest, InvalidReference, ManifestNotFound, UnsupportedDigest } from '../errors.js';
 import { acceptClass } from '../oci/manifest.js';
 import { parseManifestRef, type ManifestRef } from '../oci/reference.js';
+import { SIGNATURE_HEADER, type SignatureGuard } from '../policy/signature-guard.js';
 import type { ResolvedTarget } from './target.js';
 
-export async function serveManifest(c: Context, manifests: ManifestCache, t: ResolvedTarget, reference: string): Promise<Response> {
+export async function serveManifest(c: Context, manifests: ManifestCache, t: ResolvedTarget, reference: string, signatures?: SignatureGuard): Promise<Response> {
   const ref = existingRef(reference);
   const withBody = c.req.method !== 'HEAD';
   const m = await manifests.get(t, ref, acceptClass(c.req.header('accept')), withBody);
   c.set('cache', m.source);
+  // Before the client sees the manifest, and so before it could ask for any of its blobs.
+  const signature = await signatures?.check(t, m);
   const headers: Record<string, string> = {
     'content-type': m.mediaType,
     'content-length': String(m.size),
@@ -21,6 +24,7 @@ export async function serveManifest(c: Context, manifests: ManifestCache, t: Res
   };
   // RFC 7234's stale warning: the tag was served as cached because the upstream could not be asked.
   if (m.stale !== undefined) headers.warning = '110 regmirror "Response is Stale"';
+  if (signature !== undefined) headers[SIGNATURE_HEADER] = signature;
   return withBody && m.bytes ? c.body(m.bytes as Uint8Array<ArrayBuffer>, 200, headers) : c.body(null, 200, headers);
 }
 

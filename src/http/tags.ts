@@ -1,10 +1,11 @@
-// Tag lists and referrers, passed through to the upstream (offline, tag lists come from the
+// Tag lists and referrers, passed through to the upstream (offline, both come from the
 // cache). The upstream's pagination Link names its own repository path; it is rewritten to
 // the path the client used.
 import type { Context } from 'hono';
 import type { ManifestCache } from '../cache/manifests.js';
 import { InvalidReference, NotInOfflineCache } from '../errors.js';
-import { parseDigest } from '../oci/digest.js';
+import { parseDigest, type Digest } from '../oci/digest.js';
+import { OCI_INDEX } from '../oci/manifest.js';
 import { isTag } from '../oci/reference.js';
 import type { ResolvedTarget } from './target.js';
 
@@ -46,11 +47,17 @@ export async function serveReferrers(c: Context, manifests: ManifestCache, t: Re
   const digest = parseDigest(reference);
   const artifactType = c.req.query('artifactType');
   const query = artifactType ? `?${new URLSearchParams({ artifactType })}` : '';
-  const body = await manifests.referrers(t, digest, query);
+  const body = manifests.offline ? await keptReferrers(manifests, t, digest) : await manifests.referrers(t, digest, query);
   const headers: Record<string, string> = { 'content-type': body.contentType ?? 'application/vnd.oci.image.index.v1+json' };
   const filtered = artifactType ? filterReferrers(body.bytes, artifactType) : undefined;
   if (filtered) headers['oci-filters-applied'] = 'artifactType';
   return c.body(new Uint8Array(filtered ?? body.bytes), 200, headers);
+}
+
+/** Offline, the referrers are those kept with the signatures the mirror checked (or imported): an empty index when none. */
+async function keptReferrers(manifests: ManifestCache, t: ResolvedTarget, digest: Digest): Promise<{ bytes: Buffer; contentType: string }> {
+  const kept = await manifests.keptReferrers(t, digest);
+  return { bytes: kept ?? Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] })), contentType: OCI_INDEX };
 }
 
 /**

@@ -2,7 +2,7 @@
 // repository and that says something about the aspect asked (signatures, or tags), so a
 // narrow policy listed first can override a broad one listed after it.
 import type { Policy, SignaturePolicy, TagPolicy } from '../config-policies.js';
-import { globMatcher } from '../http/access.js';
+import { globMatcher } from '../oci/repository-glob.js';
 
 export type { Policy, SignaturePolicy, TagPolicy } from '../config-policies.js';
 
