@@ -13,7 +13,7 @@ import { request } from 'undici';
 import { singleImage, type FixtureImage } from '../fixtures/images.js';
 import { FakeUpstream } from '../fixtures/upstream.js';
 import { requireTools, skopeoCopyVerified } from './e2e/harness.js';
-import { cli, errorCode, get, serveChild, type ChildServer } from './helpers.js';
+import { cli, errorCode, get, serveChild, until, type ChildServer } from './helpers.js';
 
 const ACCEPT = [
   'application/vnd.oci.image.index.v1+json',
@@ -107,6 +107,27 @@ async function changes(): Promise<Change[]> {
   return JSON.parse(r.stdout) as Change[];
 }
 
+interface TagEvent {
+  kind: string;
+  repository: string;
+  tag: string;
+  digest: string;
+  message: string;
+  details: { action: string; guarded: string; upstream: string };
+}
+
+/** The tag_changed events `regmirror events` lists for a repository, once the server has written them. */
+async function tagEvents(repo: string): Promise<TagEvent[]> {
+  let found: TagEvent[] = [];
+  await until(`a tag_changed event for library/${repo}`, async () => {
+    const r = await cli(['events', '--json', '--kind', 'tag_changed', '--config', config]);
+    assert.equal(r.code, 0, r.stderr);
+    found = (JSON.parse(r.stdout) as TagEvent[]).filter((e) => e.repository === `library/${repo}`);
+    return found.length > 0;
+  });
+  return found;
+}
+
 const changeOf = async (repo: string) => (await changes()).find((c) => c.image === `docker.io/library/${repo}:v1.0`);
 
 describe('immutable tags', () => {
@@ -134,6 +155,8 @@ describe('immutable tags', () => {
     assert.equal(again?.since, listed!.since, 'recorded once: the revalidations after it found the same change');
     const logged = server.stderr().split('\n').filter((l) => l.includes('immutable tag changed upstream') && l.includes('library/keep'));
     assert.equal(logged.length, 1, 'one report of the change');
+    const events = await tagEvents('keep');
+    assert.deepEqual(events.map((e) => [e.tag, e.details.action, e.details.guarded, e.details.upstream]), [['v1.0', 'keep', first.root.digest, second.root.digest]], 'regmirror events lists the change once');
     assert.equal(await digestOf('keep', 'next'), second.root.digest, 'the new image stays pullable by its own tag');
   });
 
@@ -150,6 +173,7 @@ describe('immutable tags', () => {
       for (const part of ['policies[1]', 'docker.io/library/refuse:v1.0', first.root.digest, second.root.digest, 'regmirror tags accept docker.io/library/refuse:v1.0']) assert.ok(message.includes(part), `${part} in ${message}`);
     }
     assert.equal((await changeOf('refuse'))?.action, 'refuse');
+    assert.deepEqual((await tagEvents('refuse')).map((e) => e.details.action), ['refuse']);
     const accepted = await cli(['tags', 'accept', 'library/refuse:v1.0', '--config', config]);
     assert.equal(accepted.code, 0, accepted.stderr);
     assert.match(accepted.stdout, new RegExp(`accepted docker.io/library/refuse:v1.0: ${first.root.digest} -> ${second.root.digest}`));
@@ -167,6 +191,8 @@ describe('immutable tags', () => {
     assert.equal(await digestOf('follow'), second.root.digest);
     const c = await changeOf('follow');
     assert.deepEqual(c && [c.guarded, c.upstreamDigest, c.action], [first.root.digest, second.root.digest, 'follow']);
+    const events = await tagEvents('follow');
+    assert.deepEqual(events.map((e) => [e.details.action, e.details.guarded, e.details.upstream]), [['follow', first.root.digest, second.root.digest]], 'the event is recorded');
   });
 
   test('a tag the globs do not match just follows, unrecorded', async () => {

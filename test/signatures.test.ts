@@ -91,6 +91,13 @@ async function metric(name: string): Promise<number> {
     .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
 }
 
+/** The events of one kind the server lists for a repository (GET /_regmirror/events, as `regmirror events --server` reads it). */
+async function eventsFor(kind: string, repository: string): Promise<Array<{ repository: string; digest: string; message: string }>> {
+  const r = await get(`${mirror.url}/_regmirror/events?kind=${kind}`);
+  assert.equal(r.status, 200, r.body.toString());
+  return (JSON.parse(r.body.toString()) as Array<{ repository: string; digest: string; message: string }>).filter((e) => e.repository === repository);
+}
+
 function refusal(r: Awaited<ReturnType<typeof get>>): string {
   assert.equal(r.status, 403, r.body.toString());
   assert.equal(errorCode(r), 'DENIED');
@@ -120,6 +127,8 @@ test('enforce refuses with DENIED naming the policy and the reason', async () =>
   for (const name of ['team/unsigned', 'team/stranger', 'team/altered']) {
     for (const d of images[name].blobs.keys()) assert.equal(up.counters.blobGetByDigest.get(d) ?? 0, 0, `${name} ${d}`);
   }
+  const refused = await eventsFor('image_refused', 'team/stranger');
+  assert.ok(refused.length >= 1 && refused.every((e) => e.digest === images['team/stranger'].root.digest && /signed by a key not trusted/.test(e.message)), JSON.stringify(refused));
 });
 
 test('matchReference compares the signed docker-reference, Docker Hub names normalised', async () => {
@@ -134,6 +143,8 @@ test('warn serves an unsigned image, with a header, a log line and a count', asy
   assert.match(r.headers['x-regmirror-signature'], /^unverified; no signature; policy policies\[0\]$/);
   assert.equal(await metric('regmirror_signature_checks_total{mode="warn",result="unverified"}'), before + 1);
   assert.ok(mirror.logs.some((l) => l.includes('image served without a valid signature') && l.includes('warn/unsigned')));
+  const recorded = await eventsFor('signature_failed', 'warn/unsigned');
+  assert.deepEqual(recorded.map((e) => e.digest), [images['warn/unsigned'].root.digest], 'warn records the failure as an event');
 });
 
 test('a signature on an index covers its platform manifests; a warm pull runs no verification', async () => {
