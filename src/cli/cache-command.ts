@@ -5,11 +5,10 @@
 // upstream, so upstream secrets need not be set where they run; a data dir no mirror has
 // used yet is said to hold no cache, and nothing is created in it.
 import { duration, loadConfig } from '../config.js';
-import { createLogger } from '../log.js';
 import { ArgumentError, configPath, serverOrigin, UsageError, type Values } from './args.js';
 import { gc, listImages, removeImages, setPinned, verify, type CachedImage, type GcReport, type Selector, type VerifyReport } from './cache-admin.js';
 import { askServer, type VerifyProgress } from './cache-remote.js';
-import { noCacheYet, openCache, type CacheContext } from './context.js';
+import { commandLogger, noCacheYet, openCache, type CacheContext } from './context.js';
 import { formatBytes } from '../bytes.js';
 import { noCacheLine } from './status.js';
 
@@ -31,7 +30,7 @@ async function withCache<T>(
   }
   const config = loadConfig(configPath(values), process.env, { secrets: 'storage' });
   if (noCacheYet(config)) return fresh(noCacheLine(config));
-  const ctx = await openCache(config, { log: createLogger('warn') });
+  const ctx = await openCache(config, { log: commandLogger(config) });
   try {
     return print(await op.local(ctx));
   } finally {

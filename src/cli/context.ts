@@ -129,6 +129,14 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
 }
 
 /**
+ * The log of a one-shot command (prewarm, export, import, cache): warnings and errors
+ * only, since its own output says what it did, in the format the config asks for.
+ */
+export function commandLogger(config: Config): Logger {
+  return createLogger('warn', undefined, { format: resolveLogFormat(config.log.format) });
+}
+
+/**
  * A data dir no mirror has used yet (its SQLite metadata was never created): the commands
  * that only read the cache say so rather than create an empty one. A shared PostgreSQL
  * cannot tell, and is opened as it is.

@@ -12,9 +12,8 @@ import { dockerHubName, formatImageReference, parseImageReference } from '../oci
 import { READ_CHUNK, sourceToReadable } from '../store/body-source.js';
 import type { TagEntry } from '../store/metadata.js';
 import { loadConfig } from '../config.js';
-import { createLogger } from '../log.js';
 import { ArgumentError, configPath, UsageError, type Values } from './args.js';
-import { openCache, type CacheContext } from './context.js';
+import { commandLogger, openCache, type CacheContext } from './context.js';
 import { parsePlatforms, prewarm } from './prewarm.js';
 import { ProgressView } from './progress.js';
 import { formatBytes } from '../bytes.js';
@@ -344,7 +343,8 @@ export async function exportCommand(values: Values, refs: string[]): Promise<num
   if (!values.output) throw new ArgumentError('regmirror export: name the bundle with -o FILE (or -o - for standard output)');
   if (values.all === (refs.length > 0)) throw new ArgumentError('regmirror export: name images or give --all, not both or neither');
   const platforms = values.platform === undefined || values.platform === 'all' ? 'all' : values.platform.split(',').map((p) => p.trim());
-  const ctx = await openCache(loadConfig(configPath(values)), { log: createLogger('warn') });
+  const config = loadConfig(configPath(values));
+  const ctx = await openCache(config, { log: commandLogger(config) });
   try {
     if (values.fetch && refs.length > 0) {
       const view = new ProgressView(process.stderr, process.stderr.isTTY === true);

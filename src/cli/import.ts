@@ -19,9 +19,8 @@ import { crashPoint } from '../store/crash-point.js';
 import type { ImportRecord } from '../store/metadata.js';
 import type { SpoolFile } from '../store/spool.js';
 import { loadConfig } from '../config.js';
-import { createLogger } from '../log.js';
 import { ArgumentError, configPath, UsageError, type Values } from './args.js';
-import { openCache, type CacheContext } from './context.js';
+import { commandLogger, openCache, type CacheContext } from './context.js';
 import { formatBytes } from '../bytes.js';
 
 export interface ImportedImage {
@@ -337,7 +336,8 @@ export async function importCommand(values: Values, args: string[]): Promise<num
             throw new UsageError(`regmirror import: cannot read ${args[0]}: ${err.code ?? err.message}`);
           })
         ).createReadStream();
-  const ctx = await openCache(loadConfig(configPath(values)), { log: createLogger('warn') });
+  const config = loadConfig(configPath(values));
+  const ctx = await openCache(config, { log: commandLogger(config) });
   try {
     const summary = await importBundle(ctx, input).catch((err: Error) => {
       throw new UsageError(err.message.startsWith('import:') ? `regmirror ${err.message}` : `regmirror import: ${err.message}`);

@@ -13,9 +13,8 @@ import { parseDigest, type Digest } from '../oci/digest.js';
 import { ALL_TYPES, isIndexType, parseManifest, type Descriptor } from '../oci/manifest.js';
 import { formatImageReference, parseImageReference, type ImageReference } from '../oci/reference.js';
 import { loadConfig } from '../config.js';
-import { createLogger } from '../log.js';
 import { ArgumentError, configPath, readStdin, serverOrigin, UsageError, type Values } from './args.js';
-import { openCache, type CacheContext } from './context.js';
+import { commandLogger, openCache, type CacheContext } from './context.js';
 import { ProgressView, summaryTable } from './progress.js';
 
 export interface Platform {
@@ -376,7 +375,8 @@ export async function prewarmCommand(values: Values, args: string[]): Promise<nu
       onEvent,
     });
   } else {
-    const ctx = await openCache(loadConfig(configPath(values)), { log: createLogger('warn') });
+    const config = loadConfig(configPath(values));
+    const ctx = await openCache(config, { log: commandLogger(config) });
     try {
       results = await prewarm(ctx, images, { platforms, concurrency, referrers: values.referrers, dryRun: values['dry-run'], onEvent });
     } finally {
