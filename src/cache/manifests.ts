@@ -213,7 +213,7 @@ export class ManifestCache {
 
   /** The repository's cached tags, sorted (every Accept class's row folded into one). */
   async cachedTags(t: Target): Promise<string[]> {
-    const rows = await this.#deps.metadata.listTags();
+    const rows = await this.#deps.metadata.listTags({ upstream: t.upstream.name, repository: t.repository });
     const tags = new Set(rows.filter((r) => r.upstream === t.upstream.name && r.repository === t.repository).map((r) => r.tag));
     return [...tags].sort();
   }

@@ -8,7 +8,7 @@
 import type { GuardedTagStore } from './guarded-tags.js';
 import type { EventStore } from './events.js';
 import type { LeaseStore } from './leases.js';
-import type { HourRow, RateLimitRow, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow } from './rows.js';
+import type { HourRow, RateLimitRow, RepositoryKey, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow } from './rows.js';
 
 export interface PendingBatch {
   touches: Map<string, { at: number; hits: number }>;
@@ -88,8 +88,8 @@ export interface MetadataStore {
   getTag(k: TagKey): Promise<TagRow | undefined>;
   /** Every Accept class's row for one tag, the most recently fetched first. */
   tagRows(upstream: string, repository: string, tag: string): Promise<TagEntry[]>;
-  /** Every tag row, ordered by upstream, repository, tag and Accept class. */
-  listTags(): Promise<TagEntry[]>;
+  /** Every tag row (or one repository's), ordered by upstream, repository, tag and Accept class. */
+  listTags(of?: RepositoryKey): Promise<TagEntry[]>;
   /** Sets a tag's digest for `ttlMs`; an existing row, pinned or not, is replaced by an unpinned one. */
   putTag(k: TagKey, digest: string, mediaType: string, ttlMs: number): Promise<void>;
   /** The upstream confirmed the tag still names the same digest. */

@@ -13,7 +13,7 @@ import type { MetadataUnavailable } from '../errors.js';
 import { HotRows, linkKey, tagKey, tagRowsKey } from './hot-rows.js';
 import type { BlobRow, CountedTable, ImportRecord, Link, ManifestRow, MetadataStore, ReconcileCounts, RowBatch } from './metadata-store.js';
 import { PendingWrites, type PendingBatch } from './pending-writes.js';
-import type { HourRow, RateLimitRow, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow, UpstreamRequestMetric } from './rows.js';
+import type { HourRow, RateLimitRow, RepositoryKey, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow, UpstreamRequestMetric } from './rows.js';
 import { WriteQueue } from './write-queue.js';
 
 export type { BlobRow, ImportRecord, Link, ManifestRow, MetadataStore } from './metadata-store.js';
@@ -237,8 +237,8 @@ export class Metadata {
 
   // ---- the commands' operations: they fail rather than wait ----
 
-  listTags(): Promise<TagEntry[]> {
-    return this.#store.listTags();
+  listTags(of?: RepositoryKey): Promise<TagEntry[]> {
+    return this.#store.listTags(of);
   }
 
   /** Pins or unpins every row of a tag (all Accept classes). */

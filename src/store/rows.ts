@@ -19,6 +19,9 @@ export interface TagKey {
   accept: number;
 }
 
+/** One repository of one upstream. */
+export type RepositoryKey = Pick<TagKey, 'upstream' | 'repository'>;
+
 /** A rate-limit budget as an upstream last reported it. */
 export interface RateLimitRow {
   upstream: string;

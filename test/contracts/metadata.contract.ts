@@ -168,6 +168,9 @@ export function metadataContract(name: string, open: OpenStore): void {
           ],
         );
         assert.deepEqual(list[4], { ...key, digest: D1, mediaType: 'a', fetchedAt: T0 + 1000, expiresAt: T0 + 1000, pinned: true });
+        const one = await s.listTags({ upstream: 'docker.io', repository: 'library/nginx' });
+        assert.deepEqual(one.map((r) => `${r.tag} ${r.accept}`), ['latest 2', 'latest 4', 'latest 15', 'other 15'], 'one repository: its rows only, exactly');
+        assert.deepEqual(await s.listTags({ upstream: 'docker.io', repository: 'library/none' }), []);
       });
 
       test('setTagPinned pins or unpins every Accept class of a tag and counts the rows', async (t) => {

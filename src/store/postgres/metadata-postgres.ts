@@ -19,7 +19,7 @@ import type {
 import type { GuardedTagStore } from '../guarded-tags.js';
 import type { EventStore } from '../events.js';
 import type { LeaseStore } from '../leases.js';
-import type { HourRow, RateLimitRow, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow } from '../rows.js';
+import type { HourRow, RateLimitRow, RepositoryKey, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow } from '../rows.js';
 import { Session, type PostgresOptions, type Queries } from './connection.js';
 import { describeTarget } from './describe-target.js';
 import { unavailableReason } from './errors.js';
@@ -84,8 +84,8 @@ export class PostgresMetadataStore implements MetadataStore {
     return this.#db.rows<TagEntry>(TAGS.rows, [upstream, repository, tag]);
   }
 
-  listTags(): Promise<TagEntry[]> {
-    return this.#db.rows<TagEntry>(TAGS.list);
+  listTags(of?: RepositoryKey): Promise<TagEntry[]> {
+    return of ? this.#db.rows<TagEntry>(TAGS.listRepository, [of.upstream, of.repository]) : this.#db.rows<TagEntry>(TAGS.list);
   }
 
   async putTag(k: TagKey, digest: string, mediaType: string, ttlMs: number): Promise<void> {

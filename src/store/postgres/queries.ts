@@ -12,6 +12,7 @@ export const TAGS = {
   get: q('tag.get', 'SELECT digest, media_type AS "mediaType", fetched_at AS "fetchedAt", expires_at AS "expiresAt", pinned FROM tags WHERE upstream = $1 AND repository = $2 AND tag = $3 AND accept = $4'),
   rows: q('tag.rows', `SELECT ${TAG_COLUMNS} FROM tags WHERE upstream = $1 AND repository = $2 AND tag = $3 ORDER BY fetched_at DESC, accept DESC`),
   list: q('tag.list', `SELECT ${TAG_COLUMNS} FROM tags ORDER BY upstream, repository, tag, accept`),
+  listRepository: q('tag.list-repository', `SELECT ${TAG_COLUMNS} FROM tags WHERE upstream = $1 AND repository = $2 ORDER BY tag, accept`),
   /** Replaces the whole row, pin included (INSERT OR REPLACE). */
   put: q(
     'tag.put',

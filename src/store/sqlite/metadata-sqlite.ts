@@ -21,7 +21,7 @@ import type {
 import type { GuardedTagStore } from '../guarded-tags.js';
 import type { EventStore } from '../events.js';
 import type { LeaseStore } from '../leases.js';
-import { toTagEntry, type HourRow, type RateLimitRow, type RawTag, type RawTagEntry, type RollupMetric, type SubjectMetric, type TagEntry, type TagKey, type TagRow } from '../rows.js';
+import { toTagEntry, type HourRow, type RateLimitRow, type RawTag, type RawTagEntry, type RepositoryKey, type RollupMetric, type SubjectMetric, type TagEntry, type TagKey, type TagRow } from '../rows.js';
 import { busy } from './busy.js';
 import { SqliteEvents } from './events-sqlite.js';
 import { SqliteLeases } from './leases-sqlite.js';
@@ -76,7 +76,8 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.#all<RawTagEntry>(`SELECT ${TAG_COLUMNS} FROM tags WHERE upstream = ? AND repository = ? AND tag = ? ORDER BY fetched_at DESC, accept DESC`, upstream, repository, tag).map(toTagEntry);
   }
 
-  async listTags(): Promise<TagEntry[]> {
+  async listTags(of?: RepositoryKey): Promise<TagEntry[]> {
+    if (of) return this.#all<RawTagEntry>(`SELECT ${TAG_COLUMNS} FROM tags WHERE upstream = ? AND repository = ? ORDER BY tag, accept`, of.upstream, of.repository).map(toTagEntry);
     return this.#all<RawTagEntry>(`SELECT ${TAG_COLUMNS} FROM tags ORDER BY upstream, repository, tag, accept`).map(toTagEntry);
   }
 
