@@ -2,6 +2,7 @@
 import type Database from 'better-sqlite3';
 import { DEFAULT_EVENT_LIMIT, toEvent, type EventQuery, type EventRow, type EventStore, type RawEvent, type StoredEvent } from '../events.js';
 import { busy } from './busy.js';
+import { Statements } from './statements.js';
 
 const INSERT = 'INSERT INTO events (at, kind, upstream, repository, tag, digest, message, details, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)';
 // Absent bounds are the widest ones, so one statement serves every query.
@@ -10,43 +11,34 @@ const COUNT = 'SELECT kind, sum(count) AS n FROM events WHERE at >= ? GROUP BY k
 const PRUNE = 'DELETE FROM events WHERE at < ?';
 
 export class SqliteEvents implements EventStore {
-  readonly #db: Database.Database;
-  readonly #statements = new Map<string, Database.Statement>();
+  readonly #sql: Statements;
 
   constructor(db: Database.Database) {
-    this.#db = db;
+    this.#sql = new Statements(db);
   }
 
   async append(rows: readonly EventRow[]): Promise<void> {
     if (rows.length === 0) return;
-    const insert = this.#stmt(INSERT);
+    const insert = this.#sql.get(INSERT);
     const all = () => {
       for (const r of rows) insert.run(r.at, r.kind, r.upstream ?? null, r.repository ?? null, r.tag ?? null, r.digest ?? null, r.message, r.details ? JSON.stringify(r.details) : null, r.count ?? 1);
     };
-    busy(() => this.#db.transaction(all).immediate());
+    this.#sql.tx(all);
   }
 
   async list(q: EventQuery = {}): Promise<StoredEvent[]> {
     const kinds = q.kinds?.length ? JSON.stringify(q.kinds) : null;
-    const rows = busy(() => this.#stmt(LIST).all(q.since ?? 0, q.until ?? Number.MAX_SAFE_INTEGER, kinds, kinds, q.limit ?? DEFAULT_EVENT_LIMIT) as RawEvent[]);
+    const rows = busy(() => this.#sql.get(LIST).all(q.since ?? 0, q.until ?? Number.MAX_SAFE_INTEGER, kinds, kinds, q.limit ?? DEFAULT_EVENT_LIMIT) as RawEvent[]);
     return rows.map(toEvent);
   }
 
   async countByKind(since: number): Promise<Record<string, number>> {
-    const rows = busy(() => this.#stmt(COUNT).all(since) as Array<{ kind: string; n: number }>);
+    const rows = busy(() => this.#sql.get(COUNT).all(since) as Array<{ kind: string; n: number }>);
     return Object.fromEntries(rows.map((r) => [r.kind, r.n]));
   }
 
   async prune(before: number): Promise<number> {
-    return busy(() => this.#stmt(PRUNE).run(before).changes);
+    return busy(() => this.#sql.get(PRUNE).run(before).changes);
   }
 
-  #stmt(sql: string): Database.Statement {
-    let st = this.#statements.get(sql);
-    if (!st) {
-      st = this.#db.prepare(sql);
-      this.#statements.set(sql, st);
-    }
-    return st;
-  }
 }
