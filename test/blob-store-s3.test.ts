@@ -1,7 +1,8 @@
 // S3ContentStore on a real Ceph RGW (one throwaway cluster for this file, a fresh bucket
 // per test): the ContentStore contract, then what only an object store brings — its key
 // layout under a prefix, multipart uploads read back across part boundaries, a source
-// whose object goes, and a store that refuses or cannot be reached.
+// whose object goes, a multipart upload cut half way, listing across pages, and a store
+// that refuses or cannot be reached.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -9,7 +10,8 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import pLimit from 'p-limit';
 import { BlobGone, StoreFull } from '../src/errors.js';
 import { openBlobStorage } from '../src/store/blob-storage.js';
 import { S3ContentStore, type S3StoreOptions } from '../src/store/s3/s3-content-store.js';
@@ -201,16 +203,28 @@ describe('S3ContentStore on Ceph RGW', { skip: cephMissing() }, () => {
    * whose answers pass `afterBytes` are closed there, mid-body, as a server's idle timeout
    * or a reset would.
    */
-  async function cuttingRelay(target: string): Promise<{ endpoint: string; cut(times: number, afterBytes: number): void; readonly cutsLeft: number; close(): Promise<void> }> {
+  async function cuttingRelay(target: string): Promise<{ endpoint: string; cut(times: number, afterBytes: number): void; cutUploads(times: number, afterBytes: number): void; readonly cutsLeft: number; close(): Promise<void> }> {
     const { hostname, port } = new URL(target);
     let cuts = 0;
     let after = Infinity;
+    let uploadCuts = 0;
+    let uploadAfter = Infinity;
     const sockets = new Set<Socket>();
     const server: Server = createServer((client) => {
       const upstream = connect(Number(port), hostname);
       sockets.add(client).add(upstream);
       let sent = 0;
-      client.pipe(upstream);
+      let received = 0;
+      client.on('data', (b: Buffer) => {
+        received += b.length;
+        if (uploadCuts > 0 && received > uploadAfter) {
+          uploadCuts--;
+          client.destroy();
+          upstream.destroy();
+          return;
+        }
+        upstream.write(b);
+      });
       upstream.on('data', (b: Buffer) => {
         sent += b.length;
         if (cuts > 0 && sent > after) {
@@ -233,8 +247,12 @@ describe('S3ContentStore on Ceph RGW', { skip: cephMissing() }, () => {
         cuts = times;
         after = afterBytes;
       },
+      cutUploads(times, afterBytes) {
+        uploadCuts = times;
+        uploadAfter = afterBytes;
+      },
       get cutsLeft() {
-        return cuts;
+        return cuts + uploadCuts;
       },
       close: () => {
         for (const s of sockets) s.destroy();
@@ -257,5 +275,44 @@ describe('S3ContentStore on Ceph RGW', { skip: cephMissing() }, () => {
     relay.cut(3, 2 * MiB);
     await assert.rejects(drain(store.source(d, big.length)), (err: unknown) => !(err instanceof BlobGone));
     assert.equal(relay.cutsLeft, 0);
+  });
+
+  test('a multipart upload cut mid-part fails the commit and leaves no object under the digest key, nor parts behind', async (t) => {
+    const relay = await cuttingRelay(rgw.endpoint);
+    t.after(relay.close);
+    const partSize = 5 * MiB;
+    const { store, spool, bucket, cleanup } = await makeS3Store({ endpoint: relay.endpoint, partSize });
+    t.after(cleanup);
+    const big = bytesOf('interrupted', 3 * partSize + 99);
+    const d = digestOf(big);
+    const f = await spool.create(d, big.length);
+    await f.write(big);
+    // Every connection that has sent 2 MiB of a request is cut, so each try of a part dies mid-body.
+    relay.cutUploads(1000, 2 * MiB);
+    await assert.rejects(store.commit(f), (err: unknown) => err instanceof StoreFull && /multipart upload/.test(err.reason));
+    relay.cutUploads(0, Infinity);
+    assert.equal(await store.stat(d), undefined, 'no object under the digest key');
+    assert.deepEqual(await keys(bucket), []);
+    const client = rawClient();
+    t.after(() => client.destroy());
+    const open = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+    assert.deepEqual((open.Uploads ?? []).map((u) => u.Key), [], 'the failed upload was aborted, its parts freed');
+    // The spool is still whole: the same file commits once the store answers again.
+    const { version } = await store.commit(f);
+    assert.match(version, /-4$/);
+    assert.ok((await store.read(d)).equals(big));
+    await f.discard();
+  });
+
+  test('list() pages past 1,000 keys: every blob of 1,205 is named once', async (t) => {
+    const { store, cleanup } = await makeS3Store();
+    t.after(cleanup);
+    const limit = pLimit(16);
+    const want = Array.from({ length: 1205 }, (_, i) => Buffer.from(`blob ${i}`));
+    const digests = await Promise.all(want.map((b) => limit(async () => (await store.put(digestOf(b), b), digestOf(b)))));
+    const listed: string[] = [];
+    for await (const x of store.list()) listed.push(x);
+    assert.equal(listed.length, 1205, 'no blob named twice or missed across pages');
+    assert.deepEqual([...listed].sort(), [...digests].sort());
   });
 });
