@@ -16,7 +16,7 @@ import type { CountersJson } from './upstream-server.js';
 
 export const SCALE_CLIENTS = 32;
 /** containerd fetches the config and the layers of a manifest at once: three blobs here. */
-const CONNS_PER_CLIENT = 3;
+export const CONNS_PER_CLIENT = 3;
 export const SCALE_CONNECTIONS = 256;
 const RESTART_POLL_MS = 10;
 const RESTART_TIMEOUT_MS = 30_000;
@@ -109,6 +109,28 @@ async function firstWarmManifest(url: string, deadline: number): Promise<number>
   }
 }
 
+/**
+ * SCALE_CONNECTIONS keep-alive connections on a warm cache, each alternating: the manifest
+ * of a random image by tag, then that image's own layer. The sequence is the same for every
+ * proxy and every run.
+ */
+export function connectionsLoop(origin: string, info: ScaleInfo, s: ScaleSettings, beforeMeasure: () => Promise<void>): Promise<LoopResult> {
+  const { images, tag } = info;
+  const random = xorshift(0x5ca1e);
+  const picked: Array<number | undefined> = new Array(SCALE_CONNECTIONS);
+  const next = (w: number): LoopRequest => {
+    const i = picked[w];
+    if (i === undefined) {
+      const j = Math.floor(random() * images.length);
+      picked[w] = j;
+      return { path: `/v2/${images[j].name}/manifests/${tag}`, headers: { accept: CONTAINERD_ACCEPT }, expectBytes: images[j].size };
+    }
+    picked[w] = undefined;
+    return { path: `/v2/${images[i].name}/blobs/${images[i].layer.digest}`, expectBytes: images[i].layer.size };
+  };
+  return requestLoop(origin, { connections: SCALE_CONNECTIONS, durationMs: s.loadMs, warmupMs: s.warmupMs, path: '/v2/', next, beforeMeasure });
+}
+
 /** One proxy, fresh process and empty cache, through the whole scenario. */
 export async function scaleRound(ctx: ScaleContext, info: ScaleInfo, s: ScaleSettings): Promise<ScaleResult> {
   const { upstream, kind, log } = ctx;
@@ -162,30 +184,10 @@ export async function scaleRound(ctx: ScaleContext, info: ScaleInfo, s: ScaleSet
     log(`  ${kind}: scale warm ${describe(warm, warm.upstream)}`);
     for (const f of warm.failureSamples) log(`  ${kind}: scale warm failure: ${f}`);
 
-    // Each connection alternates: the manifest of a random image by tag, then that image's own layer.
-    const random = xorshift(0x5ca1e);
-    const picked: Array<number | undefined> = new Array(SCALE_CONNECTIONS);
-    const next = (w: number): LoopRequest => {
-      const i = picked[w];
-      if (i === undefined) {
-        const j = Math.floor(random() * n);
-        picked[w] = j;
-        return { path: `/v2/${images[j].name}/manifests/${tag}`, headers: { accept: CONTAINERD_ACCEPT }, expectBytes: images[j].size };
-      }
-      picked[w] = undefined;
-      return { path: `/v2/${images[i].name}/blobs/${images[i].layer.digest}`, expectBytes: images[i].layer.size };
-    };
     const loop = await ctx.phase(`scale ${SCALE_CONNECTIONS} connections`, () =>
-      requestLoop(proxy.url, {
-        connections: SCALE_CONNECTIONS,
-        durationMs: s.loadMs,
-        warmupMs: s.warmupMs,
-        path: '/v2/',
-        next,
-        beforeMeasure: async () => {
-          await upstream.reset();
-          await rss.lap(); // the peak of the measured part only
-        },
+      connectionsLoop(proxy.url, info, s, async () => {
+        await upstream.reset();
+        await rss.lap(); // the peak of the measured part only
       }),
     );
     const load = { ...loop, connections: SCALE_CONNECTIONS, upstreamRequests: use(await upstream.counters(), n, base.digest).requests, peakRssMiB: await rss.lap() };
