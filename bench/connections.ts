@@ -8,6 +8,7 @@
 //   BENCH_PROFILE=1              regmirror runs with --cpu-prof in the last round; the measured
 //                                loop's profile is summarised (top frames, areas) and kept
 //   BENCH_TSX=1                  regmirror from src/ with tsx instead of dist/
+//   BENCH_DISTRIBUTION=0         leave distribution out (regmirror's figures alone, quicker)
 import { execFileSync } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -96,7 +97,7 @@ function row(metric: string, runs: Record<Kind, Run[]>, f: (r: Run) => number, d
 
 async function main(): Promise<void> {
   if (ENTRY === 'dist') execFileSync('npm', ['run', 'build', '--silent'], { cwd: REPO_ROOT, stdio: 'inherit' });
-  const kinds: Kind[] = findTool('docker-registry') ? ['regmirror', 'distribution'] : ['regmirror'];
+  const kinds: Kind[] = findTool('docker-registry') && env.BENCH_DISTRIBUTION !== '0' ? ['regmirror', 'distribution'] : ['regmirror'];
   const work = await mkdtemp(join(tmpdir(), 'regmirror-bench-conn-'));
   const upstream = await startUpstream({ largeBytes: 1024 * 1024, largeFile: join(work, 'large.bin'), manyLayers: 1, manyLayerBytes: 1024, scaleImages: IMAGES });
   const runs: Record<Kind, Run[]> = { regmirror: [], distribution: [] };
