@@ -14,7 +14,7 @@ import { copyFile, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatProfile, monotonicUs, summarizeProfile, type Window } from './profile.js';
-import { findTool, REPO_ROOT, sampleRss, startDistribution, startRegmirror, startUpstream, type Proxy, type Upstream } from './peers.js';
+import { cpuAudit, findTool, REPO_ROOT, sampleRss, startDistribution, startRegmirror, startUpstream, type Proxy, type Upstream } from './peers.js';
 import { stat } from './report.js';
 import { pullImages } from './scale-load.js';
 import { CONNS_PER_CLIENT, SCALE_CLIENTS, SCALE_CONNECTIONS, connectionsLoop } from './scale.js';
@@ -36,6 +36,8 @@ interface Run {
   errors: number;
   peakRssMiB: number;
   upstreamRequests: number;
+  /** The proxy's own CPU time (user + system, all threads) per request of the measured loop: steadier than req/s on a busy machine. */
+  cpuMsPerRequest: number;
 }
 
 const log = (msg: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
@@ -53,14 +55,18 @@ async function run(kind: Kind, upstream: Upstream, info: ScaleInfo, cpuProfDir?:
     const cold = await pullImages({ origin: proxy.url, images: info.images, tag: info.tag, clients: SCALE_CLIENTS, connsPerClient: CONNS_PER_CLIENT });
     if (cold.failures > 0) throw new Error(`${kind}: ${cold.failures} images failed to pull: ${cold.failureSamples[0]}`);
     let fromUs = 0;
+    let audit: Awaited<ReturnType<typeof cpuAudit>> | undefined;
     const loop = await connectionsLoop(proxy.url, info, { loadMs: LOAD_MS, warmupMs: 1000 }, async () => {
       await upstream.reset();
       await rss.lap();
+      audit = await cpuAudit([proxy.pid]);
       fromUs = monotonicUs();
     });
     const window = { fromUs, toUs: monotonicUs() };
+    const cpu = await audit?.stop();
     const c = await upstream.counters();
-    return { run: { ...loop, peakRssMiB: await rss.lap(), upstreamRequests: c.total + c.token }, window };
+    const cpuMsPerRequest = cpu ? (cpu.ownS * 1000) / Math.max(1, loop.requests) : NaN;
+    return { run: { ...loop, peakRssMiB: await rss.lap(), upstreamRequests: c.total + c.token, cpuMsPerRequest }, window };
   } finally {
     await rss.stop();
     await proxy.stop(); // SIGTERM: a profiled child writes its profile as it exits
@@ -107,7 +113,7 @@ async function main(): Promise<void> {
       for (const kind of i % 2 === 0 ? kinds : [...kinds].reverse()) {
         const r = PROFILE && kind === 'regmirror' && i === ROUNDS - 1 ? await profiled(upstream, info) : (await run(kind, upstream, info)).run;
         runs[kind].push(r);
-        log(`round ${i + 1} ${kind}: ${r.rps.toFixed(0)} req/s, p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms, max ${r.max.toFixed(0)} ms, ${r.errors} errors, peak RSS ${r.peakRssMiB.toFixed(0)} MiB, ${r.upstreamRequests} upstream requests`);
+        log(`round ${i + 1} ${kind}: ${r.rps.toFixed(0)} req/s, p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms, max ${r.max.toFixed(0)} ms, ${r.errors} errors, peak RSS ${r.peakRssMiB.toFixed(0)} MiB, ${r.cpuMsPerRequest.toFixed(3)} CPU-ms/request, ${r.upstreamRequests} upstream requests`);
       }
     }
   } finally {
@@ -122,6 +128,7 @@ async function main(): Promise<void> {
   console.log(row('p99 ms', runs, (r) => r.p99));
   console.log(row('max ms', runs, (r) => r.max, 0));
   console.log(row('peak RSS MiB', runs, (r) => r.peakRssMiB, 0));
+  console.log(row('proxy CPU-ms per request', runs, (r) => r.cpuMsPerRequest, 3));
   console.log(row('errors', runs, (r) => r.errors, 0));
   const reg = median('regmirror');
   const dist = median('distribution');
