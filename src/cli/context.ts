@@ -24,6 +24,7 @@ import { PolicySet } from '../policy/policies.js';
 import { SignatureFinder } from '../policy/signature-finder.js';
 import { SignatureGuard } from '../policy/signature-guard.js';
 import { openBlobStorage } from '../store/blob-storage.js';
+import { SmallBlobMemo } from '../store/small-blob-memo.js';
 import type { ContentStore } from '../store/content-store.js';
 import { databaseFile, hasDatabase } from '../store/data-dir.js';
 import { Metadata, type MetadataOptions } from '../store/metadata.js';
@@ -89,7 +90,9 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   // Only the server prunes: a command beside it leaves the retention to it.
   const recorder = new EventRecorder({ store: metadata.events, config: config.events ?? EVENTS_DEFAULTS, log: log.child({ component: 'events' }), metrics, now, prune: opts.sweepSpool === true });
   const events: EventSink = recorder;
-  const removals = new DeferredRemovals({ store: storage.content, metadata, log: log.child({ component: 'evict' }), holder: replica.id, graceMs: deleteGraceOf(config.storage) });
+  // Only the server serves small blobs from memory; a command reads the store as it is.
+  const content = opts.sweepSpool ? new SmallBlobMemo(storage.content) : storage.content;
+  const removals = new DeferredRemovals({ store: content, metadata, log: log.child({ component: 'evict' }), holder: replica.id, graceMs: deleteGraceOf(config.storage) });
   const store = removals.store;
   const observer = observeInto(metadata, metrics);
   const clients = config.upstreams.map((u) => new UpstreamClient(u, { log, now, observer, offline: config.offline, parent: config.parent }));

@@ -1,0 +1,160 @@
+// Small blobs (image configs, tiny layers) kept in memory beside any content store. Every
+// pull asks for its config, and under many connections opening, reading and closing a
+// file of a few KiB costs more than sending it: four thread-pool round trips per request.
+// The store's stat is still asked on every hit, so a blob that went or changed is never
+// served from here: bytes are kept under the version the last stat gave and dropped when
+// a stat gives another one (or none), and whenever this process writes or removes the blob.
+import { LRUCache } from 'lru-cache';
+import { RangeNotSatisfiable } from '../errors.js';
+import type { Digest } from '../oci/digest.js';
+import type { BodySource } from './body-source.js';
+import type { ByteRange, Capacity, ContentStat, ContentStore, HeldBlob } from './content-store.js';
+import type { SpoolFile } from './spool.js';
+
+/** Blobs up to this size are kept. */
+export const SMALL_BLOB_BYTES = 64 * 1024;
+/** All kept bytes together: a node-local mirror's memory is tight. */
+export const SMALL_BLOB_MEMO_BYTES = 4 * 1024 * 1024;
+/** What an entry costs beyond its bytes (key, object, LRU links). */
+const ENTRY_OVERHEAD = 200;
+
+interface Entry {
+  size: number;
+  version: string;
+  bytes?: Buffer;
+}
+
+export class SmallBlobMemo implements ContentStore {
+  readonly #inner: ContentStore;
+  readonly #entries: LRUCache<Digest, Entry>;
+  readonly locate?: ContentStore['locate'];
+
+  constructor(inner: ContentStore, maxBytes = SMALL_BLOB_MEMO_BYTES) {
+    this.#inner = inner;
+    this.#entries = new LRUCache<Digest, Entry>({ maxSize: maxBytes, sizeCalculation: (e) => (e.bytes?.length ?? 0) + ENTRY_OVERHEAD });
+    if (inner.locate) this.locate = (d, size, opts) => inner.locate!(d, size, opts);
+  }
+
+  async stat(d: Digest): Promise<ContentStat | undefined> {
+    const st = await this.#inner.stat(d);
+    const e = this.#entries.peek(d);
+    if (!st || st.size > SMALL_BLOB_BYTES) {
+      if (e) this.#entries.delete(d);
+    } else if (!e || e.version !== st.version || e.size !== st.size) {
+      this.#entries.set(d, { size: st.size, version: st.version });
+    }
+    return st;
+  }
+
+  source(d: Digest, size: number, range?: ByteRange): BodySource {
+    if (range && (range.start < 0 || range.start > range.end || range.end >= size)) throw new RangeNotSatisfiable(size);
+    const e = this.#entries.get(d);
+    if (e?.bytes && e.size === size) return new BufferSource(e.bytes, range);
+    if (!e || e.size !== size || size > SMALL_BLOB_BYTES) return this.#inner.source(d, size, range);
+    // Read whole once, kept only if the version it was stat'ed at is still the one known.
+    return new FillingSource(this.#inner.source(d, size), size, range, (bytes) => {
+      if (this.#entries.peek(d) === e) this.#entries.set(d, { ...e, bytes });
+    });
+  }
+
+  read(d: Digest): Promise<Buffer> {
+    return this.#inner.read(d);
+  }
+
+  commit(spool: SpoolFile): Promise<{ version: string }> {
+    this.#entries.delete(spool.expected);
+    return this.#inner.commit(spool);
+  }
+
+  commitAndHold(spool: SpoolFile): Promise<{ version: string; held: HeldBlob }> {
+    this.#entries.delete(spool.expected);
+    return this.#inner.commitAndHold(spool);
+  }
+
+  hold(d: Digest, size: number): Promise<HeldBlob | undefined> {
+    this.#entries.delete(d);
+    return this.#inner.hold(d, size);
+  }
+
+  put(d: Digest, bytes: Uint8Array): Promise<{ version: string }> {
+    this.#entries.delete(d);
+    return this.#inner.put(d, bytes);
+  }
+
+  remove(d: Digest): Promise<void> {
+    this.#entries.delete(d);
+    return this.#inner.remove(d);
+  }
+
+  list(): AsyncIterable<Digest> {
+    return this.#inner.list();
+  }
+
+  recentlyCommitted(d: Digest, now?: number): Promise<boolean> {
+    return this.#inner.recentlyCommitted(d, now);
+  }
+
+  capacity(): Promise<Capacity | undefined> {
+    return this.#inner.capacity();
+  }
+
+  checkWritable(): Promise<void> {
+    return this.#inner.checkWritable();
+  }
+}
+
+/** An inclusive range of bytes already in memory. */
+class BufferSource implements BodySource {
+  #rest: Buffer;
+
+  constructor(bytes: Buffer, range?: ByteRange) {
+    this.#rest = range ? bytes.subarray(range.start, range.end + 1) : bytes;
+  }
+
+  async readInto(buf: Buffer): Promise<number> {
+    const n = this.#rest.copy(buf, 0);
+    this.#rest = this.#rest.subarray(n);
+    return n;
+  }
+
+  async close(): Promise<void> {
+    this.#rest = this.#rest.subarray(this.#rest.length);
+  }
+}
+
+/** Reads the whole small blob from the store at the first read, hands it to `keep`, then serves the range asked for. */
+class FillingSource implements BodySource {
+  readonly #whole: BodySource;
+  readonly #size: number;
+  readonly #range?: ByteRange;
+  readonly #keep: (bytes: Buffer) => void;
+  #served?: BufferSource;
+
+  constructor(whole: BodySource, size: number, range: ByteRange | undefined, keep: (bytes: Buffer) => void) {
+    this.#whole = whole;
+    this.#size = size;
+    this.#range = range;
+    this.#keep = keep;
+  }
+
+  async readInto(buf: Buffer): Promise<number> {
+    if (!this.#served) {
+      const bytes = Buffer.allocUnsafe(this.#size);
+      let filled = 0;
+      while (filled < this.#size) {
+        const n = await this.#whole.readInto(bytes.subarray(filled));
+        if (n === 0) throw new Error(`blob ends at ${filled}, expected ${this.#size} bytes`);
+        filled += n;
+      }
+      await this.#whole.close();
+      this.#keep(bytes);
+      this.#served = new BufferSource(bytes, this.#range);
+    }
+    return this.#served.readInto(buf);
+  }
+
+  async close(): Promise<void> {
+    await this.#whole.close();
+    await this.#served?.close();
+  }
+}
