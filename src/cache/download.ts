@@ -20,8 +20,6 @@ import { Follower } from './follower.js';
 const MAX_RESUMES = 2;
 /** In pass-through (store not writable), how far the fastest client may run ahead of the slowest. */
 const WINDOW_BYTES = 8 * 1024 * 1024;
-/** Blobs from this size on are hashed by the worker thread; below it a round trip costs more than the hash. */
-const OFF_THREAD_HASH_BYTES = 4 * 1024 * 1024;
 /** Followers are woken, and read, in steps of this many bytes while a download runs. */
 export const FOLLOW_STEP = 1024 * 1024;
 /** Received bytes waiting for the spool writer before reading upstream pauses. */
@@ -234,8 +232,9 @@ export class Download {
       try {
         if (from === 0) {
           this.size = res.length;
-          const hashOffThread = this.size === undefined || this.size >= OFF_THREAD_HASH_BYTES;
-          this.#spool = await this.#deps.spool.create(this.digest, this.size, { hashOffThread }).catch((err: Error) => {
+          // Hashed inline from the chunks as they are written: sha256 costs less CPU than a
+          // worker reading the file back, and the digest is still known before the last byte goes.
+          this.#spool = await this.#deps.spool.create(this.digest, this.size).catch((err: Error) => {
             if (!isStoreFull(err)) throw err;
             this.#enterPassthrough(err, new InlineHash(this.digest, this.size));
             return undefined;
