@@ -14,6 +14,7 @@ import type { ByteRange, ContentStore } from '../store/content-store.js';
 import { dropBytes, type Spool, type SpoolFile } from '../store/spool.js';
 import type { Metadata } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
+import { readChunks } from '../upstream/read-chunks.js';
 import { Follower } from './follower.js';
 
 /** How many times a cut upstream body is resumed with a Range request before the download fails. */
@@ -257,7 +258,7 @@ export class Download {
           });
           this.#readyResolve();
         }
-        for await (const chunk of res.body) await this.#take(chunk as Buffer);
+        await readChunks(res.body, (chunk) => this.#take(chunk));
         await this.#flush();
         return;
       } catch (err) {
@@ -271,16 +272,19 @@ export class Download {
     }
   }
 
-  /** One upstream chunk: queued for the spool file, or (pass-through) into the window for the followers. */
-  async #take(chunk: Buffer): Promise<void> {
+  /**
+   * One upstream chunk: queued for the spool file, or (pass-through) into the window for
+   * the followers. Returns a promise only when reading upstream must wait: most chunks
+   * cost no promise at all.
+   */
+  #take(chunk: Buffer): Promise<void> | undefined {
     if (this.#writeError) throw this.#writeError;
     this.#received += chunk.length;
     if (this.#passthrough) {
       this.#passthrough.hash.tail(chunk);
       this.#window.push(chunk);
       this.#wake();
-      await this.#throttle();
-      return;
+      return this.#throttle();
     }
     this.#pending.push(chunk);
     this.#pendingBytes += chunk.length;
@@ -292,7 +296,7 @@ export class Download {
     }
     this.#writing ??= this.#drain();
     // Reading upstream waits only when the disk falls behind by MAX_PENDING.
-    if (this.#pendingBytes >= MAX_PENDING) await this.#writing;
+    return this.#pendingBytes >= MAX_PENDING ? this.#writing : undefined;
   }
 
   /** Writes what is pending in batches (one writev each) until nothing is; wakes followers after each. */
