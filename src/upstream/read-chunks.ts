@@ -43,8 +43,15 @@ export function readChunks(body: Readable, take: (chunk: Buffer) => Promise<void
         (err: Error) => finish(err),
       );
     };
-    const onEnd = () => void (busy ? busy.then(() => finish()) : finish());
-    const onClose = () => finish(new Error('body closed before its end'));
+    let ended = false;
+    const onEnd = () => {
+      ended = true;
+      void (busy ? busy.then(() => finish()) : finish());
+    };
+    // After 'end' the body closes itself, maybe before the consumer is done: that is no cut.
+    const onClose = () => {
+      if (!ended) finish(new Error('body closed before its end'));
+    };
     body.on('error', finish);
     body.on('end', onEnd);
     body.on('close', onClose);
