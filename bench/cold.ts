@@ -3,14 +3,18 @@
 // look at the cold path alone, without the peers and scenarios of `npm run bench`.
 //   BENCH_COLD_PULLS=5   pulls (each through a new process with an empty cache)
 //   BENCH_COLD_SYNC=1    sync(1) before each pull, so no earlier write-back competes with it
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+//   BENCH_PROFILE=1      CPU-profile each regmirror process (--cpu-prof) and summarise where the
+//                        last pull's time went (profiling itself costs CPU: compare CPU-s without it)
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { directPull, mbps, pullBlob } from './load.js';
 import { flushDisk, startRegmirror, startUpstream } from './peers.js';
+import { formatProfile, monotonicUs, summarizeProfile, type Window } from './profile.js';
 
 const MiB = 1024 * 1024;
 const PULLS = Number(process.env.BENCH_COLD_PULLS ?? 5);
+const PROFILE = process.env.BENCH_PROFILE === '1';
 
 /** User and system CPU time of a process (all threads), seconds. */
 async function cpuSeconds(pid: number): Promise<{ user: number; sys: number }> {
@@ -23,32 +27,56 @@ function spent(a: { user: number; sys: number }, b: { user: number; sys: number 
   return `${(b.user + b.sys - a.user - a.sys).toFixed(2)} (system ${(b.sys - a.sys).toFixed(2)})`;
 }
 
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[s.length >> 1];
+}
+
+/** Summarises the profile a stopped regmirror process left in `dir` over `window`. */
+async function printProfile(dir: string, window: Window, title: string): Promise<void> {
+  const file = (await readdir(dir)).find((f) => f.endsWith('.cpuprofile'));
+  if (!file) return console.log('no CPU profile was written');
+  console.log('\n' + formatProfile(title, await summarizeProfile(join(dir, file), window, 20)));
+}
+
 const work = await mkdtemp(join(tmpdir(), 'regmirror-bench-cold-'));
 const up = await startUpstream({ largeBytes: 1024 * MiB, largeFile: join(work, 'large.bin'), manyLayers: 1, manyLayerBytes: 1024 });
 const { large } = up.info;
 const results: number[] = [];
+/** regmirror's CPU-seconds (user + system) per GiB pulled, one per pull. */
+const cpuPerGiB: number[] = [];
 try {
   const direct = await directPull(up.info.url, large.name, large.digest, large.size);
   console.log(`direct pull: ${mbps(direct).toFixed(0)} MB/s`);
   for (let i = 0; i < PULLS; i++) {
     if (process.env.BENCH_COLD_SYNC === '1') flushDisk();
-    const proxy = await startRegmirror({ upstreamUrl: up.info.url, logLevel: 'info', entry: 'tsx' });
+    const profDir = PROFILE ? await mkdtemp(join(work, 'prof-')) : undefined;
+    const proxy = await startRegmirror({ upstreamUrl: up.info.url, logLevel: 'info', entry: 'tsx', cpuProfDir: profDir });
+    let window: Window | undefined;
     try {
       const [r0, u0, c0] = [await cpuSeconds(proxy.pid), await cpuSeconds(up.pid), process.cpuUsage()];
+      const fromUs = monotonicUs();
       const t = await pullBlob(`${proxy.url}/v2/${large.name}/blobs/${large.digest}`, large.size);
+      window = { fromUs, toUs: monotonicUs() };
       const [r1, u1, c1] = [await cpuSeconds(proxy.pid), await cpuSeconds(up.pid), process.cpuUsage(c0)];
       results.push(mbps(t));
+      cpuPerGiB.push((r1.user + r1.sys - r0.user - r0.sys) / (large.size / (1024 * MiB)));
       console.log(
         `cold pull ${i + 1}: ${mbps(t).toFixed(0)} MB/s, ${(t.ms / 1000).toFixed(2)} s; CPU-s regmirror ${spent(r0, r1)}, ` +
           `upstream ${spent(u0, u1)}, client ${((c1.user + c1.system) / 1e6).toFixed(2)}`,
       );
       await proxy.waitCached(large.digest, large.size);
     } finally {
-      await proxy.stop();
+      await proxy.stop(); // SIGTERM: a profiled process exits normally and writes its profile
     }
+    if (profDir && window && i === PULLS - 1) await printProfile(profDir, window, `regmirror CPU profile, cold pull ${i + 1}`);
   }
   const sorted = [...results].sort((a, b) => a - b);
-  console.log(`median ${sorted[sorted.length >> 1].toFixed(0)} MB/s of ${PULLS} (min ${sorted[0].toFixed(0)}, max ${sorted[sorted.length - 1].toFixed(0)})`);
+  console.log(`median ${median(results).toFixed(0)} MB/s of ${PULLS} (min ${sorted[0].toFixed(0)}, max ${sorted[sorted.length - 1].toFixed(0)})`);
+  console.log(
+    `regmirror CPU-s per GiB: median ${median(cpuPerGiB).toFixed(2)} of ${PULLS} (${cpuPerGiB.map((c) => c.toFixed(2)).join(', ')})` +
+      (PROFILE ? ' (profiled: inflated)' : ''),
+  );
 } finally {
   await up.stop();
   await rm(work, { recursive: true, force: true });

@@ -14,18 +14,23 @@ import type { ByteRange, ContentStore } from '../store/content-store.js';
 import { dropBytes, type Spool, type SpoolFile } from '../store/spool.js';
 import type { Metadata } from '../store/metadata.js';
 import type { UpstreamClient } from '../upstream/client.js';
+import { readChunks } from '../upstream/read-chunks.js';
 import { Follower } from './follower.js';
 
 /** How many times a cut upstream body is resumed with a Range request before the download fails. */
 const MAX_RESUMES = 2;
 /** In pass-through (store not writable), how far the fastest client may run ahead of the slowest. */
 const WINDOW_BYTES = 8 * 1024 * 1024;
-/** Blobs from this size on are hashed by the worker thread; below it a round trip costs more than the hash. */
-const OFF_THREAD_HASH_BYTES = 4 * 1024 * 1024;
 /** Followers are woken, and read, in steps of this many bytes while a download runs. */
 export const FOLLOW_STEP = 1024 * 1024;
 /** Received bytes waiting for the spool writer before reading upstream pauses. */
 const MAX_PENDING = 4 * 1024 * 1024;
+/**
+ * Bytes already in the spool file that stay in memory too: followers within this much of
+ * the download are served from the chunks as received, and only one further behind reads
+ * the file back. Bounded, so memory stays flat however large the blob or slow the client.
+ */
+export const RECENT_BYTES = 4 * 1024 * 1024;
 
 /** The store refused a write: the blob goes on to its clients uncached, the download is not bad. */
 export function isStoreFull(err: unknown): err is StoreFull {
@@ -69,9 +74,12 @@ export class Download {
   /** Received, not yet in the spool file: written in batches by #drain(). */
   #pending: Buffer[] = [];
   #pendingBytes = 0;
-  /** The batch being written, from file offset #batchStart: followers read it from memory meanwhile. */
-  #batch: Buffer[] = [];
-  #batchStart = 0;
+  /**
+   * The chunks received from file offset #recentStart on: every byte not yet written
+   * (pending or being written) and the last RECENT_BYTES or so of those written.
+   */
+  #recent: Buffer[] = [];
+  #recentStart = 0;
   /** #received when followers were last woken for new bytes in memory. */
   #wokeAt = 0;
   #writing?: Promise<void>;
@@ -123,11 +131,6 @@ export class Download {
     return this.#passthrough !== undefined;
   }
 
-  /** Pass-through bytes at `pos`, at most `max` of them, without copying. */
-  fromWindow(pos: number, max: number): Buffer | undefined {
-    return sliceAt(this.#window, this.#windowStart, pos, max);
-  }
-
   get failed(): Error | undefined {
     return this.#error;
   }
@@ -142,16 +145,24 @@ export class Download {
   }
 
   /**
-   * Where the bytes held in memory start (the batch being written, then those pending):
-   * a follower reads below it from the spool, from it on with fromMemory().
+   * Where the bytes held in memory start (the recent ones written, then those being
+   * written and pending): a follower reads below it from the spool, from it on with copyFromMemory().
    */
   get memoryStart(): number {
-    return this.#batch.length > 0 ? this.#batchStart : this.onDisk;
+    return this.#recentStart;
   }
 
-  /** Received bytes not yet in the file, at `pos` (≥ memoryStart), at most `max`, without copying. */
-  fromMemory(pos: number, max: number): Buffer | undefined {
-    return sliceAt(this.#batch.length > 0 ? [...this.#batch, ...this.#pending] : this.#pending, this.memoryStart, pos, max);
+  /**
+   * Copies received bytes from `pos` (≥ memoryStart) up to `until` into `buf`, as many
+   * as fit; returns how many. Copied, not sliced: the chunks may leave memory once it returns.
+   */
+  copyFromMemory(buf: Buffer, pos: number, until: number): number {
+    return copyOut(this.#recent, this.#recentStart, pos, Math.min(until - pos, buf.length), buf);
+  }
+
+  /** Pass-through bytes from `pos` up to `until` into `buf`, as many as fit; returns how many. */
+  copyFromWindow(buf: Buffer, pos: number, until: number): number {
+    return copyOut(this.#window, this.#windowStart, pos, Math.min(until - pos, buf.length), buf);
   }
 
   /** Resolves at the next change: more bytes written, published, or failed. */
@@ -222,6 +233,10 @@ export class Download {
       log.warn('blob download failed', { digest: this.digest, repo: this.repository, err: err as Error });
       throw err;
     } finally {
+      // A client still reading holds this download: it finishes from its open spool file,
+      // not from chunks kept in memory for as long as it takes.
+      this.#recent = [];
+      this.#recentStart = this.#received;
       this.#wake();
     }
   }
@@ -234,15 +249,16 @@ export class Download {
       try {
         if (from === 0) {
           this.size = res.length;
-          const hashOffThread = this.size === undefined || this.size >= OFF_THREAD_HASH_BYTES;
-          this.#spool = await this.#deps.spool.create(this.digest, this.size, { hashOffThread }).catch((err: Error) => {
+          // Hashed inline from the chunks as they are written: sha256 costs less CPU than a
+          // worker reading the file back, and the digest is still known before the last byte goes.
+          this.#spool = await this.#deps.spool.create(this.digest, this.size).catch((err: Error) => {
             if (!isStoreFull(err)) throw err;
             this.#enterPassthrough(err, new InlineHash(this.digest, this.size));
             return undefined;
           });
           this.#readyResolve();
         }
-        for await (const chunk of res.body) await this.#take(chunk as Buffer);
+        await readChunks(res.body, (chunk) => this.#take(chunk));
         await this.#flush();
         return;
       } catch (err) {
@@ -256,19 +272,23 @@ export class Download {
     }
   }
 
-  /** One upstream chunk: queued for the spool file, or (pass-through) into the window for the followers. */
-  async #take(chunk: Buffer): Promise<void> {
+  /**
+   * One upstream chunk: queued for the spool file, or (pass-through) into the window for
+   * the followers. Returns a promise only when reading upstream must wait: most chunks
+   * cost no promise at all.
+   */
+  #take(chunk: Buffer): Promise<void> | undefined {
     if (this.#writeError) throw this.#writeError;
     this.#received += chunk.length;
     if (this.#passthrough) {
       this.#passthrough.hash.tail(chunk);
       this.#window.push(chunk);
       this.#wake();
-      await this.#throttle();
-      return;
+      return this.#throttle();
     }
     this.#pending.push(chunk);
     this.#pendingBytes += chunk.length;
+    this.#recent.push(chunk);
     // Followers read these from memory; waking them per chunk would mean a write per chunk.
     if (this.#received - this.#wokeAt >= FOLLOW_STEP) {
       this.#wokeAt = this.#received;
@@ -276,7 +296,7 @@ export class Download {
     }
     this.#writing ??= this.#drain();
     // Reading upstream waits only when the disk falls behind by MAX_PENDING.
-    if (this.#pendingBytes >= MAX_PENDING) await this.#writing;
+    return this.#pendingBytes >= MAX_PENDING ? this.#writing : undefined;
   }
 
   /** Writes what is pending in batches (one writev each) until nothing is; wakes followers after each. */
@@ -287,13 +307,10 @@ export class Download {
         this.#pending = [];
         this.#pendingBytes = 0;
         const before = this.onDisk;
-        this.#batch = batch;
-        this.#batchStart = before;
         try {
           await this.#spool!.append(batch);
-          this.#batch = [];
+          this.#forgetWritten();
         } catch (err) {
-          this.#batch = [];
           if (!isStoreFull(err)) throw err;
           // append() hashed what reached the file; a short write may have put part of the
           // batch there. The window, and the hash's in-memory tail, start after it.
@@ -305,6 +322,7 @@ export class Download {
           }
           this.#pending = [];
           this.#pendingBytes = 0;
+          this.#recent = [];
         }
         this.#wake();
       }
@@ -315,6 +333,18 @@ export class Download {
     }
   }
 
+  /** Drops the oldest written chunks from memory, keeping at least RECENT_BYTES of the written ones. */
+  #forgetWritten(): void {
+    const onDisk = this.onDisk;
+    const recent = this.#recent;
+    let drop = 0;
+    let start = this.#recentStart;
+    while (drop < recent.length && start + recent[drop].length <= onDisk - RECENT_BYTES) start += recent[drop++].length;
+    if (drop === 0) return;
+    this.#recent = recent.slice(drop);
+    this.#recentStart = start;
+  }
+
   /** Waits until everything received is in the spool file (or the window). */
   async #flush(): Promise<void> {
     while (this.#writing) await this.#writing;
@@ -323,6 +353,7 @@ export class Download {
 
   #enterPassthrough(err: Error, hash: ContentHash): void {
     this.#passthrough = { hash };
+    this.#recent = [];
     this.#windowStart = this.onDisk;
     this.#deps.log.warn('store write failed; streaming the blob without caching', { digest: this.digest, code: err instanceof StoreFull ? err.reason : err.message });
     this.#deps.onStoreFull?.(err);
@@ -346,12 +377,16 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
   return { promise, resolve };
 }
 
-/** Up to `max` bytes at `pos` of chunks that hold the bytes from `start` on, without copying. */
-function sliceAt(chunks: readonly Buffer[], start: number, pos: number, max: number): Buffer | undefined {
+/** Copies up to `max` bytes at `pos` of chunks that hold the bytes from `start` on into `buf`; returns how many. */
+function copyOut(chunks: readonly Buffer[], start: number, pos: number, max: number, buf: Buffer): number {
+  if (pos < start) return 0;
   let at = start;
+  let n = 0;
   for (const chunk of chunks) {
-    if (pos < at + chunk.length) return chunk.subarray(pos - at, Math.min(chunk.length, pos - at + max));
-    at += chunk.length;
+    if (n >= max) break;
+    const end = at + chunk.length;
+    if (pos + n < end) n += chunk.copy(buf, n, pos + n - at, Math.min(chunk.length, pos + n - at + (max - n)));
+    at = end;
   }
-  return undefined;
+  return n;
 }

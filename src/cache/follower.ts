@@ -1,12 +1,13 @@
-// One client's view of a running download: it reads the spool file from its own offset
-// at its own pace, waits for bytes not written yet, never gets a response's final byte
+// One client's view of a running download: it reads from its own offset at its own pace
+// (the download's recent chunks in memory while it keeps up, the spool file once it falls
+// behind them), waits for bytes not received yet, never gets a response's final byte
 // before the digest is verified, and in pass-through reads the in-memory window instead.
 import type { BodySource } from '../store/body-source.js';
 import type { ByteRange } from '../store/content-store.js';
 import type { SpoolReader } from '../store/spool.js';
 import { FOLLOW_STEP, type Download } from './download.js';
 
-/** Reads a download's spool file from its own offset, waiting for bytes that are not written yet. */
+/** Reads a download from its own offset, waiting for bytes that are not received yet. */
 export class Follower implements BodySource {
   readonly #dl: Download;
   /** Opened when the follower is: it keeps reading after the download is committed. */
@@ -59,32 +60,22 @@ export class Follower implements BodySource {
   }
 
   /**
-   * Up to buf.length bytes at #pos: from the spool for what is written, from memory for
-   * what is not yet (the batch being written and those pending; in pass-through, the
-   * window). A follower keeping up with the upstream never reads the spool back.
+   * Up to buf.length bytes at #pos: from memory while the follower is within the
+   * download's recent chunks (those written lately, being written and pending; in
+   * pass-through, the window), from the spool once it has fallen further behind. A
+   * follower keeping up with the upstream never reads the spool back.
    */
   async #next(buf: Buffer, until: number): Promise<number> {
     const dl = this.#dl;
     const inMemory = dl.passthrough ? dl.onDisk : dl.memoryStart;
-    if (this.#pos < inMemory) {
-      const want = Math.min(Math.min(until, inMemory) - this.#pos, buf.length);
-      if (!this.#reader) throw new Error('no spool file to read');
-      try {
-        return await this.#reader.read(buf, want, this.#pos);
-      } catch (err) {
-        throw dl.failed ?? err;
-      }
+    if (this.#pos >= inMemory) return dl.passthrough ? dl.copyFromWindow(buf, this.#pos, until) : dl.copyFromMemory(buf, this.#pos, until);
+    const want = Math.min(Math.min(until, inMemory) - this.#pos, buf.length);
+    if (!this.#reader) throw new Error('no spool file to read');
+    try {
+      return await this.#reader.read(buf, want, this.#pos);
+    } catch (err) {
+      throw dl.failed ?? err;
     }
-    let n = 0;
-    // Copied out at once: the chunks may leave memory as soon as this returns.
-    while (n < buf.length && this.#pos + n < until) {
-      const max = Math.min(until - this.#pos - n, buf.length - n);
-      const chunk = dl.passthrough ? dl.fromWindow(this.#pos + n, max) : dl.fromMemory(this.#pos + n, max);
-      if (!chunk) break;
-      buf.set(chunk, n);
-      n += chunk.length;
-    }
-    return n;
   }
 
   async close(): Promise<void> {

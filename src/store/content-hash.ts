@@ -1,9 +1,7 @@
-// How a temp blob's bytes are hashed: inline on the calling thread (small blobs, where a
-// round trip to a worker costs more than the hashing) or by the hash worker reading the
-// file back. Both see the same calls, so the writer does not care which it has.
-import { DigestMismatch, SizeMismatch } from '../errors.js';
+// How a temp blob's bytes are hashed: inline, from the chunks as they are written (a
+// worker reading the file back cost more CPU per byte than the sha256 itself), plus, in
+// pass-through, the bytes that follow in memory only.
 import { DigestVerifier, type Digest } from '../oci/digest.js';
-import { FileHashJob } from './hash-worker.js';
 
 export interface ContentHash {
   /** The first `bytes` bytes of `chunks` were just written; the file now holds `fileEnd` bytes. */
@@ -41,46 +39,3 @@ export class InlineHash implements ContentHash {
 
   close(): void {}
 }
-
-export class OffThreadHash implements ContentHash {
-  readonly #job: FileHashJob;
-  #fileEnd = 0;
-  #result?: Promise<void>;
-
-  constructor(
-    path: string,
-    readonly expected: Digest,
-    readonly expectedSize?: number,
-  ) {
-    this.#job = new FileHashJob(path);
-  }
-
-  written(_chunks: readonly Buffer[], _bytes: number, fileEnd: number): void {
-    this.#fileEnd = fileEnd;
-    // One message per MiB or so, not per batch: the worker reads in large steps.
-    if (fileEnd - this.#job.posted >= POST_STEP) this.#job.fileUpTo(fileEnd);
-  }
-
-  tail(chunk: Buffer): void {
-    this.#job.fileUpTo(this.#fileEnd);
-    this.#job.bytes(chunk);
-  }
-
-  verify(): Promise<void> {
-    this.#result ??= this.#check();
-    return this.#result;
-  }
-
-  async #check(): Promise<void> {
-    this.#job.fileUpTo(this.#fileEnd);
-    const { digest, size } = await this.#job.result();
-    if (this.expectedSize !== undefined && size !== this.expectedSize) throw new SizeMismatch(this.expectedSize, size);
-    if (digest !== this.expected) throw new DigestMismatch(this.expected, digest);
-  }
-
-  close(): void {
-    if (!this.#result) this.#job.drop();
-  }
-}
-
-const POST_STEP = 1024 * 1024;

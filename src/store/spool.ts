@@ -7,14 +7,9 @@ import { randomBytes } from 'node:crypto';
 import { link, mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Digest } from '../oci/digest.js';
-import { InlineHash, OffThreadHash, type ContentHash } from './content-hash.js';
+import { InlineHash, type ContentHash } from './content-hash.js';
 import { crashPoint } from './crash-point.js';
 import { isNotFound, rethrowAsStoreError } from './file-errors.js';
-
-export interface SpoolOptions {
-  /** Hash in the worker thread, reading the file back: for large downloads, whose hashing would hold up the event loop. */
-  hashOffThread?: boolean;
-}
 
 /** A reader of a spool file at positions of its own choosing, as it fills. */
 export interface SpoolReader {
@@ -38,11 +33,10 @@ export class Spool {
   }
 
   /** A new, empty spool file for a blob expected to be `expected` (and `expectedSize` bytes, when known). */
-  async create(expected: Digest, expectedSize?: number, opts: SpoolOptions = {}): Promise<SpoolFile> {
+  async create(expected: Digest, expectedSize?: number): Promise<SpoolFile> {
     const path = newSpoolName(this.#dir);
     const fh = await open(path, 'wx+', 0o644).catch(rethrowAsStoreError);
-    const hash = opts.hashOffThread ? new OffThreadHash(path, expected, expectedSize) : new InlineHash(expected, expectedSize);
-    return new SpoolFile(path, fh, expected, hash);
+    return new SpoolFile(path, fh, expected, new InlineHash(expected, expectedSize));
   }
 
   /** Removes what a crash left (files of this process and of processes no longer running); returns how many. */
