@@ -139,9 +139,11 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Proxy> {
     await writeFile(configPath, config);
     const fd = logFd(logPath);
     const prof = opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : [];
+    // V8 flags such as --max-semi-space-size, to measure their effect on RSS and throughput.
+    const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
     const main = opts.entry === 'dist' ? ['dist/main.js'] : ['--import', 'tsx', 'src/main.ts'];
     const spawnedAt = performance.now();
-    const child = spawn(process.execPath, [...prof, ...main, 'serve', '--config', configPath], {
+    const child = spawn(process.execPath, [...nodeFlags, ...prof, ...main, 'serve', '--config', configPath], {
       cwd: REPO_ROOT,
       stdio: ['ignore', fd, fd],
       env: opts.env ? { ...process.env, ...opts.env } : undefined,

@@ -1,16 +1,7 @@
-// The command line: argv → command. The only place that calls process.exit.
+// The command line: argv → command. The only place that calls process.exit. Each command's
+// module is imported when it runs, so `serve` holds none of the one-shot commands' code.
 import { ArgumentError, commandUsage, parseCommandLine, USAGE, UsageError, versionLine } from './cli/args.js';
-import { cacheCommand, gcCommand, verifyCommand } from './cli/cache-command.js';
-import { ConfigureError } from './cli/client-config.js';
-import { configureCommand } from './cli/configure.js';
-import { eventsCommand } from './cli/events.js';
-import { exportCommand } from './cli/export.js';
-import { importCommand } from './cli/import.js';
-import { migrateCommand } from './cli/migrate.js';
-import { prewarmCommand } from './cli/prewarm.js';
-import { serveCommand } from './cli/serve.js';
-import { statusCommand } from './cli/status.js';
-import { tagsCommand } from './cli/tags.js';
+import { ConfigureError } from './cli/configure-error.js';
 import { ConfigError } from './config.js';
 
 async function main(argv: string[]): Promise<number> {
@@ -30,29 +21,29 @@ async function main(argv: string[]): Promise<number> {
       console.error(USAGE);
       return 2;
     case 'serve':
-      return serveCommand(values);
+      return (await import('./cli/serve.js')).serveCommand(values);
     case 'status':
-      return statusCommand(values);
+      return (await import('./cli/status.js')).statusCommand(values);
     case 'prewarm':
-      return prewarmCommand(values, args);
+      return (await import('./cli/prewarm.js')).prewarmCommand(values, args);
     case 'export':
-      return exportCommand(values, args);
+      return (await import('./cli/export.js')).exportCommand(values, args);
     case 'import':
-      return importCommand(values, args);
+      return (await import('./cli/import.js')).importCommand(values, args);
     case 'configure':
-      return configureCommand(values, args);
+      return (await import('./cli/configure.js')).configureCommand(values, args);
     case 'cache':
-      return cacheCommand(values, args);
+      return (await import('./cli/cache-command.js')).cacheCommand(values, args);
     case 'gc':
-      return gcCommand(values);
+      return (await import('./cli/cache-command.js')).gcCommand(values);
     case 'verify':
-      return verifyCommand(values);
+      return (await import('./cli/cache-command.js')).verifyCommand(values);
     case 'events':
-      return eventsCommand(values, args);
+      return (await import('./cli/events.js')).eventsCommand(values, args);
     case 'migrate':
-      return migrateCommand(values, args);
+      return (await import('./cli/migrate.js')).migrateCommand(values, args);
     case 'tags':
-      return tagsCommand(values, args);
+      return (await import('./cli/tags.js')).tagsCommand(values, args);
     default:
       throw new ArgumentError(`regmirror: unknown command ${JSON.stringify(command)} (see regmirror --help)`);
   }

@@ -1,7 +1,7 @@
 // Prometheus metrics (prom-client), one registry per server so tests can run several.
 // Labels are bounded sets (route kind, status, upstream name, cache result): never a
 // repository, a digest or anything a client can choose freely.
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from './prom-client-core.js';
 
 export type CacheResult = 'hit' | 'miss' | 'revalidated' | 'stale' | 'head';
 

@@ -94,3 +94,18 @@ test('paths under the data dir are built only in store/, and the spool is read t
     if (rel.startsWith('cache/')) assert.ok(!imports(file).some((s) => s.startsWith('node:fs')), `${rel} touches files itself`);
   }
 });
+
+test("undici and prom-client values come through their core modules, never the packages' indexes", () => {
+  // The indexes load fetch, WebSocket, mocks, the Pushgateway… into every process
+  // (docs/architecture.md, Memory); type-only imports load nothing and stay allowed.
+  const cores: Record<string, string> = { undici: 'upstream/undici-core.ts', 'prom-client': 'prom-client-core.ts' };
+  for (const file of files(SRC)) {
+    const rel = relative(SRC, file);
+    const text = readFileSync(file, 'utf8');
+    for (const [pkg, core] of Object.entries(cores)) {
+      if (rel === core) continue;
+      const value = new RegExp(`^(?:import|export)(?!\\s+type\\b)[^'";]*?\\bfrom\\s*['"]${pkg}['"]|\\bimport\\(\\s*['"]${pkg}['"]`, 'm');
+      assert.ok(!value.test(text), `${rel} imports values from ${pkg}: use src/${core}`);
+    }
+  }
+});

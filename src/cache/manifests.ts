@@ -57,13 +57,19 @@ export interface ManifestCacheDeps {
 }
 
 /** Manifest and tag cache. */
+/** Memory for remembered upstream 404s (about 2,000 of them with their errors). */
+const NOT_FOUND_BYTES = 4 * 1024 * 1024;
+
 export class ManifestCache {
   readonly #deps: ManifestCacheDeps;
   readonly #now: () => number;
   readonly #bodies: LRUCache<string, Buffer>;
   readonly #revalidations = new SingleFlight<string, ManifestReply>();
-  /** Upstream 404s, remembered for the upstream's negativeTtl. */
-  readonly #notFound = new LRUCache<string, { until: number; err: Error }>({ max: 10_000 });
+  /**
+   * Upstream 404s, remembered for the upstream's negativeTtl. Bounded by bytes: each keeps
+   * its error, whose stack and message dwarf the key, and clients choose the names.
+   */
+  readonly #notFound = new LRUCache<string, { until: number; err: Error }>({ maxSize: NOT_FOUND_BYTES, sizeCalculation: (v, k) => 64 + 2 * (k.length + v.err.message.length + (v.err.stack?.length ?? 0)) });
 
   constructor(deps: ManifestCacheDeps) {
     this.#deps = deps;

@@ -2,7 +2,7 @@
 // running server's own cache, for an operator who cannot reach its data dir (a container,
 // a replica set on shared storage). The server answers the very report objects the
 // commands build from a data dir, so both print through the same formatting code.
-import { request } from 'undici';
+import { request } from '../upstream/undici-core.js';
 import { MetadataUnavailable } from '../errors.js';
 import type { CacheAdmin, CacheAnswer } from '../http/admin.js';
 import { UsageError } from './args.js';

@@ -10,7 +10,10 @@
 import { isDeepStrictEqual } from 'node:util';
 import { parse as parseToml } from 'smol-toml';
 import { isMap, isScalar, isSeq, parseDocument } from 'yaml';
+import { ConfigureError } from './configure-error.js';
 import { fromLines, plain, q, sections, toLines, tomlParse, trailingBlanks, verify, type Section } from './toml-sections.js';
+
+export { ConfigureError };
 
 export const TARGETS = ['containerd', 'docker', 'podman', 'k3s'] as const;
 export type Target = (typeof TARGETS)[number];
@@ -24,18 +27,6 @@ export const DEFAULT_PATHS: Record<Target, string> = {
   podman: '/etc/containers/registries.conf',
   k3s: '/etc/rancher/k3s/registries.yaml',
 };
-
-/** A mistake the operator can fix (bad flag, unreadable file): printed as one line. */
-export class ConfigureError extends Error {
-  /** True when the command line itself is wrong (exit status 2), not a file it met. */
-  readonly usage: boolean;
-
-  constructor(message: string, usage = false) {
-    super(`configure: ${message}`);
-    this.name = 'ConfigureError';
-    this.usage = usage;
-  }
-}
 
 export interface Mirror {
   /** scheme://host[:port], no trailing slash: the form written into every file. */

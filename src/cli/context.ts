@@ -22,7 +22,7 @@ import { EventRecorder } from '../events/recorder.js';
 import { EVENTS_DEFAULTS } from '../config-policies.js';
 import { PolicySet } from '../policy/policies.js';
 import { SignatureFinder } from '../policy/signature-finder.js';
-import { SignatureGuard } from '../policy/signature-guard.js';
+import type { SignatureGuard } from '../policy/signature-guard.js';
 import { openBlobStorage } from '../store/blob-storage.js';
 import { SmallBlobMemo } from '../store/small-blob-memo.js';
 import type { ContentStore } from '../store/content-store.js';
@@ -114,7 +114,7 @@ export async function openCache(config: Config, opts: ContextOptions = {}): Prom
   const policies = new PolicySet(config.policies ?? []);
   const guard = policies.empty ? undefined : new TagGuard({ store: metadata.guardedTags, policies, events, log: log.child({ component: 'tags' }) });
   const manifests = new ManifestCache({ store, metadata, metrics, events, ...(cluster ? { shared: cluster.work } : {}), log: log.child({ component: 'manifests' }), now, memoryBytes: config.manifestMemoryBytes, offline: config.offline, ...(guard ? { guard } : {}), onFetched: (t, referenced) => blobs.vouch(t, referenced) });
-  const signatures = signatureGuard(config, { policies, manifests, blobs, store, events, metrics, log });
+  const signatures = await signatureGuard(config, { policies, manifests, blobs, store, events, metrics, log });
   const close = async () => {
     await evictor?.close();
     removals.close();
@@ -229,12 +229,16 @@ function clusterPeers(config: Config, metadata: Metadata, replica: Replica, log:
   };
 }
 
-/** The guard of the signature policies, when any policy has a `signatures` section that is not `off`. */
-function signatureGuard(
+/**
+ * The guard of the signature policies, when any policy has a `signatures` section that is not
+ * `off`. Loaded only then: the guard brings the @sigstore libraries (several MiB of heap).
+ */
+async function signatureGuard(
   config: Config,
   d: { policies: PolicySet; manifests: ManifestCache; blobs: BlobCache; store: ContentStore; events: EventSink; metrics: Metrics; log: Logger },
-): SignatureGuard | undefined {
+): Promise<SignatureGuard | undefined> {
   if (!(config.policies ?? []).some((p) => p.signatures && p.signatures.mode !== 'off')) return undefined;
+  const { SignatureGuard } = await import('../policy/signature-guard.js');
   const log = d.log.child({ component: 'signatures' });
   (config.policies ?? []).forEach((p, i) => {
     if (p.signatures?.trustedRoot) log.warn('keyless signatures are not verified yet: a bundle with a certificate counts as signed by a key not trusted', { policy: `policies[${i}]`, trustedRoot: p.signatures.trustedRoot.ref });

@@ -5,7 +5,7 @@
 // last pulls of the budget).
 import { readFile } from 'node:fs/promises';
 import pLimit, { type LimitFunction } from 'p-limit';
-import { request } from 'undici';
+import { request } from '../upstream/undici-core.js';
 import { parseAllDocuments } from 'yaml';
 import type { Target } from '../cache/blobs.js';
 import { AccessDenied, RegmirrorError, toOciError } from '../errors.js';

@@ -2,7 +2,7 @@
 // against pulls spent upstream over the last 24 h, the hit ratio, store size and downloads
 // in flight. Read from a running server (--server) or straight from the data dir.
 import { resolve } from 'node:path';
-import { request } from 'undici';
+import { request } from '../upstream/undici-core.js';
 import { formatBytes } from '../bytes.js';
 import { loadConfig, type Config } from '../config.js';
 import { FLUSH_EVERY_MS, type Metadata, type RateLimitRow, type RollupMetric } from '../store/metadata.js';

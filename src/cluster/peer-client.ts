@@ -2,7 +2,7 @@
 // its bytes (GET, from any offset) as they arrive there. Requests are signed with the
 // cluster's secret; the holder holds back each body's last byte until the digest is
 // verified, so a body that ends early or is cut never passes for a complete one here.
-import { Agent, request } from 'undici';
+import { Agent, request } from '../upstream/undici-core.js';
 import { PeerUnavailable } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { BodySource } from '../store/body-source.js';

@@ -3,7 +3,7 @@
 // a bounded queue (the oldest dropped first, counted) and the head is tried again with a
 // growing delay. Nothing the receiver does can throw out of here.
 import { createHmac } from 'node:crypto';
-import { Agent, request } from 'undici';
+import { Agent, request } from '../upstream/undici-core.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { MirrorEvent } from './event.js';

@@ -6,7 +6,8 @@ import type { ManifestCache } from '../cache/manifests.js';
 import { InvalidDigest, InvalidReference, ManifestNotFound, UnsupportedDigest } from '../errors.js';
 import { acceptClass } from '../oci/manifest.js';
 import { parseManifestRef, type ManifestRef } from '../oci/reference.js';
-import { SIGNATURE_HEADER, type SignatureGuard } from '../policy/signature-guard.js';
+import { SIGNATURE_HEADER } from '../policy/outcome.js';
+import type { SignatureGuard } from '../policy/signature-guard.js';
 import type { ResolvedTarget } from './target.js';
 
 export async function serveManifest(c: Context, manifests: ManifestCache, t: ResolvedTarget, reference: string, signatures?: SignatureGuard): Promise<Response> {

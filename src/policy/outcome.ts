@@ -1,4 +1,7 @@
-// What checking one signature artifact against a policy's keys found.
+// What checking one signature artifact against a policy's keys found, and the header that
+// tells a client. Imported by the http layer, so it loads none of the verifiers.
+
+export const SIGNATURE_HEADER = 'x-regmirror-signature';
 
 /** Why a manifest is not covered by a valid signature, in the words a refusal uses. */
 export type FailReason = 'no signature' | 'bad signature' | 'signed by a key not trusted' | 'signature lookup failed';

@@ -11,7 +11,7 @@ import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { OCI_INDEX, parseManifest, type Descriptor } from '../oci/manifest.js';
 import type { ContentStore } from '../store/content-store.js';
 import { legacySignatureTag, MAX_PAYLOAD_BYTES, signedLayers, SIMPLE_SIGNING } from './cosign-legacy.js';
-import { BUNDLE_TYPE, MAX_BUNDLE_BYTES } from './sigstore-bundle.js';
+import { BUNDLE_TYPE, MAX_BUNDLE_BYTES } from './bundle-media.js';
 
 /** Bounds the work one subject can cause: of thousands of referrers (or `.sig` layers) the first few are read. */
 const MAX_BUNDLES = 8;

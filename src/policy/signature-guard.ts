@@ -18,11 +18,10 @@ import { decisive, reasonOf, type Outcome } from './outcome.js';
 import type { Governing, PolicySet } from './policies.js';
 import type { Artifact, SignatureFinder } from './signature-finder.js';
 import { referenceMatcher } from './signed-reference.js';
-import { BUNDLE_TYPE, checkBundle } from './sigstore-bundle.js';
+import { BUNDLE_TYPE } from './bundle-media.js';
+import { checkBundle } from './sigstore-bundle.js';
 import { TrustedKeys } from './trusted-keys.js';
 import { Verdicts, type Verdict } from './verdicts.js';
-
-export const SIGNATURE_HEADER = 'x-regmirror-signature';
 
 export interface GuardDeps {
   policies: PolicySet;

@@ -9,8 +9,6 @@ import { digestHex, type Digest } from '../oci/digest.js';
 import type { Outcome } from './outcome.js';
 import type { Key, TrustedKeys } from './trusted-keys.js';
 
-export const BUNDLE_TYPE = 'application/vnd.dev.sigstore.bundle.v0.3+json';
-export const MAX_BUNDLE_BYTES = 1024 * 1024;
 const IN_TOTO = 'application/vnd.in-toto+json';
 
 /** `bundleJson` (the layer's bytes) for the manifest `digest` whose body is `manifest`. */

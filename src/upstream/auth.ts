@@ -4,8 +4,8 @@
 // credentials. Credentials go only to the upstream itself and to token realms on its own
 // site or listed in its configuration. Where they come from (the config file, or a Docker
 // config.json and its credential helpers) is a CredentialSource's business.
-import { getDomain } from 'tldts';
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { request } from './undici-core.js';
 import type { Credentials } from '../config.js';
 import { EgressRefused, UpstreamInvalid, UpstreamUnavailable, UpstreamUnauthorized } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -154,7 +154,7 @@ export class RegistryAuthorizer implements Authorizer {
     if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new UpstreamInvalid('token realm is not an http(s) URL');
     let credential: UpstreamCredential | undefined;
     if (this.#source) {
-      if (this.#realmTrusted(url)) credential = await this.#source.get();
+      if (await this.#realmTrusted(url)) credential = await this.#source.get();
       else this.#opts.log.warn('token realm is outside the upstream; asking for an anonymous token', { realm: url.host });
     }
     let answer = await this.#askToken(url, service, scope, credential);
@@ -214,12 +214,14 @@ export class RegistryAuthorizer implements Authorizer {
   /**
    * Credentials go to the upstream's own registrable domain (auth.docker.io for
    * registry-1.docker.io, by the Public Suffix List, so never another owner under co.uk
-   * or github.io) or to realms its configuration names.
+   * or github.io) or to realms its configuration names. tldts (the list, ~1 MiB of heap) is
+   * loaded the first time a credential might go to another host, not by every process.
    */
-  #realmTrusted(realm: URL): boolean {
+  async #realmTrusted(realm: URL): Promise<boolean> {
     const upstream = new URL(this.#opts.upstreamUrl).hostname;
     const listed = this.#opts.tokenRealms ?? [];
     if (realm.hostname === upstream || listed.includes(realm.hostname) || listed.includes(realm.host)) return true;
+    const { getDomain } = await import('tldts');
     const site = getDomain(upstream, { allowPrivateDomains: true });
     return site !== null && getDomain(realm.hostname, { allowPrivateDomains: true }) === site;
   }

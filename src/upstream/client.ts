@@ -5,7 +5,8 @@
 // parent first (parent.ts) and to the upstream itself only when the parent fails.
 import type { Readable } from 'node:stream';
 import pLimit, { type LimitFunction } from 'p-limit';
-import { request, type Agent, type Dispatcher } from 'undici';
+import type { Agent, Dispatcher } from 'undici';
+import { request } from './undici-core.js';
 import type { ParentConfig, UpstreamConfig } from '../config.js';
 import {
   BlobNotFound,

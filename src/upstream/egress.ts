@@ -7,7 +7,8 @@
 // or the host is one the operator listed (tokenRealms, redirectHosts).
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
-import { buildConnector } from 'undici';
+import type { buildConnector as Connector } from 'undici';
+import { buildConnector } from './undici-core.js';
 import { EgressRefused, type RestrictedAddress } from '../errors.js';
 
 export type AddressKind = 'public' | RestrictedAddress;
@@ -86,7 +87,7 @@ export class EgressPolicy {
   }
 
   /** An undici connector that checks literal addresses before connecting and resolved ones in DNS lookup. */
-  connector(opts: buildConnector.BuildOptions): buildConnector.connector {
+  connector(opts: Connector.BuildOptions): Connector.connector {
     const base = buildConnector({ ...opts, lookup: (hostname: string, options: LookupOptions, cb: LookupCallback) => this.#lookup(hostname, options, cb) });
     return (o, callback) => {
       const refused = isIP(o.hostname) ? this.refusal(o.hostname, o.hostname) : undefined;

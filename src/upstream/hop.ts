@@ -2,7 +2,8 @@
 // mirror in front of it. Each hop has its own connection pool behind the egress rule, its
 // own Authorizer and its own health, so the parent's credentials, failures and (missing)
 // rate-limit headers never mix with the upstream's.
-import { Agent, interceptors, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { Agent, interceptors } from './undici-core.js';
 import type { EgressRefused } from '../errors.js';
 import type { Authorizer } from './auth.js';
 import { EgressPolicy } from './egress.js';
