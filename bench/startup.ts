@@ -17,7 +17,7 @@ import { fill } from './startup-fill.js';
 
 const SIZES = (process.argv[2] ?? process.env.BENCH_STARTUP_BLOBS ?? '100000').split(',').map(Number);
 const MAIN = new URL('../src/main.ts', import.meta.url).pathname;
-const ROUNDS = 3;
+const ROUNDS = Number(process.env.BENCH_STARTUP_ROUNDS ?? 3);
 /** Let start-up work that runs after the listener (sweeps, first eviction check) show in RSS. */
 const SETTLE_MS = 2000;
 
