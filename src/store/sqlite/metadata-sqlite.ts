@@ -182,9 +182,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   async storeSize(): Promise<{ blobs: number; bytes: number; pinnedBytes: number }> {
-    return this.#get<{ blobs: number; bytes: number; pinnedBytes: number }>(
-      'SELECT count(*) AS blobs, coalesce(sum(size), 0) AS bytes, coalesce(sum(CASE WHEN pinned = 1 THEN size ELSE 0 END), 0) AS pinnedBytes FROM blobs',
-    )!;
+    return this.#get<{ blobs: number; bytes: number; pinnedBytes: number }>('SELECT blobs, bytes, pinned_bytes AS pinnedBytes FROM store_totals')!;
   }
 
   async count(table: CountedTable): Promise<number> {
