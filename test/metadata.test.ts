@@ -68,7 +68,7 @@ describe('migrations', () => {
     const m = await db();
     assert.equal(await m.schemaVersion(), SCHEMA_VERSION);
     const tables = reader((c) => (c.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as Array<{ name: string }>).map((r) => r.name));
-    assert.deepEqual(tables, ['blobs', 'events', 'guarded_tags', 'leases', 'links', 'manifests', 'rate_limits', 'rollups', 'subject_rollups', 'tags']);
+    assert.deepEqual(tables, ['blobs', 'events', 'guarded_tags', 'leases', 'links', 'manifests', 'rate_limits', 'rollups', 'store_totals', 'subject_rollups', 'tags']);
     assert.equal(reader((c) => c.pragma('user_version', { simple: true })), SCHEMA_VERSION);
     assert.equal(reader((c) => c.pragma('journal_mode', { simple: true })), 'wal');
     for (const t of ['blobs', 'manifests', 'links', 'tags'] as const) assert.equal(await m.count(t), 0);
@@ -84,6 +84,7 @@ describe('migrations', () => {
       const m = await db();
       assert.equal(await m.schemaVersion(), SCHEMA_VERSION, `from version ${version}`);
       assert.deepEqual(await m.getBlob(D1), { size: 7, pinned: false });
+      assert.deepEqual(await m.storeSize(), { blobs: 1, bytes: 7, pinnedBytes: 0 }, `totals from version ${version}`);
       await m.close();
       rmSync(path, { force: true });
       rmSync(path + '-wal', { force: true });
@@ -103,6 +104,23 @@ describe('migrations', () => {
     assert.equal((await m.getBlob(D1))?.version, 'v2');
     await m.recordBlob(D1, 7);
     assert.equal((await m.getBlob(D1))?.version, 'v2', 'recording without a version keeps the one known');
+  });
+
+  test('the store totals follow every write of a blob row: the sum of the rows, without summing them', async () => {
+    const m = await db();
+    const sum = () => reader((c) => c.prepare('SELECT count(*) AS blobs, coalesce(sum(size), 0) AS bytes, coalesce(sum(CASE WHEN pinned = 1 THEN size ELSE 0 END), 0) AS pinnedBytes FROM blobs').get());
+    await m.recordBlob(D1, 10);
+    await m.recordManifest(D2, 'application/vnd.oci.image.manifest.v1+json', 20, { upstream: 'docker.io', repository: 'library/nginx' });
+    await m.setBlobPins([D1], []);
+    await m.recordBlob(D1, 15);
+    m.touch(D2);
+    await m.flush();
+    assert.deepEqual(await m.storeSize(), { blobs: 2, bytes: 35, pinnedBytes: 15 });
+    assert.deepEqual(await m.storeSize(), sum());
+    assert.deepEqual(await m.evictBlobs([D1, D2]), [D2]);
+    await m.forgetBlobs([D1]);
+    assert.deepEqual(await m.storeSize(), { blobs: 0, bytes: 0, pinnedBytes: 0 });
+    assert.deepEqual(await m.storeSize(), sum());
   });
 
   test('reopening a current database is a no-op that keeps the data', async () => {

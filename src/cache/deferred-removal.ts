@@ -4,6 +4,7 @@
 // replica starts a new read of it as a hit; its object goes only after the grace, when
 // such a read has finished. Meanwhile a lease `leaving:<digest>` tells every process that
 // the row-less object is not a crash's leftover to delete on sight (see `store` below).
+import pLimit from 'p-limit';
 import type { Logger } from '../log.js';
 import type { Digest } from '../oci/digest.js';
 import { COMMIT_GRACE_MS, type ContentStore } from '../store/content-store.js';
@@ -24,6 +25,7 @@ export interface DeferredRemovalDeps {
 const LEASE_PREFIX = 'leaving:';
 /** The lease outlives the grace by this much: time to check the row and delete the object. */
 const LEASE_SLACK_MS = 60_000;
+const REMOVE_CONCURRENCY = 8;
 
 /** Removes evicted blobs' objects after the grace, unless they were published again. */
 export class DeferredRemovals {
@@ -44,7 +46,9 @@ export class DeferredRemovals {
   async remove(digests: readonly Digest[]): Promise<void> {
     const { store, metadata, holder, graceMs, log } = this.#d;
     if (graceMs === 0) {
-      for (const d of digests) await store.remove(d);
+      // A few at once: an eviction pass removes a batch of files, each an unlink that waits on the disk.
+      const limit = pLimit(REMOVE_CONCURRENCY);
+      await Promise.all(digests.map((d) => limit(() => store.remove(d))));
       return;
     }
     const evictedAt = this.#now();

@@ -128,10 +128,11 @@ async function repin(ctx: Ctx): Promise<void> {
   // for the changes, never for a walk of every row.
   const pin: string[] = [];
   const unpin: string[] = [];
-  for (const b of await ctx.metadata.allBlobs()) {
-    const row = await ctx.metadata.getBlob(b.digest);
-    if (keep.has(b.digest) && row && !row.pinned) pin.push(b.digest);
-    if (!keep.has(b.digest) && row?.pinned) unpin.push(b.digest);
+  for await (const page of ctx.metadata.blobRows()) {
+    for (const b of page) {
+      if (keep.has(b.digest) && !b.pinned) pin.push(b.digest);
+      if (!keep.has(b.digest) && b.pinned) unpin.push(b.digest);
+    }
   }
   if (pin.length + unpin.length === 0) return;
   await ctx.metadata.setBlobPins(pin, unpin);
@@ -176,15 +177,40 @@ export interface GcReport {
 
 const ROLLUP_DAYS = 30;
 
-/** Makes the store and the database agree; with dryRun, only counts. */
 /** Expired leases are kept this long (a look at who held what after an incident), then gc forgets them. */
 const LEASE_KEEP_MS = 3_600_000;
 
+/** Files checked against the rows per query, and stats run at once: gc's memory stays flat, its waits overlap. */
+const LIST_BATCH = 500;
+const STAT_CONCURRENCY = 16;
+
+/** Makes the store and the database agree; with dryRun, only counts. */
 export async function gc(ctx: Ctx, dryRun: boolean): Promise<GcReport> {
   const report: GcReport = { orphanFiles: 0, recentFiles: 0, orphanFileBytes: 0, missingFiles: 0, links: 0, manifests: 0, tags: 0, rollups: 0 };
+  const listed: Digest[] = [];
   for await (const d of ctx.store.list()) {
-    if (await ctx.metadata.getBlob(d)) continue;
-    // Maybe just committed by an import or download beside us that records it next.
+    listed.push(d);
+    if (listed.length >= LIST_BATCH) await sweepOrphans(ctx, listed.splice(0), report, dryRun);
+  }
+  await sweepOrphans(ctx, listed, report, dryRun);
+  const limit = pLimit(STAT_CONCURRENCY);
+  for await (const page of ctx.metadata.blobRows()) {
+    const missing = (await Promise.all(page.map((b) => limit(async () => ((await ctx.store.stat(parseDigest(b.digest))) ? undefined : b.digest))))).filter((d) => d !== undefined);
+    report.missingFiles += missing.length;
+    if (!dryRun && missing.length > 0) await ctx.metadata.forgetBlobs(missing);
+  }
+  Object.assign(report, await ctx.metadata.reconcile(ctx.now() - ROLLUP_DAYS * 86_400_000, dryRun));
+  // Leases of downloads and replicas that ended without releasing them (a kill -9): rows only, nobody waits on them.
+  if (!dryRun) await ctx.metadata.leases.prune(LEASE_KEEP_MS);
+  return report;
+}
+
+/** Removes the listed files that no row names (unless just committed: their row may be on its way). */
+async function sweepOrphans(ctx: Ctx, listed: Digest[], report: GcReport, dryRun: boolean): Promise<void> {
+  if (listed.length === 0) return;
+  const known = new Set(await ctx.metadata.knownBlobs(listed));
+  for (const d of listed) {
+    if (known.has(d)) continue;
     if (await ctx.store.recentlyCommitted(d, ctx.now())) {
       report.recentFiles++;
       continue;
@@ -194,14 +220,6 @@ export async function gc(ctx: Ctx, dryRun: boolean): Promise<GcReport> {
     report.orphanFileBytes += st?.size ?? 0;
     if (!dryRun) await ctx.store.remove(d);
   }
-  const missing: string[] = [];
-  for (const b of await ctx.metadata.allBlobs()) if (!(await ctx.store.stat(parseDigest(b.digest)))) missing.push(b.digest);
-  report.missingFiles = missing.length;
-  if (!dryRun) await ctx.metadata.forgetBlobs(missing);
-  Object.assign(report, await ctx.metadata.reconcile(ctx.now() - ROLLUP_DAYS * 86_400_000, dryRun));
-  // Leases of downloads and replicas that ended without releasing them (a kill -9): rows only, nobody waits on them.
-  if (!dryRun) await ctx.metadata.leases.prune(LEASE_KEEP_MS);
-  return report;
 }
 
 export interface VerifyReport {
@@ -214,10 +232,15 @@ export interface VerifyReport {
 /** Re-hashes every stored blob; with repair, removes the bad ones so the next pull fetches them again. */
 export async function verify(ctx: Ctx, opts: { repair: boolean; concurrency?: number; onProgress?: (done: number, total: number, bytes: number) => void }): Promise<VerifyReport> {
   const report: VerifyReport = { checked: 0, bytes: 0, bad: [], repaired: 0 };
-  const blobs = await ctx.metadata.allBlobs();
+  const total = (await ctx.metadata.storeSize()).blobs;
   const limit = pLimit(opts.concurrency ?? 4);
+  for await (const page of ctx.metadata.blobRows()) await verifyPage(ctx, page, limit, opts, report, total);
+  return report;
+}
+
+async function verifyPage(ctx: Ctx, page: Array<{ digest: string; size: number }>, limit: ReturnType<typeof pLimit>, opts: { repair: boolean; onProgress?: (done: number, total: number, bytes: number) => void }, report: VerifyReport, total: number): Promise<void> {
   await Promise.all(
-    blobs.map((b) =>
+    page.map((b) =>
       limit(async () => {
         const digest = parseDigest(b.digest);
         const problem = await check(ctx, digest, b.size);
@@ -231,11 +254,11 @@ export async function verify(ctx: Ctx, opts: { repair: boolean; concurrency?: nu
             report.repaired++;
           }
         }
-        opts.onProgress?.(report.checked, blobs.length, report.bytes);
+        // A row added since the count was taken: the total grows with it, never below what was done.
+        opts.onProgress?.(report.checked, Math.max(total, report.checked), report.bytes);
       }),
     ),
   );
-  return report;
 }
 
 async function check(ctx: Ctx, digest: Digest, size: number): Promise<string | undefined> {

@@ -119,6 +119,10 @@ export interface MetadataStore {
   evictionCandidates(limit: number): Promise<Array<{ digest: string; size: number }>>;
   /** Every blob row (gc, verify), by digest. */
   allBlobs(): Promise<Array<{ digest: string; size: number }>>;
+  /** Up to `limit` blob rows by digest, after `after` (exclusive): a walk of every row, a page at a time. */
+  blobPage(after: string, limit: number): Promise<Array<{ digest: string; size: number; pinned: boolean }>>;
+  /** Those of `digests` that have a blob row. */
+  knownBlobs(digests: string[]): Promise<string[]>;
   /** Access statistics of a blob (cache ls). */
   blobStats(digest: string): Promise<{ lastAccess: number; hits: number } | undefined>;
   /** Published blobs (manifest bodies included) and their total size. */

@@ -282,27 +282,24 @@ export class Metadata {
     return this.#store.evictionCandidates(limit);
   }
 
-  /** Every blob row (gc, verify). */
-  async allBlobs(): Promise<Array<{ digest: string; size: number }>> {
+  /** Every blob row by digest, a page at a time (gc, verify): flat memory however big the store, and no memo. */
+  async *blobRows(pageSize = 1000): AsyncIterable<Array<{ digest: string; size: number; pinned: boolean }>> {
     await this.#flushSoon();
-    return this.#store.allBlobs();
+    for (let page = await this.#store.blobPage('', pageSize); page.length > 0; page = await this.#store.blobPage(page[page.length - 1].digest, pageSize)) yield page;
   }
 
-  blobStats(digest: string): Promise<{ lastAccess: number; hits: number } | undefined> {
-    return this.#store.blobStats(digest);
+  /** Those of `digests` that have a blob row: one query per batch of gc's listed files. */
+  knownBlobs(digests: string[]): Promise<string[]> {
+    return this.#store.knownBlobs(digests);
   }
 
-  storeSize(): Promise<{ blobs: number; bytes: number; pinnedBytes: number }> {
-    return this.#store.storeSize();
-  }
+  blobStats(digest: string): Promise<{ lastAccess: number; hits: number } | undefined> { return this.#store.blobStats(digest); }
 
-  count(table: CountedTable): Promise<number> {
-    return this.#store.count(table);
-  }
+  storeSize(): Promise<{ blobs: number; bytes: number; pinnedBytes: number }> { return this.#store.storeSize(); }
 
-  exportRows(): AsyncIterable<RowBatch> {
-    return this.#store.exportRows();
-  }
+  count(table: CountedTable): Promise<number> { return this.#store.count(table); }
+
+  exportRows(): AsyncIterable<RowBatch> { return this.#store.exportRows(); }
 
   // ---- counters, batched ----
 

@@ -302,6 +302,28 @@ export function metadataContract(name: string, open: OpenStore): void {
           { digest: D3, size: 3 },
         ]);
       });
+
+      test('blobPage walks the blob rows by digest, a page after the last digest seen', async (t) => {
+        const s = await setup(t);
+        for (const d of [D4, D2, D1, D3]) await s.recordBlob(d, 5);
+        await s.setBlobPins([D2], []);
+        assert.deepEqual(await s.blobPage('', 2), [
+          { digest: D1, size: 5, pinned: false },
+          { digest: D2, size: 5, pinned: true },
+        ]);
+        assert.deepEqual((await s.blobPage(D2, 2)).map((b) => b.digest), [D3, D4]);
+        assert.deepEqual(await s.blobPage(D4, 2), []);
+      });
+
+      test('knownBlobs answers which digests have a row, in one call however many', async (t) => {
+        const s = await setup(t);
+        await s.recordBlob(D1, 1);
+        await s.recordManifest(D3, INDEX, 3, nginx);
+        assert.deepEqual((await s.knownBlobs([D4, D3, D2, D1])).sort(), [D1, D3]);
+        assert.deepEqual(await s.knownBlobs([]), []);
+        const many = Array.from({ length: 40_000 }, (_, i) => `sha256:${i.toString(16).padStart(64, '0')}`);
+        assert.deepEqual(await s.knownBlobs([...many, D1]), [D1]);
+      });
     });
 
     describe('eviction', () => {

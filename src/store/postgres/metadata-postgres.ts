@@ -176,6 +176,15 @@ export class PostgresMetadataStore implements MetadataStore {
     return this.#db.rows(BLOBS.all);
   }
 
+  blobPage(after: string, limit: number): Promise<Array<{ digest: string; size: number; pinned: boolean }>> {
+    return this.#db.rows(BLOBS.page, [after, limit]);
+  }
+
+  async knownBlobs(digests: string[]): Promise<string[]> {
+    if (digests.length === 0) return [];
+    return (await this.#db.rows<{ digest: string }>(BLOBS.known, [digests])).map((r) => r.digest);
+  }
+
   async blobStats(digest: string): Promise<{ lastAccess: number; hits: number } | undefined> {
     const [row] = await this.#db.rows<{ lastAccess: number; hits: number }>(BLOBS.stats, [digest]);
     return row;

@@ -40,6 +40,8 @@ export const BLOBS = {
   // pinned = false (not NOT pinned) so that the planner walks blobs_lru in order.
   lru: q('blob.lru', 'SELECT digest, size FROM blobs WHERE pinned = false ORDER BY last_access, digest LIMIT $1'),
   all: q('blob.all', 'SELECT digest, size FROM blobs ORDER BY digest'),
+  page: q('blob.page', 'SELECT digest, size, pinned FROM blobs WHERE digest > $1 ORDER BY digest LIMIT $2'),
+  known: q('blob.known', 'SELECT digest FROM blobs WHERE digest = ANY($1::text[])'),
   stats: q('blob.stats', 'SELECT last_access AS "lastAccess", hits FROM blobs WHERE digest = $1'),
   size: q(
     'blob.size',

@@ -168,14 +168,21 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.#all('SELECT digest, size FROM blobs ORDER BY digest');
   }
 
+  async blobPage(after: string, limit: number): Promise<Array<{ digest: string; size: number; pinned: boolean }>> {
+    return this.#all<{ digest: string; size: number; pinned: number }>('SELECT digest, size, pinned FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?', after, limit).map((r) => ({ ...r, pinned: r.pinned === 1 }));
+  }
+
+  async knownBlobs(digests: string[]): Promise<string[]> {
+    // json_each: one statement for the whole batch, whatever its length (no limit on bound parameters).
+    return this.#all<{ digest: string }>('SELECT digest FROM blobs WHERE digest IN (SELECT value FROM json_each(?))', JSON.stringify(digests)).map((r) => r.digest);
+  }
+
   async blobStats(digest: string): Promise<{ lastAccess: number; hits: number } | undefined> {
     return this.#get('SELECT last_access AS lastAccess, hits FROM blobs WHERE digest = ?', digest);
   }
 
   async storeSize(): Promise<{ blobs: number; bytes: number; pinnedBytes: number }> {
-    return this.#get<{ blobs: number; bytes: number; pinnedBytes: number }>(
-      'SELECT count(*) AS blobs, coalesce(sum(size), 0) AS bytes, coalesce(sum(CASE WHEN pinned = 1 THEN size ELSE 0 END), 0) AS pinnedBytes FROM blobs',
-    )!;
+    return this.#get<{ blobs: number; bytes: number; pinnedBytes: number }>('SELECT blobs, bytes, pinned_bytes AS pinnedBytes FROM store_totals')!;
   }
 
   async count(table: CountedTable): Promise<number> {
