@@ -15,9 +15,6 @@ import type { BlobInfo, CountersJson, Reply, Request, UpstreamInfo, UpstreamSpec
 
 export { cpuAudit, machineBusy, rssNow, sampleRss, type CpuAudit, type RssSample } from './machine.js';
 
-/** The V8 flags regmirror's launchers (bin/regmirror.js, npm start, the package, the unit) run node with. */
-export const SHIPPED_NODE_FLAGS = '--max-semi-space-size=2';
-
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 /** True when the binary is on PATH (or the absolute path is executable). */
@@ -142,8 +139,8 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Proxy> {
     await writeFile(configPath, config);
     const fd = logFd(logPath);
     const prof = opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : [];
-    // As the launchers run it, unless BENCH_NODE_FLAGS names others (empty: none) to measure their effect.
-    const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? SHIPPED_NODE_FLAGS).split(/\s+/).filter(Boolean);
+    // V8 flags such as --max-semi-space-size, to measure their effect on RSS and CPU.
+    const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
     const main = opts.entry === 'dist' ? ['dist/main.js'] : ['--import', 'tsx', 'src/main.ts'];
     const spawnedAt = performance.now();
     const child = spawn(process.execPath, [...nodeFlags, ...prof, ...main, 'serve', '--config', configPath], {

@@ -20,12 +20,11 @@ const ROOT = new URL('..', import.meta.url).pathname;
 const ARCHES: Record<string, string> = { x64: 'amd64', arm64: 'arm64' };
 
 // Resolves its own path through links (/usr/bin/regmirror → /usr/lib/regmirror/bin/regmirror),
-// so it runs from wherever the tree was unpacked and never uses a node on PATH. The V8 flag
-// is bin/regmirror.js's (docs/architecture.md, Memory).
+// so it runs from wherever the tree was unpacked and never uses a node on PATH.
 const LAUNCHER = `#!/bin/sh
 self=$(readlink -f -- "$0") || exit 1
 home=$(dirname -- "$(dirname -- "$self")")
-exec "$home/node/bin/node" --max-semi-space-size=2 "$home/lib/dist/main.js" "$@"
+exec "$home/node/bin/node" "$home/lib/dist/main.js" "$@"
 `;
 
 function sh(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env): void {
