@@ -56,10 +56,10 @@ export interface ManifestCacheDeps {
   events?: EventSink;
 }
 
-/** Manifest and tag cache. */
 /** Memory for remembered upstream 404s (about 2,000 of them with their errors). */
 const NOT_FOUND_BYTES = 4 * 1024 * 1024;
 
+/** Manifest and tag cache. */
 export class ManifestCache {
   readonly #deps: ManifestCacheDeps;
   readonly #now: () => number;
