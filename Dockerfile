@@ -28,12 +28,14 @@ RUN nodedir="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")" \
     && rm -rf deps src build/deps build/Release/obj build/Release/obj.target build/Release/.deps \
        build/Release/sqlite3.a build/Release/test_extension.node
 
-# ---- build: TypeScript to dist/ (dev dependencies; tsc needs no native code, so no scripts run)
+# ---- build: src/ bundled into dist/ by esbuild (dev dependencies; esbuild's binary comes in
+# its platform package, so no install scripts run)
 FROM ${BASE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
-COPY tsconfig.json tsconfig.build.json ./
+COPY tsconfig.json ./
+COPY scripts/build.ts ./scripts/
 COPY src ./src
 RUN npm run build
 

@@ -165,10 +165,24 @@ export function commandUsage(command: string): string {
   return [`usage: regmirror ${c.synopsis}`, '', c.summary, '', 'options:', ...options.map((o) => indent(OPTION_HELP[o], '  '))].join('\n');
 }
 
-/** `regmirror <version>`, from package.json. */
+/**
+ * `regmirror <version>`, from package.json: the nearest one above this module, which is
+ * src/cli/ from a checkout and dist/ (a bundle) once built.
+ */
 export function versionLine(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return `regmirror ${pkg.version}`;
+  for (let dir = new URL('.', import.meta.url); ; dir = new URL('..', dir)) {
+    const text = readOptional(new URL('package.json', dir));
+    if (text !== undefined) return `regmirror ${(JSON.parse(text) as { version: string }).version}`;
+    if (dir.pathname === '/') return 'regmirror (version unknown)';
+  }
+}
+
+function readOptional(file: URL): string | undefined {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
 }
 
 export interface CommandLine {
