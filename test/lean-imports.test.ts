@@ -50,6 +50,7 @@ test('serve on the default upstreams loads none of the heavy modules it does not
   const heavy: Record<string, RegExp> = {
     "undici's index (fetch, WebSocket, cache, mocks)": /node_modules\/undici\/(index\.js|lib\/(web|mock|cache)\/)/,
     "prom-client's index, Pushgateway, cluster, Summary": /node_modules\/prom-client\/(index\.js|lib\/(pushgateway|cluster|summary)\.js)/,
+    'the OpenTelemetry API (prom-client exemplars)': /node_modules\/@opentelemetry\//,
     'the AWS SDK': /node_modules\/@aws-sdk\//,
     'the PostgreSQL driver': /node_modules\/pg(-[a-z]+)?\//,
     'the Sigstore libraries': /node_modules\/@sigstore\//,
