@@ -8,8 +8,10 @@ import { StoreNotEmpty } from '../../errors.js';
 import type {
   BlobRow,
   CountedTable,
+  EvictionCandidate,
   ImportRecord,
   Link,
+  LruPosition,
   ManifestRow,
   MetadataStore,
   PendingBatch,
@@ -148,20 +150,25 @@ export class SqliteMetadataStore implements MetadataStore {
     });
   }
 
-  async evictBlobs(digests: string[]): Promise<string[]> {
-    return this.#tx(() => digests.filter((d) => this.#forget(d, ' AND pinned = 0')));
+  async evictBlobs(digests: string[], usedBefore?: number): Promise<string[]> {
+    const where = usedBefore === undefined ? ' AND pinned = 0' : ' AND pinned = 0 AND last_access <= ?';
+    const args = usedBefore === undefined ? [] : [usedBefore];
+    return this.#tx(() => digests.filter((d) => this.#forget(d, where, ...args)));
   }
 
   /** Deletes a blob row (when `where` allows) and, if it went, its manifest row and links. */
-  #forget(digest: string, where: string): boolean {
-    if (this.#run(`DELETE FROM blobs WHERE digest = ?${where}`, digest).changes === 0 && where) return false;
+  #forget(digest: string, where: string, ...args: unknown[]): boolean {
+    if (this.#run(`DELETE FROM blobs WHERE digest = ?${where}`, digest, ...args).changes === 0 && where) return false;
     this.#run('DELETE FROM manifests WHERE digest = ?', digest);
     this.#run('DELETE FROM links WHERE digest = ?', digest);
     return true;
   }
 
-  async evictionCandidates(limit: number): Promise<Array<{ digest: string; size: number }>> {
-    return this.#all('SELECT digest, size FROM blobs WHERE pinned = 0 ORDER BY last_access, digest LIMIT ?', limit);
+  async evictionCandidates(limit: number, after?: LruPosition): Promise<EvictionCandidate[]> {
+    // Both walk blobs_lru in order (its entries carry the digest: the table has no rowid), with no sort.
+    const columns = 'SELECT digest, size, last_access AS lastAccess FROM blobs WHERE pinned = 0';
+    if (!after) return this.#all(`${columns} ORDER BY last_access, digest LIMIT ?`, limit);
+    return this.#all(`${columns} AND (last_access, digest) > (?, ?) ORDER BY last_access, digest LIMIT ?`, after.lastAccess, after.digest, limit);
   }
 
   async allBlobs(): Promise<Array<{ digest: string; size: number }>> {
