@@ -154,7 +154,7 @@ export class S3ContentStore implements ContentStore {
     });
   }
 
-  /** A HEAD each, some at once: a listing of each prefix would answer a big batch in fewer requests (not done yet). */
+  /** A HEAD each, 16 at once: a listing per prefix would take fewer requests for a big batch, but pages of keys to hold and compare. */
   async present(digests: readonly Digest[]): Promise<Set<Digest>> {
     const limit = pLimit(PRESENT_CONCURRENCY);
     const heads = await Promise.all(digests.map((d) => limit(async () => ((await this.#head(d)) ? d : undefined))));
