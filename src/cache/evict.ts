@@ -202,9 +202,10 @@ export class Evictor {
       await remove([...gone] as Digest[]);
       removed += gone.size;
       metrics?.evictions.inc(gone.size);
-      metadata.bump('(store)', 'evicted', gone.size);
       await yieldToLoop();
     }
+    // Once a round, not a batch: written by the next flush, which would otherwise be a commit between every two batches.
+    metadata.bump('(store)', 'evicted', removed);
     return { removed, bytes };
   }
 

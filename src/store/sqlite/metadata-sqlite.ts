@@ -5,21 +5,7 @@
 // beside a server): each multi-statement operation is one transaction.
 import type Database from 'better-sqlite3';
 import { StoreNotEmpty } from '../../errors.js';
-import type {
-  BlobRow,
-  CountedTable,
-  EvictionCandidate,
-  ImportRecord,
-  Link,
-  LruPosition,
-  ManifestRow,
-  MetadataStore,
-  PendingBatch,
-  ReconcileCounts,
-  RowBatch,
-  StoreOptions,
-  StoredRows,
-} from '../metadata-store.js';
+import type { BlobRow, CountedTable, EvictionCandidate, ImportRecord, Link, LruPosition, ManifestRow, MetadataStore, PendingBatch, ReconcileCounts, RowBatch, StoreOptions, StoredRows } from '../metadata-store.js';
 import type { GuardedTagStore } from '../guarded-tags.js';
 import type { EventStore } from '../events.js';
 import type { LeaseStore } from '../leases.js';
@@ -28,7 +14,7 @@ import { busy } from './busy.js';
 import { SqliteEvents } from './events-sqlite.js';
 import { SqliteLeases } from './leases-sqlite.js';
 import { SqliteGuardedTags } from './guarded-tags-sqlite.js';
-import { BUSY_TIMEOUT_MS, FLUSH_BUSY_TIMEOUT_MS, openDatabase } from './migrations.js';
+import { BUSY_TIMEOUT_MS, checkpointingLess, FLUSH_BUSY_TIMEOUT_MS, openDatabase } from './migrations.js';
 
 const HOUR = 3_600_000;
 const EXPORT_BATCH = 1000;
@@ -153,7 +139,7 @@ export class SqliteMetadataStore implements MetadataStore {
   async evictBlobs(digests: string[], usedBefore?: number): Promise<string[]> {
     const where = usedBefore === undefined ? ' AND pinned = 0' : ' AND pinned = 0 AND last_access <= ?';
     const args = usedBefore === undefined ? [] : [usedBefore];
-    return this.#tx(() => digests.filter((d) => this.#forget(d, where, ...args)));
+    return checkpointingLess(this.#db, () => this.#tx(() => digests.filter((d) => this.#forget(d, where, ...args))));
   }
 
   /** Deletes a blob row (when `where` allows) and, if it went, its manifest row and links. */
