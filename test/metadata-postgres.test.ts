@@ -207,6 +207,11 @@ describe('PostgresMetadataStore', () => {
     assert.doesNotMatch(plan, /Sort/, plan);
     const got = await store.evictionCandidates(3);
     assert.deepEqual(got.map((c) => c.digest), [rows[977].digest, rows[1954].digest, rows[2931].digest].sort());
+    const after = (await sql<{ 'QUERY PLAN': string }>(url, `EXPLAIN ${BLOBS.lruAfter.text.replace('$1', '5').replace('$2', `'${rows[5].digest}'`).replace('$3', '256')}`)).map((r) => r['QUERY PLAN']).join('\n');
+    assert.match(after, /Index (Only )?Scan using blobs_lru/, after);
+    assert.doesNotMatch(after, /Sort/, after);
+    const next = await store.evictionCandidates(2, { lastAccess: 0, digest: `sha256:${'f'.repeat(64)}` });
+    assert.deepEqual(next.map((c) => c.lastAccess), [1, 1], 'past every blob last used at 0');
   });
 });
 

@@ -116,6 +116,7 @@ function leavingAware(inner: ContentStore, leaving: (d: Digest) => Promise<boole
     put: (d, bytes) => inner.put(d, bytes),
     remove: (d) => inner.remove(d),
     list: () => inner.list(),
+    present: (digests) => inner.present(digests),
     recentlyCommitted: async (d, now) => (await inner.recentlyCommitted(d, now)) || (await leaving(d)),
     capacity: () => inner.capacity(),
     checkWritable: () => inner.checkWritable(),

@@ -10,7 +10,7 @@ import type { EventSink } from '../events/event.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { crashPoint } from '../store/crash-point.js';
-import type { Metadata } from '../store/metadata.js';
+import type { EvictionCandidate, LruPosition, Metadata } from '../store/metadata.js';
 import type { Digest } from '../oci/digest.js';
 import type { LeaseStore } from '../store/leases.js';
 
@@ -34,7 +34,12 @@ export interface EvictorDeps {
   events?: EventSink;
 }
 
-const BATCH = 256;
+/** Candidates read per query while choosing. */
+const PAGE = 4096;
+/** Blobs chosen per round at most: a round's candidates are held in memory (some 150 bytes each). */
+const ROUND = 131_072;
+/** Rows forgotten per transaction, and objects removed after them. */
+const BATCH = 1024;
 const LEASE_KEY = 'evictor';
 const LEASE_TTL_MS = 30_000;
 const NOTHING = { removed: 0, freed: 0 };
@@ -123,7 +128,7 @@ export class Evictor {
   }
 
   async #pass(lease: PassLease): Promise<{ removed: number; freed: number }> {
-    const { metadata, log, inUse, metrics, remove } = this.#d;
+    const { metadata, log, metrics } = this.#d;
     // Read again under the lease: the previous holder may have just brought it down.
     let size = (await metadata.storeSize()).bytes;
     if (size <= this.highBytes) return NOTHING;
@@ -132,38 +137,17 @@ export class Evictor {
     log.debug('eviction pass started', { storeBytes: size });
     const started = size;
     let removed = 0;
-    const skipped = new Set<string>();
+    // The walk goes on from where the last round stopped: blobs passed over (in use, or
+    // used since they were chosen) are not chosen again in this pass.
+    let after: LruPosition | undefined;
     while (size > this.lowBytes && !lease.lost) {
-      const batch = (await metadata.evictionCandidates(BATCH + skipped.size))
-        .filter((c) => !skipped.has(c.digest))
-        .slice(0, BATCH);
-      if (batch.length === 0) break;
-      const victims: Array<{ digest: string; size: number }> = [];
-      for (const c of batch) {
-        if (size <= this.lowBytes) break;
-        if (inUse(c.digest)) {
-          skipped.add(c.digest);
-          continue;
-        }
-        victims.push(c);
-        size -= c.size;
-      }
-      if (victims.length === 0) continue;
-      crashPoint('evict:before-delete');
-      // The rows go first: a crash between the two leaves a file without a row, which is
-      // never served as a hit and is swept by gc. A row pinned since it was chosen (an
-      // import beside the server) stays, and so does its file.
-      const gone = new Set(await metadata.evictBlobs(victims.map((v) => v.digest)));
-      for (const v of victims) {
-        if (gone.has(v.digest)) continue;
-        size += v.size;
-        skipped.add(v.digest);
-      }
-      await remove([...gone] as Digest[]);
-      removed += gone.size;
-      metrics?.evictions.inc(gone.size);
-      metadata.bump('(store)', 'evicted', gone.size);
-      await yieldToLoop();
+      const { victims, after: next } = await this.#choose(size - this.lowBytes, after);
+      if (victims.length === 0) break;
+      after = next;
+      // The last chosen was used last: any victim used later than it was used since.
+      const gone = await this.#forget(victims, victims[victims.length - 1].lastAccess, lease);
+      removed += gone.removed;
+      size -= gone.bytes;
     }
     log.info('eviction pass', { startedAt, removed, freed: started - size, storeBytes: size, lowWatermarkBytes: this.lowBytes, ...(lease.lost ? { leaseLost: true } : {}) });
     // A lost lease is another process's turn, not a store that cannot be brought down.
@@ -173,6 +157,56 @@ export class Evictor {
     }
     if (removed === 0 && size > this.highBytes) log.warn('store over its high watermark but nothing can be evicted (pinned or in use)', { storeBytes: size });
     return { removed, freed: started - size };
+  }
+
+  /** The next least recently used blobs not in use, `excess` bytes of them (at most ROUND), and where the walk stopped. */
+  async #choose(excess: number, after: LruPosition | undefined): Promise<{ victims: EvictionCandidate[]; after?: LruPosition }> {
+    const victims: EvictionCandidate[] = [];
+    let bytes = 0;
+    let at = after;
+    while (bytes < excess && victims.length < ROUND) {
+      const page = await this.#d.metadata.evictionCandidates(PAGE, at);
+      if (page.length === 0) break;
+      for (const c of page) {
+        at = c;
+        if (this.#d.inUse(c.digest)) continue;
+        victims.push(c);
+        bytes += c.size;
+        if (bytes >= excess || victims.length >= ROUND) break;
+      }
+    }
+    return { victims, after: at };
+  }
+
+  /**
+   * Forgets a round's victims' rows, then removes their objects, a batch at a time. By
+   * digest: the rows of one batch share pages of the tables keyed by digest, so a batch
+   * rewrites far fewer pages than the same number of blobs taken in LRU order (on SQLite,
+   * what the pass waits for is writing those pages). A victim in use by now, used since it
+   * was chosen (last access past `usedBefore`) or pinned since stays.
+   */
+  async #forget(victims: EvictionCandidate[], usedBefore: number, lease: PassLease): Promise<{ removed: number; bytes: number }> {
+    const { metadata, inUse, metrics, remove } = this.#d;
+    const sorted = [...victims].sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0));
+    let removed = 0;
+    let bytes = 0;
+    for (let i = 0; i < sorted.length && !lease.lost; i += BATCH) {
+      const batch = sorted.slice(i, i + BATCH).filter((v) => !inUse(v.digest));
+      if (batch.length === 0) continue;
+      crashPoint('evict:before-delete');
+      // The rows go first: a crash between the two leaves a file without a row, which is
+      // never served as a hit and is swept by gc. A row pinned since it was chosen (an
+      // import beside the server) stays, and so does its file.
+      const gone = new Set(await metadata.evictBlobs(batch.map((v) => v.digest), usedBefore));
+      for (const v of batch) if (gone.has(v.digest)) bytes += v.size;
+      await remove([...gone] as Digest[]);
+      removed += gone.size;
+      metrics?.evictions.inc(gone.size);
+      await yieldToLoop();
+    }
+    // Once a round, not a batch: written by the next flush, which would otherwise be a commit between every two batches.
+    metadata.bump('(store)', 'evicted', removed);
+    return { removed, bytes };
   }
 
   /** Stops the timer and waits for a run in progress. */

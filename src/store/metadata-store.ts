@@ -32,6 +32,16 @@ export interface BlobRow {
   pinned: boolean;
 }
 
+/** A place in the least-recently-used order: a blob's last access, its digest breaking ties. */
+export interface LruPosition {
+  lastAccess: number;
+  digest: string;
+}
+
+export interface EvictionCandidate extends LruPosition {
+  size: number;
+}
+
 export interface ManifestRow {
   mediaType: string;
   size: number;
@@ -112,11 +122,15 @@ export interface MetadataStore {
   setBlobPins(pin: string[], unpin: string[]): Promise<void>;
   /**
    * Forgets the blobs of `digests` that are still unpinned (an import elsewhere may have
-   * pinned some since the evictor chose them). Returns those forgotten, whose content may go.
+   * pinned some since the evictor chose them) and, given `usedBefore`, not used since: last
+   * accessed at or before it. Returns those forgotten, whose content may go.
    */
-  evictBlobs(digests: string[]): Promise<string[]>;
-  /** The least recently used unpinned blobs, oldest first. */
-  evictionCandidates(limit: number): Promise<Array<{ digest: string; size: number }>>;
+  evictBlobs(digests: string[], usedBefore?: number): Promise<string[]>;
+  /**
+   * Up to `limit` of the least recently used unpinned blobs, oldest first (ties by digest),
+   * after `after` in that order when given: the evictor's walk, a page at a time.
+   */
+  evictionCandidates(limit: number, after?: LruPosition): Promise<EvictionCandidate[]>;
   /** Every blob row (gc, verify), by digest. */
   allBlobs(): Promise<Array<{ digest: string; size: number }>>;
   /** Up to `limit` blob rows by digest, after `after` (exclusive): a walk of every row, a page at a time. */

@@ -11,12 +11,12 @@ import type { EventStore } from './events.js';
 import type { LeaseStore } from './leases.js';
 import type { MetadataUnavailable } from '../errors.js';
 import { HotRows, linkKey, tagKey, tagRowsKey } from './hot-rows.js';
-import type { BlobRow, CountedTable, ImportRecord, Link, ManifestRow, MetadataStore, ReconcileCounts, RowBatch } from './metadata-store.js';
+import type { BlobRow, CountedTable, EvictionCandidate, ImportRecord, Link, LruPosition, ManifestRow, MetadataStore, ReconcileCounts, RowBatch } from './metadata-store.js';
 import { PendingWrites, type PendingBatch } from './pending-writes.js';
 import type { HourRow, RateLimitRow, RepositoryKey, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow, UpstreamRequestMetric } from './rows.js';
 import { WriteQueue } from './write-queue.js';
 
-export type { BlobRow, ImportRecord, Link, ManifestRow, MetadataStore } from './metadata-store.js';
+export type { BlobRow, EvictionCandidate, ImportRecord, Link, LruPosition, ManifestRow, MetadataStore } from './metadata-store.js';
 export type { HourRow, RateLimitRow, RollupMetric, SubjectMetric, TagEntry, TagKey, TagRow, UpstreamRequestMetric } from './rows.js';
 
 const HOUR = 3_600_000;
@@ -250,9 +250,14 @@ export class Metadata {
     return this.#changing(this.#store.setBlobPins(pin, unpin));
   }
 
-  /** Forgets the blobs that are still unpinned; returns the ones forgotten, whose content may go. */
-  evictBlobs(digests: string[]): Promise<string[]> {
-    return this.#changing(this.#store.evictBlobs(digests));
+  /**
+   * Forgets the blobs that are still unpinned (and, given `usedBefore`, not used since);
+   * returns the ones forgotten, whose content may go. Access times are flushed first, so a
+   * hit this process counted since the evictor chose a blob keeps it.
+   */
+  async evictBlobs(digests: string[], usedBefore?: number): Promise<string[]> {
+    if (usedBefore !== undefined) await this.#flushSoon();
+    return this.#changing(this.#store.evictBlobs(digests, usedBefore));
   }
 
   recordImport(r: ImportRecord): Promise<void> {
@@ -276,10 +281,10 @@ export class Metadata {
     }
   }
 
-  /** The least recently used unpinned blobs, oldest first (access times flushed first). */
-  async evictionCandidates(limit: number): Promise<Array<{ digest: string; size: number }>> {
+  /** The least recently used unpinned blobs, oldest first, after `after` if given (access times flushed first). */
+  async evictionCandidates(limit: number, after?: LruPosition): Promise<EvictionCandidate[]> {
     await this.#flushSoon();
-    return this.#store.evictionCandidates(limit);
+    return this.#store.evictionCandidates(limit, after);
   }
 
   /** Every blob row by digest, a page at a time (gc, verify): flat memory however big the store, and no memo. */

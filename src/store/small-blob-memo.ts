@@ -90,6 +90,10 @@ export class SmallBlobMemo implements ContentStore {
     return this.#inner.list();
   }
 
+  present(digests: readonly Digest[]): Promise<Set<Digest>> {
+    return this.#inner.present(digests);
+  }
+
   recentlyCommitted(d: Digest, now?: number): Promise<boolean> {
     return this.#inner.recentlyCommitted(d, now);
   }

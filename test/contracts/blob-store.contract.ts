@@ -246,6 +246,17 @@ export function contentStoreContract(name: string, makeStore: MakeStore): void {
       assert.deepEqual(await listed(store), [small, Buffer.from('a third')].map(digestOf).sort());
     });
 
+    test('present names the published blobs of a batch, and no others', async (t) => {
+      const { store } = await setup(t);
+      const third = Buffer.from('a third');
+      for (const b of [small, large, third]) await store.put(digestOf(b), b);
+      await store.remove(digestOf(large));
+      const never = digestOf(Buffer.from('never published'));
+      const got = await store.present([digestOf(small), digestOf(large), never, digestOf(third)]);
+      assert.deepEqual([...got].sort(), [digestOf(small), digestOf(third)].sort());
+      assert.deepEqual([...(await store.present([]))], []);
+    });
+
     test('a spool is readable while it is being written, at any offset up to what is written', async (t) => {
       const { store, spool } = await setup(t);
       const d = digestOf(large);

@@ -337,7 +337,7 @@ export function metadataContract(name: string, open: OpenStore): void {
           [D3, D4, D1],
           'D3 untouched since T0, then by access time; D2 is pinned',
         );
-        assert.deepEqual(await s.evictionCandidates(1), [{ digest: D3, size: 10 }]);
+        assert.deepEqual(await s.evictionCandidates(1), [{ digest: D3, size: 10, lastAccess: T0 }]);
         await s.writeBatch(batch({ touches: [[D3, T0 + 400, 1]] }));
         assert.deepEqual((await s.evictionCandidates(10)).map((c) => c.digest), [D4, D1, D3]);
       });
@@ -346,6 +346,27 @@ export function metadataContract(name: string, open: OpenStore): void {
         const s = await setup(t);
         for (const d of [D3, D1, D2]) await s.recordBlob(d, 10);
         assert.deepEqual((await s.evictionCandidates(10)).map((c) => c.digest), [D1, D2, D3]);
+      });
+
+      test('evictionCandidates goes on after a position in the LRU order, a page at a time', async (t) => {
+        const s = await setup(t);
+        for (const d of [D1, D2, D3, D4]) await s.recordBlob(d, 10);
+        await s.writeBatch(batch({ touches: [[D1, T0 + 100, 1]] }));
+        const walk: string[] = [];
+        for (let page = await s.evictionCandidates(2); page.length > 0; page = await s.evictionCandidates(2, page[page.length - 1])) walk.push(...page.map((c) => c.digest));
+        assert.deepEqual(walk, [D2, D3, D4, D1], 'ties at T0 by digest, then D1 used later');
+        assert.deepEqual(await s.evictionCandidates(10, { lastAccess: T0, digest: D3 }), [{ digest: D4, size: 10, lastAccess: T0 }, { digest: D1, size: 10, lastAccess: T0 + 100 }]);
+      });
+
+      test('evictBlobs with usedBefore keeps the blobs used after it', async (t) => {
+        const s = await setup(t);
+        await s.recordBlob(D1, 10, nginx);
+        await s.recordBlob(D2, 10, nginx);
+        await s.writeBatch(batch({ touches: [[D2, T0 + 100, 1]] }));
+        assert.deepEqual(await s.evictBlobs([D1, D2], T0 + 99), [D1]);
+        assert.equal(await s.getBlob(D1), undefined);
+        assert.equal(await s.isLinked('docker.io', 'library/nginx', D2), true);
+        assert.deepEqual(await s.evictBlobs([D2], T0 + 100), [D2]);
       });
 
       test('evictBlobs forgets the unpinned ones (with manifest rows and links) and returns them; pinned ones stay', async (t) => {

@@ -7,8 +7,10 @@ import { MetadataUnavailable } from '../../errors.js';
 import type {
   BlobRow,
   CountedTable,
+  EvictionCandidate,
   ImportRecord,
   Link,
+  LruPosition,
   ManifestRow,
   MetadataStore,
   PendingBatch,
@@ -157,10 +159,10 @@ export class PostgresMetadataStore implements MetadataStore {
     });
   }
 
-  async evictBlobs(digests: string[]): Promise<string[]> {
+  async evictBlobs(digests: string[], usedBefore?: number): Promise<string[]> {
     if (digests.length === 0) return [];
     return this.#db.transaction(async (q) => {
-      const gone = new Set((await q.rows<{ digest: string }>(BLOBS.evict, [digests])).map((r) => r.digest));
+      const gone = new Set((await q.rows<{ digest: string }>(BLOBS.evict, [digests, usedBefore ?? null])).map((r) => r.digest));
       const evicted = digests.filter((d) => gone.has(d));
       await q.changes(MANIFESTS.remove, [evicted]);
       await q.changes(LINKS.remove, [evicted]);
@@ -168,8 +170,8 @@ export class PostgresMetadataStore implements MetadataStore {
     });
   }
 
-  evictionCandidates(limit: number): Promise<Array<{ digest: string; size: number }>> {
-    return this.#db.rows(BLOBS.lru, [limit]);
+  evictionCandidates(limit: number, after?: LruPosition): Promise<EvictionCandidate[]> {
+    return after ? this.#db.rows(BLOBS.lruAfter, [after.lastAccess, after.digest, limit]) : this.#db.rows(BLOBS.lru, [limit]);
   }
 
   allBlobs(): Promise<Array<{ digest: string; size: number }>> {

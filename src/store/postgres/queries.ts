@@ -36,9 +36,12 @@ export const BLOBS = {
   pin: q('blob.pin', 'UPDATE blobs SET pinned = true WHERE digest = $1'),
   setPinned: q('blob.set-pinned', 'UPDATE blobs SET pinned = $2 WHERE digest = ANY($1::text[])'),
   remove: q('blob.remove', 'DELETE FROM blobs WHERE digest = ANY($1::text[])'),
-  evict: q('blob.evict', 'DELETE FROM blobs WHERE digest = ANY($1::text[]) AND pinned = false RETURNING digest'),
+  // $2 null: whenever last used.
+  evict: q('blob.evict', 'DELETE FROM blobs WHERE digest = ANY($1::text[]) AND pinned = false AND ($2::bigint IS NULL OR last_access <= $2) RETURNING digest'),
   // pinned = false (not NOT pinned) so that the planner walks blobs_lru in order.
-  lru: q('blob.lru', 'SELECT digest, size FROM blobs WHERE pinned = false ORDER BY last_access, digest LIMIT $1'),
+  lru: q('blob.lru', 'SELECT digest, size, last_access AS "lastAccess" FROM blobs WHERE pinned = false ORDER BY last_access, digest LIMIT $1'),
+  // The walk goes on past a position: the row comparison is a range of blobs_lru.
+  lruAfter: q('blob.lru-after', 'SELECT digest, size, last_access AS "lastAccess" FROM blobs WHERE pinned = false AND (last_access, digest) > ($1, $2) ORDER BY last_access, digest LIMIT $3'),
   all: q('blob.all', 'SELECT digest, size FROM blobs ORDER BY digest'),
   page: q('blob.page', 'SELECT digest, size, pinned FROM blobs WHERE digest > $1 ORDER BY digest LIMIT $2'),
   known: q('blob.known', 'SELECT digest FROM blobs WHERE digest = ANY($1::text[])'),

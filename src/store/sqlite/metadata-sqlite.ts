@@ -5,19 +5,7 @@
 // beside a server): each multi-statement operation is one transaction.
 import type Database from 'better-sqlite3';
 import { StoreNotEmpty } from '../../errors.js';
-import type {
-  BlobRow,
-  CountedTable,
-  ImportRecord,
-  Link,
-  ManifestRow,
-  MetadataStore,
-  PendingBatch,
-  ReconcileCounts,
-  RowBatch,
-  StoreOptions,
-  StoredRows,
-} from '../metadata-store.js';
+import type { BlobRow, CountedTable, EvictionCandidate, ImportRecord, Link, LruPosition, ManifestRow, MetadataStore, PendingBatch, ReconcileCounts, RowBatch, StoreOptions, StoredRows } from '../metadata-store.js';
 import type { GuardedTagStore } from '../guarded-tags.js';
 import type { EventStore } from '../events.js';
 import type { LeaseStore } from '../leases.js';
@@ -26,7 +14,7 @@ import { busy } from './busy.js';
 import { SqliteEvents } from './events-sqlite.js';
 import { SqliteLeases } from './leases-sqlite.js';
 import { SqliteGuardedTags } from './guarded-tags-sqlite.js';
-import { BUSY_TIMEOUT_MS, FLUSH_BUSY_TIMEOUT_MS, openDatabase } from './migrations.js';
+import { BUSY_TIMEOUT_MS, checkpointingLess, FLUSH_BUSY_TIMEOUT_MS, openDatabase } from './migrations.js';
 
 const HOUR = 3_600_000;
 const EXPORT_BATCH = 1000;
@@ -148,20 +136,25 @@ export class SqliteMetadataStore implements MetadataStore {
     });
   }
 
-  async evictBlobs(digests: string[]): Promise<string[]> {
-    return this.#tx(() => digests.filter((d) => this.#forget(d, ' AND pinned = 0')));
+  async evictBlobs(digests: string[], usedBefore?: number): Promise<string[]> {
+    const where = usedBefore === undefined ? ' AND pinned = 0' : ' AND pinned = 0 AND last_access <= ?';
+    const args = usedBefore === undefined ? [] : [usedBefore];
+    return checkpointingLess(this.#db, () => this.#tx(() => digests.filter((d) => this.#forget(d, where, ...args))));
   }
 
   /** Deletes a blob row (when `where` allows) and, if it went, its manifest row and links. */
-  #forget(digest: string, where: string): boolean {
-    if (this.#run(`DELETE FROM blobs WHERE digest = ?${where}`, digest).changes === 0 && where) return false;
+  #forget(digest: string, where: string, ...args: unknown[]): boolean {
+    if (this.#run(`DELETE FROM blobs WHERE digest = ?${where}`, digest, ...args).changes === 0 && where) return false;
     this.#run('DELETE FROM manifests WHERE digest = ?', digest);
     this.#run('DELETE FROM links WHERE digest = ?', digest);
     return true;
   }
 
-  async evictionCandidates(limit: number): Promise<Array<{ digest: string; size: number }>> {
-    return this.#all('SELECT digest, size FROM blobs WHERE pinned = 0 ORDER BY last_access, digest LIMIT ?', limit);
+  async evictionCandidates(limit: number, after?: LruPosition): Promise<EvictionCandidate[]> {
+    // Both walk blobs_lru in order (its entries carry the digest: the table has no rowid), with no sort.
+    const columns = 'SELECT digest, size, last_access AS lastAccess FROM blobs WHERE pinned = 0';
+    if (!after) return this.#all(`${columns} ORDER BY last_access, digest LIMIT ?`, limit);
+    return this.#all(`${columns} AND (last_access, digest) > (?, ?) ORDER BY last_access, digest LIMIT ?`, after.lastAccess, after.digest, limit);
   }
 
   async allBlobs(): Promise<Array<{ digest: string; size: number }>> {
