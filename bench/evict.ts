@@ -11,11 +11,9 @@ import { Session } from 'node:inspector/promises';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../src/config.js';
-import { openCache } from '../src/cli/context.js';
-import { createLogger } from '../src/log.js';
 import { databaseFile } from '../src/store/data-dir.js';
 import { fill } from './startup-fill.js';
+import { configText, evictOnce } from './store-runs.js';
 
 const N = Number(process.argv[2] ?? process.env.BENCH_EVICT_BLOBS ?? 100_000);
 const ROUNDS = Number(process.env.BENCH_EVICT_ROUNDS ?? 3);
@@ -24,9 +22,6 @@ const MAIN = new URL('../src/main.ts', import.meta.url).pathname;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-function configText(dataDir: string, storage: string): string {
-  return `listen: "127.0.0.1:0"\ndataDir: ${dataDir}\nlog:\n  level: warn\nstorage:\n${storage}defaultUpstream: docker.io\nupstreams:\n  docker.io:\n    url: http://127.0.0.1:9\n`;
-}
 
 /** A fresh copy of the filled dir: the blob files hard-linked (cheap, and unlinking one costs what unlinking a file does), the database copied. */
 function copyOf(template: string, to: string): string {
@@ -55,21 +50,6 @@ async function profiled<T>(file: string | undefined, fn: () => Promise<T>): Prom
   }
 }
 
-/** One pass with a limit that puts the store over its high watermark, the low one at 90 %. */
-async function evictOnce(dir: string, dataDir: string, bytes: number, profile: string | undefined): Promise<{ s: number; cpu: number; removed: number }> {
-  const config = join(dir, 'evict.yaml');
-  await writeFile(config, configText(dataDir, `  maxSize: ${bytes}\n  highWatermark: 95\n  lowWatermark: 90\n`));
-  const ctx = await openCache(loadConfig(config), { log: createLogger('warn') });
-  try {
-    const cpu0 = process.cpuUsage();
-    const t0 = performance.now();
-    const { removed } = await profiled(profile, () => ctx.evictor!.run());
-    const cpu = process.cpuUsage(cpu0);
-    return { s: (performance.now() - t0) / 1000, cpu: (cpu.user + cpu.system) / 1e6, removed };
-  } finally {
-    await ctx.close();
-  }
-}
 
 /** One `regmirror gc` under /usr/bin/time: wall and CPU seconds, peak RSS. */
 async function gcOnce(config: string): Promise<{ s: number; cpu: number; rss: number; report: string }> {
@@ -94,11 +74,11 @@ try {
   const gcs = [];
   for (let r = 1; r <= ROUNDS; r++) {
     const dataDir = copyOf(template, join(dir, `round-${r}`));
-    const ev = await evictOnce(dir, dataDir, bytes, r === 1 ? PROFILE : undefined);
+    const ev = await evictOnce(dir, dataDir, bytes, (pass) => profiled(r === 1 ? PROFILE : undefined, pass));
     console.log(`  eviction ${r}: ${ev.removed} blobs in ${ev.s.toFixed(2)} s wall, ${ev.cpu.toFixed(2)} s CPU`);
     evictions.push(ev);
     const config = join(dir, `gc-${r}.yaml`);
-    await writeFile(config, configText(dataDir, '  maxSize: 100GiB\n'));
+    await writeFile(config, configText(dataDir, '  maxSize: 100GiB\n', 'warn'));
     const g = await gcOnce(config);
     console.log(`  gc ${r}: ${g.s.toFixed(2)} s wall, ${g.cpu.toFixed(2)} s CPU, peak RSS ${g.rss.toFixed(0)} MiB ${g.report.replace(/\s+/g, ' ')}`);
     gcs.push(g);

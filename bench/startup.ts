@@ -10,10 +10,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { loadConfig } from '../src/config.js';
-import { openCache } from '../src/cli/context.js';
-import { createLogger } from '../src/log.js';
 import { fill } from './startup-fill.js';
+import { configText, evictOnce } from './store-runs.js';
 
 const SIZES = (process.argv[2] ?? process.env.BENCH_STARTUP_BLOBS ?? '100000').split(',').map(Number);
 const MAIN = new URL('../src/main.ts', import.meta.url).pathname;
@@ -37,9 +35,6 @@ interface Figures {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function configText(dataDir: string, storage: string): string {
-  return `listen: "127.0.0.1:0"\ndataDir: ${dataDir}\nlog:\n  level: info\nstorage:\n${storage}defaultUpstream: docker.io\nupstreams:\n  docker.io:\n    url: http://127.0.0.1:9\n`;
-}
 
 async function rssMiB(pid: number): Promise<number> {
   const m = /VmRSS:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
@@ -83,21 +78,6 @@ async function gcOnce(config: string): Promise<{ s: number; cpu: number; rss: nu
   return { s: Number(m[1]), cpu: Number(m[2]) + Number(m[3]), rss: Number(m[4]) / 1024 };
 }
 
-/** One eviction pass, in this process, with a limit that puts the store over its high watermark and the low one at 90 %. */
-async function evictOnce(dir: string, dataDir: string, bytes: number): Promise<{ s: number; cpu: number; removed: number }> {
-  const config = join(dir, 'evict.yaml');
-  await writeFile(config, configText(dataDir, `  maxSize: ${bytes}\n  highWatermark: 95\n  lowWatermark: 90\n`));
-  const ctx = await openCache(loadConfig(config), { log: createLogger('warn') });
-  try {
-    const cpu0 = process.cpuUsage();
-    const t0 = performance.now();
-    const { removed } = await ctx.evictor!.run();
-    const cpu = process.cpuUsage(cpu0);
-    return { s: (performance.now() - t0) / 1000, cpu: (cpu.user + cpu.system) / 1e6, removed };
-  } finally {
-    await ctx.close();
-  }
-}
 
 async function scenario(n: number): Promise<Figures> {
   const dir = await mkdtemp(join(tmpdir(), 'regmirror-startup-'));
