@@ -251,9 +251,8 @@ export class Metadata {
   }
 
   /**
-   * Forgets the blobs that are still unpinned (and, given `usedBefore`, not used since);
-   * returns the ones forgotten, whose content may go. Access times are flushed first, so a
-   * hit this process counted since the evictor chose a blob keeps it.
+   * Forgets the blobs still unpinned (and, given `usedBefore`, unused since); returns those
+   * forgotten. Access times are flushed first: a hit counted since a blob was chosen keeps it.
    */
   async evictBlobs(digests: string[], usedBefore?: number): Promise<string[]> {
     if (usedBefore !== undefined) await this.#flushSoon();
