@@ -33,13 +33,13 @@ const BACKENDS = /^store\/(fs|postgres|sqlite|s3)\//;
 /** What each folder may import from the others (relative imports resolved to their folder). */
 const ALLOWED: Record<string, string[]> = {
   oci: ['oci', 'errors'],
-  store: ['store', 'oci', 'errors'],
+  store: ['store', 'oci', 'errors', 'lru'],
   upstream: ['upstream', 'oci', 'errors', 'config', 'log'],
   cluster: ['cluster', 'store', 'upstream', 'oci', 'errors', 'log'],
-  cache: ['cache', 'cluster', 'events', 'config-policies', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics'],
+  cache: ['cache', 'cluster', 'events', 'config-policies', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics', 'lru'],
   events: ['events', 'store', 'upstream', 'oci', 'errors', 'log', 'metrics', 'config-policies'],
-  policy: ['policy', 'cache', 'store', 'upstream', 'oci', 'errors', 'config', 'config-policies', 'log', 'metrics', 'events'],
-  http: ['http', 'cache', 'cluster', 'policy', 'oci', 'errors', 'log', 'config', 'metrics', 'bytes'],
+  policy: ['policy', 'cache', 'store', 'upstream', 'oci', 'errors', 'config', 'config-policies', 'log', 'metrics', 'events', 'lru'],
+  http: ['http', 'cache', 'cluster', 'policy', 'oci', 'errors', 'log', 'config', 'metrics', 'bytes', 'lru'],
 };
 
 test('imports follow the layer direction', () => {

@@ -2,7 +2,7 @@
 // served only for repositories it is linked to; an unlinked one is first checked with an
 // upstream HEAD. A miss joins the download in flight for the digest or starts one. With
 // `redirect`, a linked hit the store can locate is handed out as the store's own URL.
-import { LRUCache } from 'lru-cache';
+import { countBoundedLru } from '../lru.js';
 import { DigestMismatch, SizeMismatch, UpstreamInvalid } from '../errors.js';
 import type { EventSink } from '../events/event.js';
 import type { Logger } from '../log.js';
@@ -78,7 +78,7 @@ export class BlobCache {
   /** Open readers of stored blobs: eviction leaves these alone. */
   readonly #readers = new Map<Digest, number>();
   /** Digests whose last download did not match: when it was seen. */
-  readonly #mismatched = new LRUCache<Digest, number>({ max: 10_000 });
+  readonly #mismatched = countBoundedLru<Digest, number>(10_000);
   readonly #stored: StoredBlobs;
   /** Downloads committed so far: a lookup that saw none running looks again if one was committed meanwhile. */
   #committed = 0;

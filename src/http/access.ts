@@ -2,7 +2,7 @@
 // answered with the Basic challenge every registry client understands, and per-upstream
 // repository allow/deny globs, so the mirror is no free proxy to arbitrary images.
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
+import { countBoundedLru } from '../lru.js';
 import { BcryptWorker } from './bcrypt-worker.js';
 
 /** `library/*` (one component), `myorg/**` (any depth) → a matcher over normalised repository names. */
@@ -38,7 +38,7 @@ const MAX_PENDING = 64;
 
 /** Password checks per client address: those that failed lately and those still running. */
 class AddressBudget {
-  readonly #failures = new LRUCache<string, number>({ max: 10_000, ttl: FAILURE_WINDOW_MS });
+  readonly #failures = countBoundedLru<string, number>(10_000, { ttl: FAILURE_WINDOW_MS });
   readonly #running = new Map<string, number>();
 
   spent(client: string): boolean {
@@ -68,8 +68,8 @@ export class ClientAuth {
   /** An unknown user is compared against this, so it takes as long as a known one. */
   readonly #decoy?: string;
   readonly #bcrypt = new BcryptWorker();
-  readonly #verified = new LRUCache<string, true>({ max: 10_000, ttl: 5 * 60_000 });
-  readonly #failed = new LRUCache<string, true>({ max: 10_000, ttl: FAILURE_WINDOW_MS });
+  readonly #verified = countBoundedLru<string, true>(10_000, { ttl: 5 * 60_000 });
+  readonly #failed = countBoundedLru<string, true>(10_000, { ttl: FAILURE_WINDOW_MS });
   readonly #budget = new AddressBudget();
 
   constructor(cfg: ClientAuthConfig) {

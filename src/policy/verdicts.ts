@@ -3,7 +3,8 @@
 // (a digest's content never changes, nor does a signature over it); a failure is kept
 // briefly, so a signature pushed after a refused pull is found within the minute while a
 // client retrying in a loop causes no work meanwhile.
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
+import { countBoundedLru } from '../lru.js';
 import type { FailReason, SignatureFormat } from './outcome.js';
 
 export type Verdict =
@@ -16,7 +17,7 @@ export class Verdicts {
   readonly #lru: LRUCache<string, Verdict>;
 
   constructor(max = 20_000) {
-    this.#lru = new LRUCache<string, Verdict>({ max, ttlAutopurge: false });
+    this.#lru = countBoundedLru<string, Verdict>(max, { ttlAutopurge: false });
   }
 
   static key(keySet: string, upstream: string, repository: string, digest: string): string {

@@ -4,7 +4,7 @@
 // cost every warm one its memo, and another process's writes (prewarm, import, cache rm,
 // another replica) show within the second. A forgotten row is kept as
 // the last known answer: when the database cannot be reached, warm pulls go on from it.
-import { LRUCache } from 'lru-cache';
+import { countBoundedLru } from '../lru.js';
 import { MetadataUnavailable } from '../errors.js';
 import type { TagKey } from './rows.js';
 
@@ -19,7 +19,7 @@ interface Entry {
 
 /** A short-lived memo of row reads, keyed by the caller, that doubles as a fallback. */
 export class HotRows {
-  readonly #rows = new LRUCache<string, Entry>({ max: HOT_MAX });
+  readonly #rows = countBoundedLru<string, Entry>(HOT_MAX);
   /** Loads in flight, so that one expired row is read once however many requests ask. */
   readonly #loading = new Map<string, Promise<unknown>>();
   #generation = 0;
