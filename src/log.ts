@@ -2,6 +2,7 @@
 // machines or as text for people; values under keys that name secrets are redacted (in
 // both) so a credential can never reach a log line.
 import type { LogFormat, LogLevel } from './config.js';
+import { stderrSink } from './log-sink.js';
 
 const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 const SECRET_KEY = /authorization|password|token|secret|cookie/i;
@@ -31,14 +32,18 @@ export function resolveLogFormat(format: LogFormat, isTTY = process.stderr.isTTY
   return format === 'auto' ? (isTTY ? 'text' : 'json') : format;
 }
 
-/** A logger writing lines to `sink` (stderr by default) at `level` and above. */
-export function createLogger(level: LogLevel = 'info', sink: LogSink = (l) => process.stderr.write(l + '\n'), opts: LogOptions = {}): Logger {
+/** A logger writing lines to `sink` (stderr by default, see log-sink.ts) at `level` and above. */
+export function createLogger(level: LogLevel = 'info', sink?: LogSink, opts: LogOptions = {}): Logger {
   const min = LEVELS[level];
   const base = opts.base ?? {};
   const render = opts.format === 'text' ? textLine : jsonLine;
+  const stderr = sink ? undefined : stderrSink();
   const emit = (lvl: LogLevel, msg: string, fields?: LogFields) => {
     if (LEVELS[lvl] < min) return;
-    sink(render({ time: new Date().toISOString(), level: lvl, msg, ...base, ...fields }));
+    const line = render({ time: new Date().toISOString(), level: lvl, msg, ...base, ...fields });
+    if (sink) sink(line);
+    else if (LEVELS[lvl] >= LEVELS.warn) stderr!.flush(line);
+    else stderr!.line(line);
   };
   return {
     debug: (m, f) => emit('debug', m, f),
@@ -50,7 +55,31 @@ export function createLogger(level: LogLevel = 'info', sink: LogSink = (l) => pr
 }
 
 function jsonLine(event: LogFields): string {
-  return JSON.stringify(event, redact);
+  // The replacer is called for every key; most lines (a request's) have nothing it would change.
+  return plain(event) ? JSON.stringify(event) : JSON.stringify(event, redact);
+}
+
+/** Flat fields whose strings the replacer would leave as they are: no secret key, no query, no nested object or error. */
+function plain(event: LogFields): boolean {
+  for (const key in event) {
+    const v = event[key];
+    if (typeof v === 'string') {
+      if (v.includes('?') || secretKey(key)) return false;
+    } else if (typeof v === 'object' && v !== null) return false;
+  }
+  return true;
+}
+
+/** SECRET_KEY's answer per key: a line's keys are the same few names again and again. */
+const secretKeys = new Map<string, boolean>();
+
+function secretKey(key: string): boolean {
+  let secret = secretKeys.get(key);
+  if (secret === undefined) {
+    secret = SECRET_KEY.test(key);
+    if (secretKeys.size < 1024) secretKeys.set(key, secret);
+  }
+  return secret;
 }
 
 /** The request line's own fields, shown first and bare: `GET /v2/... 200 12ms`. */
