@@ -9,9 +9,12 @@ import { test, type TestContext } from 'node:test';
 import { BlobGone, RangeNotSatisfiable } from '../src/errors.js';
 import { blobsDir, spoolDir } from '../src/store/data-dir.js';
 import { FsBlobStore } from '../src/store/fs/fs-blob-store.js';
-import { SMALL_BLOB_BYTES, SmallBlobMemo } from '../src/store/small-blob-memo.js';
+import { SMALL_BLOB_BYTES, SMALL_BLOB_STAT_MS, SmallBlobMemo } from '../src/store/small-blob-memo.js';
 import { Spool } from '../src/store/spool.js';
 import { bytesOf, contentStoreContract, digestOf, drain } from './contracts/blob-store.contract.js';
+
+/** The memo's clock, moved by hand: a held blob's stat answers for SMALL_BLOB_STAT_MS. */
+const clock = { ms: 0 };
 
 async function makeStores(maxBytes?: number) {
   const dataDir = await mkdtemp(join(tmpdir(), 'regmirror-memo-'));
@@ -19,7 +22,7 @@ async function makeStores(maxBytes?: number) {
   await spool.init();
   const fs = new FsBlobStore(blobsDir(dataDir), spoolDir(dataDir), spool);
   await fs.init();
-  return { fs, store: new SmallBlobMemo(fs, maxBytes), spool, cleanup: () => rm(dataDir, { recursive: true, force: true }) };
+  return { fs, store: new SmallBlobMemo(fs, maxBytes, () => clock.ms), spool, cleanup: () => rm(dataDir, { recursive: true, force: true }) };
 }
 
 contentStoreContract('SmallBlobMemo over FsBlobStore', makeStores);
@@ -56,13 +59,16 @@ test('a small blob is read from the file once, then from memory, whole and in ra
   assert.throws(() => store.source(d, 3000, { start: 0, end: 3000 }), RangeNotSatisfiable);
 });
 
-test('a blob removed behind the memo (another process, an operator) is not there: its stat says so and a source fails', async (t) => {
+test('a blob removed behind the memo (another process, an operator) is served from memory for a second at most, then its stat says so and a source fails', async (t) => {
   const { fs, store } = await setup(t);
   const bytes = bytesOf('gone', 2000);
   const d = digestOf(bytes);
   await store.put(d, bytes);
   await hit(store, d);
   await unlink(fs.pathFor(d));
+  clock.ms += SMALL_BLOB_STAT_MS - 1;
+  assert.ok((await hit(store, d)).equals(bytes), 'the last stat still answers, with the bytes read at its version');
+  clock.ms += 1;
   assert.equal(await store.stat(d), undefined);
   await assert.rejects(drain(store.source(d, 2000)), BlobGone);
 });
@@ -77,6 +83,8 @@ test('a blob whose file changed (a new version) is read from the file again', as
   await writeFile(fs.pathFor(d), other);
   const later = new Date(Date.now() + 5000);
   await utimes(fs.pathFor(d), later, later);
+  assert.ok((await hit(store, d)).equals(bytes), 'within the second, what was read at the version last seen');
+  clock.ms += SMALL_BLOB_STAT_MS;
   assert.ok((await hit(store, d)).equals(other), 'what the file holds now, which the cache layer above then judges');
 });
 

@@ -1,9 +1,13 @@
 // Small blobs (image configs, tiny layers) kept in memory beside any content store. Every
 // pull asks for its config, and under many connections opening, reading and closing a
 // file of a few KiB costs more than sending it: four thread-pool round trips per request.
-// The store's stat is still asked on every hit, so a blob that went or changed is never
-// served from here: bytes are kept under the version the last stat gave and dropped when
-// a stat gives another one (or none), and whenever this process writes or removes the blob.
+// The store's stat is still asked, at most a second after the last one for a blob held in
+// memory (under 256 connections a stat per hit was a tenth of the CPU), so a blob that
+// went or changed is served from here for that second at most, as HotRows lets another
+// process's row writes show within the second: bytes are kept under the version the last
+// stat gave and dropped when a stat gives another one (or none), and whenever this
+// process writes or removes the blob. What memory serves is always the bytes that were
+// read at a version the metadata recorded as verified.
 import { LRUCache } from 'lru-cache';
 import { RangeNotSatisfiable } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
@@ -17,31 +21,42 @@ export const SMALL_BLOB_BYTES = 64 * 1024;
 export const SMALL_BLOB_MEMO_BYTES = 4 * 1024 * 1024;
 /** What an entry costs beyond its bytes (key, object, LRU links). */
 const ENTRY_OVERHEAD = 200;
+/** How long a stat of a blob held in memory answers for the next hits. */
+export const SMALL_BLOB_STAT_MS = 1000;
 
 interface Entry {
   size: number;
   version: string;
   bytes?: Buffer;
+  /** When the store's stat last gave this version (performance.now()). */
+  statAt: number;
 }
 
 export class SmallBlobMemo implements ContentStore {
   readonly #inner: ContentStore;
   readonly #entries: LRUCache<Digest, Entry>;
   readonly locate?: ContentStore['locate'];
+  readonly #now: () => number;
 
-  constructor(inner: ContentStore, maxBytes = SMALL_BLOB_MEMO_BYTES) {
+  constructor(inner: ContentStore, maxBytes = SMALL_BLOB_MEMO_BYTES, now: () => number = () => performance.now()) {
     this.#inner = inner;
+    this.#now = now;
     this.#entries = new LRUCache<Digest, Entry>({ maxSize: maxBytes, sizeCalculation: (e) => (e.bytes?.length ?? 0) + ENTRY_OVERHEAD });
     if (inner.locate) this.locate = (d, size, opts) => inner.locate!(d, size, opts);
   }
 
   async stat(d: Digest): Promise<ContentStat | undefined> {
+    const held = this.#entries.peek(d);
+    if (held?.bytes && this.#now() - held.statAt < SMALL_BLOB_STAT_MS) return { size: held.size, version: held.version };
+    const statAt = this.#now();
     const st = await this.#inner.stat(d);
     const e = this.#entries.peek(d);
     if (!st || st.size > SMALL_BLOB_BYTES) {
       if (e) this.#entries.delete(d);
     } else if (!e || e.version !== st.version || e.size !== st.size) {
-      this.#entries.set(d, { size: st.size, version: st.version });
+      this.#entries.set(d, { size: st.size, version: st.version, statAt });
+    } else {
+      e.statAt = statAt;
     }
     return st;
   }
