@@ -276,6 +276,48 @@ describe('hot rows', () => {
     assert.equal((await m.getTag(key))?.digest, D2, 'after it: read again');
   });
 
+  test('with nothing committed since, a row older than a second is kept without a query; a write shows within the second after it', async () => {
+    const key = { upstream: 'docker.io', repository: 'library/nginx', tag: 'latest', accept: 15 };
+    const seed = new SqliteMetadataStore(path, { now: () => clock });
+    await seed.putTag(key, D1, 'a', HOUR);
+    await seed.close();
+    let queries = 0;
+    const store = new SqliteMetadataStore(path, { now: () => clock });
+    const getTag = store.getTag.bind(store);
+    store.getTag = (k) => (queries++, getTag(k));
+    const m = new Metadata(store, { now: () => clock, flushEveryMs: 24 * HOUR });
+    open.push(m);
+    assert.equal((await m.getTag(key))?.digest, D1);
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.equal((await m.getTag(key))?.digest, D1);
+    assert.equal(queries, 1, 'a second later, nothing committed: the row is kept');
+    const other = new SqliteMetadataStore(path, { now: () => clock });
+    await other.putTag(key, D2, 'a', HOUR);
+    await other.close();
+    const started = Date.now();
+    while ((await m.getTag(key))?.digest !== D2) {
+      assert.ok(Date.now() - started < 1500, 'the write shows within the second');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(queries, 2);
+  });
+
+  test("the SQLite write mark moves with this connection's commits and another's, and only with them", async () => {
+    const store = new SqliteMetadataStore(path, { now: () => clock });
+    const before = store.writeMark();
+    assert.ok(before);
+    await store.getBlob(D1);
+    assert.equal(store.writeMark(), before, 'a read commits nothing');
+    await store.recordBlob(D1, 10, undefined, 'v1');
+    const own = store.writeMark();
+    assert.notEqual(own, before);
+    const other = new SqliteMetadataStore(path, { now: () => clock });
+    await other.recordBlob(D2, 10, undefined, 'v1');
+    await other.close();
+    assert.notEqual(store.writeMark(), own);
+    await store.close();
+  });
+
   test('what this process writes is read back at once', async () => {
     const m = await db();
     assert.equal(await m.getBlob(D1), undefined);

@@ -87,6 +87,12 @@ export interface MetadataStore {
   readonly backend: 'sqlite' | 'postgres';
   /** The number of migrations the database has run. */
   schemaVersion(): Promise<number>;
+  /**
+   * A value that changes whenever a write is committed to the database, by this process or
+   * another; undefined when the backend cannot tell cheaply (or not now). Synchronous and
+   * cheap: the hot rows ask it once a second to keep rows nothing has changed.
+   */
+  writeMark?(): string | undefined;
   /** Claims on work shared between the processes of one database (see leases.ts). */
   readonly leases: LeaseStore;
   /** The digests immutable tags are held to (see guarded-tags.ts). */

@@ -43,7 +43,7 @@ export class Metadata {
   readonly #timer: NodeJS.Timeout;
   readonly #opts: MetadataOptions;
   readonly #pending = new PendingWrites();
-  readonly #hot = new HotRows();
+  readonly #hot: HotRows;
   readonly #queue: WriteQueue;
   #flushing: Promise<void> | undefined;
   /**
@@ -57,6 +57,7 @@ export class Metadata {
 
   constructor(store: MetadataStore, opts: MetadataOptions = {}) {
     this.#store = store;
+    this.#hot = new HotRows(store.writeMark?.bind(store));
     ({ leases: this.leases, guardedTags: this.guardedTags, events: this.events } = store);
     this.#opts = opts;
     this.#now = opts.now ?? Date.now;
@@ -65,8 +66,7 @@ export class Metadata {
       onUnavailable: (err, dropped) => this.#unavailable(err, dropped ? 'dropped' : 'write'),
       onFailed: (err) => opts.onWriteFailed?.(err),
     });
-    this.#timer = setInterval(() => void this.#flushSoon(), opts.flushEveryMs ?? FLUSH_EVERY_MS);
-    this.#timer.unref();
+    this.#timer = setInterval(() => void this.#flushSoon(), opts.flushEveryMs ?? FLUSH_EVERY_MS).unref();
   }
 
   get backend(): MetadataStore['backend'] {

@@ -52,6 +52,16 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.#db.pragma('user_version', { simple: true }) as number;
   }
 
+  /** data_version moves with other connections' commits, total_changes() with this one's. */
+  writeMark(): string | undefined {
+    try {
+      const m = this.#get<{ own: number; others: number }>('SELECT total_changes() AS own, data_version AS others FROM pragma_data_version');
+      return m && `${m.own}:${m.others}`;
+    } catch {
+      return undefined;
+    }
+  }
+
   async getTag(k: TagKey): Promise<TagRow | undefined> {
     const row = this.#get<RawTag>(
       'SELECT digest, media_type AS mediaType, fetched_at AS fetchedAt, expires_at AS expiresAt, pinned FROM tags WHERE upstream = ? AND repository = ? AND tag = ? AND accept = ?',
