@@ -36,14 +36,17 @@ export function batchedSink(write: (text: string) => void = (t) => void process.
       setImmediate(turnEnded);
     }
   };
-  process.on('exit', () => flush());
   return { line, flush };
 }
 
 let shared: BatchedSink | undefined;
 
-/** The process's one stderr sink, so that lines from every logger keep their order. */
+/** The process's one stderr sink, so that lines from every logger keep their order; what waits at exit is written then. */
 export function stderrSink(): BatchedSink {
-  shared ??= batchedSink();
+  if (!shared) {
+    const sink = batchedSink();
+    process.on('exit', () => sink.flush());
+    shared = sink;
+  }
   return shared;
 }

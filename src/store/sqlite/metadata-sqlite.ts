@@ -52,7 +52,6 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.#db.pragma('user_version', { simple: true }) as number;
   }
 
-  /** data_version moves with other connections' commits, total_changes() with this one's. */
   writeMark(): string | undefined {
     try {
       const m = this.#get<{ own: number; others: number }>('SELECT total_changes() AS own, data_version AS others FROM pragma_data_version');
