@@ -144,6 +144,12 @@ export async function pullParallel(url: string, expectBytes: number, clients: nu
  */
 export async function directPull(registryUrl: string, name: string, digest: string, expectBytes: number): Promise<Transfer> {
   const started = performance.now();
+  const body = await pullBlob(await blobLocation(registryUrl, name, digest), expectBytes);
+  return { bytes: body.bytes, ms: performance.now() - started };
+}
+
+/** Where the registry sends a pull of the blob: the token dance, then the 307's Location. */
+export async function blobLocation(registryUrl: string, name: string, digest: string): Promise<string> {
   const blobUrl = `${registryUrl}/v2/${name}/blobs/${digest}`;
   const challenge = await request(blobUrl, { signal: AbortSignal.timeout(30_000) });
   await challenge.body.dump();
@@ -158,8 +164,7 @@ export async function directPull(registryUrl: string, name: string, digest: stri
   await redirect.body.dump();
   const location = redirect.headers.location;
   if (redirect.statusCode !== 307 || typeof location !== 'string') throw new Error(`direct pull: expected 307, got ${redirect.statusCode}`);
-  const body = await pullBlob(new URL(location, blobUrl).toString(), expectBytes);
-  return { bytes: body.bytes, ms: performance.now() - started };
+  return new URL(location, blobUrl).toString();
 }
 
 /** `readers` parallel reads of a file with 1 MiB reads into a reused buffer: what the disk cache gives. */
