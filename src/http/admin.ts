@@ -191,11 +191,11 @@ function statusPage(app: Hono, deps: AdminDeps, dashboard: () => Promise<Dashboa
     if (!(await allowed(c))) return refuse(c, 'a client credential or the admin token is required', ClientAuth.challenge);
     return c.json(await dashboard(), 200, headers);
   });
-  app.get(`${UI_PREFIX}/:file`, (c) => {
-    const asset = assets.get(c.req.param('file'));
-    if (!asset) return c.json({ error: 'not found' }, 404);
-    return c.body(asset.body, 200, { ...headers, 'content-type': asset.type, 'cache-control': 'public, max-age=300' });
-  });
+  // One static route per asset: a `:file` parameter beside the static /login and /data
+  // makes hono fall back from its single-regex router to the trie for every request.
+  for (const [file, asset] of assets) {
+    app.get(`${UI_PREFIX}/${file}`, (c) => c.body(asset.body, 200, { ...headers, 'content-type': asset.type, 'cache-control': 'public, max-age=300' }));
+  }
 }
 
 /** `since` (ms since the epoch, or an ISO 8601 time), `kind` (comma-separated), `limit` (1 to 1000, default 100). */

@@ -3,6 +3,7 @@
 // that renders errors as OCI error JSON.
 import { Hono, type Context } from 'hono';
 import { requestId } from 'hono/request-id';
+import { RegExpRouter } from 'hono/router/reg-exp-router';
 import type { BlobCache } from '../cache/blobs.js';
 import type { ManifestCache } from '../cache/manifests.js';
 import { OciError, toOciError } from '../errors.js';
@@ -44,7 +45,9 @@ const API_VERSION = { 'docker-distribution-api-version': 'registry/2.0' };
 const QUIET_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
-  const app = new Hono<AppEnv>();
+  // Every route compiles into one regular expression: a route it cannot take fails the
+  // first request (and every test) instead of silently moving each request to the trie.
+  const app = new Hono<AppEnv>({ router: new RegExpRouter() });
   const log = deps.log.child({ component: 'http' });
 
   app.use('*', requestId({ headerName: 'x-request-id' }));
