@@ -124,6 +124,20 @@ describe('18.6 a debug mirror, JSON by default', () => {
     assert.equal(line.aborted, undefined);
   });
 
+  test('18.6 HEADs of a manifest and a blob are answered and logged once each, and nothing but log lines reaches stderr', async () => {
+    const [smallBlob] = [...small.blobs][0];
+    for (const [id, path] of [['head-manifest', '/v2/library/small/manifests/1'], ['head-blob', `/v2/library/small/blobs/${smallBlob}`]]) {
+      const r = await get(`${url}${path}`, { method: 'HEAD', headers: { 'x-request-id': id } });
+      assert.equal(r.status, 200, path);
+      assert.equal(r.headers['x-request-id'], id);
+      assert.equal(r.headers['docker-distribution-api-version'], 'registry/2.0');
+      await waitLine(s, (l) => l.msg === 'request' && l.id === id);
+    }
+    // A second write of the same answer would surface as a Node error on stderr.
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(lines(s).filter((l) => l.msg === 'request' && String(l.id).startsWith('head-')).length, 2);
+  });
+
   test('18.6 debug traces upstream and token requests, and no secret reaches the log', async () => {
         const traced = await waitLine(s, (l) => l.msg === 'upstream request' && l.method === 'GET' && String(l.url).endsWith('/v2/library/small/manifests/1'));
     assert.equal(traced.level, 'debug');

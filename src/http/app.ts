@@ -1,8 +1,8 @@
 // The HTTP app: GET /v2/, one `/v2/*` route that parses the path itself (OCI names
 // contain slashes) and dispatches by resource kind, the access log, and the one place
 // that renders errors as OCI error JSON.
+import { randomUUID } from 'node:crypto';
 import { Hono, type Context } from 'hono';
-import { requestId } from 'hono/request-id';
 import { RegExpRouter } from 'hono/router/reg-exp-router';
 import type { BlobCache } from '../cache/blobs.js';
 import type { ManifestCache } from '../cache/manifests.js';
@@ -13,8 +13,8 @@ import { ClientAuth, clientAddress } from './access.js';
 import { adminRoutes, type AdminDeps } from './admin.js';
 import { parseDigest } from '../oci/digest.js';
 import { parseV2Path } from '../oci/reference.js';
-import { serveBlob, type Streamed } from './blobs.js';
-import type { Outgoing } from './body-writer.js';
+import { serveBlob } from './blobs.js';
+import { outgoingOf, type Streamed } from './direct-response.js';
 import { countSentBytes } from './sent-bytes.js';
 import { serveManifest } from './manifests.js';
 import { peerRoutes, type PeerDeps } from './peer.js';
@@ -50,19 +50,21 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>({ router: new RegExpRouter() });
   const log = deps.log.child({ component: 'http' });
 
-  app.use('*', requestId({ headerName: 'x-request-id' }));
   app.use('*', async (c, next) => {
     const started = performance.now();
-    const outgoing = (c.env as { outgoing?: Outgoing } | undefined)?.outgoing;
-    const sent = outgoing && countSentBytes(outgoing);
+    c.set('requestId', requestId(c.req.header('x-request-id')));
     await next();
-    // A streamed blob wrote its own headers; RESPONSE_ALREADY_SENT is shared and left alone.
-    if (!c.res.headers.has('x-hono-already-sent')) c.res.headers.set('docker-distribution-api-version', 'registry/2.0');
+    // An answer written straight into the Node response says itself how it ended.
+    const streamed = c.get('streamed');
+    if (streamed) return void streamed.then((end) => record(c, end, started));
+    c.res.headers.set('docker-distribution-api-version', 'registry/2.0');
+    c.res.headers.set('x-request-id', c.get('requestId'));
     const status = c.res.status;
-    if (!sent) return record(c, { status, complete: true }, started);
-    // Logged when the body has ended, with the status really sent, the bytes that went and whether it was cut.
-    const ended = c.get('streamed') ?? sent.done.then(({ complete }) => ({ status, complete }));
-    void ended.then((end) => record(c, { ...end, bytes: sent.bytes }, started)).catch(() => undefined);
+    // @hono/node-server writes the Response once this returns: counted from here.
+    const outgoing = outgoingOf(c);
+    if (!outgoing) return record(c, { status, complete: true }, started);
+    const sent = countSentBytes(outgoing);
+    void sent.done.then(({ complete }) => record(c, { status, complete, bytes: sent.bytes }, started));
   });
   const record = (c: Context<AppEnv>, end: { status: number; complete: boolean; bytes?: number }, started: number) => {
     deps.metrics?.requests.inc({ route: c.get('route') ?? 'other', method: c.req.method, status: end.status, result: end.complete ? 'complete' : 'aborted' });
@@ -145,6 +147,11 @@ async function dispatch(c: Context<AppEnv>, deps: AppDeps): Promise<Response> {
     case 'referrers':
       return serveReferrers(c, deps.manifests, target, parsed.reference);
   }
+}
+
+/** The client's X-Request-Id when it is a plain token (as hono's middleware accepts), else a new one. */
+function requestId(given: string | undefined): string {
+  return given && given.length <= 255 && /^[\w\-=]+$/.test(given) ? given : randomUUID();
 }
 
 /**

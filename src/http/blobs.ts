@@ -2,13 +2,11 @@
 // GET handlers for HEAD, so the method is branched on explicitly). GET bodies are written
 // straight into the Node response by the serving loop (body-writer.ts), not through Web
 // Streams; a hit the store hands out itself (storage.redirect) is a 307 to its URL.
-import { Readable } from 'node:stream';
-import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { Context } from 'hono';
-import { READ_CHUNK, sourceToReadable, type BlobCache, type BodySource, type ByteRange } from '../cache/blobs.js';
+import type { BlobCache, ByteRange } from '../cache/blobs.js';
 import { RangeNotSatisfiable } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
-import { writeBody, type Outgoing } from './body-writer.js';
+import { sendBody, sendBytes } from './direct-response.js';
 import type { ResolvedTarget } from './target.js';
 
 export async function serveBlob(c: Context, blobs: BlobCache, t: ResolvedTarget, digest: Digest): Promise<Response> {
@@ -23,7 +21,7 @@ export async function serveBlob(c: Context, blobs: BlobCache, t: ResolvedTarget,
     const { size } = await blobs.stat(t, digest);
     if (size !== undefined) headers['content-length'] = String(size);
     c.set('cache', 'head');
-    return c.body(null, 200, headers);
+    return sendBytes(c, 200, headers, null);
   }
   const handle = await blobs.get(t, digest);
   c.set('cache', handle.source);
@@ -37,7 +35,7 @@ export async function serveBlob(c: Context, blobs: BlobCache, t: ResolvedTarget,
     headers['content-range'] = `bytes ${range.start}-${range.end}/${handle.size}`;
   }
   if (length !== undefined) headers['content-length'] = String(length);
-  return send(c, status, headers, handle.open(range), length);
+  return sendBody(c, status, headers, handle.open(range), length);
 }
 
 /**
@@ -46,27 +44,6 @@ export async function serveBlob(c: Context, blobs: BlobCache, t: ResolvedTarget,
  */
 function redirect(c: Context, location: string, digest: Digest): Response {
   return c.body(null, 307, { location, 'docker-content-digest': digest, 'cache-control': 'no-store' });
-}
-
-/** How a body written by the serving loop ended: the status sent, and whether every byte went. */
-export type Streamed = Promise<{ status: number; complete: boolean }>;
-
-/**
- * Hands the body to the serving loop when running under @hono/node-server (any other
- * runtime, such as app.request() in a test, gets a Web stream of it).
- */
-export function send(c: Context, status: number, headers: Record<string, string>, body: BodySource, length: number | undefined): Response {
-  const outgoing = (c.env as { outgoing?: Outgoing } | undefined)?.outgoing;
-  if (!outgoing) return new Response(Readable.toWeb(sourceToReadable(body, READ_CHUNK)) as ReadableStream, { status, headers });
-  const id = c.get('requestId') as string | undefined;
-  outgoing.writeHead(status, { ...headers, 'docker-distribution-api-version': 'registry/2.0', ...(id ? { 'x-request-id': id } : {}) });
-  // The access log waits for this: the status hono sees is the shared placeholder's.
-  const streamed: Streamed = writeBody(outgoing, body, length).then(
-    (complete) => ({ status, complete }),
-    () => ({ status, complete: false }),
-  );
-  c.set('streamed', streamed);
-  return RESPONSE_ALREADY_SENT;
 }
 
 /**

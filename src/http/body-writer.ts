@@ -11,6 +11,12 @@ import { READ_CHUNK, type BodySource } from '../cache/blobs.js';
 
 export type Outgoing = ServerResponse | Http2ServerResponse;
 
+/** How a body went: all of it (`complete`), and the bytes handed to the connection. */
+export interface Written {
+  complete: boolean;
+  bytes: number;
+}
+
 /** READ_CHUNK buffers no response is using. Bounded: a burst's extra buffers go to the GC. */
 const spare: Buffer[] = [];
 const MAX_SPARE = 16;
@@ -41,10 +47,11 @@ class ClientGone extends Error {
  * Writes the body (whose headers are already set, with `length` as Content-Length when
  * known) and ends the response. A failure after the headers destroys the response: the
  * client sees a failed transfer, never a complete response with missing or wrong bytes.
- * Resolves true when the whole body was written, false when the transfer was cut. Never
- * rejects; the source is closed in every case.
+ * Resolves `complete` when the whole body was written, not when the transfer was cut,
+ * with the bytes handed to the connection either way. Never rejects; the source is
+ * closed in every case.
  */
-export async function writeBody(out: Outgoing, source: BodySource, length: number | undefined): Promise<boolean> {
+export async function writeBody(out: Outgoing, source: BodySource, length: number | undefined): Promise<Written> {
   let onGone!: (err: Error) => void;
   const gone = new Promise<never>((_, reject) => (onGone = reject));
   gone.catch(() => undefined);
@@ -53,12 +60,14 @@ export async function writeBody(out: Outgoing, source: BodySource, length: numbe
   // A buffer is handed back for reuse only once no write can still be reading it.
   let cur: Buffer | undefined;
   let next: Buffer | undefined;
+  let bytes = 0;
   try {
     let left = length ?? Infinity;
     cur = acquire(left);
     let n = await Promise.race([source.readInto(cur), gone]);
     while (n > 0) {
       left -= n;
+      bytes += n;
       const written = write(out, n === cur.length ? cur : cur.subarray(0, n));
       let nextN = 0;
       if (left > 0) {
@@ -74,10 +83,10 @@ export async function writeBody(out: Outgoing, source: BodySource, length: numbe
     if (left > 0 && length !== undefined) throw new Error(`body ended ${left} bytes short of its length`);
     out.end();
     release([cur, next]);
-    return true;
+    return { complete: true, bytes };
   } catch {
     out.destroy();
-    return false;
+    return { complete: false, bytes };
   } finally {
     out.off('close', onClose);
     await source.close().catch(() => undefined);

@@ -8,6 +8,7 @@ import { acceptClass } from '../oci/manifest.js';
 import { parseManifestRef, type ManifestRef } from '../oci/reference.js';
 import { SIGNATURE_HEADER } from '../policy/outcome.js';
 import type { SignatureGuard } from '../policy/signature-guard.js';
+import { sendBytes } from './direct-response.js';
 import type { ResolvedTarget } from './target.js';
 
 export async function serveManifest(c: Context, manifests: ManifestCache, t: ResolvedTarget, reference: string, signatures?: SignatureGuard): Promise<Response> {
@@ -26,7 +27,7 @@ export async function serveManifest(c: Context, manifests: ManifestCache, t: Res
   // RFC 7234's stale warning: the tag was served as cached because the upstream could not be asked.
   if (m.stale !== undefined) headers.warning = '110 regmirror "Response is Stale"';
   if (signature !== undefined) headers[SIGNATURE_HEADER] = signature;
-  return withBody && m.bytes ? c.body(m.bytes as Uint8Array<ArrayBuffer>, 200, headers) : c.body(null, 200, headers);
+  return sendBytes(c, 200, headers, withBody && m.bytes ? m.bytes : null);
 }
 
 /**

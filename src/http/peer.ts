@@ -7,7 +7,8 @@ import type { BlobCache } from '../cache/blobs.js';
 import { peerAuthProblem, PEER_HEADER } from '../cluster/peer-auth.js';
 import { OciError, PeerUnauthorized } from '../errors.js';
 import { parseDigest } from '../oci/digest.js';
-import { parseRange, send } from './blobs.js';
+import { parseRange } from './blobs.js';
+import { sendBody } from './direct-response.js';
 
 export interface PeerDeps {
   blobs: BlobCache;
@@ -36,5 +37,5 @@ async function serveDownload(c: Context, { blobs, secret }: PeerDeps): Promise<R
   const length = range ? range.end - range.start + 1 : dl.size;
   if (range) headers['content-range'] = `bytes ${range.start}-${range.end}/${dl.size}`;
   headers['content-length'] = String(length);
-  return send(c, range ? 206 : 200, headers, dl.follow(range), length);
+  return sendBody(c, range ? 206 : 200, headers, dl.follow(range), length);
 }
