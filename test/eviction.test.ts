@@ -3,6 +3,7 @@
 // a slow client is reading, and an evicted image can be pulled again.
 import assert from 'node:assert/strict';
 import { readdir, stat } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
@@ -96,6 +97,34 @@ test('a blob a slow client is reading is not evicted under pressure', async () =
     await new Promise((r) => setTimeout(r, 50));
     assert.ok(!m.blobs.inUse(layer), 'once the reader is gone the blob may be evicted like any other');
     assert.ok((await m.metadata.storeSize()).bytes <= Math.floor(120 * MB * 0.9));
+  } finally {
+    await m.stop();
+    await up.close();
+  }
+});
+
+test('a small blob answered from memory, whole, in a range or to a client that hung up, leaves no reader behind', async () => {
+  const up = await FakeUpstream.start();
+  const img = largeBlobImage('library/tiny', '1', 8 * 1024, 'evict-tiny');
+  up.addImage(img);
+  const m = await startMirror({ upstreams: [{ name: 'docker.io', url: up.url }], defaultUpstream: 'docker.io' });
+  try {
+    await pull(m, img);
+    const [layer, bytes] = [...img.blobs].sort((a, b) => b[1].length - a[1].length)[0];
+    const url = `${m.url}/v2/${img.name}/blobs/${layer}`;
+    // The first hit reads the file and keeps it; these are answered from memory.
+    for (let i = 0; i < 3; i++) assert.equal(sha256((await get(url)).body), sha256(bytes));
+    const part = await get(url, { headers: { range: 'bytes=100-199' } });
+    assert.equal(part.status, 206);
+    assert.ok(part.body.equals(bytes.subarray(100, 200)));
+    // Gone before the answer is ready: the request is sent and the socket closed at once.
+    const { hostname, port, pathname } = new URL(url);
+    for (let i = 0; i < 20; i++) {
+      const s = connect(Number(port), hostname, () => s.end(`GET ${pathname} HTTP/1.1\r\nhost: ${hostname}\r\n\r\n`, () => s.destroy()));
+      s.on('error', () => undefined);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    assert.ok(!m.blobs.inUse(layer), 'every answer released the blob');
   } finally {
     await m.stop();
     await up.close();

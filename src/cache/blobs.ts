@@ -327,6 +327,7 @@ export class BlobCache {
     this.#readers.set(digest, (this.#readers.get(digest) ?? 0) + 1);
     let open = true;
     return {
+      whole: source.whole,
       readInto: (buf) => source.readInto(buf),
       close: () => {
         if (open) {

@@ -1,5 +1,6 @@
 // Answers written straight into the Node response under @hono/node-server: blob bodies
-// through the serving loop, and the small bodies of a manifest GET in one end(). A hono Response would be turned back into Node headers per request (a
+// through the serving loop, and the small bodies of a manifest GET or of a blob held in
+// memory in one end(). A hono Response would be turned back into Node headers per request (a
 // Headers object built, sorted and copied), which was a tenth of a warm manifest's
 // allocations. The access log learns how the answer ended from `streamed`.
 import { Readable } from 'node:stream';
@@ -27,6 +28,8 @@ function writeHead(c: Context, out: Outgoing, status: number, headers: Record<st
 export function sendBody(c: Context, status: number, headers: Record<string, string>, body: BodySource, length: number | undefined): Response {
   const out = outgoingOf(c);
   if (!out) return new Response(Readable.toWeb(sourceToReadable(body, READ_CHUNK)) as ReadableStream, { status, headers });
+  // A small blob held in memory goes in one write, without the loop's buffers and promises.
+  if (body.whole) return endWith(c, out, status, headers, body.whole, body);
   writeHead(c, out, status, headers);
   // The access log waits for this: the status hono sees is the shared placeholder's.
   c.set('streamed', writeBody(out, body, length).then((w) => ({ status, ...w })));
@@ -39,12 +42,31 @@ export function sendBytes(c: Context, status: number, headers: Record<string, st
   // @hono/node-server would then write a second time: a HEAD goes the ordinary way.
   const out = c.req.method === 'HEAD' ? undefined : outgoingOf(c);
   if (!out) return bytes ? c.body(bytes as Uint8Array<ArrayBuffer>, status as 200, headers) : c.body(null, status as 200, headers);
+  return endWith(c, out, status, headers, bytes);
+}
+
+/** Writes the head and `bytes` in one end(); `source`, if any, is closed once the response finished or closed. */
+function endWith(c: Context, out: Outgoing, status: number, headers: Record<string, string>, bytes: Uint8Array | null, source?: BodySource): Response {
+  // A client gone while the answer was being prepared: its 'close' has fired already.
+  if (out.destroyed) {
+    void source?.close().catch(() => undefined);
+    c.set('streamed', Promise.resolve({ status, complete: false, bytes: 0 }));
+    return RESPONSE_ALREADY_SENT;
+  }
   writeHead(c, out, status, headers);
+  const sent = bytes?.byteLength ?? 0;
   const streamed: Streamed = new Promise((resolve) => {
-    const sent = bytes?.byteLength ?? 0;
-    out.once('finish', () => resolve({ status, complete: true, bytes: sent }));
+    const ended = (complete: boolean) => {
+      out.off('finish', onFinish);
+      out.off('close', onClose);
+      void source?.close().catch(() => undefined);
+      resolve({ status, complete, bytes: sent });
+    };
+    const onFinish = () => ended(true);
     // 'close' without 'finish': the connection went before the answer was handed over.
-    out.once('close', () => resolve({ status, complete: out.writableFinished, bytes: sent }));
+    const onClose = () => ended(out.writableFinished);
+    out.once('finish', onFinish);
+    out.once('close', onClose);
   });
   c.set('streamed', streamed);
   if (bytes) out.end(bytes);

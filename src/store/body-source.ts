@@ -14,6 +14,12 @@ export interface BodySource {
   readInto(buf: Buffer): Promise<number>;
   /** Stops reading and releases what the source holds; safe to call more than once. */
   close(): Promise<void>;
+  /**
+   * The whole body, when the source already holds it in memory and nothing was read yet:
+   * a consumer may send it in one write instead of copying it through readInto, and must
+   * still close the source.
+   */
+  readonly whole?: Buffer;
 }
 
 /** A byte range (inclusive end) of a file, opened at the first read. */

@@ -125,18 +125,22 @@ export class SmallBlobMemo implements ContentStore {
 /** An inclusive range of bytes already in memory. */
 class BufferSource implements BodySource {
   #rest: Buffer;
+  whole?: Buffer;
 
   constructor(bytes: Buffer, range?: ByteRange) {
     this.#rest = range ? bytes.subarray(range.start, range.end + 1) : bytes;
+    this.whole = this.#rest;
   }
 
   async readInto(buf: Buffer): Promise<number> {
+    this.whole = undefined;
     const n = this.#rest.copy(buf, 0);
     this.#rest = this.#rest.subarray(n);
     return n;
   }
 
   async close(): Promise<void> {
+    this.whole = undefined;
     this.#rest = this.#rest.subarray(this.#rest.length);
   }
 }
