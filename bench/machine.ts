@@ -87,6 +87,11 @@ export async function rssNow(pid: number): Promise<number> {
   return (await readStatus(pid))?.rss ?? NaN;
 }
 
+/** VmHWM of a process now (the most it has held since it started), MiB. */
+export async function hwmNow(pid: number): Promise<number> {
+  return (await readStatus(pid))?.hwm ?? NaN;
+}
+
 export interface RssSample {
   /** Largest VmRSS seen by the 100 ms sampler, MiB. */
   peakRssMiB: number;
