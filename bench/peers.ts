@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { benchChildEnv } from './node-local-env.js';
 import type { BlobInfo, CountersJson, Reply, Request, UpstreamInfo, UpstreamSpec } from './upstream-server.js';
 
 export { cpuAudit, machineBusy, rssNow, sampleRss, type CpuAudit, type RssSample } from './machine.js';
@@ -146,7 +147,7 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Proxy> {
     const child = spawn(process.execPath, [...nodeFlags, ...prof, ...main, 'serve', '--config', configPath], {
       cwd: REPO_ROOT,
       stdio: ['ignore', fd, fd],
-      env: opts.env ? { ...process.env, ...opts.env } : undefined,
+      env: { ...process.env, ...benchChildEnv(REPO_ROOT), ...opts.env },
     });
     closeSync(fd);
     const url = `http://127.0.0.1:${port}`;

@@ -19,6 +19,8 @@
 //   BENCH_ONLY=replicas   run the replicas scenario alone
 //   BENCH_ONLY=signatures warm manifests by tag under an enforce signature policy against
 //                         policies off (bench/signatures.ts): req/s of both and the ratio
+//   BENCH_NODE_LOCAL=1    run every regmirror child with the environment the node-local DaemonSet
+//                         sets (deploy/kubernetes/node-local/daemonset.yaml: NODE_OPTIONS, malloc)
 //   BENCH_METADATA=sqlite where regmirror keeps its metadata, as `--metadata` (which wins):
 //
 //   npm run bench -- --metadata sqlite    the default: SQLite in each fresh data dir
@@ -41,6 +43,7 @@ import { request } from 'undici';
 import { coalesceBurst, CONTAINERD_ACCEPT as ACCEPT, directPull, fsRead, fsWriteSync, mbps, pullBlob, pullParallel, requestLoop, type Transfer } from './load.js';
 import { startPostgres, type PgServer } from '../test/support/postgres.js';
 import { cpuAudit, findTool, flushDisk, gitCommit, machineBusy, REPO_ROOT, rssNow, sampleRss, startDistribution, startNginx, startRegmirror, startUpstream, type Nginx, type Proxy, type ProxyStartOptions, type Upstream } from './peers.js';
+import { benchChildEnv } from './node-local-env.js';
 import { formatProfile, monotonicUs, summarizeProfile, type ProfileSummary, type Window } from './profile.js';
 import { REPLICA_LAYER_BYTES, REPLICA_LAYERS, replicaScenario, replicaSettings, replicasMissing, type ReplicaScenarioOptions } from './replicas.js';
 import { formatReplicaFigures, replicaFigures, type ReplicaRound } from './replicas-report.js';
@@ -456,10 +459,12 @@ async function main(): Promise<void> {
   if (noisyPhases.length > 0) notes.push(`other processes used over ${NOISY_SHARE * 100} % of the CPUs during: ${noisyPhases.join(', ')}`);
 
   const columns: Kind[] = [...REGMIRRORS, 'distribution'];
+  const childEnvNote = () => Object.entries(benchChildEnv(REPO_ROOT)).map(([k, v]) => `, ${k}=${v}`).join('');
   const rows = summaryRows(rounds, { REPEAT, WARM_CLIENTS, BURST_CLIENTS, MANY_LAYERS, MANY_LAYER_BYTES, MANIFEST_CONNECTIONS, MANIFEST_MS }, largeLabel, nginx !== undefined, columns, scaleInfo);
   console.log(
     `\nregmirror benchmark — ${ONLY_REPLICAS ? 'the replicas scenario alone' : `${rounds.length} round(s), median (min–max); ratios are of medians`}; ` +
-      `${cpus().length} CPUs, node ${process.version}, commit ${gitCommit() ?? '?'}, regmirror ${ENTRY === 'dist' ? 'dist/main.js' : 'tsx src/main.ts'}${METADATA === 'sqlite' ? '' : `, metadata ${METADATA}`}, log level ${LOG_LEVEL}${QUICK ? ', QUICK' : ''}`,
+      `${cpus().length} CPUs, node ${process.version}, commit ${gitCommit() ?? '?'}, regmirror ${ENTRY === 'dist' ? 'dist/main.js' : 'tsx src/main.ts'}${METADATA === 'sqlite' ? '' : `, metadata ${METADATA}`}, log level ${LOG_LEVEL}${QUICK ? ', QUICK' : ''}` +
+      childEnvNote(),
   );
   if (!ONLY_REPLICAS) {
     console.log(table(rows, tableLayout(REGMIRRORS, registryPath ? undefined : 'skipped')));

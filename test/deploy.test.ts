@@ -111,6 +111,8 @@ test('kubernetes node-local overlay: a DaemonSet on the node\'s loopback that co
   assert.equal(spec.hostNetwork, true);
   const [c] = spec.containers;
   assertHardenedMirror(spec, c, 'DaemonSet');
+  // What keeps a cold pull's buffers from staying resident under the pod's memory limit.
+  assert.equal(c.env?.find((e) => e.name === 'MALLOC_MMAP_THRESHOLD_')?.value, '65536');
   for (const probe of [c.startupProbe, c.livenessProbe, c.readinessProbe]) {
     assert.deepEqual({ host: probe?.httpGet?.host, port: probe?.httpGet?.port }, { host: '127.0.0.1', port: 5000 }, 'probes reach the loopback listener');
   }
