@@ -33,13 +33,13 @@ function spent(a: { user: number; sys: number }, b: { user: number; sys: number 
 }
 
 /** One timed pull through the process `pid` serves, with its CPU-seconds per GiB. */
-async function timedPull(pid: number, url: string, size: number): Promise<{ t: Transfer; cpuPerGiB: number; hwm: number; line: string }> {
+async function timedPull(pid: number, url: string, size: number): Promise<{ t: Transfer; cpuPerGiB: number; line: string }> {
   const [c0, u0] = [await cpuSeconds(pid), await cpuSeconds(up.pid)];
   const t = await pullBlob(url, size);
   const [c1, u1] = [await cpuSeconds(pid), await cpuSeconds(up.pid)];
   const cpuPerGiB = (c1.user + c1.sys - c0.user - c0.sys) / (size / (1024 * MiB));
   const hwm = await hwmNow(pid);
-  return { t, cpuPerGiB, hwm, line: `${mbps(t).toFixed(0)} MB/s, ${(t.ms / 1000).toFixed(2)} s; CPU-s ${spent(c0, c1)}, upstream ${spent(u0, u1)}; peak RSS ${hwm.toFixed(0)} MiB` };
+  return { t, cpuPerGiB, line: `${mbps(t).toFixed(0)} MB/s, ${(t.ms / 1000).toFixed(2)} s; CPU-s ${spent(c0, c1)}, upstream ${spent(u0, u1)}; peak RSS ${hwm.toFixed(0)} MiB` };
 }
 
 function median(xs: number[]): number {

@@ -4,20 +4,12 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-
-interface EnvVar {
-  name: string;
-  value?: string;
-}
-
-interface DaemonSet {
-  spec: { template: { spec: { containers: Array<{ name: string; env?: EnvVar[] }> } } };
-}
+import type { K8sObject } from '../test/support/kubernetes.js';
 
 /** The literal `env` entries of the DaemonSet's regmirror container (valueFrom entries have no value here). */
 export function nodeLocalEnv(repoRoot: string): Record<string, string> {
-  const ds = parse(readFileSync(join(repoRoot, 'deploy/kubernetes/node-local/daemonset.yaml'), 'utf8')) as DaemonSet;
-  const container = ds.spec.template.spec.containers.find((c) => c.name === 'regmirror');
+  const ds = parse(readFileSync(join(repoRoot, 'deploy/kubernetes/node-local/daemonset.yaml'), 'utf8')) as K8sObject;
+  const container = ds.spec?.template?.spec.containers.find((c) => c.name === 'regmirror');
   if (!container) throw new Error('node-local daemonset.yaml: no regmirror container');
   return Object.fromEntries((container.env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value!]));
 }

@@ -20,7 +20,7 @@
 //   BENCH_ONLY=signatures warm manifests by tag under an enforce signature policy against
 //                         policies off (bench/signatures.ts): req/s of both and the ratio
 //   BENCH_NODE_LOCAL=1    run every regmirror child with the environment the node-local DaemonSet
-//                         sets (deploy/kubernetes/node-local/daemonset.yaml: NODE_OPTIONS, malloc)
+//                         gives its container (the env of deploy/kubernetes/node-local/daemonset.yaml)
 //   BENCH_METADATA=sqlite where regmirror keeps its metadata, as `--metadata` (which wins):
 //
 //   npm run bench -- --metadata sqlite    the default: SQLite in each fresh data dir
@@ -459,12 +459,12 @@ async function main(): Promise<void> {
   if (noisyPhases.length > 0) notes.push(`other processes used over ${NOISY_SHARE * 100} % of the CPUs during: ${noisyPhases.join(', ')}`);
 
   const columns: Kind[] = [...REGMIRRORS, 'distribution'];
-  const childEnvNote = () => Object.entries(benchChildEnv(REPO_ROOT)).map(([k, v]) => `, ${k}=${v}`).join('');
+  const childEnv = Object.entries(benchChildEnv(REPO_ROOT)).map(([k, v]) => `, ${k}=${v}`).join('');
   const rows = summaryRows(rounds, { REPEAT, WARM_CLIENTS, BURST_CLIENTS, MANY_LAYERS, MANY_LAYER_BYTES, MANIFEST_CONNECTIONS, MANIFEST_MS }, largeLabel, nginx !== undefined, columns, scaleInfo);
   console.log(
     `\nregmirror benchmark — ${ONLY_REPLICAS ? 'the replicas scenario alone' : `${rounds.length} round(s), median (min–max); ratios are of medians`}; ` +
       `${cpus().length} CPUs, node ${process.version}, commit ${gitCommit() ?? '?'}, regmirror ${ENTRY === 'dist' ? 'dist/main.js' : 'tsx src/main.ts'}${METADATA === 'sqlite' ? '' : `, metadata ${METADATA}`}, log level ${LOG_LEVEL}${QUICK ? ', QUICK' : ''}` +
-      childEnvNote(),
+      childEnv,
   );
   if (!ONLY_REPLICAS) {
     console.log(table(rows, tableLayout(REGMIRRORS, registryPath ? undefined : 'skipped')));
