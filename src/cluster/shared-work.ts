@@ -35,7 +35,9 @@ export class SharedWork {
     for (;;) {
       if (await this.#take(key, opts.ttlMs)) {
         try {
-          return await work();
+          // The lease may be free because another replica has just done the work and
+          // released it: its result, when there, saves doing the work twice.
+          return (await result()) ?? (await work());
         } finally {
           this.#leases.release(key, this.#holder).catch(() => undefined);
         }
