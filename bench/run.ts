@@ -39,6 +39,7 @@ import { execFileSync } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { coalesceBurst, CONTAINERD_ACCEPT as ACCEPT, directPull, fsRead, fsWriteSync, mbps, pullBlob, pullParallel, requestLoop, type Transfer } from './load.js';
 import { startPostgres, type PgServer } from '../test/support/postgres.js';
@@ -71,6 +72,9 @@ const BURST_CONNS_PER_CLIENT = 8;
 const MANY_LAYERS = 64;
 const MANY_LAYER_BYTES = 256 * 1024;
 const MANIFEST_CONNECTIONS = 16;
+// V8's memory reducer runs 8 s after start-up's allocations stop and gives the young
+// generation back (about 5 MiB): what a node agent holds while it waits for work.
+const REST_SETTLE_MS = 12_000;
 const ONLY_REPLICAS = env.BENCH_ONLY === 'replicas';
 const ONLY_SIGNATURES = env.BENCH_ONLY === 'signatures';
 const SCALE_IMAGES = ONLY_REPLICAS ? 0 : Math.max(0, Math.floor(Number(env.BENCH_SCALE_IMAGES ?? (QUICK ? 300 : 2000))) || 0);
@@ -202,6 +206,8 @@ async function proxyRound(kind: Kind, upstream: Upstream, round: number): Promis
   try {
     const blobUrl = `${proxy.url}/v2/${large.name}/blobs/${large.digest}`;
     const idleRssMiB = await rssNow(proxy.pid);
+    await sleep(Math.max(0, REST_SETTLE_MS - (performance.now() - proxy.spawnedAt)));
+    const restRssMiB = await rssNow(proxy.pid);
     const rss = sampleRss(proxy.pid);
     await upstream.reset();
     // Dirty pages left by earlier phases (the layer the upstream wrote, the other proxy's
@@ -216,7 +222,7 @@ async function proxyRound(kind: Kind, upstream: Upstream, round: number): Promis
     const warmN = await phase(`warm pull ${WARM_CLIENTS} clients`, () => pullParallel(blobUrl, large.size, WARM_CLIENTS));
     const warmPeakRssMiB = await rss.lap();
     const mem = await rss.stop();
-    log(`  ${kind}: warm 1 client ${fmtT(warm1)}; ${WARM_CLIENTS} clients ${fmtT(warmN)}; RSS idle ${idleRssMiB.toFixed(0)}, cold peak ${cold.peakRssMiB.toFixed(0)}, warm peak ${warmPeakRssMiB.toFixed(0)} MiB`);
+    log(`  ${kind}: warm 1 client ${fmtT(warm1)}; ${WARM_CLIENTS} clients ${fmtT(warmN)}; RSS idle ${idleRssMiB.toFixed(0)}, at rest ${restRssMiB.toFixed(0)}, cold peak ${cold.peakRssMiB.toFixed(0)}, warm peak ${warmPeakRssMiB.toFixed(0)} MiB`);
 
     await upstream.reset();
     const b = await phase('coalescing burst', () => coalesceBurst(proxy.url, many.name, many.layers, BURST_CLIENTS, BURST_CONNS_PER_CLIENT));
@@ -245,7 +251,7 @@ async function proxyRound(kind: Kind, upstream: Upstream, round: number): Promis
     for (const [what, m] of [['by tag', manifestTag], ['by digest', manifestDigest]] as const) {
       log(`  ${kind}: manifest ${what} ${m.rps.toFixed(0)} req/s, p50 ${m.p50.toFixed(2)} ms, p99 ${m.p99.toFixed(2)} ms, ${m.errors} errors, ${m.upstreamRequests} upstream requests`);
     }
-    return { cold, warm1, warmN, idleRssMiB, warmPeakRssMiB, rss: mem, burst, manifestTag, manifestDigest, otherCpuS };
+    return { cold, warm1, warmN, idleRssMiB, restRssMiB, warmPeakRssMiB, rss: mem, burst, manifestTag, manifestDigest, otherCpuS };
   } catch (err) {
     log(`  ${kind} failed; its log ends:\n${await proxy.logs()}`);
     throw err;

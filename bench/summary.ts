@@ -52,6 +52,8 @@ export interface ProxyRound {
   warmN: Transfer;
   /** VmRSS after start-up, before any request, MiB. */
   idleRssMiB: number;
+  /** VmRSS 12 s after the spawn, still before any request, MiB. */
+  restRssMiB: number;
   /** Peak VmRSS during the warm pulls alone, MiB. */
   warmPeakRssMiB: number;
   rss: RssSample;
@@ -106,6 +108,7 @@ export function summaryRows(rounds: RoundResult[], s: TableSettings, largeLabel:
     both(`   ${WARM_CLIENTS} clients, aggregate MB/s`, (r) => mbps(r.warmN), { ref: nginx((r) => r.nginxN) }),
     both('', (r) => mbps(r.warmN), { ref: ref(`fs read ×${WARM_CLIENTS}`, (r) => r.fsN, mbps), continuation: true }),
     both('   RSS after start-up, before any request, MiB', (r) => r.idleRssMiB, { integer: true }),
+    both('   RSS at rest, 12 s after start-up, MiB', (r) => r.restRssMiB, { integer: true }),
     both('   peak RSS during the cold pull, MiB (VmRSS every 100 ms)', (r) => r.cold.peakRssMiB, { integer: true }),
     both('   peak RSS during the warm pulls, MiB', (r) => r.warmPeakRssMiB, { integer: true }),
     both('   VmHWM (kernel high-water mark) after 1+2, MiB', (r) => r.rss.hwmMiB, { integer: true }),
