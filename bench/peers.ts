@@ -17,6 +17,11 @@ import type { BlobInfo, CountersJson, Reply, Request, UpstreamInfo, UpstreamSpec
 export { cpuAudit, machineBusy, rssNow, sampleRss, type CpuAudit, type RssSample } from './machine.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/**
+ * The checkout whose regmirror is measured: this one, or BENCH_REGMIRROR_DIR (another
+ * worktree, built there), so that a before and an after run under the same harness.
+ */
+export const SUBJECT_ROOT = process.env.BENCH_REGMIRROR_DIR ? resolve(process.env.BENCH_REGMIRROR_DIR) : REPO_ROOT;
 
 /** True when the binary is on PATH (or the absolute path is executable). */
 export function findTool(name: string): string | undefined {
@@ -145,7 +150,7 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Proxy> {
     const main = opts.entry === 'dist' ? ['dist/main.js'] : ['--import', 'tsx', 'src/main.ts'];
     const spawnedAt = performance.now();
     const child = spawn(process.execPath, [...nodeFlags, ...prof, ...main, 'serve', '--config', configPath], {
-      cwd: REPO_ROOT,
+      cwd: SUBJECT_ROOT,
       stdio: ['ignore', fd, fd],
       env: { ...process.env, ...benchChildEnv(REPO_ROOT), ...opts.env },
     });
@@ -360,8 +365,8 @@ export async function startUpstream(spec: UpstreamSpec): Promise<Upstream> {
 /** The commit being measured, marked when src/ has uncommitted changes. */
 export function gitCommit(): string | undefined {
   try {
-    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', 'src'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim() !== '';
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: SUBJECT_ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', 'src'], { cwd: SUBJECT_ROOT, encoding: 'utf8' }).trim() !== '';
     return dirty ? `${head}+dirty-src` : head;
   } catch {
     return undefined;

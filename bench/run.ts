@@ -10,6 +10,8 @@
 //   BENCH_LOG_LEVEL=info  log level of both proxies (logs go to a file)
 //   BENCH_TSX=1           run regmirror with `node --import tsx src/main.ts` instead of building
 //                         dist/ (`npm run build`) and running `node dist/main.js`, as `npm start` does
+//   BENCH_REGMIRROR_DIR=DIR  measure the regmirror of another checkout (built there), e.g. a
+//                         worktree of an older commit: a before and an after, one harness
 //   BENCH_SCALE_IMAGES=2000  images of the scale scenario (300 with BENCH_QUICK; 0 skips it)
 //   BENCH_SCALE_SECONDS=15   length of its 256-connection loop (3 with BENCH_QUICK)
 //   BENCH_PROFILE=1       afterwards, CPU-profile a regmirror child during warm manifest GETs
@@ -43,7 +45,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { coalesceBurst, CONTAINERD_ACCEPT as ACCEPT, directPull, fsRead, fsWriteSync, mbps, pullBlob, pullParallel, requestLoop, type Transfer } from './load.js';
 import { startPostgres, type PgServer } from '../test/support/postgres.js';
-import { cpuAudit, findTool, flushDisk, gitCommit, machineBusy, REPO_ROOT, rssNow, sampleRss, startDistribution, startNginx, startRegmirror, startUpstream, type Nginx, type Proxy, type ProxyStartOptions, type Upstream } from './peers.js';
+import { cpuAudit, findTool, flushDisk, gitCommit, machineBusy, REPO_ROOT, rssNow, SUBJECT_ROOT, sampleRss, startDistribution, startNginx, startRegmirror, startUpstream, type Nginx, type Proxy, type ProxyStartOptions, type Upstream } from './peers.js';
 import { benchChildEnv } from './node-local-env.js';
 import { formatProfile, monotonicUs, summarizeProfile, type ProfileSummary, type Window } from './profile.js';
 import { REPLICA_LAYER_BYTES, REPLICA_LAYERS, replicaScenario, replicaSettings, replicasMissing, type ReplicaScenarioOptions } from './replicas.js';
@@ -374,7 +376,7 @@ async function main(): Promise<void> {
 
   if (ENTRY === 'dist') {
     log('building dist/ (npm run build)');
-    execFileSync('npm', ['run', 'build', '--silent'], { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+    execFileSync('npm', ['run', 'build', '--silent'], { cwd: SUBJECT_ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
   }
   const work = await mkdtemp(join(tmpdir(), 'regmirror-bench-'));
   const www = join(work, 'www');
@@ -469,7 +471,7 @@ async function main(): Promise<void> {
   const rows = summaryRows(rounds, { REPEAT, WARM_CLIENTS, BURST_CLIENTS, MANY_LAYERS, MANY_LAYER_BYTES, MANIFEST_CONNECTIONS, MANIFEST_MS }, largeLabel, nginx !== undefined, columns, scaleInfo);
   console.log(
     `\nregmirror benchmark — ${ONLY_REPLICAS ? 'the replicas scenario alone' : `${rounds.length} round(s), median (min–max); ratios are of medians`}; ` +
-      `${cpus().length} CPUs, node ${process.version}, commit ${gitCommit() ?? '?'}, regmirror ${ENTRY === 'dist' ? 'dist/main.js' : 'tsx src/main.ts'}${METADATA === 'sqlite' ? '' : `, metadata ${METADATA}`}, log level ${LOG_LEVEL}${QUICK ? ', QUICK' : ''}` +
+      `${cpus().length} CPUs, node ${process.version}, commit ${gitCommit() ?? '?'}${SUBJECT_ROOT === REPO_ROOT ? '' : ` (BENCH_REGMIRROR_DIR)`}, regmirror ${ENTRY === 'dist' ? 'dist/main.js' : 'tsx src/main.ts'}${METADATA === 'sqlite' ? '' : `, metadata ${METADATA}`}, log level ${LOG_LEVEL}${QUICK ? ', QUICK' : ''}` +
       childEnv,
   );
   if (!ONLY_REPLICAS) {
