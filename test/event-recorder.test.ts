@@ -2,10 +2,7 @@
 // receivers that misbehave: floods folded into one row with a count, rows kept through a
 // store that fails, receivers that answer 500, hang or cut the connection.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { parseConfig } from '../src/config.js';
 import { MetadataUnavailable } from '../src/errors.js';
@@ -15,21 +12,10 @@ import { Webhook } from '../src/events/webhook.js';
 import { createLogger } from '../src/log.js';
 import { Metrics } from '../src/metrics.js';
 import type { EventRow, EventStore } from '../src/store/events.js';
-import { SqliteMetadataStore } from '../src/store/sqlite/metadata-sqlite.js';
-import { until } from './helpers.js';
+import { tempSqliteStore, until } from './helpers.js';
 
 const quiet = createLogger('error', () => undefined);
 const stale = (tag: string): Omit<MirrorEvent, 'at'> => ({ kind: 'stale_served', upstream: 'docker.io', repository: 'library/nginx', tag, message: `served nginx:${tag} stale` });
-
-async function sqliteStore(t: TestContext): Promise<SqliteMetadataStore> {
-  const dir = await mkdtemp(join(tmpdir(), 'regmirror-events-'));
-  const store = new SqliteMetadataStore(join(dir, 'mirror.db'));
-  t.after(async () => {
-    await store.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-  return store;
-}
 
 /** A receiver whose answer to each request is up to the test. */
 async function receiver(t: TestContext, answer: (n: number, req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string; bodies: string[]; tries: () => number }> {
@@ -66,7 +52,7 @@ function closedUrl(): Promise<string> {
 
 describe('event recorder', () => {
   test('a flood of one kind and subject is stored once at once, then once per window with its count; every occurrence is counted', async (t) => {
-    const store = await sqliteStore(t);
+    const store = await tempSqliteStore(t, 'regmirror-events-');
     const metrics = new Metrics();
     const r = new EventRecorder({ store: store.events, config: { queueSize: 10, retentionMs: 86_400_000 }, log: quiet, metrics, flushEveryMs: 50, coalesceMs: 400 });
     t.after(() => r.close());
@@ -84,7 +70,7 @@ describe('event recorder', () => {
   });
 
   test('the server\'s recorder deletes rows past the retention now and then; a command\'s does not', async (t) => {
-    const store = await sqliteStore(t);
+    const store = await tempSqliteStore(t, 'regmirror-events-');
     const old = Date.now() - 10_000;
     await store.events.append([{ ...stale('old'), at: old }, { ...stale('new'), at: Date.now() + 60_000 }]);
     const command = new EventRecorder({ store: store.events, config: { queueSize: 10, retentionMs: 5_000 }, log: quiet, pruneEveryMs: 50 });
@@ -98,7 +84,7 @@ describe('event recorder', () => {
   });
 
   test('rows the store refuses are kept and land, in order, once it takes them; close writes what is left', async (t) => {
-    const store = await sqliteStore(t);
+    const store = await tempSqliteStore(t, 'regmirror-events-');
     let refusals = 2;
     const flaky: EventStore = {
       append: async (rows: readonly EventRow[]) => {

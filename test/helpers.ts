@@ -11,6 +11,8 @@ import { DEFAULTS, type Config, type UpstreamConfig } from '../src/config.js';
 import { startServer, type RunningServer } from '../src/cli/serve.js';
 import { createLogger, type Logger } from '../src/log.js';
 import { metadataConfigFor } from './support/metadata-backend.js';
+import { SqliteMetadataStore } from '../src/store/sqlite/metadata-sqlite.js';
+import type { TestContext } from 'node:test';
 
 export interface Mirror extends RunningServer {
   dataDir: string;
@@ -208,4 +210,15 @@ export async function until(what: string, check: () => boolean | Promise<boolean
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** A SQLite metadata store in a temp dir, closed and removed after the test. */
+export async function tempSqliteStore(t: TestContext, prefix: string): Promise<SqliteMetadataStore> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  const store = new SqliteMetadataStore(join(dir, 'mirror.db'));
+  t.after(async () => {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  return store;
 }

@@ -2,27 +2,14 @@
 // others wait for its result; the work must not be done twice when a replica comes to the
 // lease just after another has finished and released it.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import { SharedWork } from '../src/cluster/shared-work.js';
-import { SqliteMetadataStore } from '../src/store/sqlite/metadata-sqlite.js';
+import { tempSqliteStore } from './helpers.js';
 
 const OPTS = { ttlMs: 10_000, waitMs: 2_000 };
 
-async function sqliteStore(t: TestContext): Promise<SqliteMetadataStore> {
-  const dir = await mkdtemp(join(tmpdir(), 'regmirror-shared-work-'));
-  const store = new SqliteMetadataStore(join(dir, 'mirror.db'));
-  t.after(async () => {
-    await store.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-  return store;
-}
-
 test('shared work finished and released by one replica is not done again by the next', async (t) => {
-  const store = await sqliteStore(t);
+  const store = await tempSqliteStore(t, 'regmirror-shared-work-');
   const a = new SharedWork(store.leases, 'replica-a');
   const b = new SharedWork(store.leases, 'replica-b');
   let done: string | undefined;
@@ -42,7 +29,7 @@ test('shared work finished and released by one replica is not done again by the 
 });
 
 test('shared work: a replica waiting on another holder takes the result it leaves, and does the work itself only once the lease is free and no result is there', async (t) => {
-  const store = await sqliteStore(t);
+  const store = await tempSqliteStore(t, 'regmirror-shared-work-');
   const a = new SharedWork(store.leases, 'replica-a');
   const b = new SharedWork(store.leases, 'replica-b');
   let release!: () => void;
