@@ -9,7 +9,7 @@ import { test, type TestContext } from 'node:test';
 import { BlobGone, RangeNotSatisfiable } from '../src/errors.js';
 import { blobsDir, spoolDir } from '../src/store/data-dir.js';
 import { FsBlobStore } from '../src/store/fs/fs-blob-store.js';
-import { SMALL_BLOB_BYTES, SMALL_BLOB_STAT_MS, SmallBlobMemo } from '../src/store/small-blob-memo.js';
+import { ADMIT_AFTER_READS, SMALL_BLOB_BYTES, SMALL_BLOB_STAT_MS, SmallBlobMemo } from '../src/store/small-blob-memo.js';
 import { Spool } from '../src/store/spool.js';
 import { bytesOf, contentStoreContract, digestOf, drain } from './contracts/blob-store.contract.js';
 
@@ -116,10 +116,35 @@ test(`blobs over ${SMALL_BLOB_BYTES / 1024} KiB are never kept; the memo is boun
   const small = Array.from({ length: 16 }, (_, i) => bytesOf(`small ${i}`, 4096));
   for (const b of small) {
     await store.put(digestOf(b), b);
-    await hit(store, digestOf(b));
+    for (let i = 0; i < ADMIT_AFTER_READS; i++) await hit(store, digestOf(b));
   }
   await swapKeepingVersion(fs.pathFor(digestOf(small[0])), bytesOf('first swapped', 4096));
   assert.ok((await hit(store, digestOf(small[0]))).equals(bytesOf('first swapped', 4096)), 'the oldest was let go');
   await swapKeepingVersion(fs.pathFor(digestOf(small[15])), bytesOf('last swapped', 4096));
   assert.ok((await hit(store, digestOf(small[15]))).equals(small[15]), 'the newest is still held');
+});
+
+test(`once the memo is full, a blob read from the file displaces another only at its ${ADMIT_AFTER_READS}th read`, async (t) => {
+  const { fs, store } = await setup(t, 16 * 1024);
+  const held = Array.from({ length: 3 }, (_, i) => bytesOf(`held ${i}`, 4096));
+  for (const b of held) {
+    await store.put(digestOf(b), b);
+    await hit(store, digestOf(b));
+  }
+  const late = bytesOf('late', 4096);
+  const d = digestOf(late);
+  await store.put(d, late);
+  // Each version written behind the memo tells whether a hit read the file or memory.
+  for (let read = 1; read <= ADMIT_AFTER_READS; read++) {
+    const onDisk = bytesOf(`late, file at read ${read}`, 4096);
+    await swapKeepingVersion(fs.pathFor(d), onDisk);
+    assert.ok((await hit(store, d)).equals(onDisk), `read ${read} is from the file`);
+  }
+  await swapKeepingVersion(fs.pathFor(d), bytesOf('late, file after', 4096));
+  assert.ok((await hit(store, d)).equals(bytesOf(`late, file at read ${ADMIT_AFTER_READS}`, 4096)), `kept at read ${ADMIT_AFTER_READS}`);
+  // It took the place of the least recently used, and only that one.
+  await swapKeepingVersion(fs.pathFor(digestOf(held[0])), bytesOf('held 0 swapped', 4096));
+  assert.ok((await hit(store, digestOf(held[0]))).equals(bytesOf('held 0 swapped', 4096)), 'the oldest was let go');
+  await swapKeepingVersion(fs.pathFor(digestOf(held[2])), bytesOf('held 2 swapped', 4096));
+  assert.ok((await hit(store, digestOf(held[2]))).equals(held[2]), 'the others are still held');
 });
