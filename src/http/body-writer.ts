@@ -20,15 +20,28 @@ export interface Written {
 /** READ_CHUNK buffers no response is using. Bounded: a burst's extra buffers go to the GC. */
 const spare: Buffer[] = [];
 const MAX_SPARE = 16;
+/**
+ * Bodies up to this size (configs, small layers: most blobs) are read into pooled buffers
+ * too. A fresh one per response was garbage in glibc's heap until the next GC, and under
+ * many connections the freed gaps between live allocations kept that heap resident.
+ */
+const SMALL_CHUNK = 16 * 1024;
+const smallSpare: Buffer[] = [];
+const MAX_SMALL_SPARE = 128;
 
-/** A buffer for the next read: pooled for large bodies, exact-sized for small ones (most blobs are small). */
+/** A buffer for the next read: pooled for large and small bodies, exact-sized between them. */
 function acquire(bytesLeft: number): Buffer {
+  if (bytesLeft <= SMALL_CHUNK) return (smallSpare.pop() ?? Buffer.allocUnsafeSlow(SMALL_CHUNK)).subarray(0, bytesLeft);
   if (bytesLeft < READ_CHUNK) return Buffer.allocUnsafe(bytesLeft);
   return spare.pop() ?? Buffer.allocUnsafeSlow(READ_CHUNK);
 }
 
 function release(bufs: Array<Buffer | undefined>): void {
-  for (const b of bufs) if (b && b.length === READ_CHUNK && spare.length < MAX_SPARE) spare.push(b);
+  for (const b of bufs) {
+    if (!b) continue;
+    if (b.length === READ_CHUNK && spare.length < MAX_SPARE) spare.push(b);
+    else if (b.buffer.byteLength === SMALL_CHUNK && b.byteOffset === 0 && smallSpare.length < MAX_SMALL_SPARE) smallSpare.push(Buffer.from(b.buffer, 0, SMALL_CHUNK));
+  }
 }
 
 function write(out: Outgoing, chunk: Buffer): Promise<Error | undefined> {
