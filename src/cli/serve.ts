@@ -21,6 +21,7 @@ import { gatherDashboard } from './dashboard.js';
 import { eventView } from '../events/view.js';
 import type { EventsQuery } from '../http/admin.js';
 import { gatherStatus } from './status.js';
+import { applyHeapGrowing } from './heap-growth.js';
 
 /** Images a server's prewarms resolve at once (manifests fetched, blobs listed), across all requests. */
 const PREWARM_IMAGES_AT_ONCE = 8;
@@ -226,6 +227,7 @@ function keepServing(log: Logger, metrics: Metrics): void {
 
 /** `regmirror serve`: runs until SIGTERM/SIGINT; SIGHUP reloads the TLS certificate. */
 export async function serveCommand(values: Values): Promise<number> {
+  applyHeapGrowing();
   const config = loadConfig(configPath(values));
   if (values.offline) config.offline = true;
   const log = createLogger(config.log.level, undefined, { format: resolveLogFormat(config.log.format) });

@@ -27,7 +27,8 @@ export interface BodySource {
  * calls on a plain descriptor, not a FileHandle: each promise call allocates native state
  * (its own stats array, a handle tied to the garbage collector) that lives until the next
  * GC, and a small blob served from disk is four such calls. Under 256 connections that
- * garbage held ~35 MiB of glibc's heap resident and cost a quarter of the requests/s.
+ * garbage, freed in between longer-lived allocations, is part of what kept glibc's heap
+ * resident.
  */
 export class FileRangeSource implements BodySource {
   readonly #path: string;
