@@ -1,5 +1,5 @@
 // `serve` tells V8 to grow its old generation by at most REGMIRROR_HEAP_GROWING_PERCENT
-// past the live heap (50 unless set): the setting is read, checked and applied, and it
+// past the live heap (100 unless set): the setting is read, checked and applied, and it
 // does bound the heap.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { DEFAULT_HEAP_GROWING_PERCENT, EnvironmentError, HEAP_GROWING_ENV, heapGrowingPercent } from '../src/cli/heap-growth.js';
 import { cli } from './helpers.js';
 
-test('the heap growing percent is 50 unless set, 0 leaves it to V8, and anything but a whole number up to 300 is refused by name', () => {
+test('the heap growing percent is 100 unless set, 0 leaves it to V8, and anything but a whole number up to 300 is refused by name', () => {
   assert.equal(heapGrowingPercent({}), DEFAULT_HEAP_GROWING_PERCENT);
   assert.equal(heapGrowingPercent({ [HEAP_GROWING_ENV]: '' }), DEFAULT_HEAP_GROWING_PERCENT);
   assert.equal(heapGrowingPercent({ [HEAP_GROWING_ENV]: '0' }), 0);
