@@ -21,9 +21,8 @@ const MAX_PERCENT = 300;
 export function heapGrowingPercent(env: NodeJS.ProcessEnv = process.env): number {
   const raw = env[HEAP_GROWING_ENV];
   if (raw === undefined || raw === '') return DEFAULT_HEAP_GROWING_PERCENT;
-  const n = /^\d+$/.test(raw) ? Number(raw) : NaN;
-  if (!(n <= MAX_PERCENT)) throw new EnvironmentError(`${HEAP_GROWING_ENV}=${JSON.stringify(raw)}: expected a whole number from 0 (V8's own choice) to ${MAX_PERCENT}`);
-  return n;
+  if (!/^\d+$/.test(raw) || Number(raw) > MAX_PERCENT) throw new EnvironmentError(`${HEAP_GROWING_ENV}=${JSON.stringify(raw)}: expected a whole number from 0 (V8's own choice) to ${MAX_PERCENT}`);
+  return Number(raw);
 }
 
 export function applyHeapGrowing(env: NodeJS.ProcessEnv = process.env): void {

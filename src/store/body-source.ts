@@ -2,9 +2,9 @@
 // (http/body-writer.ts) keeps two buffers per response and reuses them from chunk to
 // chunk: a Readable would allocate a fresh buffer per chunk, and at a gigabyte a second
 // the allocation, page faults and garbage collection cost more than the copying itself.
-import { close as fsClose, open as fsOpen, read as fsRead } from 'node:fs';
 import { Readable } from 'node:stream';
 import type { ByteRange } from './content-store.js';
+import { closeFd, openForRead, readAt } from './fs-callbacks.js';
 
 /** Read chunk for serving blobs: large reads cost far less per byte than 64 KiB ones. */
 export const READ_CHUNK = 1024 * 1024;
@@ -22,14 +22,7 @@ export interface BodySource {
   readonly whole?: Buffer;
 }
 
-/**
- * A byte range (inclusive end) of a file, opened at the first read. It uses fs's callback
- * calls on a plain descriptor, not a FileHandle: each promise call allocates native state
- * (its own stats array, a handle tied to the garbage collector) that lives until the next
- * GC, and a small blob served from disk is four such calls. Under 256 connections that
- * garbage, freed in between longer-lived allocations, is part of what kept glibc's heap
- * resident.
- */
+/** A byte range (inclusive end) of a file, opened at the first read, on a plain descriptor (see fs-callbacks.ts). */
 export class FileRangeSource implements BodySource {
   readonly #path: string;
   readonly #end: number;
@@ -74,18 +67,6 @@ export class FileRangeSource implements BodySource {
     const n = await fd.catch(() => undefined);
     if (n !== undefined) await closeFd(n);
   }
-}
-
-function openForRead(path: string): Promise<number> {
-  return new Promise((resolve, reject) => fsOpen(path, 'r', (err, fd) => (err ? reject(err) : resolve(fd))));
-}
-
-function readAt(fd: number, buf: Buffer, length: number, position: number): Promise<number> {
-  return new Promise((resolve, reject) => fsRead(fd, buf, 0, length, position, (err, n) => (err ? reject(err) : resolve(n))));
-}
-
-function closeFd(fd: number): Promise<void> {
-  return new Promise((resolve) => fsClose(fd, () => resolve()));
 }
 
 /** The source as a Readable, for the few consumers that are not the serving loop (a fresh buffer per chunk). */

@@ -6,7 +6,6 @@
 // fsync, then rename (or link, to keep the spool's name as a hold), so a crash leaves
 // either the whole verified file or nothing. A blob's version is its file's mtime, set at
 // commit: an in-place change shows as a new version.
-import { stat as fsStat } from 'node:fs';
 import { link, mkdir, readdir, readFile, rm, stat, statfs, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { BlobGone, RangeNotSatisfiable } from '../../errors.js';
@@ -14,6 +13,7 @@ import { digestHex, isDigest, type Digest } from '../../oci/digest.js';
 import { FileRangeSource, type BodySource } from '../body-source.js';
 import { COMMIT_GRACE_MS, type ByteRange, type Capacity, type ContentStat, type ContentStore, type HeldBlob } from '../content-store.js';
 import { isNotFound, rethrowAsStoreError } from '../file-errors.js';
+import { statFile } from '../fs-callbacks.js';
 import { linkInto, newSpoolName, type Spool, type SpoolFile } from '../spool.js';
 
 export class FsBlobStore implements ContentStore {
@@ -39,15 +39,15 @@ export class FsBlobStore implements ContentStore {
     return join(this.#blobs, 'sha256', hex.slice(0, 2), hex);
   }
 
-  /** Asked on every hit of a blob not held in memory: fs's callback stat, which fills one shared stats array where the promise one allocates its own. */
-  stat(d: Digest): Promise<ContentStat | undefined> {
-    return new Promise((resolve, reject) =>
-      fsStat(this.pathFor(d), (err, st) => {
-        if (!err) resolve({ size: st.size, version: String(st.mtimeMs) });
-        else if (isNotFound(err)) resolve(undefined);
-        else reject(err);
-      }),
-    );
+  /** Asked on every hit of a blob not held in memory, hence fs's callback stat (fs-callbacks.ts). */
+  async stat(d: Digest): Promise<ContentStat | undefined> {
+    try {
+      const st = await statFile(this.pathFor(d));
+      return { size: st.size, version: String(st.mtimeMs) };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
   }
 
   source(d: Digest, size: number, range?: ByteRange): BodySource {
