@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { benchChildEnv } from './node-local-env.js';
+import { describeCgroup, MemoryCgroup } from './memory-cgroup.js';
+import { benchChildEnv, benchMemoryLimit } from './node-local-env.js';
 import type { BlobInfo, CountersJson, Reply, Request, UpstreamInfo, UpstreamSpec } from './upstream-server.js';
 
 export { cpuAudit, machineBusy, rssNow, sampleRss, type CpuAudit, type RssSample } from './machine.js';
@@ -148,8 +149,12 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Proxy> {
     // V8 flags such as --max-semi-space-size, to measure their effect on RSS and CPU.
     const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
     const main = opts.entry === 'dist' ? ['dist/main.js'] : ['--import', 'tsx', 'src/main.ts'];
+    const limit = benchMemoryLimit(REPO_ROOT);
+    const cgroup = limit === undefined ? undefined : await MemoryCgroup.create(limit);
+    const nodeArgs = [...nodeFlags, ...prof, ...main, 'serve', '--config', configPath];
+    const [command, args] = cgroup ? cgroup.wrap(process.execPath, nodeArgs) : [process.execPath, nodeArgs];
     const spawnedAt = performance.now();
-    const child = spawn(process.execPath, [...nodeFlags, ...prof, ...main, 'serve', '--config', configPath], {
+    const child = spawn(command, args, {
       cwd: SUBJECT_ROOT,
       stdio: ['ignore', fd, fd],
       env: { ...process.env, ...benchChildEnv(REPO_ROOT), ...opts.env },
@@ -160,6 +165,7 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Proxy> {
       await waitFor('regmirror', child, async () => (await fetch(`${url}/v2/`)).status === 200, logPath, undefined, opts.readyPollMs);
     } catch (err) {
       await stopChild(child);
+      await cgroup?.remove();
       if (attempt < 4 && /EADDRINUSE/.test(await tail(logPath))) continue;
       // A reused dir belongs to the caller, who may want its log.
       if (!opts.reuseDir) await rm(dir, { recursive: true, force: true });
@@ -176,6 +182,10 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Proxy> {
       logs: () => tail(logPath),
       stop: async (o) => {
         await stopChild(child);
+        if (cgroup) {
+          process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}]   regmirror (pid ${child.pid}): ${describeCgroup(await cgroup.read())}\n`);
+          await cgroup.remove();
+        }
         if (!o?.keepDir) await rm(dir, { recursive: true, force: true });
       },
     };

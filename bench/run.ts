@@ -23,6 +23,9 @@
 //                         policies off (bench/signatures.ts): req/s of both and the ratio
 //   BENCH_NODE_LOCAL=1    run every regmirror child with the environment the node-local DaemonSet
 //                         gives its container (the env of deploy/kubernetes/node-local/daemonset.yaml)
+//   BENCH_CHILD_ENV="K=V"  more environment for the regmirror children only (allocator settings)
+//   BENCH_MEMORY_LIMIT=128Mi each regmirror child in a memory cgroup with that limit (as a pod's
+//                         limits.memory; BENCH_NODE_LOCAL=1 takes the DaemonSet's; 0: none)
 //   BENCH_METADATA=sqlite where regmirror keeps its metadata, as `--metadata` (which wins):
 //
 //   npm run bench -- --metadata sqlite    the default: SQLite in each fresh data dir
