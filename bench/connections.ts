@@ -35,6 +35,8 @@ interface Run {
   max: number;
   errors: number;
   peakRssMiB: number;
+  /** RssAnon's peak since the proxy started (the cold pass included): RSS without file pages. */
+  peakAnonMiB: number;
   upstreamRequests: number;
   /** The proxy's own CPU time (user + system, all threads) per request of the measured loop: steadier than req/s on a busy machine. */
   cpuMsPerRequest: number;
@@ -66,7 +68,7 @@ async function run(kind: Kind, upstream: Upstream, info: ScaleInfo, cpuProfDir?:
     const cpu = await audit?.stop();
     const c = await upstream.counters();
     const cpuMsPerRequest = cpu ? (cpu.ownS * 1000) / Math.max(1, loop.requests) : NaN;
-    return { run: { ...loop, peakRssMiB: await rss.lap(), upstreamRequests: c.total + c.token, cpuMsPerRequest }, window };
+    return { run: { ...loop, peakRssMiB: await rss.lap(), peakAnonMiB: rss.anonPeak(), upstreamRequests: c.total + c.token, cpuMsPerRequest }, window };
   } finally {
     await rss.stop();
     await proxy.stop(); // SIGTERM: a profiled child writes its profile as it exits
@@ -113,7 +115,7 @@ async function main(): Promise<void> {
       for (const kind of i % 2 === 0 ? kinds : [...kinds].reverse()) {
         const r = PROFILE && kind === 'regmirror' && i === ROUNDS - 1 ? await profiled(upstream, info) : (await run(kind, upstream, info)).run;
         runs[kind].push(r);
-        log(`round ${i + 1} ${kind}: ${r.rps.toFixed(0)} req/s, p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms, max ${r.max.toFixed(0)} ms, ${r.errors} errors, peak RSS ${r.peakRssMiB.toFixed(0)} MiB, ${r.cpuMsPerRequest.toFixed(3)} CPU-ms/request, ${r.upstreamRequests} upstream requests`);
+        log(`round ${i + 1} ${kind}: ${r.rps.toFixed(0)} req/s, p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms, max ${r.max.toFixed(0)} ms, ${r.errors} errors, peak RSS ${r.peakRssMiB.toFixed(0)} MiB (anonymous ${r.peakAnonMiB.toFixed(0)}), ${r.cpuMsPerRequest.toFixed(3)} CPU-ms/request, ${r.upstreamRequests} upstream requests`);
       }
     }
   } finally {
@@ -128,6 +130,7 @@ async function main(): Promise<void> {
   console.log(row('p99 ms', runs, (r) => r.p99));
   console.log(row('max ms', runs, (r) => r.max, 0));
   console.log(row('peak RSS MiB', runs, (r) => r.peakRssMiB, 0));
+  console.log(row('peak anonymous RSS MiB', runs, (r) => r.peakAnonMiB, 0));
   console.log(row('proxy CPU-ms per request', runs, (r) => r.cpuMsPerRequest, 3));
   console.log(row('errors', runs, (r) => r.errors, 0));
   const reg = median('regmirror');

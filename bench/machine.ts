@@ -97,19 +97,25 @@ export interface RssSample {
   peakRssMiB: number;
   /** VmHWM (the kernel's own high-water mark since the process started) at stop(), MiB. */
   hwmMiB: number;
+  /**
+   * Largest RssAnon seen by the sampler, MiB: RSS without the file pages (the node binary's
+   * ~45 MiB among them), which the kernel reclaims before a memory limit kills.
+   */
+  peakAnonMiB: number;
 }
 
-async function readStatus(pid: number): Promise<{ rss: number; hwm: number } | undefined> {
+async function readStatus(pid: number): Promise<{ rss: number; hwm: number; anon: number } | undefined> {
   const text = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => undefined);
   if (!text) return undefined;
   const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN);
-  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
+  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024, anon: kb('RssAnon') / 1024 };
 }
 
 /** Samples /proc/<pid>/status every 100 ms; lap() returns the peak since the last lap, stop() ends sampling. */
-export function sampleRss(pid: number): { lap(): Promise<number>; stop(): Promise<RssSample> } {
+export function sampleRss(pid: number): { lap(): Promise<number>; anonPeak(): number; stop(): Promise<RssSample> } {
   let peak = 0;
   let lapPeak = 0;
+  let anonPeak = 0;
   let busy = false;
   const sample = async () => {
     const s = await readStatus(pid);
@@ -117,6 +123,7 @@ export function sampleRss(pid: number): { lap(): Promise<number>; stop(): Promis
     if (s && Number.isFinite(s.rss)) {
       peak = Math.max(peak, s.rss);
       lapPeak = Math.max(lapPeak, s.rss);
+      if (Number.isFinite(s.anon)) anonPeak = Math.max(anonPeak, s.anon);
     }
     return s;
   };
@@ -132,10 +139,11 @@ export function sampleRss(pid: number): { lap(): Promise<number>; stop(): Promis
       lapPeak = 0;
       return p;
     },
+    anonPeak: () => anonPeak,
     stop: async () => {
       clearInterval(timer);
       const s = await sample();
-      return { peakRssMiB: peak, hwmMiB: s?.hwm ?? NaN };
+      return { peakRssMiB: peak, hwmMiB: s?.hwm ?? NaN, peakAnonMiB: anonPeak };
     },
   };
 }

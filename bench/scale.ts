@@ -53,7 +53,7 @@ export interface ScaleResult {
   /** After the cold pass, once the store stopped growing. */
   store: StoreSize & { settleMs: number; settled: boolean; perImageBytes: number; overContent: number };
   warm: PullPass & { upstream: UpstreamUse; peakRssMiB: number };
-  load: LoopResult & { connections: number; upstreamRequests: number; peakRssMiB: number };
+  load: LoopResult & { connections: number; upstreamRequests: number; peakRssMiB: number; /** RssAnon's peak over cold, warm and the loop. */ peakAnonMiB: number };
   restart?: { readyMs: number; firstManifestMs: number; upstreamRequests: number };
   restartError?: string;
 }
@@ -190,10 +190,10 @@ export async function scaleRound(ctx: ScaleContext, info: ScaleInfo, s: ScaleSet
         await rss.lap(); // the peak of the measured part only
       }),
     );
-    const load = { ...loop, connections: SCALE_CONNECTIONS, upstreamRequests: use(await upstream.counters(), n, base.digest).requests, peakRssMiB: await rss.lap() };
+    const load = { ...loop, connections: SCALE_CONNECTIONS, upstreamRequests: use(await upstream.counters(), n, base.digest).requests, peakRssMiB: await rss.lap(), peakAnonMiB: rss.anonPeak() };
     log(
       `  ${kind}: scale ${SCALE_CONNECTIONS} connections ${load.rps.toFixed(0)} req/s, p50 ${ms(load.p50)} ms, p99 ${ms(load.p99)} ms, ` +
-        `${load.errors} errors, peak RSS ${load.peakRssMiB.toFixed(0)} MiB, ${load.upstreamRequests} upstream requests`,
+        `${load.errors} errors, peak RSS ${load.peakRssMiB.toFixed(0)} MiB (anonymous ${load.peakAnonMiB.toFixed(0)} over the scenario), ${load.upstreamRequests} upstream requests`,
     );
 
     let restart: ScaleResult['restart'];
@@ -258,6 +258,7 @@ export function scaleRows(results: Scale, info: ScaleInfo): Row[] {
     both(`   ${SCALE_CONNECTIONS} connections, p50 ms`, (r) => r.load.p50),
     both(`   ${SCALE_CONNECTIONS} connections, p99 ms`, (r) => r.load.p99),
     both(`   ${SCALE_CONNECTIONS} connections, peak RSS MiB`, (r) => r.load.peakRssMiB, { integer: true }),
+    both(`   peak anonymous RSS, cold to ${SCALE_CONNECTIONS} connections, MiB (no file pages)`, (r) => r.load.peakAnonMiB, { integer: true }),
     both(`   ${SCALE_CONNECTIONS} connections, errors`, (r) => r.load.errors, count),
     both(`   ${SCALE_CONNECTIONS} connections, upstream requests`, (r) => r.load.upstreamRequests, count),
     ...at.map((k, i) => both(`   RSS after ${k} images (cold), MiB`, (r) => snap(i)(r)?.rssMiB, { integer: true })),

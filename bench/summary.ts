@@ -112,6 +112,7 @@ export function summaryRows(rounds: RoundResult[], s: TableSettings, largeLabel:
     both('   peak RSS during the cold pull, MiB (VmRSS every 100 ms)', (r) => r.cold.peakRssMiB, { integer: true }),
     both('   peak RSS during the warm pulls, MiB', (r) => r.warmPeakRssMiB, { integer: true }),
     both('   VmHWM (kernel high-water mark) after 1+2, MiB', (r) => r.rss.hwmMiB, { integer: true }),
+    both('   peak anonymous RSS during 1+2, MiB (RssAnon: no file pages)', (r) => r.rss.peakAnonMiB, { integer: true }),
     { metric: `3. coalescing: ${BURST_CLIENTS} clients × ${MANY_LAYERS} layers of ${MANY_LAYER_BYTES / 1024} KiB at once, cold`, section: true },
     both('   upstream GETs per digest, max (ideal 1)', (r) => r.burst.perDigestMax, { integer: true, ratios: false }),
     both('   upstream GETs per digest, mean', (r) => r.burst.perDigestMean, { ratios: false }),
