@@ -1,19 +1,19 @@
-// How far V8 lets the old generation grow past the live heap before its next full GC.
-// Left to itself V8 picks a factor of up to 4 when allocation is fast next to marking:
-// under 256 connections a `serve` process with ~22 MiB live grew its old generation to
-// ~80 MiB, and that slack was the largest part of its peak RSS. At 2 the same load
-// peaked ~40 MiB lower for the same CPU per request; at 1.5, 50 MiB lower, but a warm
-// pull of 2,000 images then ran 30 % slower, since a heap still filling with rows and
-// manifests is marked each time it grows by half (docs/architecture.md, Memory). V8
-// reads the factor at each GC, so it is set from here, after start-up; node does not
-// accept this flag in NODE_OPTIONS.
+// How far V8 lets the old generation grow past the live heap before its next full GC,
+// when an operator bounds it. Left to itself V8 picks a factor of up to 4 when allocation
+// is fast next to marking: on a machine with no memory limit, under 256 connections, a
+// `serve` process with ~22 MiB live grew its old generation to ~80 MiB, and at 2 (100 %)
+// it peaked ~40 MiB lower. That is not the default: in a pod, node sizes V8 from the
+// memory limit and V8's own factor then peaked ~10 MiB lower than 100 % (for more CPU
+// per request at 256 connections), and with no limit 100 % cost a cold pull 15–30 % more
+// CPU (docs/architecture.md, Memory). V8 reads the factor at each GC, so it is set from
+// here, after start-up; node does not accept this flag in NODE_OPTIONS.
 import { setFlagsFromString } from 'node:v8';
 
 /** A setting from the environment that is not one. */
 export class EnvironmentError extends Error {}
 
-/** `serve`'s factor as V8's percent (2 ×) unless REGMIRROR_HEAP_GROWING_PERCENT says otherwise. */
-export const DEFAULT_HEAP_GROWING_PERCENT = 100;
+/** 0: V8's own factor, unless REGMIRROR_HEAP_GROWING_PERCENT sets one (100 = grow to twice the live heap). */
+export const DEFAULT_HEAP_GROWING_PERCENT = 0;
 export const HEAP_GROWING_ENV = 'REGMIRROR_HEAP_GROWING_PERCENT';
 const MAX_PERCENT = 300;
 
