@@ -49,7 +49,7 @@ import { request } from 'undici';
 import { coalesceBurst, CONTAINERD_ACCEPT as ACCEPT, directPull, fsRead, fsWriteSync, mbps, pullBlob, pullParallel, requestLoop, type Transfer } from './load.js';
 import { startPostgres, type PgServer } from '../test/support/postgres.js';
 import { cpuAudit, findTool, flushDisk, gitCommit, machineBusy, REPO_ROOT, rssNow, SUBJECT_ROOT, sampleRss, startDistribution, startNginx, startRegmirror, startUpstream, type Nginx, type Proxy, type ProxyStartOptions, type Upstream } from './peers.js';
-import { benchChildEnv } from './node-local-env.js';
+import { benchChildEnv, benchMemoryLimit } from './node-local-env.js';
 import { formatProfile, monotonicUs, summarizeProfile, type ProfileSummary, type Window } from './profile.js';
 import { REPLICA_LAYER_BYTES, REPLICA_LAYERS, replicaScenario, replicaSettings, replicasMissing, type ReplicaScenarioOptions } from './replicas.js';
 import { formatReplicaFigures, replicaFigures, type ReplicaRound } from './replicas-report.js';
@@ -470,7 +470,8 @@ async function main(): Promise<void> {
   if (noisyPhases.length > 0) notes.push(`other processes used over ${NOISY_SHARE * 100} % of the CPUs during: ${noisyPhases.join(', ')}`);
 
   const columns: Kind[] = [...REGMIRRORS, 'distribution'];
-  const childEnv = Object.entries(benchChildEnv(REPO_ROOT)).map(([k, v]) => `, ${k}=${v}`).join('');
+  const limit = benchMemoryLimit(REPO_ROOT);
+  const childEnv = Object.entries(benchChildEnv(REPO_ROOT)).map(([k, v]) => `, ${k}=${v}`).join('') + (limit === undefined ? '' : `, memory limit ${(limit / 1048576).toFixed(0)} MiB`);
   const rows = summaryRows(rounds, { REPEAT, WARM_CLIENTS, BURST_CLIENTS, MANY_LAYERS, MANY_LAYER_BYTES, MANIFEST_CONNECTIONS, MANIFEST_MS }, largeLabel, nginx !== undefined, columns, scaleInfo);
   console.log(
     `\nregmirror benchmark — ${ONLY_REPLICAS ? 'the replicas scenario alone' : `${rounds.length} round(s), median (min–max); ratios are of medians`}; ` +
